@@ -1,0 +1,211 @@
+"""Importer framework: parse a file into records (pure), then commit them in one transaction.
+
+An importer subclass implements :meth:`Importer.read`, which returns an :class:`ImportBatch`
+(models, datasets, jobs, scores and an :class:`ImportReport` counting every dropped or
+repaired row by reason). :meth:`Importer.run` writes the batch with
+:meth:`history.store.HistoryStore.commit` -- a single transaction, so a file that fails to
+parse or to write leaves the store untouched -- and fills in what was added.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ..errors import HistoryImportError
+
+IMPORTERS: dict[str, type["Importer"]] = {}
+
+
+def register_importer(cls):
+    IMPORTERS[cls.name] = cls
+    return cls
+
+
+def get_importer(name: str) -> "Importer":
+    from . import load_all  # noqa: F401  (registers the built-in importers)
+
+    load_all()
+    if name not in IMPORTERS:
+        raise HistoryImportError(
+            f"unknown import format {name!r}; supported formats: {', '.join(sorted(IMPORTERS))}"
+        )
+    return IMPORTERS[name]()
+
+
+@dataclass
+class ImportReport:
+    importer: str
+    source: str
+    path: str | None = None
+    sha256: str | None = None
+    rows_read: int = 0
+    jobs_read: int = 0
+    jobs_added: int = 0
+    jobs_existing: int = 0
+    scores_read: int = 0
+    scores_added: int = 0
+    scores_replaced: int = 0
+    models_added: int = 0
+    datasets_added: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    repaired: Counter = field(default_factory=Counter)
+    notes: list = field(default_factory=list)
+
+    def drop(self, reason: str, n: int = 1):
+        if n:
+            self.dropped[reason] += int(n)
+
+    def repair(self, what: str, n: int = 1):
+        if n:
+            self.repaired[what] += int(n)
+
+    @property
+    def rows_dropped(self) -> int:
+        return int(sum(self.dropped.values()))
+
+    def to_dict(self) -> dict:
+        return {
+            "importer": self.importer, "source": self.source, "path": self.path, "sha256": self.sha256,
+            "rows_read": self.rows_read, "jobs_read": self.jobs_read, "jobs_added": self.jobs_added,
+            "jobs_existing": self.jobs_existing, "scores_read": self.scores_read,
+            "scores_added": self.scores_added, "scores_replaced": self.scores_replaced,
+            "models_added": self.models_added, "datasets_added": self.datasets_added,
+            "rows_dropped": self.rows_dropped, "dropped": dict(self.dropped),
+            "repaired": dict(self.repaired), "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"import {self.importer} ({self.source}) from {self.path}",
+            f"  rows read: {self.rows_read}",
+            f"  jobs: {self.jobs_read} parsed, {self.jobs_added} added, {self.jobs_existing} already in the store",
+        ]
+        if self.scores_read:
+            lines.append(
+                f"  scores: {self.scores_read} parsed, {self.scores_added} added, {self.scores_replaced} replaced")
+        lines.append(f"  models added: {self.models_added}, datasets added: {self.datasets_added}")
+        if self.dropped:
+            lines.append(f"  rows dropped: {self.rows_dropped}")
+            for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]):
+                lines.append(f"    - {n} x {reason}")
+        else:
+            lines.append("  rows dropped: 0")
+        for what, n in self.repaired.items():
+            lines.append(f"  repaired: {n} x {what}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ImportBatch:
+    report: ImportReport
+    models: list = field(default_factory=list)
+    datasets: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
+
+
+class Importer:
+    """Base class. Subclasses set ``name``, ``description`` and implement ``read``."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def read(self, path, **options) -> ImportBatch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, store, path, **options) -> ImportReport:
+        batch = self.read(path, **options)
+        rep = batch.report
+        rep.jobs_read = len(batch.jobs)
+        rep.scores_read = len(batch.scores)
+        res = store.commit(
+            models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
+            import_log={
+                "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
+                "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
+            },
+        )
+        rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
+        rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
+        rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
+        return rep
+
+
+# ---------------------------------------------------------------------- parsing helpers
+def sha256_of(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_table(path, **kw) -> pd.DataFrame:
+    """Read a CSV or Parquet file with clear errors for missing / empty / unreadable files."""
+    p = Path(path)
+    if not p.exists():
+        raise HistoryImportError(f"{p}: file not found")
+    if p.is_dir():
+        raise HistoryImportError(f"{p}: is a directory, expected a file")
+    if p.stat().st_size == 0:
+        raise HistoryImportError(f"{p}: file is empty")
+    try:
+        if p.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(p)
+        else:
+            df = pd.read_csv(p, **kw)
+    except pd.errors.EmptyDataError:
+        raise HistoryImportError(f"{p}: file is empty (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None
+    if df.empty:
+        raise HistoryImportError(f"{p}: file has a header but no data rows")
+    return df
+
+
+def require_columns(df: pd.DataFrame, columns, path) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise HistoryImportError(
+            f"{path}: missing required column(s) {', '.join(missing)}; "
+            f"found: {', '.join(map(str, df.columns))}"
+        )
+
+
+def parse_numbers(series: pd.Series, column: str, path, *, allow_missing: bool = True,
+                  missing_values=("", "nan", "NaN", "None", "null", "NA")) -> pd.Series:
+    """Parse a column to float; an unparsable cell raises an error naming row and value.
+
+    Row numbers are 1-based data rows as a spreadsheet shows them after the header
+    (file line = row + 1).
+    """
+    out = np.full(len(series), np.nan)
+    for i, v in enumerate(series.tolist()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            if not allow_missing:
+                raise HistoryImportError(f"{path}: row {i + 1}: column {column!r} is empty")
+            continue
+        if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            out[i] = float(v)
+            continue
+        s = str(v).strip().replace(",", "") if isinstance(v, str) else str(v)
+        if s in missing_values:
+            if not allow_missing:
+                raise HistoryImportError(f"{path}: row {i + 1}: column {column!r} is empty")
+            continue
+        try:
+            out[i] = float(s)
+        except ValueError:
+            raise HistoryImportError(
+                f"{path}: row {i + 1} (file line {i + 2}): column {column!r} has value {v!r}, "
+                "which is not a number"
+            ) from None
+    return pd.Series(out, index=series.index, name=column)

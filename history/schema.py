@@ -1,0 +1,194 @@
+"""The history store's schema (SQLAlchemy Core, portable: SQLite, PostgreSQL, any URL).
+
+Tables
+------
+``models``    one row per pretrained model (``name`` unique) with its meta-features.
+``datasets``  one row per target dataset / task (``name`` unique).
+``jobs``      one row per fine-tuning run: model, dataset, regime, hyper-parameters (JSON),
+              metric name and value (a fraction in [0, 1]), status, source, provenance.
+``scores``    one model-selection score per (model, dataset, method, probe size, seed, source).
+``probes``    the probe sets (sample indices) that scores were computed on.
+``imports``   a log of every import: file, sha256, rows read / added / dropped.
+
+Identity and idempotency: ``jobs.key`` and ``scores.key`` are content hashes (see
+:func:`job_key`, :func:`score_key`) with a unique constraint, so importing the same
+rows twice adds nothing. No SQLite-only SQL is used anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Index,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+#: Model meta-feature columns (besides ``id``/``name``) in a fixed order.
+MODEL_FIELDS = {
+    "modality": String(16),  # image | text
+    "family": String(64),  # vit, resnet, convnext, bert, ...
+    "architecture": String(128),  # e.g. ViTForImageClassification / resnet50
+    "input_size": Integer(),  # input resolution (image) or max sequence length (text)
+    "params": Float(),  # number of parameters (count, not millions)
+    "gmacs": Float(),  # inference GMACs at input_size
+    "feature_dim": Integer(),  # penultimate feature dimension
+    "depth": Integer(),  # number of layers
+    "pretrain_dataset": String(128),  # source / pre-training dataset (imagenet, in21k, ...)
+    "domain": String(64),  # pre-training domain
+    "source_accuracy": Float(),  # accuracy on the pre-training task, fraction
+}
+DATASET_FIELDS = {
+    "modality": String(16),
+    "num_samples": Integer(),
+    "num_classes": Integer(),
+    "domain": String(64),
+}
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    *[Column(k, t, nullable=True) for k, t in MODEL_FIELDS.items()],
+    Column("extra", JSON, nullable=True),  # anything else a source knows (memory, labels, ...)
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    *[Column(k, t, nullable=True) for k, t in DATASET_FIELDS.items()],
+    Column("extra", JSON, nullable=True),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("regime", String(64), nullable=False, default="full"),
+    Column("hparams", JSON, nullable=True),
+    Column("metric", String(64), nullable=False, default="accuracy"),
+    Column("value", Float, nullable=True),
+    Column("status", String(16), nullable=False, default="completed"),
+    Column("source", String(64), nullable=False),
+    Column("provenance", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_jobs_pair", "model_id", "dataset_id", "regime"),
+    Index("ix_jobs_source", "source"),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("probe_size", Integer, nullable=True),
+    Column("seed", Integer, nullable=True),
+    Column("runtime_s", Float, nullable=True),
+    Column("source", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_scores_pair", "model_id", "dataset_id", "method"),
+)
+
+probes = Table(
+    "probes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("num_classes", Integer, nullable=True),
+    Column("indices", JSON, nullable=False),
+    Column("data_ref", Text, nullable=True),  # where the probe's data came from
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dataset_id", "size", "seed", name="uq_probe"),
+)
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("importer", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("path", Text, nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("rows_read", Integer, nullable=False),
+    Column("jobs_added", Integer, nullable=False),
+    Column("scores_added", Integer, nullable=False),
+    Column("dropped", JSON, nullable=True),  # {reason: count}
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _clean(v):
+    """JSON-safe canonical value (NaN -> None, numpy scalars -> python)."""
+    if v is None:
+        return None
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in sorted(v.items()) if _clean(x) is not None}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(_clean(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _digest(parts) -> str:
+    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:40]
+
+
+def job_key(*, model, dataset, regime, hparams, metric, value, status, source) -> str:
+    """Content hash identifying a job: the same run imported twice gets the same key.
+
+    The value is part of the identity, so two runs of the same configuration that ended
+    with different accuracies (e.g. two seeds) are two jobs; an exact duplicate is one.
+    """
+    v = None if value is None else round(float(value), 10)
+    return _digest(["job", model, dataset, regime, hparams or {}, metric, v, status, source])
+
+
+def score_key(*, model, dataset, method, probe_size, seed, source) -> str:
+    """Identity of a score; re-computing it replaces the value (see ``HistoryStore.add_scores``)."""
+    return _digest(["score", model, dataset, method, probe_size, seed, source])

@@ -1,0 +1,14 @@
+"""CLI sub-commands, one module each (see ``recommender.cli``)."""
+from __future__ import annotations
+
+from history.store import HistoryStore
+
+
+def open_store(args) -> HistoryStore:
+    """The history store selected by --store / --home / env."""
+    return HistoryStore(getattr(args, "store", None), home=getattr(args, "home", None))
+
+
+def add_parser(sub, name: str, **kw):
+    """Add a sub-command parser that also accepts the global options."""
+    return sub.add_parser(name, parents=[sub.parent_parser], **kw)

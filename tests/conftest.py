@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests never touch the network: hub calls fail fast offline."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.pop("RECOMMENDER_STORE", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RECOMMENDER_DATA", REPO.parent / "shared" / "data")).resolve()
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public histories (../shared/data). CI always has them; a missing folder is an error."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real histories not found at {SHARED_DATA}; set RECOMMENDER_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh home folder, also exported as RECOMMENDER_HOME."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("RECOMMENDER_HOME", str(h))
+    return h
+
+
+@pytest.fixture()
+def store(home):
+    from history.store import HistoryStore
+
+    s = HistoryStore(f"sqlite:///{home / 'history.db'}")
+    yield s
+    s.dispose()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
