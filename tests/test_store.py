@@ -61,7 +61,7 @@ def test_get_unknown_suggests(store):
         store.get_model("m_1")
 
 
-@pytest.mark.parametrize("url", ["notadialect://x/y", "postgresql+nodriver://u@h/db", "sqlite:///dev/null/x/history.db"])
+@pytest.mark.parametrize("url", ["notadialect://x/y", "postgresql+nodriver://u@h/db", "sqlite:////dev/null/x/history.db"])
 def test_bad_store_url(url):
     with pytest.raises(StoreError, match="history store"):
         HistoryStore(url)
