@@ -1,0 +1,247 @@
+"""SHiFT fine-tuning records (Renggli et al., "SHiFT: an efficient, flexible search engine
+for transfer learning", VLDB 2023; GitHub DS3Lab/shift).
+
+A SHiFT folder holds ``ftrecords.csv`` (one fine-tuning run per row) and, optionally,
+``huggingface_cv_models.csv`` (image model meta-data).
+
+Task naming. ``train_dataset_name`` alone does not identify the task: the ``configs``
+column (a Python dict literal, parsed with :func:`ast.literal_eval`) may carry
+``label_name`` and ``preprocess`` (``'empty'`` = none). The task name is
+
+* ``preprocess`` when it is set and starts with the dataset name
+  (``clevr_count``, ``clevr_distance``, ``dsprites_orientation``, ``dsprites_location``);
+  the dataset name itself when ``preprocess`` equals it (``kitti``);
+  ``<dataset>_<preprocess>`` for any other preprocess;
+* else ``<dataset>_<label>`` when ``label_name`` is ``label_<x>`` other than ``label``
+  (``smallnorb_azimuth``, ``smallnorb_elevation``);
+* else the dataset name (``cifar100``, ``glue/cola``, ...).
+
+This yields the 19 VTAB image tasks plus the text tasks.
+
+Regime from ``train_slice`` (never pooled silently): ``:800`` -> ``vtab-1k`` (800 train +
+200 validation examples), ``:100%`` or empty -> ``full``, anything else ``:<s>`` ->
+``slice-<s>`` (``:80%`` -> ``slice-80%``).
+
+Modality from ``framework``: ``HuggingFace`` -> image, ``HuggingFaceText`` -> text.
+Both learning rates of a (model, task, slice) are kept as separate jobs.
+"""
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .. import schema as S
+from ..errors import HistoryImportError
+from .base import (
+    ImportBatch,
+    Importer,
+    ImportReport,
+    parse_numbers,
+    read_table,
+    register_importer,
+    require_columns,
+    sha256_of,
+)
+
+RECORDS = "ftrecords.csv"
+MODELS = "huggingface_cv_models.csv"
+FRAMEWORKS = {"HuggingFace": "image", "HuggingFaceText": "text"}
+SOURCE = "shift"
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in ("", "nan", "none")
+
+
+def task_name(dataset: str, label_name=None, preprocess=None) -> str:
+    """The task a SHiFT row fine-tunes on (see the module docstring for the scheme)."""
+    ds = str(dataset).strip()
+    pre = None if _blank(preprocess) or str(preprocess).strip() == "empty" else str(preprocess).strip()
+    if pre:
+        if pre == ds:
+            return ds
+        return pre if pre.startswith(ds + "_") else f"{ds}_{pre}"
+    lab = None if _blank(label_name) else str(label_name).strip()
+    if lab and lab != "label":
+        return f"{ds}_{lab.removeprefix('label_')}"
+    return ds
+
+
+def regime_of(train_slice) -> str:
+    """``:800`` -> ``vtab-1k``; ``:100%`` / empty -> ``full``; ``:<s>`` -> ``slice-<s>``."""
+    if _blank(train_slice):
+        return "full"
+    s = str(train_slice).strip()
+    if s == ":800":
+        return "vtab-1k"
+    if s in (":100%", ":"):
+        return "full"
+    return "slice-" + s.lstrip(":")
+
+
+def parse_configs(text, path, row: int) -> dict:
+    """Parse a ``configs`` cell (a Python dict literal) safely; errors name the row."""
+    if _blank(text):
+        return {}
+    val = _literal(str(text))
+    if not isinstance(val, dict):
+        raise HistoryImportError(
+            f"{path}: row {row} (file line {row + 1}): column 'configs' has value {str(text)!r}, "
+            "which is not a Python dict literal such as {'lr': 0.01}")
+    return dict(val)
+
+
+@lru_cache(maxsize=4096)
+def _literal(text: str):
+    """``ast.literal_eval`` (never ``eval``), cached: a file repeats a handful of configs."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
+@register_importer
+class ShiftImporter(Importer):
+    """SHiFT ``ftrecords.csv`` (+ ``huggingface_cv_models.csv``)."""
+
+    name = "shift"
+    description = "SHiFT folder (ftrecords.csv, huggingface_cv_models.csv): VTAB image + text tasks"
+
+    def read(self, path, **options) -> ImportBatch:
+        if options:
+            raise HistoryImportError(f"shift importer: unknown option(s) {', '.join(sorted(options))}; it takes none")
+        p = Path(path)
+        if p.is_dir():
+            folder, rec_path = p, p / RECORDS
+        else:
+            folder, rec_path = p.parent, p
+        if not rec_path.exists():
+            raise HistoryImportError(f"{rec_path}: file not found; a SHiFT folder holds {RECORDS} "
+                                     f"(and optionally {MODELS})")
+        rep = ImportReport(importer=self.name, source=SOURCE, path=str(p), sha256=sha256_of(rec_path))
+        batch = ImportBatch(report=rep)
+        df = read_table(rec_path)
+        col = {c: df[c].tolist() for c in df.columns}
+        require_columns(df, ["model_identifier", "framework", "train_dataset_name", "configs",
+                             "test_accuracy"], rec_path)
+        rep.rows_read = len(df)
+        acc = parse_numbers(df["test_accuracy"], "test_accuracy", rec_path)
+        epochs = parse_numbers(df["epochs"], "epochs", rec_path) if "epochs" in df else None
+        bsz = parse_numbers(df["batch_size"], "batch_size", rec_path) if "batch_size" in df else None
+        bad = acc[(acc < 0) | (acc > 1)]
+        if len(bad):
+            i = bad.index[0]
+            raise HistoryImportError(
+                f"{rec_path}: row {i + 1} (file line {i + 2}): test_accuracy = {col['test_accuracy'][i]!r} "
+                "is outside [0, 1]; SHiFT accuracies are fractions")
+
+        models, datasets, jobs, seen = {}, {}, [], set()
+        unknown_fw: dict[str, int] = {}
+        n_missing = n_dup = 0
+        for i in range(len(df)):
+            row = i + 1
+            fw = str(col["framework"][i]).strip()
+            if fw not in FRAMEWORKS:
+                unknown_fw[fw] = unknown_fw.get(fw, 0) + 1
+                continue
+            modality = FRAMEWORKS[fw]
+            cfg = parse_configs(col["configs"][i], rec_path, row)
+            model = col["model_identifier"][i]
+            ds = col["train_dataset_name"][i]
+            if _blank(model) or _blank(ds) or np.isnan(acc.iat[i]):
+                n_missing += 1
+                continue
+            model, ds = str(model).strip(), str(ds).strip()
+            task = task_name(ds, cfg.get("label_name"), cfg.get("preprocess"))
+            tslice = None if "train_slice" not in df or _blank(col["train_slice"][i]) else str(col["train_slice"][i]).strip()
+            regime = regime_of(tslice)
+            hp = {}
+            if "lr" in cfg:
+                hp["lr"] = float(cfg["lr"])
+            if epochs is not None and not np.isnan(epochs.iat[i]):
+                hp["epochs"] = int(epochs.iat[i])
+            if bsz is not None and not np.isnan(bsz.iat[i]):
+                hp["batch_size"] = int(bsz.iat[i])
+            if tslice is not None:
+                hp["train_slice"] = tslice
+            for k, v in cfg.items():  # anything else the config sets (besides task identity)
+                if k not in ("lr", "label_name", "preprocess", "feature_name"):
+                    hp[k] = v
+            value = float(acc.iat[i])
+            key = S.job_key(model=model, dataset=task, regime=regime, hparams=hp, metric="test_accuracy",
+                            value=value, status="completed", source=SOURCE)
+            if key in seen:
+                n_dup += 1
+                continue
+            seen.add(key)
+            models.setdefault(model, {"name": model, "modality": modality})
+            d = datasets.setdefault(task, {"name": task, "modality": modality,
+                                           "extra": {"base_dataset": ds}})
+            if cfg.get("label_name") and cfg["label_name"] != "label":
+                d["extra"]["label_name"] = cfg["label_name"]
+            if not _blank(cfg.get("preprocess")) and cfg.get("preprocess") != "empty":
+                d["extra"]["preprocess"] = cfg["preprocess"]
+            jobs.append({
+                "model": model, "dataset": task, "regime": regime, "hparams": hp,
+                "metric": "test_accuracy", "value": value, "source": SOURCE,
+                "provenance": f"{rec_path.name}:{row}",
+            })
+        for fw, n in unknown_fw.items():
+            rep.drop(f"unknown framework {fw!r} (known: {', '.join(FRAMEWORKS)})", n)
+        rep.drop("missing model_identifier, train_dataset_name or test_accuracy", n_missing)
+        rep.drop("exact duplicate of an earlier row (same model, task, regime, hyper-parameters and "
+                 "test_accuracy)", n_dup)
+
+        self._model_meta(folder, models, rep)
+        batch.jobs, batch.models, batch.datasets = jobs, list(models.values()), list(datasets.values())
+
+        by_mod = {"image": set(), "text": set()}
+        for t in datasets.values():
+            by_mod[t["modality"]].add(t["name"])
+        vtab = sorted({j["dataset"] for j in jobs if j["regime"] == "vtab-1k"} & by_mod["image"])
+        regimes: dict[str, int] = {}
+        for j in jobs:
+            regimes[j["regime"]] = regimes.get(j["regime"], 0) + 1
+        rep.notes.append(f"{len(by_mod['image'])} image tasks ({len(vtab)} with VTAB-1k runs), "
+                         f"{len(by_mod['text'])} text tasks")
+        rep.notes.append("jobs per regime: " + ", ".join(f"{k} {v}" for k, v in sorted(regimes.items())))
+        nm = {m: sum(1 for x in models.values() if x["modality"] == m) for m in ("image", "text")}
+        rep.notes.append(f"models: {nm['image']} image, {nm['text']} text")
+        return batch
+
+    def _model_meta(self, folder: Path, models: dict, rep: ImportReport) -> None:
+        p = folder / MODELS
+        if not p.exists():
+            rep.notes.append(f"no {MODELS} in {folder}: image models carry no input size")
+            return
+        df = read_table(p)
+        col = {c: df[c].tolist() for c in df.columns}
+        require_columns(df, ["model_identifier"], p)
+        size = parse_numbers(df["image_size"], "image_size", p) if "image_size" in df else None
+        unused = 0
+        for i in range(len(df)):
+            name = col["model_identifier"][i]
+            if _blank(name):
+                continue
+            name = str(name).strip()
+            rec = models.get(name)
+            if rec is None:  # meta-data of a model without runs here: nothing to attach it to
+                unused += 1
+                continue
+            if size is not None and not np.isnan(size.iat[i]):
+                rec["input_size"] = int(size.iat[i])
+            extra = {}
+            for c, k in (("source", "source"), ("lr", "default_lr"), ("epochs", "default_epochs"),
+                         ("batch_size", "default_batch_size"), ("momentum", "momentum"), ("nesterov", "nesterov")):
+                if c in df and not _blank(col[c][i]):
+                    v = col[c][i]
+                    extra[k] = v.item() if hasattr(v, "item") else v
+            if extra:
+                rec["extra"] = extra
+        with_size = sum(1 for m in models.values() if m["modality"] == "image" and m.get("input_size"))
+        n_img = sum(1 for m in models.values() if m["modality"] == "image")
+        rep.notes.append(f"{with_size} of {n_img} image models have an input size from {MODELS}"
+                         + (f"; {unused} rows there describe models without runs (not added)" if unused else ""))
