@@ -1,0 +1,226 @@
+"""``score``: compute model-selection scores of models on a dataset and store them.
+
+    python -m recommender score --dataset X (--data PATH | --features FILE.npz) \\
+        --models M1,M2,... [--methods logme,parc,...] [--probe-size 500] [--seed 0] \\
+        [--batch-size 64] [--device auto] [--reference-model SPEC] [--format table|json]
+
+Steps: draw a seeded, class-stratified probe of the dataset (recorded in the ``probes``
+table), extract each model's penultimate features and source-class probabilities on it
+(cached), compute every method, and write one row per (model, method) to the ``scores``
+table with source ``score-cli`` (re-running replaces the values). ``runtime_s`` is the time
+of the score computation alone; feature extraction time is printed per model.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from history.errors import NotFoundError, RecommenderError
+
+from . import add_parser, open_store
+
+SOURCE = "score-cli"
+
+
+def register(sub):
+    p = add_parser(sub, "score", help="compute model-selection scores (LogME, PARC, LEEP, ...) and store them",
+                   description="Draw a seeded probe of the dataset, extract each model's features on it, "
+                               "compute model-selection scores and store them (source score-cli).")
+    p.add_argument("--dataset", required=True, help="dataset name in the history store (created if new)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="image folder (root/<class>/<image>), .csv of texts, or .npz of features")
+    src.add_argument("--features", help=".npz of precomputed arrays: labels, features/<model>, probs/<model>")
+    p.add_argument("--models", help="comma-separated model specs: [name=]torchscript:PATH | timm:NAME | hf:ID | "
+                                    "sentence:PATH_OR_ID; with --features: model names in the npz (default all)")
+    p.add_argument("--methods", help="comma-separated score names (default: all registered)")
+    p.add_argument("--probe-size", type=int, default=500, help="probe set size (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="probe seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="extraction batch size (default 64)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    p.add_argument("--reference-model", help="model spec of the fixed reference model for rsa/dds "
+                                             "(with --features: a model name in the npz)")
+    p.add_argument("--image-size", type=int, help="resize images to this size (overrides the model's own)")
+    p.add_argument("--text-column", default="text", help="text column of a CSV (default text)")
+    p.add_argument("--label-column", default="label", help="label column of a CSV (default label)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    p.set_defaults(func=run)
+    return p
+
+
+def _split(s):
+    return [x.strip() for x in (s or "").split(",") if x.strip()]
+
+
+def _methods(arg):
+    from features.scores import get_score, list_scores
+
+    names = _split(arg) or list_scores()
+    if not names:
+        raise NotFoundError("no model-selection scores are registered (features.scores is empty)")
+    return [get_score(n) for n in dict.fromkeys(names)]  # NotFoundError lists valid names
+
+
+def _check_args(args):
+    if args.probe_size < 1:
+        raise RecommenderError(f"--probe-size must be >= 1, got {args.probe_size}")
+    if args.batch_size < 1:
+        raise RecommenderError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
+def run(args) -> int:
+    from features.data import load_data, load_features_npz
+    from features.extract import (ExtractionError, extract_features, load_adapter, parse_model_spec, probe_inputs,
+                                  resolve_device)
+    from features.probe import record_probe, sample_probe
+    from features.scores import compute_score
+
+    _check_args(args)
+    methods = _methods(args.methods)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.format == "json" else print
+    notes: list[str] = []
+
+    # ---- data and models (all validated before anything is written)
+    data = load_features_npz(args.features) if args.features else load_data(
+        args.data, text_column=args.text_column, label_column=args.label_column)
+    precomputed = data.kind == "features"
+    specs = _split(args.models)
+    if precomputed:
+        names = specs or sorted(data.features)
+        missing = [m for m in names if m not in data.features]
+        if missing:
+            raise NotFoundError(f"model(s) {missing} not in {data.ref}; it has features for: "
+                                f"{', '.join(sorted(data.features))}")
+        models = [(m, None) for m in names]
+    else:
+        if not specs:
+            raise RecommenderError("--models is required with --data (e.g. --models cnn=torchscript:model.pt)")
+        models = []
+        for s in specs:
+            ms = parse_model_spec(s)
+            models.append((ms.name, load_adapter(ms)))
+        dup = sorted({n for n, _ in models if [m for m, _ in models].count(n) > 1})
+        if dup:
+            raise RecommenderError(f"model name(s) {dup} given twice in --models; use NAME=SPEC to tell them apart")
+    notes += data.notes
+    ref_spec = None
+    if args.reference_model and any(m.needs_reference for m in methods):
+        if precomputed and args.reference_model not in data.features:
+            raise NotFoundError(f"reference model {args.reference_model!r} not in {data.ref}; it has: "
+                                f"{', '.join(sorted(data.features))}")
+        if not precomputed:
+            ref_spec = parse_model_spec(args.reference_model)
+    if not precomputed:
+        resolve_device(args.device)  # a bad --device is a user error before anything is written
+
+    store = open_store(args)
+    if not store.has_dataset(args.dataset):
+        notes.append(f"dataset {args.dataset!r} was not in the store: created")
+    probe = sample_probe(data.labels, args.probe_size, seed=args.seed)
+    notes += list(probe.notes)
+    y = data.labels[probe.indices]
+    store.commit(datasets=[{"name": args.dataset, "num_samples": len(data), "num_classes": data.num_classes,
+                            "modality": {"images": "image", "text": "text"}.get(data.kind)}])
+    record_probe(store, args.dataset, probe, data_ref=data.ref)
+    log(f"probe: {probe.size} of {len(data)} samples, {probe.num_classes} of {probe.num_classes_total} classes, "
+        f"seed {probe.seed}")
+
+    def features_of(name, adapter):
+        if precomputed:
+            p = data.probs.get(name)
+            return data.features[name][probe.indices], (None if p is None else p[probe.indices]), 0.0, True
+        if args.image_size:
+            adapter.override_size = args.image_size
+        inputs, kind = probe_inputs(data, probe.indices)
+        r = extract_features(adapter, inputs, dataset=args.dataset, probe_hash=probe.hash, data_kind=kind,
+                             batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+                             cache=not args.no_cache, home=args.home)
+        notes.extend(f"{name}: {n}" for n in r.notes)
+        return r.features, r.probs, r.seconds, r.cached
+
+    # ---- reference model (rsa, dds)
+    reference = None
+    ref_reason = None
+    if any(m.needs_reference for m in methods):
+        if args.reference_model:
+            try:
+                reference = (data.features[args.reference_model][probe.indices] if precomputed
+                             else features_of(ref_spec.name, load_adapter(ref_spec))[0])
+            except RecommenderError as exc:
+                ref_reason = f"reference model failed: {exc}"
+        else:
+            ref_reason = "needs a reference model: pass --reference-model SPEC"
+
+    # ---- scores
+    rows, results, skipped, failed, model_meta = [], [], [], [], []
+    for name, adapter in models:
+        try:
+            X, P, secs, cached = features_of(name, adapter)
+        except (ExtractionError, RecommenderError) as exc:
+            failed.append({"model": name, "method": "*", "error": f"feature extraction failed: {exc}"})
+            continue
+        log(f"{name}: features {X.shape[1]}-d" + (f", {P.shape[1]} source classes" if P is not None else
+                                                   ", no source-class probabilities")
+            + ("" if precomputed else (" (cached)" if cached else f" in {secs:.1f}s")))
+        model_meta.append({"name": name, "feature_dim": int(X.shape[1])})
+        for spec in methods:
+            if spec.needs_probs and P is None:
+                skipped.append({"model": name, "method": spec.name,
+                                "reason": "needs source-class probabilities; the model has no classification head"})
+                continue
+            if spec.needs_reference and reference is None:
+                skipped.append({"model": name, "method": spec.name, "reason": ref_reason})
+                continue
+            t0 = time.perf_counter()
+            try:
+                v = compute_score(spec.name, X, y, probs=P if spec.needs_probs else None,
+                                  reference=reference if spec.needs_reference else None)
+            except Exception as exc:  # one failing method must not lose the others
+                failed.append({"model": name, "method": spec.name, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            dt = time.perf_counter() - t0
+            rows.append({"model": name, "dataset": args.dataset, "method": spec.name, "value": v,
+                         "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE})
+            results.append({"model": name, "method": spec.name, "value": v, "runtime_s": dt})
+    res = store.commit(models=model_meta, scores=rows) if rows else None
+    store.dispose()
+
+    # ---- report
+    if args.format == "json":
+        print(json.dumps({
+            "dataset": args.dataset, "probe": probe.to_dict(), "scores": results, "skipped": skipped,
+            "failed": failed, "notes": notes,
+            "stored": None if res is None else {"added": res.scores_added, "replaced": res.scores_replaced,
+                                                "unchanged": res.scores_unchanged},
+        }, indent=2))
+    else:
+        _print_table(results, [n for n, _ in models], [m.name for m in methods])
+        for s in skipped:
+            print(f"skipped {s['method']} for {s['model']}: {s['reason']}")
+        for n in notes:
+            print(f"note: {n}")
+        if res is not None:
+            print(f"stored {len(rows)} score(s) in {store!r}: {res.scores_added} added, "
+                  f"{res.scores_replaced} replaced, {res.scores_unchanged} unchanged")
+    for f in failed:
+        print(f"failed {f['method']} for {f['model']}: {f['error']}", file=sys.stderr)
+    if not rows:
+        print("error: no score could be computed (see the messages above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_table(results, models, methods):
+    if not results:
+        return
+    import pandas as pd
+
+    df = pd.DataFrame(results).pivot(index="model", columns="method", values="value")
+    df = df.reindex(index=[m for m in models if m in df.index], columns=[m for m in methods if m in df.columns])
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format",
+                           lambda v: f"{v:.4g}"):
+        print(df.to_string(na_rep="-"))
