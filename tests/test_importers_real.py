@@ -203,6 +203,10 @@ def test_shift_tasks_regimes_and_modalities(imported):
     m = s.models_frame().set_index("name")
     assert m.loc["google/vit-base-patch16-224", "input_size"] == 224
     assert m.loc["google/vit-base-patch16-224", "modality"] == "image"
+    # every task gets its published class count and VTAB group (none are in the records)
+    assert d["num_classes"].notna().all(), d.index[d["num_classes"].isna()].tolist()
+    assert d.loc["clevr_count", "num_classes"] == 8 and d.loc["smallnorb_elevation", "num_classes"] == 9
+    assert set(d.loc[sorted(VTAB_TASKS), "domain"]) == {"natural", "specialized", "structured"}
 
 
 @pytest.mark.slow  # shares the module fixture that imports every real history twice (~5 s)

@@ -51,6 +51,31 @@ MODELS = "huggingface_cv_models.csv"
 FRAMEWORKS = {"HuggingFace": "image", "HuggingFaceText": "text"}
 SOURCE = "shift"
 
+#: Published facts of the SHiFT tasks (VTAB: Zhai et al. 2019, Table 1 -- number of classes
+#: and VTAB group; text tasks: their dataset cards). The records file carries neither, and
+#: without them the tasks would have no dataset meta-features at all. Applied with
+#: fill-only semantics: facts another import already stored are kept.
+TASK_FACTS = {
+    # VTAB natural
+    "caltech101": (102, "natural"), "cifar100": (100, "natural"), "dtd": (47, "natural"),
+    "oxford_flowers102": (102, "natural"), "oxford_iiit_pet": (37, "natural"),
+    "sun397": (397, "natural"), "svhn_cropped": (10, "natural"),
+    # VTAB specialized
+    "patch_camelyon": (2, "specialized"), "eurosat": (10, "specialized"),
+    "resisc45": (45, "specialized"), "diabetic_retinopathy_detection": (5, "specialized"),
+    # VTAB structured
+    "clevr_count": (8, "structured"), "clevr_distance": (6, "structured"), "dmlab": (6, "structured"),
+    "dsprites_location": (16, "structured"), "dsprites_orientation": (16, "structured"),
+    "kitti": (4, "structured"), "smallnorb_azimuth": (18, "structured"),
+    "smallnorb_elevation": (9, "structured"),
+    # text
+    "ag_news": (4, "news"), "amazon_polarity": (2, "reviews"), "dbpedia_14": (14, "encyclopedia"),
+    "glue/cola": (2, "linguistic"), "glue/sst2": (2, "reviews"), "rotten_tomatoes": (2, "reviews"),
+    "tweet_eval/emotion": (4, "social"), "tweet_eval/hate": (2, "social"),
+    "tweet_eval/irony": (2, "social"), "tweet_eval/offensive": (2, "social"),
+    "tweet_eval/sentiment": (3, "social"),
+}
+
 
 def _blank(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in ("", "nan", "none")
@@ -180,6 +205,8 @@ class ShiftImporter(Importer):
             models.setdefault(model, {"name": model, "modality": modality})
             d = datasets.setdefault(task, {"name": task, "modality": modality,
                                            "extra": {"base_dataset": ds}})
+            if task in TASK_FACTS and "num_classes" not in d:
+                d["num_classes"], d["domain"] = TASK_FACTS[task]
             if cfg.get("label_name") and cfg["label_name"] != "label":
                 d["extra"]["label_name"] = cfg["label_name"]
             if not _blank(cfg.get("preprocess")) and cfg.get("preprocess") != "empty":
