@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import pandas as pd
-from sqlalchemy import create_engine, event, func, insert, select, update, delete
+from sqlalchemy import create_engine, event, func, insert, inspect, select, update, delete
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
@@ -120,8 +120,18 @@ class HistoryStore:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
             if create:
-                S.metadata.create_all(engine)
-                with engine.begin() as conn:
+                # Schema creation runs in a write transaction (BEGIN IMMEDIATE on SQLite): two
+                # processes opening a fresh store at once are serialized by the busy timeout
+                # instead of one failing with "database is locked" on a read->write upgrade.
+                # A store that is already initialised is only read, so opening never waits
+                # for a running import.
+                with engine.connect() as conn:
+                    ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
+                        select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
+                init = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite else engine
+                with (engine if ready else init).begin() as conn:
+                    if not ready:
+                        S.metadata.create_all(conn)
                     have = conn.execute(select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar()
                     if have is None:
                         conn.execute(insert(S.meta).values(key="schema_version", value=str(S.SCHEMA_VERSION)))

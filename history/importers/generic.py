@@ -1,0 +1,484 @@
+"""The generic history format: one CSV or Parquet table of fine-tuning jobs (and scores).
+
+The smallest valid file has three columns, ``model,dataset,accuracy``; everything else is
+optional. ``history export`` writes this format losslessly (see :mod:`history.export`),
+so export -> import into a fresh store reproduces the same models, datasets, jobs and
+scores. Full column reference: ``docs/generic-format.md``.
+
+Rows
+----
+A ``record`` column (optional, default ``job``) says what a row holds:
+
+* ``job``     a fine-tuning run: ``model``, ``dataset``, ``accuracy`` (fraction; option
+              ``unit="percent"`` divides by 100), ``regime``, ``metric``, ``status``,
+              ``lr``/``epochs``/``batch_size``/``seed`` and ``hparams`` (JSON object),
+              ``source``, ``provenance``, ``created_at``, and ``score_<method>`` columns
+              (a model-selection score of the (model, dataset) pair).
+* ``score``   one score in long form: ``model``, ``dataset``, ``method``, ``score``,
+              ``probe_size``, ``seed``, ``runtime_s``, ``source``, ``created_at``.
+* ``model``   a model and its meta-features only (``model_<field>`` columns).
+* ``dataset`` a dataset and its meta-features only (``dataset_<field>`` columns).
+
+Any row naming a model / dataset may carry ``model_<field>`` / ``dataset_<field>``
+meta columns (and ``model_extra`` / ``dataset_extra``, JSON objects).
+
+Test hook
+---------
+If the environment variable ``RECOMMENDER_TEST_IMPORT_PAUSE`` names a file, :meth:`run`
+creates that file after writing every row *inside* the open transaction and then sleeps
+(``RECOMMENDER_TEST_IMPORT_PAUSE_S`` seconds, default 60) before committing. Tests use
+it to kill an import deterministically half-way; never set it otherwise.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Integer, String
+
+from .. import schema as S
+from ..errors import HistoryImportError, closest
+from .base import ImportBatch, Importer, ImportReport, parse_numbers, read_table, register_importer, sha256_of
+
+RECORD_KINDS = ("job", "score", "model", "dataset")
+#: Job statuses the store knows; only ``completed`` jobs become training targets.
+JOB_STATUSES = ("completed", "failed", "killed", "running")
+UNITS = ("fraction", "percent")
+
+REQUIRED = ("model", "dataset", "accuracy")
+JOB_COLUMNS = ("regime", "metric", "status", "hparams", "source", "provenance", "created_at")
+#: Hyper-parameter columns merged into ``hparams`` (name -> python type).
+HPARAM_COLUMNS = {"lr": float, "epochs": int, "batch_size": int, "seed": int}
+SCORE_COLUMNS = ("method", "score", "probe_size", "runtime_s")  # + seed, source, created_at
+MODEL_COLUMNS = {f"model_{f}": f for f in S.MODEL_FIELDS}
+DATASET_COLUMNS = {f"dataset_{f}": f for f in S.DATASET_FIELDS}
+META_EXTRA = {"model_extra": "model", "dataset_extra": "dataset"}
+KNOWN_COLUMNS = (
+    ("record",) + REQUIRED + JOB_COLUMNS + tuple(HPARAM_COLUMNS) + SCORE_COLUMNS
+    + tuple(MODEL_COLUMNS) + tuple(DATASET_COLUMNS) + tuple(META_EXTRA)
+)
+SCORE_PREFIX = "score_"
+
+PAUSE_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE"
+PAUSE_SECONDS_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE_S"
+
+_MISSING = ("", "nan", "NaN", "None", "null", "NA")
+
+
+# ---------------------------------------------------------------------- cell helpers
+def _is_missing(v) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    if v is pd.NA or v is pd.NaT:
+        return True
+    return isinstance(v, str) and v.strip() == ""
+
+
+def _text(v):
+    """A string cell, or None when empty."""
+    if _is_missing(v):
+        return None
+    return str(v).strip()
+
+
+def _where(path, i: int) -> str:
+    return f"{path}: row {i + 1} (file line {i + 2})"
+
+
+def _max_len(table, column) -> int | None:
+    t = table.c[column].type
+    return t.length if isinstance(t, String) else None
+
+
+def _check_len(value: str | None, limit: int | None, column: str, path, i: int):
+    if value is not None and limit is not None and len(value) > limit:
+        raise HistoryImportError(
+            f"{_where(path, i)}: column {column!r} is {len(value)} characters long "
+            f"({value[:40]!r}...); the store allows at most {limit}"
+        )
+
+
+def _as_int(x: float, column: str, path, i: int, raw) -> int:
+    if not float(x).is_integer():
+        raise HistoryImportError(
+            f"{_where(path, i)}: column {column!r} has value {raw!r}, which is not a whole number"
+        )
+    return int(x)
+
+
+def _json_object(raw, column: str, path, i: int) -> dict | None:
+    if _is_missing(raw):
+        return None
+    if isinstance(raw, dict):
+        return raw
+    try:
+        obj = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise HistoryImportError(
+            f"{_where(path, i)}: column {column!r} is not valid JSON ({exc.msg} at character "
+            f"{exc.pos}): {str(raw)[:80]!r}. Write a JSON object such as "
+            '{"lr": 0.01, "epochs": 30}'
+        ) from None
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise HistoryImportError(
+            f"{_where(path, i)}: column {column!r} must hold a JSON object ({{...}}), got {str(raw)[:80]!r}"
+        )
+    return obj
+
+
+def _parse_time(raw, path, i: int):
+    if _is_missing(raw):
+        return None
+    if isinstance(raw, datetime):
+        ts = raw
+    elif isinstance(raw, pd.Timestamp):
+        ts = raw.to_pydatetime()
+    else:
+        s = str(raw).strip()
+        try:
+            ts = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                ts = pd.Timestamp(s).to_pydatetime()
+            except (ValueError, TypeError):
+                raise HistoryImportError(
+                    f"{_where(path, i)}: column 'created_at' has value {s!r}, which is not a date/time; "
+                    "use ISO 8601, e.g. 2024-05-01T12:30:00+00:00"
+                ) from None
+    if ts.tzinfo is not None:  # stored as UTC (SQLite keeps no offset)
+        ts = ts.astimezone(timezone.utc)
+    return ts
+
+
+def _numbers(df: pd.DataFrame, column: str, path) -> np.ndarray | None:
+    if column not in df.columns:
+        return None
+    return parse_numbers(df[column], column, path).to_numpy()
+
+
+# ---------------------------------------------------------------------- reading
+def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source: str | None = None,
+                       progress: bool = False) -> ImportBatch:
+    """Parse an already loaded generic-format frame (see module docstring) into a batch."""
+    path = str(path)
+    if unit not in UNITS:
+        raise HistoryImportError(f"unknown accuracy unit {unit!r}; use one of: {', '.join(UNITS)}")
+    df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
+    df.columns = [str(c).strip() for c in df.columns]
+    dupe_cols = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dupe_cols:
+        raise HistoryImportError(f"{path}: column(s) {', '.join(dupe_cols)} appear more than once in the header")
+    default_source = source or Path(path).stem
+    report = ImportReport(importer="generic", source=default_source, path=path)
+    report.rows_read = len(df)
+
+    # ---- columns
+    score_methods = {c: c[len(SCORE_PREFIX):] for c in df.columns if c.startswith(SCORE_PREFIX)}
+    for c, m in score_methods.items():
+        if not m:
+            raise HistoryImportError(f"{path}: column {c!r} names no score method; write score_<method>, e.g. score_logme")
+    unknown = [c for c in df.columns if c not in KNOWN_COLUMNS and c not in score_methods]
+    typos = [c for c in unknown if c.startswith(("model_", "dataset_"))]
+    if typos:
+        hints = []
+        for c in typos:
+            near = closest(c, list(MODEL_COLUMNS) + list(DATASET_COLUMNS) + list(META_EXTRA), n=1)
+            hints.append(f"{c!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        raise HistoryImportError(
+            f"{path}: unknown meta-feature column(s) {', '.join(hints)}; model columns: "
+            f"{', '.join(MODEL_COLUMNS)}; dataset columns: {', '.join(DATASET_COLUMNS)}"
+        )
+    if unknown:
+        report.notes.append(f"ignored unknown column(s): {', '.join(unknown)}")
+
+    kinds = (df["record"].map(lambda v: _text(v) or "job") if "record" in df.columns
+             else pd.Series(["job"] * len(df), index=df.index))
+    bad_kind = ~kinds.isin(RECORD_KINDS)
+    if bad_kind.any():
+        i = int(np.flatnonzero(bad_kind.to_numpy())[0])
+        raise HistoryImportError(
+            f"{_where(path, i)}: column 'record' has value {kinds.iloc[i]!r}; use one of: {', '.join(RECORD_KINDS)}"
+        )
+    kinds = kinds.to_numpy()
+    need = ["model", "dataset"]
+    if (kinds == "job").any():
+        need.append("accuracy")
+    if (kinds == "score").any():
+        need += ["method", "score"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise HistoryImportError(
+            f"{path}: missing required column(s) {', '.join(missing)}; found: {', '.join(df.columns)}. "
+            "A generic history needs at least model,dataset,accuracy (see docs/generic-format.md)"
+        )
+
+    # ---- exact duplicates
+    dup = df.astype(str).duplicated().to_numpy() if len(df) else np.zeros(0, bool)
+    report.drop("exact duplicate of an earlier row", int(dup.sum()))
+
+    # ---- numeric columns, parsed once (errors name row and value)
+    acc = _numbers(df, "accuracy", path)
+    if acc is not None:
+        job_rows = (kinds == "job") & ~dup
+        vals = np.where(job_rows, acc, np.nan)
+        neg = np.flatnonzero(vals < 0)
+        if len(neg):
+            i = int(neg[0])
+            raise HistoryImportError(
+                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is negative; a placeholder for "
+                "'not available' must be left empty"
+            )
+        if unit == "fraction":
+            over = np.flatnonzero(vals > 1)
+            if len(over):
+                i = int(over[0])
+                raise HistoryImportError(
+                    f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 1, but accuracies are "
+                    f"fractions in [0, 1] ({len(over)} row(s) above 1). If the file is in percent, "
+                    "import it with --unit percent (unit='percent')"
+                )
+        else:
+            over = np.flatnonzero(vals > 100)
+            if len(over):
+                i = int(over[0])
+                raise HistoryImportError(
+                    f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
+                    f"({len(over)} row(s) above 100); fix the value or the unit"
+                )
+            acc = acc / 100.0
+    hp_nums = {c: _numbers(df, c, path) for c in HPARAM_COLUMNS}
+    sc_nums = {c: _numbers(df, c, path) for c in ("score", "probe_size", "runtime_s")}
+    wide = {m: _numbers(df, c, path) for c, m in score_methods.items()}
+    meta_nums = {}
+    for col, f in {**MODEL_COLUMNS, **DATASET_COLUMNS}.items():
+        table = S.models if col.startswith("model_") else S.datasets
+        if col in df.columns and not isinstance(table.c[f].type, String):
+            meta_nums[col] = _numbers(df, col, path)
+
+    records = df.to_dict("records")
+    models: dict[str, dict] = {}
+    datasets: dict[str, dict] = {}
+    origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
+    jobs, scores = [], []
+    job_keys: set[str] = set()
+    score_rows: dict[str, int] = {}
+
+    def meta(kind, name, field, value, i, col):
+        target = models if kind == "model" else datasets
+        rec = target.setdefault(name, {"name": name})
+        if value is None:
+            return
+        old = rec.get(field)
+        if old is not None and old != value:
+            raise HistoryImportError(
+                f"{_where(path, i)}: {kind} {name!r}: column {col!r} is {value!r} here but "
+                f"{old!r} in row {origin[(kind, name, field)] + 1}; one {kind} has one value per field"
+            )
+        rec[field] = value
+        origin.setdefault((kind, name, field), i)
+
+    it = range(len(records))
+    if progress and len(records) >= 20000:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"parsing {Path(path).name}", unit="row", leave=False)
+    for i in it:
+        if dup[i]:
+            continue
+        r = records[i]
+        kind = kinds[i]
+        model = _text(r.get("model"))
+        dataset = _text(r.get("dataset"))
+        if kind in ("job", "score", "model") and model is None:
+            raise HistoryImportError(f"{_where(path, i)}: column 'model' is empty")
+        if kind in ("job", "score", "dataset") and dataset is None:
+            raise HistoryImportError(f"{_where(path, i)}: column 'dataset' is empty")
+        if kind == "model":
+            dataset = None
+        if kind == "dataset":
+            model = None
+        _check_len(model, 255, "model", path, i)
+        _check_len(dataset, 255, "dataset", path, i)
+
+        # meta-features carried by any row that names the model / dataset
+        for name, kind2, cols, table in ((model, "model", MODEL_COLUMNS, S.models),
+                                         (dataset, "dataset", DATASET_COLUMNS, S.datasets)):
+            if name is None:
+                continue
+            (models if kind2 == "model" else datasets).setdefault(name, {"name": name})
+            for col, f in cols.items():
+                if col not in r:
+                    continue
+                if col in meta_nums:
+                    x = meta_nums[col][i]
+                    if np.isnan(x):
+                        continue
+                    v = _as_int(x, col, path, i, r[col]) if isinstance(table.c[f].type, Integer) else float(x)
+                else:
+                    v = _text(r[col])
+                    _check_len(v, _max_len(table, f), col, path, i)
+                meta(kind2, name, f, v, i, col)
+            ex_col = f"{kind2}_extra"
+            if ex_col in r:
+                ex = _json_object(r[ex_col], ex_col, path, i)
+                if ex is not None:
+                    meta(kind2, name, "extra", ex, i, ex_col)
+        if kind in ("model", "dataset"):
+            for c, m in score_methods.items():
+                if not _is_missing(r[c]):
+                    raise HistoryImportError(f"{_where(path, i)}: column {c!r} is set on a {kind} row; "
+                                             "scores belong to job or score rows")
+            continue
+
+        src = _text(r.get("source")) or default_source
+        _check_len(src, 64, "source", path, i)
+        created = _parse_time(r.get("created_at"), path, i)
+
+        if kind == "score":
+            method = _text(r.get("method"))
+            if method is None:
+                raise HistoryImportError(f"{_where(path, i)}: score row has an empty 'method'")
+            _check_len(method, 64, "method", path, i)
+            value = sc_nums["score"][i]
+            if np.isnan(value):
+                report.drop("score row with an empty score", 1)
+                continue
+            probe = sc_nums["probe_size"]
+            seed = hp_nums["seed"]
+            rt = sc_nums["runtime_s"]
+            rec = {
+                "model": model, "dataset": dataset, "method": method, "value": float(value),
+                "probe_size": None if probe is None or np.isnan(probe[i]) else _as_int(probe[i], "probe_size", path, i, r["probe_size"]),
+                "seed": None if seed is None or np.isnan(seed[i]) else _as_int(seed[i], "seed", path, i, r["seed"]),
+                "runtime_s": None if rt is None or np.isnan(rt[i]) else float(rt[i]),
+                "source": src, "created_at": created,
+            }
+            _add_score(rec, i, scores, score_rows, report)
+            continue
+
+        # ---- job row
+        status = _text(r.get("status")) or "completed"
+        if status not in JOB_STATUSES:
+            raise HistoryImportError(
+                f"{_where(path, i)}: column 'status' has value {status!r}; use one of: {', '.join(JOB_STATUSES)}"
+            )
+        regime = _text(r.get("regime")) or "full"
+        metric = _text(r.get("metric")) or "accuracy"
+        _check_len(regime, 64, "regime", path, i)
+        _check_len(metric, 64, "metric", path, i)
+        hp = _json_object(r.get("hparams"), "hparams", path, i) or {}
+        for c, typ in HPARAM_COLUMNS.items():
+            col = hp_nums[c]
+            if col is None or np.isnan(col[i]):
+                continue
+            v = float(col[i]) if typ is float else _as_int(col[i], c, path, i, r[c])
+            if c in hp and hp[c] != v:
+                raise HistoryImportError(
+                    f"{_where(path, i)}: {c!r} is {r[c]!r} in its column but {hp[c]!r} in 'hparams'; give it once"
+                )
+            hp[c] = v
+        value = None if acc is None or np.isnan(acc[i]) else float(acc[i])
+        if value is None and status == "completed":
+            report.drop("empty accuracy on a completed job", 1)
+            continue
+        job = {
+            "model": model, "dataset": dataset, "regime": regime, "hparams": hp, "metric": metric,
+            "value": value, "status": status, "source": src,
+            "provenance": _text(r.get("provenance")), "created_at": created,
+        }
+        key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hp), metric=metric,
+                        value=value, status=status, source=src)
+        if key in job_keys:
+            report.drop("same job as an earlier row (same model, dataset, regime, hparams, metric, "
+                        "value, status and source)", 1)
+        else:
+            job_keys.add(key)
+            jobs.append(job)
+        for m, col in wide.items():
+            if col is not None and not np.isnan(col[i]):
+                _check_len(m, 64, f"{SCORE_PREFIX}{m}", path, i)
+                _add_score({"model": model, "dataset": dataset, "method": m, "value": float(col[i]),
+                            "probe_size": None, "seed": None, "runtime_s": None, "source": src,
+                            "created_at": None}, i, scores, score_rows, report)
+
+    scores = [s for s in scores if s is not None]
+    return ImportBatch(report=report, models=list(models.values()), datasets=list(datasets.values()),
+                       jobs=jobs, scores=scores)
+
+
+def _add_score(rec, i, scores, score_rows, report):
+    key = S.score_key(model=rec["model"], dataset=rec["dataset"], method=rec["method"],
+                      probe_size=rec["probe_size"], seed=rec["seed"], source=rec["source"])
+    if key in score_rows:
+        j = score_rows[key]
+        old = scores[j]
+        if old["value"] == rec["value"]:
+            return  # the same score repeated on several job rows (one per hyper-parameter setting)
+        report.drop("score repeated for the same (model, dataset, method, probe_size, seed, source) "
+                    "with a different value; the later row wins", 1)
+        scores[j] = None
+    score_rows[key] = len(scores)
+    scores.append(rec)
+
+
+@register_importer
+class GenericImporter(Importer):
+    """CSV / Parquet in the generic format (see module docstring and docs/generic-format.md)."""
+
+    name = "generic"
+    description = "generic CSV/Parquet: model,dataset,accuracy[,regime,metric,status,hparams,score_<method>,...]"
+
+    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True) -> ImportBatch:
+        p = Path(path)
+        if p.is_dir():
+            raise HistoryImportError(f"{p}: is a directory; the generic format is one .csv or .parquet file "
+                                     "(folders of public histories use --format transfergraph/shift/parc/timm)")
+        if p.suffix.lower() not in (".csv", ".parquet", ".pq", ".txt", ".tsv", ".gz"):
+            raise HistoryImportError(
+                f"{p}: unsupported file extension {p.suffix!r}; the generic format is read from .csv or .parquet"
+            )
+        kw = {} if p.suffix.lower() in (".parquet", ".pq") else {
+            "dtype": str, "keep_default_na": False, "sep": "\t" if p.suffix.lower() == ".tsv" else ","}
+        df = read_table(p, **kw)
+        batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress)
+        batch.report.sha256 = sha256_of(p)
+        return batch
+
+    def run(self, store, path, **options) -> ImportReport:
+        batch = self.read(path, **options)
+        rep = batch.report
+        rep.jobs_read = len(batch.jobs)
+        rep.scores_read = len(batch.scores)
+        with store.write() as conn:
+            res = store.commit(
+                models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
+                import_log={
+                    "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
+                    "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
+                },
+                conn=conn,
+            )
+            _test_pause()
+        rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
+        rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
+        rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
+        return rep
+
+
+def _test_pause():
+    """Test hook (see module docstring): signal 'rows written, not committed', then wait."""
+    flag = os.environ.get(PAUSE_ENV)
+    if not flag:
+        return
+    Path(flag).write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get(PAUSE_SECONDS_ENV, "60")))

@@ -1,0 +1,362 @@
+"""``python -m recommender history ...``: fill, inspect and export the history store.
+
+Sub-commands: pull, import, export, stats, list-models, list-datasets, show, add-dataset.
+User errors raise :class:`history.errors.RecommenderError` subclasses (the CLI prints
+``error: ...`` and exits 2).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+
+from history.errors import NotFoundError, RecommenderError, StoreError
+
+from . import add_parser, open_store
+
+HELP = "fill, inspect and export the fine-tuning history store"
+FORMATS = ("generic", "transfergraph", "shift", "parc", "timm", "mlflow")
+LIST_FORMATS = ("table", "csv", "json")
+
+
+class CliUsageError(RecommenderError):
+    """A command-line argument is missing or inconsistent."""
+
+
+def register(sub):
+    p = add_parser(sub, "history", help=HELP, description=HELP + ".")
+    hs = p.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    hs.parent_parser = sub.parent_parser
+
+    q = add_parser(hs, "pull", help="import a public fine-tuning history by name",
+                   description="Import a public history (transfergraph-image, shift, parc, timm, ...) from a "
+                               "local copy (--from) or download it into the cache. Importing twice adds nothing.")
+    q.add_argument("name", nargs="?", help="public history name (see --list)")
+    q.add_argument("--list", action="store_true", help="list the public histories and exit")
+    q.add_argument("--from", dest="from_dir", default=None, help="read the files from this local folder")
+    q.add_argument("--cache", dest="cache_dir", default=None, help="download cache folder (default <home>/cache)")
+    q.add_argument("--base-url", default=None, help="download from this mirror instead of the public origin")
+    q.add_argument("--include-food101", action="store_true",
+                   help="transfergraph-image: keep the broken food101 runs (dropped by default)")
+    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra importer option (repeatable), e.g. -o layout=text")
+    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+    q.set_defaults(func=cmd_pull)
+
+    q = add_parser(hs, "import", help="import a history file or folder in a given format",
+                   description="Import a history into the store in one transaction (a bad file changes "
+                               "nothing). Importing the same rows twice adds nothing. Formats: generic "
+                               "(CSV/Parquet, docs/generic-format.md), transfergraph, shift, parc, timm "
+                               "(folders of the public histories), mlflow (PATH = tracking URI).")
+    q.add_argument("path", nargs="?", help="file or folder; for --format mlflow the tracking URI "
+                                           "(default: --tracking-uri)")
+    q.add_argument("--format", "-f", required=True, help=f"input format: {', '.join(FORMATS)}")
+    q.add_argument("--unit", choices=["fraction", "percent"], default=None,
+                   help="generic/mlflow: accuracy unit in the input (default fraction, values in [0, 1])")
+    q.add_argument("--source", default=None,
+                   help="generic: source name for rows without one (default: file stem); mlflow: source "
+                        "name (default mlflow:<experiment>)")
+    q.add_argument("--experiment", default=None, help="mlflow: experiment name or id (required for mlflow)")
+    q.add_argument("--metric", default=None, help="mlflow: metric holding the accuracy (default accuracy)")
+    q.add_argument("--include-food101", action="store_true",
+                   help="transfergraph: keep the broken food101 runs")
+    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra importer option (repeatable)")
+    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+    q.set_defaults(func=cmd_import)
+
+    q = add_parser(hs, "export", help="export the store to a generic CSV/Parquet file (lossless)",
+                   description="Write the store (or one source) in the generic format; importing the file "
+                               "into a fresh store reproduces the same models, datasets, jobs and scores.")
+    q.add_argument("path", help="output file (.csv or .parquet)")
+    q.add_argument("--source", default=None, help="only the jobs and scores of this source")
+    q.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the extension")
+    q.set_defaults(func=cmd_export)
+
+    q = add_parser(hs, "stats", help="counts of jobs, models, datasets and scores",
+                   description="Counts by source, regime and score method.")
+    q.add_argument("--json", action="store_true", help="machine-readable JSON")
+    q.set_defaults(func=cmd_stats)
+
+    for kind in ("models", "datasets"):
+        q = add_parser(hs, f"list-{kind}", help=f"list the {kind} with their meta-features and job counts",
+                       description=f"List the {kind} in the store with their meta-features and job counts.")
+        q.add_argument("--source", default=None, help=f"only {kind} with jobs or scores of this source")
+        q.add_argument("--format", choices=LIST_FORMATS, default="table", help="output format (default table)")
+        q.set_defaults(func=cmd_list, kind=kind[:-1])
+
+    q = add_parser(hs, "show", help="show one model or dataset: meta-features, job count, best jobs",
+                   description="Meta-features, number of jobs and the best completed jobs of one model or dataset.")
+    q.add_argument("kind", choices=["model", "dataset"])
+    q.add_argument("name")
+    q.add_argument("--top", type=int, default=10, help="how many best jobs to show (default 10)")
+    q.set_defaults(func=cmd_show)
+
+    q = add_parser(hs, "add-dataset", help="register a new target dataset (for scoring / prediction)",
+                   description="Add a dataset and its meta-features to the store, e.g. a new dataset to get "
+                               "recommendations for. Refuses an existing name unless --update.")
+    q.add_argument("name")
+    q.add_argument("--num-samples", type=int, required=True, help="number of training examples")
+    q.add_argument("--num-classes", type=int, required=True, help="number of classes")
+    q.add_argument("--modality", choices=["image", "text"], default="image", help="default image")
+    q.add_argument("--domain", default=None, help="e.g. natural, medical, satellite")
+    q.add_argument("--update", action="store_true", help="overwrite the meta-features of an existing dataset")
+    q.set_defaults(func=cmd_add_dataset)
+    return p
+
+
+# ---------------------------------------------------------------------- helpers
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False, highlight=False)
+
+
+def _table(title, columns, rows):
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for c in columns:
+        t.add_column(c, overflow="fold", justify="right" if c in _NUMERIC else "left")
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    _console().print(t)
+
+
+_NUMERIC = {"jobs", "models", "datasets", "scores", "pairs", "value", "n", "count", "num_samples",
+            "num_classes", "params", "probes", "gmacs", "input_size", "feature_dim", "depth", "source_accuracy"}
+
+
+def _parse_options(pairs):
+    out = {}
+    for kv in pairs:
+        if "=" not in kv:
+            raise CliUsageError(f"--option {kv!r}: write KEY=VALUE, e.g. -o layout=text")
+        k, v = kv.split("=", 1)
+        low = v.strip().lower()
+        out[k.strip().replace("-", "_")] = True if low == "true" else False if low == "false" else v
+    return out
+
+
+def _call_importer(fn, *args, options, **kw):
+    """Call ``fn`` passing ``progress`` only where it is accepted."""
+    params = inspect.signature(fn).parameters
+    if "progress" in params:
+        kw["progress"] = sys.stderr.isatty()
+    return fn(*args, **options, **kw)
+
+
+def _print_report(rep, as_json):
+    if as_json:
+        print(json.dumps(rep.to_dict(), indent=2, default=str))
+    else:
+        print(rep.summary())
+
+
+def _fmt(v):
+    if v is None:
+        return None
+    if isinstance(v, float):
+        if v != v:
+            return None
+        if v.is_integer() and abs(v) < 1e15:
+            return f"{int(v):,}" if abs(v) >= 1e4 else str(int(v))
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_pull(args) -> int:
+    try:
+        from history.pull import PUBLIC_HISTORIES, pull
+    except ModuleNotFoundError as exc:
+        if exc.name == "history.pull":
+            raise CliUsageError("history pull is not available in this build (history.pull missing); "
+                                "use 'history import PATH --format ...' instead") from None
+        raise
+    if args.list:
+        _table("public histories", ["name", "description"],
+               [(n, getattr(h, "description", "")) for n, h in PUBLIC_HISTORIES.items()])
+        return 0
+    if not args.name:
+        raise CliUsageError(f"history pull: give the NAME of a public history: {', '.join(PUBLIC_HISTORIES)} "
+                            "(--list describes them)")
+    if args.name not in PUBLIC_HISTORIES:
+        from history.errors import closest
+
+        near = closest(args.name, PUBLIC_HISTORIES)
+        raise NotFoundError(f"no public history named {args.name!r}"
+                            + (f"; did you mean: {', '.join(near)}?" if near else "")
+                            + f" Available: {', '.join(PUBLIC_HISTORIES)}")
+    options = _parse_options(args.option)
+    if args.include_food101:
+        options["include_food101"] = True
+    store = open_store(args)
+    try:
+        rep = pull(store, args.name, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
+                   progress=sys.stderr.isatty(), **options)
+    finally:
+        store.dispose()
+    _print_report(rep, args.json)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from history.config import resolve_tracking_uri
+    from history.importers import get_importer
+
+    imp = get_importer(args.format)  # unknown format -> error listing the supported ones
+    options = _parse_options(args.option)
+    for k in ("unit", "source", "experiment", "metric"):
+        v = getattr(args, k)
+        if v is not None:
+            options[k] = v
+    if args.include_food101:
+        options["include_food101"] = True
+    path = args.path
+    if path is None:
+        if args.format != "mlflow":
+            raise CliUsageError(f"history import --format {args.format}: give the PATH of the file or folder")
+        path = resolve_tracking_uri(args.tracking_uri, args.home)
+    store = open_store(args)
+    try:
+        rep = _call_importer(imp.run, store, path, options=options)
+    finally:
+        store.dispose()
+    _print_report(rep, args.json)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from history.export import export_history
+
+    store = open_store(args)
+    try:
+        rep = export_history(store, args.path, source=args.source, format=args.format)
+    finally:
+        store.dispose()
+    print(rep.summary())
+    return 0
+
+
+def cmd_stats(args) -> int:
+    store = open_store(args)
+    try:
+        st = store.stats()
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    t = st["totals"]
+    print(f"store: {st['store']}")
+    _table("totals", list(t), [[f"{v:,}" for v in t.values()]])
+    if st["by_source"]:
+        _table("jobs by source", ["source", "jobs", "models", "datasets"],
+               [(s, f"{v['jobs']:,}", v["models"], v["datasets"]) for s, v in st["by_source"].items()])
+    if st["by_source_regime"]:
+        _table("jobs by source/regime", ["source/regime", "jobs", "datasets"],
+               [(k, f"{v['jobs']:,}", v["datasets"]) for k, v in st["by_source_regime"].items()])
+    if st["scores_by_method"]:
+        _table("scores by method", ["method", "scores", "pairs", "sources"],
+               [(m, f"{v['scores']:,}", f"{v['pairs']:,}", ", ".join(f"{s} ({n})" for s, n in v["sources"].items()))
+                for m, v in st["scores_by_method"].items()])
+    if not t["jobs"] and not t["scores"]:
+        print("the store is empty: fill it with 'history pull NAME' or 'history import PATH --format generic'")
+    return 0
+
+
+def _listing(store, kind, source):
+    import pandas as pd
+
+    from history import schema as S
+
+    frame = store.models_frame() if kind == "model" else store.datasets_frame()
+    fields = list(S.MODEL_FIELDS if kind == "model" else S.DATASET_FIELDS)
+    jobs = store.jobs_frame(source=source, include_failed=True)
+    counts = jobs.groupby(kind).size() if not jobs.empty else pd.Series(dtype=int)
+    if source is not None:
+        scores = store.scores_frame(source=source)
+        used = set(jobs[kind]) | set(scores[kind])
+        if not used:
+            have = sorted(set(store.sources()) | set(store.scores_frame()["source"]))
+            raise NotFoundError(f"no jobs or scores with source {source!r}; sources: {', '.join(have) or '(none)'}")
+        frame = frame[frame["name"].isin(used)]
+    out = frame[["name"] + fields].copy()
+    types = S.MODEL_FIELDS if kind == "model" else S.DATASET_FIELDS
+    for f in fields:  # whole-number fields stay whole numbers despite missing values
+        if types[f].python_type is int:
+            out[f] = pd.array([None if v is None or v != v else int(v) for v in out[f]], dtype="Int64")
+    out.insert(1, "jobs", [int(counts.get(n, 0)) for n in out["name"]])
+    return out.reset_index(drop=True)
+
+
+def cmd_list(args) -> int:
+    store = open_store(args)
+    try:
+        df = _listing(store, args.kind, args.source)
+    finally:
+        store.dispose()
+    if args.format == "csv":
+        sys.stdout.write(df.to_csv(index=False))
+    elif args.format == "json":
+        recs = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
+                for r in df.astype(object).where(df.notna(), None).to_dict("records")]
+        print(json.dumps(recs, indent=2, default=str))
+    else:
+        cols = ["name", "jobs"] + [c for c in df.columns[2:] if df[c].notna().any()]
+        _table(f"{len(df)} {args.kind}s" + (f" (source {args.source})" if args.source else ""), cols,
+               [[_fmt(v) for v in r] for r in df[cols].astype(object).where(df[cols].notna(), None).itertuples(index=False)])
+    return 0
+
+
+def cmd_show(args) -> int:
+    store = open_store(args)
+    try:
+        rec = store.get_model(args.name) if args.kind == "model" else store.get_dataset(args.name)
+        jobs = store.jobs_frame(include_failed=True)
+        scores = store.scores_frame()
+    finally:
+        store.dispose()
+    jobs = jobs[jobs[args.kind] == args.name]
+    scores = scores[scores[args.kind] == args.name]
+    other = "dataset" if args.kind == "model" else "model"
+    print(f"{args.kind} {args.name}")
+    meta = [(k, _fmt(v)) for k, v in rec.items() if k not in ("id", "name") and v is not None]
+    _table("meta-features", ["field", "value"], meta or [("(none)", "")])
+    done = jobs[(jobs["status"] == "completed") & jobs["value"].notna()]
+    by_status = ", ".join(f"{n} {s}" for s, n in jobs["status"].value_counts().items())
+    print(f"jobs: {len(jobs)}" + (f" ({by_status})" if len(jobs) else "")
+          + (f"; {done[other].nunique()} {other}s" if len(done) else "")
+          + f"; scores: {len(scores)}")
+    if len(done):
+        best = done.sort_values("value", ascending=False).head(args.top)
+        _table(f"best {min(args.top, len(done))} completed jobs", [other, "regime", "metric", "value", "source", "hparams"],
+               [(r[other], r["regime"], r["metric"], f"{r['value']:.4f}", r["source"], _fmt(r["hparams"] or None))
+                for r in best.to_dict("records")])
+    return 0
+
+
+def cmd_add_dataset(args) -> int:
+    for flag, v in (("--num-samples", args.num_samples), ("--num-classes", args.num_classes)):
+        if v <= 0:
+            raise CliUsageError(f"{flag} must be a positive whole number, got {v}")
+    store = open_store(args)
+    try:
+        if store.has_dataset(args.name) and not args.update:
+            raise StoreError(f"dataset {args.name!r} already exists in the store; pass --update to overwrite "
+                             f"its meta-features, or see 'history show dataset {args.name}'")
+        fields = {"num_samples": args.num_samples, "num_classes": args.num_classes, "modality": args.modality}
+        if args.domain:
+            fields["domain"] = args.domain
+        rec = store.add_dataset(args.name, exist_ok=args.update, **fields)
+    finally:
+        store.dispose()
+    print(f"{'updated' if args.update else 'added'} dataset {rec['name']}: "
+          + ", ".join(f"{k}={rec[k]}" for k in ("num_samples", "num_classes", "modality", "domain") if rec.get(k)))
+    return 0
+
+
+__all__ = ["register"]
