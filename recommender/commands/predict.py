@@ -1,0 +1,103 @@
+"""``python -m recommender predict``: rank the model zoo for a dataset with a saved recommender."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+from . import add_parser, open_store
+
+HELP = "rank every model of the store for a dataset (predicted fine-tune accuracy)"
+
+
+def register(sub):
+    p = add_parser(sub, "predict", help=HELP, description=HELP + ". Uses the recommender saved by "
+                   "`train` and the current store, so datasets registered with `history add-dataset` "
+                   "and newly stored MS scores are used.")
+    p.add_argument("--dataset", "-d", required=True, help="target dataset name (as in the store)")
+    p.add_argument("--top", "-k", type=int, default=10, help="show the top K models (default 10; 0: all)")
+    p.add_argument("--recommender", "-r", default=None,
+                   help="saved recommender to use (default: the first trained of lgbm, fm, lr, lgbm-rank)")
+    p.add_argument("--format", "-f", default="table", choices=["table", "csv", "json"], help="output format")
+    p.add_argument("--include-finetuned", action="store_true",
+                   help="also rank models that already have a job on the dataset (their real accuracy is shown)")
+    p.add_argument("--regime", default=None, help="regime of the history context (default: the training one)")
+    p.add_argument("--source", default=None, help="source of the history context (default: the training one)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def run(args) -> int:
+    from history.errors import RecommenderError
+    from recommender.training import recommend_for_dataset
+
+    if args.top is not None and args.top < 0:
+        raise RecommenderError(f"--top must be >= 0 (0 shows every model), got {args.top}")
+    store = open_store(args)
+    try:
+        ranked, meta = recommend_for_dataset(
+            store, args.dataset, name=args.recommender, home=args.home, k=args.top or None,
+            regime=args.regime, source=args.source, include_finetuned=args.include_finetuned)
+    finally:
+        store.dispose()
+    if args.format == "csv":
+        text = ranked.to_csv(index=False, float_format="%.6g")
+    elif args.format == "json":
+        rows = [{"rank": int(r.rank), "model": r.model, "predicted": _num(r.predicted), "std": _num(r.std),
+                 "real": _num(r.real)} for r in ranked.itertuples(index=False)]
+        text = json.dumps({**meta, "ranking": rows}, indent=2) + "\n"
+    else:
+        text = _table(ranked, meta) + "\n"
+    _emit(text)
+    return 0
+
+
+def _emit(text: str) -> None:
+    """Write to stdout; a reader that stops early (``| head``) is not an error."""
+    import os
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _table(ranked, meta) -> str:
+    lines = [f"Top {len(ranked)} models for {meta['dataset']!r} (recommender {meta['recommender']}, "
+             f"trained {meta['trained_at']}, features {meta['features']}; {meta['candidates']} candidates)"]
+    show_std = bool(meta.get("has_uncertainty")) and ranked["std"].notna().any()
+    show_real = ranked["real"].notna().any()
+    header = ["rank", "model", "predicted"] + (["std"] if show_std else []) + (["real"] if show_real else [])
+    rows = []
+    for r in ranked.itertuples(index=False):
+        row = [str(r.rank), str(r.model), _pct(r.predicted)]
+        if show_std:
+            row.append(_pct(r.std))
+        if show_real:
+            row.append(_pct(r.real))
+        rows.append(row)
+    if not rows:
+        lines.append("(no candidate models left to rank)")
+    else:
+        widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(header)]
+        right = {0, 2, 3, 4}
+        fmt = lambda cells: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
+                                      for i, (c, w) in enumerate(zip(cells, widths)))
+        lines.append(fmt(header))
+        lines.append(fmt(["-" * w for w in widths]))
+        lines += [fmt(r) for r in rows]
+    if meta.get("excluded_finetuned"):
+        b = meta["best_finetuned"]
+        lines.append(f"{meta['excluded_finetuned']} models already fine-tuned on {meta['dataset']!r} are not ranked "
+                     f"(best: {b['model']} at {_pct(b['real'])}); pass --include-finetuned to rank them too.")
+    return "\n".join(lines)
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"

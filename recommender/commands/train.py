@@ -1,0 +1,78 @@
+"""``python -m recommender train``: fit recommenders on the store, save them, log them to MLflow."""
+from __future__ import annotations
+
+import sys
+
+from . import add_parser, open_store
+
+HELP = "fit recommenders on the stored history, save them and log them to MLflow"
+
+
+def register(sub):
+    p = add_parser(sub, "train", help=HELP, description=HELP + ". Saves to <home>/models/<name>/ "
+                   "(the latest of each recommender) and registers 'recommender-<name>' in the MLflow "
+                   "model registry. Exit code 3: saved, but MLflow logging failed.")
+    p.add_argument("--recommender", "-r", default="all",
+                   help="recommender name(s), comma-separated, or 'all' (default: all)")
+    p.add_argument("--source", default=None, help="train only on jobs of this source (e.g. transfergraph-image)")
+    p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab1k)")
+    p.add_argument("--features", default=None,
+                   help="feature groups, comma-separated: d (dataset meta), m (model meta), s (MS scores); "
+                        "default: each recommender's own default")
+    p.add_argument("--target-rule", default="best", choices=["best", "mean", "latest"],
+                   help="how the jobs of one (model, dataset) become one target (default: best)")
+    p.add_argument("--metric", default=None, help="target metric (default: the most frequent, accuracy)")
+    p.add_argument("--cv-folds", type=int, default=5,
+                   help="leave-datasets-out CV folds for the logged cv_* metrics (0: skip; default 5)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (just save the model)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _fmt(v, spec=".3f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def run(args) -> int:
+    from history.config import resolve_home
+    from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
+    from recommender.training import train_recommenders
+
+    home = resolve_home(args.home)
+    store = open_store(args)
+    try:
+        results = train_recommenders(
+            store, args.recommender, features=args.features, source=args.source, regime=args.regime,
+            target_rule=args.target_rule, metric=args.metric, home=home, tracking_uri=args.tracking_uri,
+            mlflow=not args.no_mlflow, cv_folds=args.cv_folds, progress=sys.stderr.isatty(),
+        )
+    finally:
+        store.dispose()
+    failed = []
+    for r in results:
+        c, m = r.counts, r.metrics
+        filt = ", ".join(f"{k}={v}" for k, v in (("source", args.source), ("regime", args.regime)) if v)
+        print(f"trained {r.name}: {c['pairs']:,} (model, dataset) targets from {c['jobs']:,} jobs, "
+              f"{c['datasets']} datasets x {c['models']} models"
+              f"{' [' + filt + ']' if filt else ''}, features={r.info.get('features')}, "
+              f"fit {r.fit_seconds:.1f} s")
+        line = f"  in-sample RMSE {_fmt(m.get('train_rmse'))}, Pearson {_fmt(m.get('train_pearson'))}"
+        if "cv_pearson" in m:
+            line += (f"; {int(m['cv_folds'])}-fold leave-datasets-out CV: Pearson per dataset "
+                     f"{_fmt(m.get('cv_pearson'))}, RMSE {_fmt(m.get('cv_rmse'))}, "
+                     f"top-1 regret {_fmt(m.get('cv_regret1'))} ({m.get('cv_seconds', 0):.1f} s)")
+        print(line)
+        print(f"  saved to {r.path}")
+        if r.mlflow is None:
+            print("  MLflow: skipped (--no-mlflow)")
+        elif r.mlflow.get("ok"):
+            ver = r.mlflow.get("model_version")
+            reg = f", registered {r.mlflow['registered_name']} version {ver}" if ver else ""
+            print(f"  MLflow run {r.mlflow['run_id']} in {r.mlflow['tracking_uri']}{reg}")
+        else:
+            failed.append(r)
+            print(f"warning: MLflow logging failed for {r.name}: {r.mlflow.get('error')}. The model was saved "
+                  f"at {r.path} and `predict` can use it; fix --tracking-uri / MLFLOW_TRACKING_URI (tried "
+                  f"{r.mlflow.get('tracking_uri') or args.tracking_uri or 'the default'}) and re-run train to "
+                  "log it.", file=sys.stderr)
+    return MLFLOW_FAILED_EXIT_CODE if failed else 0

@@ -1,0 +1,117 @@
+"""A saved recommender as an MLflow pyfunc model.
+
+The recommender folder written by ``save()`` (JSON / npz / parquet / native files) is logged
+as the pyfunc model's artifact ``recommender``; :meth:`RecommenderPyfunc.load_context`
+reads it back with :func:`recommender.io.load_recommender`. The model is logged *from
+code* (this file), so nothing is pickled.
+
+Input: a DataFrame with string columns ``model`` and ``dataset``. Output: a DataFrame with
+``model``, ``dataset``, ``predicted`` (fine-tune accuracy, a fraction) and ``std`` (the
+posterior std where the recommender has uncertainty, else NaN).
+
+By default predictions use the history context saved at fit time. Pass the parameter
+``store`` (a history store URL) to predict with the *current* store instead, e.g. for a
+dataset registered after training::
+
+    m = mlflow.pyfunc.load_model("models:/recommender-lgbm/1")
+    m.predict(pd.DataFrame({"model": ["google/vit-base-patch16-224"], "dataset": ["pets"]}))
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import mlflow
+from mlflow.models import ModelSignature, set_model
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+ARTIFACT_KEY = "recommender"
+TRAINING_INFO = "training.json"
+
+INPUT_SCHEMA = Schema([ColSpec("string", "model"), ColSpec("string", "dataset")])
+OUTPUT_SCHEMA = Schema([ColSpec("string", "model"), ColSpec("string", "dataset"),
+                        ColSpec("double", "predicted"), ColSpec("double", "std")])
+PARAMS_SCHEMA = ParamSchema([ParamSpec("store", "string", "")])
+SIGNATURE = ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA, params=PARAMS_SCHEMA)
+
+
+def _requirements() -> list[str]:
+    """Pinned runtime requirements of the pyfunc model (no slow inference by MLflow)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "myfm", "pyarrow",
+                "sqlalchemy"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:  # pragma: no cover - optional
+            continue
+    return out
+
+
+class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+    """Predicted fine-tune accuracy (and std) for (model, dataset) pairs."""
+
+    def load_context(self, context):
+        from recommender.io import load_recommender
+
+        path = Path(context.artifacts[ARTIFACT_KEY])
+        self.recommender_ = load_recommender(path)
+        info = path / TRAINING_INFO
+        self.training_ = json.loads(info.read_text()) if info.is_file() else {}
+
+    def _history(self, store_url: str | None):
+        if not store_url:
+            return None
+        from features.history_frame import HistoryFrame
+        from history.store import HistoryStore
+
+        t = self.training_
+        store = HistoryStore(store_url, create=False)
+        try:
+            return HistoryFrame.from_store(store, source=t.get("source"), regime=t.get("regime"),
+                                           rule=t.get("target_rule", "best"), metric=t.get("metric"))
+        finally:
+            store.dispose()
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        df = pd.DataFrame(model_input)
+        missing = [c for c in ("model", "dataset") if c not in df.columns]
+        if missing:
+            raise ValueError(f"pyfunc input needs columns 'model' and 'dataset'; missing {missing} "
+                             f"(got {list(df.columns)})")
+        pairs = df[["model", "dataset"]].astype(str).reset_index(drop=True)
+        history = self._history((params or {}).get("store"))
+        pred = np.asarray(self.recommender_.predict(pairs, history=history), dtype=float)
+        std = self.recommender_.predict_std(pairs, history=history)
+        std = np.full(len(pairs), np.nan) if std is None else np.asarray(std, dtype=float)
+        return pairs.assign(predicted=pred, std=std)
+
+
+def log_pyfunc_model(model_dir, *, name: str = "model", registered_model_name: str | None = None):
+    """Log the saved recommender folder ``model_dir`` as a pyfunc model in the active run.
+
+    Returns MLflow's ``ModelInfo`` (``model_uri``, ``registered_model_version``).
+    """
+    # MLflow prints "Successfully registered model ..." to stderr; the caller reports it.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).resolve()),
+            artifacts={ARTIFACT_KEY: str(Path(model_dir).resolve())},
+            signature=SIGNATURE,
+            pip_requirements=_requirements(),
+            registered_model_name=registered_model_name,
+            await_registration_for=0,
+        )
+
+
+if __name__ != "recommender.pyfunc":  # executed by MLflow as a model-from-code file
+    set_model(RecommenderPyfunc())

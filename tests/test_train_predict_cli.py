@@ -1,0 +1,288 @@
+"""`train` / `predict` / `demo` end to end: real SQLite history store, real MLflow SQLite store.
+
+A migrated, empty MLflow database is built once per session and copied into each test's
+home (MLflow's schema migrations take ~6 s, the copy milliseconds).
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import io
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recommender.cli import main
+
+ADD_DATASET_HINT = "python -m recommender history add-dataset {} --num-samples N --num-classes C"
+
+
+# ----------------------------------------------------------------------------- helpers
+def make_synthetic_store(store, n_datasets: int = 4, n_models: int = 8, seed: int = 0, scores: bool = True,
+                         missing=(("ds3", "m6"), ("ds3", "m7"))):
+    """A small history: accuracy = dataset base + 0.3 * model quality + noise; LogME ~ quality.
+
+    ``missing`` (model, dataset) pairs get no job, so ``ds3`` has 2 models left to rank.
+    """
+    rng = np.random.default_rng(seed)
+    fams = ["vit", "resnet", "convnext"]
+    models = [{"name": f"m{i}", "modality": "image", "family": fams[i % 3], "params": float(10**6 * (i + 1)),
+               "input_size": 224, "feature_dim": 256 * (1 + i % 3), "pretrain_dataset": "imagenet",
+               "source_accuracy": 0.7 + 0.02 * i} for i in range(n_models)]
+    datasets = [{"name": f"ds{j}", "modality": "image", "num_samples": 1000 * (j + 1),
+                 "num_classes": 10 * (j + 1)} for j in range(n_datasets)]
+    quality = np.linspace(0, 1, n_models)
+    skip = {(d, m) for d, m in missing}
+    jobs, sc = [], []
+    for j in range(n_datasets):
+        for i in range(n_models):
+            if scores:
+                sc.append({"model": f"m{i}", "dataset": f"ds{j}", "method": "logme",
+                           "value": float(quality[i] + rng.normal(0, 0.05)), "source": "synthetic"})
+            if (f"ds{j}", f"m{i}") in skip:
+                continue
+            acc = float(np.clip(0.5 + 0.1 * j + 0.3 * quality[i] + rng.normal(0, 0.02), 0, 1))
+            jobs.append({"model": f"m{i}", "dataset": f"ds{j}", "value": acc, "source": "synthetic",
+                         "hparams": {"lr": 0.01}})
+    store.commit(models=models, datasets=datasets, jobs=jobs, scores=sc)
+    return jobs
+
+
+def folder_digest(path: Path) -> dict:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+@functools.lru_cache(maxsize=None)
+def mlflow_template_db() -> Path:
+    """An empty MLflow SQLite store with all migrations applied (built once per process)."""
+    import mlflow
+
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    db = folder / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture()
+def mlflow_template() -> Path:
+    return mlflow_template_db()
+
+
+@pytest.fixture()
+def ml_home(home, mlflow_template) -> Path:
+    shutil.copy(mlflow_template, home / "mlflow.db")
+    return home
+
+
+@pytest.fixture()
+def synth(store):
+    make_synthetic_store(store)
+    return store
+
+
+@pytest.fixture()
+def cli(home, capsys):
+    def run(*args):
+        rc = main(["--home", str(home), *map(str, args)])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
+
+
+# ----------------------------------------------------------------------------- train + predict
+def test_train_logs_saves_and_predict_formats_agree(synth, ml_home, cli):
+    rc, out, err = cli("train", "-r", "lr", "--cv-folds", "2")
+    assert rc == 0, err
+    assert "registered recommender-lr version 1" in out
+    assert "30 (model, dataset) targets" in out and "4 datasets x 8 models" in out
+    folder = ml_home / "models" / "lr"
+    info = json.loads((folder / "training.json").read_text())
+    assert info["store"].endswith("history.db") and info["features"] == "d,m,s"
+    assert info["counts"]["datasets"] == 4 and info["mlflow"]["model_version"] == 1
+    assert {"train_rmse", "train_pearson", "cv_pearson"} <= set(info["metrics"])
+    assert "lr" in json.loads((ml_home / "models" / "index.json").read_text())
+    assert not [p for p in (ml_home / "models").iterdir() if p.name.startswith(".")]
+
+    # ds3 has jobs for m0..m5: by default only m6, m7 are ranked
+    rc, out, err = cli("predict", "--dataset", "ds3", "--format", "json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert [r["model"] for r in res["ranking"]] != [] and {r["model"] for r in res["ranking"]} == {"m6", "m7"}
+    assert res["excluded_finetuned"] == 6 and all(r["real"] is None for r in res["ranking"])
+
+    rc, out, _ = cli("predict", "--dataset", "ds3", "--include-finetuned", "--format", "json", "--top", "0")
+    rows = json.loads(out)["ranking"]
+    rc_csv, out_csv, _ = cli("predict", "--dataset", "ds3", "--include-finetuned", "--format", "csv", "--top", "0")
+    rc_tab, out_tab, _ = cli("predict", "--dataset", "ds3", "--include-finetuned", "--top", "3")
+    assert rc == rc_csv == rc_tab == 0
+    csv = pd.read_csv(io.StringIO(out_csv))
+    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real"]
+    assert list(csv["model"]) == [r["model"] for r in rows] and len(rows) == 8
+    assert list(csv["rank"]) == list(range(1, 9))
+    pred = [r["predicted"] for r in rows]
+    assert pred == sorted(pred, reverse=True)
+    np.testing.assert_allclose(csv["predicted"], pred, rtol=1e-5)
+    # real accuracies are the stored targets of ds3; models without a job have none
+    t = synth.targets().query("dataset == 'ds3'").set_index("model")["value"]
+    for r in rows:
+        assert (r["real"] is None) == (r["model"] not in t.index)
+        if r["real"] is not None:
+            assert r["real"] == pytest.approx(t[r["model"]])
+    lines = out_tab.splitlines()
+    assert lines[1].split() == ["rank", "model", "predicted", "real"]
+    assert [ln.split()[1] for ln in lines[3:6]] == [r["model"] for r in rows[:3]]
+
+
+def test_new_dataset_is_predictable_and_uses_new_scores(synth, home, cli):
+    rc, _, err = cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")
+    assert rc == 0, err
+    synth.add_dataset("brand_new", num_samples=1500, num_classes=12, modality="image")
+    rc, out, err = cli("predict", "--dataset", "brand_new", "--format", "json", "--top", "0")
+    assert rc == 0, err
+    before = {r["model"]: r["predicted"] for r in json.loads(out)["ranking"]}
+    assert set(before) == {f"m{i}" for i in range(8)} and all(np.isfinite(list(before.values())))
+    # MS scores stored after training change the cold-start prediction (reversed quality)
+    synth.commit(scores=[{"model": f"m{i}", "dataset": "brand_new", "method": "logme", "value": 1.0 - i / 7,
+                          "source": "synthetic"} for i in range(8)])
+    rc, out, _ = cli("predict", "--dataset", "brand_new", "--format", "json", "--top", "0")
+    after = {r["model"]: r["predicted"] for r in json.loads(out)["ranking"]}
+    assert rc == 0 and set(after) == set(before)
+    assert max(abs(after[m] - before[m]) for m in before) > 1e-6
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_dataset_suggests_names_and_add_dataset_command(synth, cli):
+    assert cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")[0] == 0
+    rc, out, err = cli("predict", "--dataset", "ds_1")
+    assert rc == 2 and out == ""
+    assert "Did you mean" in err and "ds1" in err
+    assert ADD_DATASET_HINT.format("ds_1") in err
+
+
+def test_predict_before_train_says_to_train(synth, cli):
+    rc, _, err = cli("predict", "--dataset", "ds1")
+    assert rc == 2
+    assert "python -m recommender train" in err
+
+
+@pytest.mark.parametrize("command", [["train", "--no-mlflow"], ["predict", "--dataset", "ds1"]])
+def test_unknown_recommender_lists_valid_names(synth, cli, command):
+    from recommender.registry import list_recommenders
+
+    rc, _, err = cli(*command, "--recommender", "lgmb")
+    assert rc == 2
+    assert "'lgmb'" in err
+    for name in list_recommenders():
+        assert name in err
+
+
+def test_corrupt_saved_model_is_reported_and_left_alone(synth, home, cli):
+    assert cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")[0] == 0
+    folder = home / "models" / "lr"
+    (folder / "meta.json").write_text("{ not json")
+    before = folder_digest(folder)
+    rc, out, err = cli("predict", "--dataset", "ds1", "-r", "lr")
+    assert rc == 2 and out == ""
+    assert "cannot be loaded" in err and str(folder) in err
+    assert "python -m recommender train --recommender lr" in err
+    assert folder_digest(folder) == before
+
+
+def test_fewer_than_two_datasets_refuses_to_train(store, home, cli):
+    store.commit(jobs=[{"model": f"m{i}", "dataset": "only", "value": 0.5 + i / 10, "source": "s"} for i in range(4)])
+    rc, out, err = cli("train", "--no-mlflow")
+    assert rc == 2
+    assert "needs at least 2" in err and "1 dataset(s)" in err
+    assert "history pull" in err
+    models = home / "models"
+    assert not models.exists() or not any(models.iterdir())
+
+
+def test_pooling_regimes_is_refused(synth, cli):
+    synth.commit(jobs=[{"model": "m0", "dataset": "ds0", "value": 0.3, "regime": "vtab1k", "source": "synthetic"}])
+    rc, _, err = cli("train", "-r", "lr", "--no-mlflow")
+    assert rc == 2 and "--regime" in err and "vtab1k" in err
+    rc, out, err = cli("train", "-r", "lr", "--no-mlflow", "--regime", "full", "--cv-folds", "0")
+    assert rc == 0, err
+
+
+def test_failed_save_keeps_previous_model(synth, home, cli, monkeypatch):
+    from recommender.registry import RECOMMENDERS
+
+    assert cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")[0] == 0
+    folder = home / "models" / "lr"
+    before = folder_digest(folder)
+    cls = RECOMMENDERS["lr"].cls
+    real_save = cls.save
+
+    def failing_save(self, path):
+        real_save(self, path)  # files written ...
+        raise OSError(28, "No space left on device")  # ... then the disk fills up
+
+    monkeypatch.setattr(cls, "save", failing_save)
+    synth.commit(jobs=[{"model": "m6", "dataset": "ds3", "value": 0.9, "source": "synthetic"}])
+    rc, _, err = cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")
+    assert rc == 2
+    assert "could not save" in err and "left unchanged" in err
+    assert folder_digest(folder) == before
+    assert [p.name for p in (home / "models").iterdir() if p.name.startswith(".")] == []
+
+
+def test_mlflow_failure_still_saves_model(synth, home, cli):
+    rc, out, err = cli("--tracking-uri", "nosuch://tracking", "train", "-r", "lr", "--cv-folds", "0")
+    assert rc == 3  # documented: saved, but not logged
+    assert "warning: MLflow logging failed for lr" in err and "nosuch://tracking" in err
+    assert (home / "models" / "lr" / "meta.json").is_file()
+    info = json.loads((home / "models" / "lr" / "training.json").read_text())
+    assert info["mlflow"]["ok"] is False and info["mlflow"]["error"]
+    rc, out, err = cli("predict", "--dataset", "ds3")
+    assert rc == 0 and "m6" in out
+
+
+def test_mlflow_unreachable_server_still_saves_model(synth, home, cli, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    rc, _, err = cli("--tracking-uri", "http://127.0.0.1:9", "train", "-r", "lr", "--cv-folds", "0")
+    assert rc == 3 and "MLflow logging failed" in err
+    assert (home / "models" / "lr" / "meta.json").is_file()
+
+
+# ----------------------------------------------------------------------------- real history + demo
+@pytest.mark.slow
+def test_demo_on_transfergraph_is_idempotent_and_predict_shows_real_accuracy(shared_data, store, home, cli):
+    rc, out, err = cli("demo", "--data", shared_data, "-r", "lr", "--no-mlflow")
+    assert rc == 0, err
+    assert re.search(r"[1-9][\d,]* jobs added", out)
+    top = [ln for ln in out.splitlines() if re.fullmatch(r"\s+\d+\s+\S+\s+[\d.]+%\s+[\d.]+%\s+\d+", ln)]
+    assert len(top) == 5, out  # top-5 rows for the held-out dataset: rank, model, predicted, real, real rank
+    rc, out2, err = cli("demo", "--data", shared_data, "-r", "lr", "--no-mlflow")
+    assert rc == 0, err
+    assert " 0 jobs added" in out2 and "[4/4]" in out2
+
+    # predict ranks real TransferGraph models; its real accuracies are the best test_accuracy
+    rc, out, err = cli("predict", "--dataset", "pets", "--include-finetuned", "--format", "csv", "--top", "0")
+    assert rc == 0, err
+    ranked = pd.read_csv(io.StringIO(out))
+    rec = pd.read_csv(shared_data / "transfergraph-image" / "records.csv")
+    truth = rec[rec["finetuned_dataset"] == "pets"].groupby("model")["test_accuracy"].max()
+    got = ranked.dropna(subset=["real"]).set_index("model")["real"]
+    assert len(got) >= 170
+    common = got.index.intersection(truth.index)
+    assert len(common) >= 170
+    np.testing.assert_allclose(got[common], truth[common], rtol=1e-6)
+    assert ranked["predicted"].is_monotonic_decreasing
+
+
+def test_demo_bad_data_folder(home, cli, tmp_path):
+    rc, _, err = cli("demo", "--data", tmp_path, "--no-mlflow")
+    assert rc == 2 and "transfergraph-image" in err and "--data" in err
