@@ -1,0 +1,191 @@
+"""``python -m recommender evaluate`` and ``python -m recommender report``.
+
+Plugged into the CLI through the ``recommender.commands`` entry-point group (pyproject), so
+the ``recommender`` package never imports ``experiments``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from history.errors import NotFoundError, RecommenderError
+
+
+def register_evaluate(sub) -> None:
+    from recommender.commands import add_parser
+
+    from .protocols import list_protocols
+
+    p = add_parser(sub, "evaluate", help="evaluate recommenders and baselines with a protocol (lodo, ...)",
+                   description="Fit every recommender x feature set on the training folds of a protocol, "
+                               "score the held-out pairs with ranking metrics, compare with baselines, print "
+                               "per-dataset and summary tables, and log everything to MLflow.")
+    p.add_argument("--source", help="history source to evaluate on (e.g. transfergraph-image, shift, parc-controlled,"
+                                    " timm); required when the store holds several")
+    p.add_argument("--regime", help="training regime (e.g. vtab-1k for shift); required when the source has several")
+    p.add_argument("--metric", help="target metric (default: the most frequent, e.g. accuracy)")
+    p.add_argument("--rule", default="best", help="target rule: best | mean | latest (default best)")
+    p.add_argument("--protocol", default="lodo", help=f"one of {', '.join(list_protocols())} (default lodo)")
+    p.add_argument("--recommenders", default="lr,fm,lgbm,lgbm-rank",
+                   help="comma-separated recommender names, or 'none' (default lr,fm,lgbm,lgbm-rank)")
+    p.add_argument("--features", action="append", default=None,
+                   help="feature set(s): groups d (dataset meta), m (model meta), s (MS scores); repeatable "
+                        "or ';'-separated, e.g. --features 'd,m;d,m,s' (default d,m and d,m,s if scores exist)")
+    p.add_argument("--baselines", default="all",
+                   help="'all', 'none' or comma-separated names (ms:<method>, source-accuracy, model-mean, "
+                        "parc-heuristic, hybrid:<method>, parc-ensemble:<method>)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds for setting1 / coldstart (default 5)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out model fraction (setting1/coldstart)")
+    p.add_argument("--min-models", type=int, default=3, help="skip held-out datasets with fewer models (default 3)")
+    p.add_argument("--datasets", help="comma-separated subset of datasets to hold out (default all)")
+    p.add_argument("--modality", help="keep only targets on datasets of this modality (image / text), e.g. the "
+                                      "19 VTAB image tasks of shift")
+    p.add_argument("--json", dest="json_file", help="write machine-readable results (per fold/dataset/method "
+                                                    "metrics + config) to this file")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--no-plots", action="store_true", help="log no plots to MLflow")
+    p.add_argument("--quiet-datasets", action="store_true", help="print only the summary table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_evaluate)
+
+
+def register_report(sub) -> None:
+    from recommender.commands import add_parser
+
+    p = add_parser(sub, "report", help="rerun the headline benchmarks on the real histories and write RESULTS.md",
+                   description="Same as `python -m experiments.report`.")
+    from .report import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args) -> int:
+    from .report import run
+
+    return run(args)
+
+
+def load_history(store, *, source=None, regime=None, rule="best", metric=None, modality=None):
+    """A HistoryFrame for ``source`` / ``regime``, validating both against the store."""
+    from features.history_frame import HistoryFrame
+
+    sources = store.sources()
+    if not sources:
+        raise RecommenderError(f"the history store {store!r} has no fine-tuning jobs; import one first "
+                               "(python -m recommender history import ...)")
+    if source is None:
+        if len(sources) > 1:
+            raise RecommenderError(f"the store holds several sources; choose one with --source: {', '.join(sources)}")
+        source = sources[0]
+    if source not in sources:
+        from history.errors import closest
+
+        hint = closest(source, sources)
+        raise NotFoundError(f"unknown source {source!r}; valid sources: {', '.join(sources)}"
+                            + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+    regimes = sorted(store.jobs_frame(source=source)["regime"].dropna().unique())
+    if regime is not None and regime not in regimes:
+        raise NotFoundError(f"source {source!r} has no regime {regime!r}; its regimes: {', '.join(regimes)}")
+    if regime is None and len(regimes) > 1:
+        raise RecommenderError(f"source {source!r} has {len(regimes)} regimes ({', '.join(regimes)}); their "
+                               "targets must not be pooled -- choose one with --regime")
+    h = HistoryFrame.from_store(store, source=source, regime=regime, rule=rule, metric=metric)
+    notes = []
+    all_t = store.targets(rule, source=source, regime=regime)
+    other = all_t[~all_t["metric"].isin(h.targets["metric"].unique())]
+    if len(other):
+        notes.append(f"{len(other)} target(s) with metric {', '.join(sorted(other['metric'].unique()))} on "
+                     f"{', '.join(sorted(other['dataset'].unique()))} are not evaluated (metric "
+                     f"{', '.join(sorted(h.targets['metric'].unique()))} selected; use --metric to choose)")
+    if modality is not None:
+        mod = h.datasets.set_index("name")["modality"]
+        known = sorted(mod.dropna().unique())
+        if modality not in known:
+            raise NotFoundError(f"no dataset of modality {modality!r} in source {source!r}; modalities: "
+                                f"{', '.join(known) or 'none recorded'}")
+        keep = [d for d in h.targets["dataset"].unique() if mod.get(d) == modality]
+        dropped = sorted(set(h.targets["dataset"]) - set(keep))
+        h = h.keep_targets(datasets=keep)
+        if dropped:
+            notes.append(f"--modality {modality}: {len(dropped)} dataset(s) of another modality not evaluated "
+                         f"({', '.join(dropped)})")
+    return h, source, regime, notes
+
+
+def run_evaluate(args) -> int:
+    from recommender.commands import open_store
+    from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
+
+    from .evaluate import evaluate, format_per_dataset, format_summary, parse_feature_sets
+    from .protocols import get_protocol
+
+    get_protocol(args.protocol)  # fail fast with the list of valid protocols
+    if args.seeds < 1:
+        raise RecommenderError(f"--seeds must be >= 1, got {args.seeds}")
+    if not 0 < args.test_fraction < 1:
+        raise RecommenderError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    feature_sets = parse_feature_sets(args.features) if args.features else None
+    store = open_store(args)
+    history, source, regime, notes = load_history(store, source=args.source, regime=args.regime, rule=args.rule,
+                                                  metric=args.metric, modality=args.modality)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    config = {"source": source, "regime": regime, "rule": args.rule, "modality": args.modality, "notes": notes,
+              "store": repr(store),
+              "recommenders": args.recommenders, "feature_sets": feature_sets, "baselines": args.baselines}
+    result = evaluate(history, protocol=args.protocol, recommenders=args.recommenders, feature_sets=feature_sets,
+                      baselines=args.baselines, seeds=args.seeds, test_fraction=args.test_fraction,
+                      min_models=args.min_models, datasets=datasets, progress=not args.no_progress,
+                      config=config)
+    title = f"{source}" + (f" / {regime}" if regime else "") + f" -- {args.protocol}"
+    print_result(result, title, per_dataset=not args.quiet_datasets)
+    if args.json_file:
+        path = Path(args.json_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_dict(), indent=1, default=str))
+        print(f"results written to {path}")
+    rc = 0
+    if result.config.get("failures"):
+        print(f"error: {len(result.config['failures'])} method(s) raised an unexpected error on some folds "
+              f"({', '.join(result.config['failures'])}); see 'failures' in the results (run with -vv for "
+              "tracebacks).", file=sys.stderr)
+        rc = 1
+    if args.no_mlflow:
+        return rc
+    from .mlflow_log import log_evaluation
+
+    info = log_evaluation(result, tracking_uri=args.tracking_uri, home=args.home,
+                          experiment=f"evaluate/{source}", run_name=f"{args.protocol}" + (f"-{regime}" if regime else ""),
+                          plots_on=not args.no_plots)
+    if not info["ok"]:
+        print(f"error: MLflow logging failed ({info['error']}); the results above are complete"
+              + (f" and saved to {args.json_file}" if args.json_file else "; rerun with --json FILE to keep them")
+              + ". Fix --tracking-uri or pass --no-mlflow.", file=sys.stderr)
+        return MLFLOW_FAILED_EXIT_CODE
+    print(f"logged to MLflow {info['tracking_uri']} experiment 'evaluate/{source}' run {info['run_id']}")
+    return rc
+
+
+def print_result(result, title: str, per_dataset: bool = True, file=None) -> None:
+    from .evaluate import format_per_dataset, format_summary
+    from .protocols import describe_plan, FoldPlan
+
+    out = file or sys.stdout
+    if per_dataset and len(result.rows):
+        print(format_per_dataset(result), file=out)
+        print(file=out)
+    print(f"summary: {title} -- mean ± std over {result.config.get('n_folds')} fold(s) "
+          f"({len(result.config.get('datasets', []))} held-out datasets)", file=out)
+    print(format_summary(result), file=out)
+    if result.skipped:
+        print(describe_plan(FoldPlan(result.config.get("protocol", ""), [], result.skipped)).split(", ", 1)[-1],
+              file=out)
+    for k, n in result.config.get("partially_unavailable", {}).items():
+        print(f"note: {k} could not run on {n} fold(s)", file=out)
+    for k, errs in result.config.get("failures", {}).items():
+        print(f"FAILED: {k}: {errs[0]}", file=out)
+    print(f"wall time {result.wall_s:.1f} s", file=out)

@@ -1,0 +1,185 @@
+"""Ranking and correlation metrics for one held-out dataset, and their aggregation.
+
+Every function takes ``y_true`` (the real fine-tuned accuracies, fractions in [0, 1]) and
+``y_pred`` (any score where higher means "recommended first") for the candidate models of
+ONE target dataset. Results are computed per held-out dataset, then summarised as
+mean +- std across datasets (:func:`aggregate`).
+
+Ties in the predicted score are broken *against* the method (the model with the lower
+real accuracy is ranked first among tied ones), so a constant predictor cannot look good
+by the luck of the input order.
+
+Pure numpy / scipy; every formula is written in the docstring and tested against an
+independent computation in ``tests/test_metrics.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+
+def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = np.asarray(y_pred, dtype=float).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}")
+    if not (np.isfinite(t).all() and np.isfinite(p).all()):
+        raise ValueError("metrics need finite values; drop (and count) missing predictions first")
+    return t, p
+
+
+def _constant(x: np.ndarray) -> bool:
+    return x.size < 2 or bool(np.all(x == x[0]))
+
+
+def pearson(y_true, y_pred) -> float:
+    r"""Pearson's linear correlation.
+
+    .. math:: r = \frac{\sum_i (t_i-\bar t)(p_i-\bar p)}{\sqrt{\sum_i (t_i-\bar t)^2}\sqrt{\sum_i (p_i-\bar p)^2}}
+
+    NaN when fewer than 2 values or either side is constant (undefined).
+    """
+    t, p = _pair(y_true, y_pred)
+    if _constant(t) or _constant(p):
+        return float("nan")
+    tc, pc = t - t.mean(), p - p.mean()
+    return float(np.clip((tc @ pc) / np.sqrt((tc @ tc) * (pc @ pc)), -1.0, 1.0))
+
+
+def spearman(y_true, y_pred) -> float:
+    r"""Spearman's rank correlation: Pearson's r of the average ranks (ties share their mean rank)."""
+    t, p = _pair(y_true, y_pred)
+    if _constant(t) or _constant(p):
+        return float("nan")
+    return pearson(stats.rankdata(t), stats.rankdata(p))
+
+
+def kendall_tau(y_true, y_pred) -> float:
+    r"""Kendall's :math:`\tau_b` (tie-corrected).
+
+    .. math:: \tau_b = \frac{C - D}{\sqrt{(C + D + T_t)(C + D + T_p)}}
+
+    with C / D the concordant / discordant pairs and :math:`T_t` (:math:`T_p`) the pairs
+    tied only in ``y_true`` (only in ``y_pred``).
+    """
+    t, p = _pair(y_true, y_pred)
+    if _constant(t) or _constant(p):
+        return float("nan")
+    return float(stats.kendalltau(t, p).statistic)
+
+
+def weighted_tau(y_true, y_pred) -> float:
+    r"""Weighted Kendall tau (Vigna 2015) as LogME / SFDA report it: ``scipy.stats.weightedtau(y_true, y_pred)``.
+
+    Hyperbolic weights :math:`w(r) = 1/(r+1)` on the zero-based decreasing rank r of an
+    element; a pair's weight is :math:`w_{ij} = w(r_i) + w(r_j)` (additive), so swaps among
+    the top models cost more than swaps in the tail. Without ties
+
+    .. math:: \tau_w = \frac{\sum_{i<j} w_{ij}\,\mathrm{sgn}(t_i-t_j)\,\mathrm{sgn}(p_i-p_j)}{\sum_{i<j} w_{ij}}
+
+    and the result is the mean of the values obtained with the ranks taken by
+    ``y_true`` (ties broken by ``y_pred``) and by ``y_pred`` (ties broken by ``y_true``).
+    """
+    t, p = _pair(y_true, y_pred)
+    if _constant(t) or _constant(p):
+        return float("nan")
+    return float(stats.weightedtau(t, p).statistic)
+
+
+def _ranked(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Indices sorted by decreasing prediction, ties broken against the method (lower truth first)."""
+    return np.lexsort((t, -p))
+
+
+def regret_at_k(y_true, y_pred, k: int = 1, scale: float = 100.0) -> float:
+    r"""Regret@k in accuracy points (Renggli et al., 2022).
+
+    .. math:: \mathrm{regret@}k = s\,\big(\max_i t_i - \max_{i \in \mathrm{top}_k(p)} t_i\big)
+
+    the best real accuracy of the zoo minus the best real accuracy among the k recommended
+    models; ``s = 100`` turns fractions into points. 0 means the best model was among the
+    top k. Defined for any number of candidates (k is capped at the number of models).
+    """
+    t, p = _pair(y_true, y_pred)
+    if t.size == 0:
+        return float("nan")
+    top = _ranked(t, p)[: max(1, int(k))]
+    return float(scale * (t.max() - t[top].max()))
+
+
+def ndcg_at_k(y_true, y_pred, k: int = 5, gain: str = "minmax") -> float:
+    r"""Normalised discounted cumulative gain of the top k.
+
+    .. math:: \mathrm{DCG@}k = \sum_{r=1}^{k} \frac{g_{(r)}}{\log_2(r+1)},\qquad
+              \mathrm{NDCG@}k = \frac{\mathrm{DCG@}k}{\mathrm{IDCG@}k}
+
+    where :math:`g_{(r)}` is the gain of the model ranked r-th by ``y_pred`` and IDCG the
+    DCG of the ideal order. ``gain="minmax"`` (default) uses
+    :math:`g = (t - \min t)/(\max t - \min t)`: raw accuracies of a zoo are all close
+    (e.g. 0.85-0.95), which makes every ranking score ~0.99; rescaling within the
+    dataset makes the metric discriminative (worst model: gain 0, best: 1).
+    ``gain="accuracy"`` uses :math:`g = t` as is.
+    """
+    t, p = _pair(y_true, y_pred)
+    if t.size == 0:
+        return float("nan")
+    if gain == "minmax":
+        if _constant(t):
+            return float("nan")
+        g = (t - t.min()) / (t.max() - t.min())
+    elif gain == "accuracy":
+        g = t
+    else:
+        raise ValueError(f"unknown NDCG gain {gain!r}; valid: minmax, accuracy")
+    k = max(1, min(int(k), t.size))
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float(g[_ranked(t, p)[:k]] @ disc)
+    idcg = float(np.sort(g)[::-1][:k] @ disc)
+    return float("nan") if idcg <= 0 else dcg / idcg
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A registered metric: ``fn(y_true, y_pred) -> float``; ``higher_is_better`` for plots/summaries."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    higher_is_better: bool
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in [
+        MetricInfo("pearson", pearson, True, "Pearson correlation of predicted vs real accuracy"),
+        MetricInfo("spearman", spearman, True, "Spearman rank correlation"),
+        MetricInfo("kendall", kendall_tau, True, "Kendall tau-b"),
+        MetricInfo("weighted_tau", weighted_tau, True, "weighted Kendall tau (hyperbolic, scipy.weightedtau)"),
+        MetricInfo("regret@1", lambda t, p: regret_at_k(t, p, 1), False,
+                   "best accuracy minus accuracy of the top-1 recommendation, in points"),
+        MetricInfo("regret@3", lambda t, p: regret_at_k(t, p, 3), False,
+                   "best accuracy minus best accuracy among the top-3 recommendations, in points"),
+        MetricInfo("ndcg@5", lambda t, p: ndcg_at_k(t, p, 5), True, "NDCG@5 with min-max rescaled accuracy gain"),
+    ]
+}
+
+
+def compute_all(y_true, y_pred, metrics=None) -> dict[str, float]:
+    """All (or the named) metrics for one held-out dataset."""
+    names = list(METRICS) if metrics is None else list(metrics)
+    return {n: METRICS[n].fn(y_true, y_pred) for n in names}
+
+
+def aggregate(values) -> tuple[float, float, int]:
+    r"""Mean and (population, ddof=0) standard deviation across datasets, ignoring NaN.
+
+    Returns ``(mean, std, n)`` where n is the number of finite values; ``(nan, nan, 0)`` if none.
+    """
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std()), int(v.size)

@@ -1,0 +1,153 @@
+"""Log an evaluation to MLflow: one parent run, one child run per method.
+
+Tracking URI: ``history.config.resolve_tracking_uri`` (``--tracking-uri`` / env /
+``sqlite:///<home>/mlflow.db``); experiment ``evaluate/<source>``. The parent run holds the
+config, the summary means, the results CSV, the markdown tables and a bar chart comparing
+methods. Each child run (a recommender with a feature set, or a baseline) holds its
+per-dataset metrics (``pearson__<dataset>``), the means (``pearson_mean``), a
+predicted-vs-real scatter grid (one panel per held-out dataset) and, where the recommender
+exposes them, feature importances / weights (CSV + chart).
+
+Failures never raise: they are collected by :class:`recommender.tracking.SafeLogger` and
+returned, so the evaluation still prints its results (the CLI then exits non-zero).
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from recommender.tracking import SafeLogger, setup_tracking
+
+from . import plots
+from .evaluate import EvaluationResult, format_per_dataset, format_summary
+
+
+def _key(s: str) -> str:
+    """MLflow metric keys allow alphanumerics, _ - . / and space."""
+    return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", str(s))
+
+
+def _finite(d: dict) -> dict:
+    return {_key(k): float(v) for k, v in d.items() if v is not None and np.isfinite(v)}
+
+
+def _batch(client, run_id, metrics=None, params=None):
+    import time as _t
+
+    from mlflow.entities import Metric, Param
+
+    ts = int(_t.time() * 1000)
+    ms = [Metric(k, v, ts, 0) for k, v in _finite(metrics or {}).items()]
+    ps = [Param(str(k), str(v)[:500]) for k, v in (params or {}).items()]
+    for i in range(0, max(len(ms), 1), 900):  # MLflow caps a batch at 1000 metrics
+        client.log_batch(run_id, metrics=ms[i:i + 900], params=ps if i == 0 else [])
+
+
+def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, experiment: str,
+                   run_name: str | None = None, plots_on: bool = True) -> dict:
+    """Log ``result``; returns ``{"ok", "error", "run_id", "tracking_uri", "experiment"}``.
+
+    Uses an explicit ``MlflowClient`` (no global MLflow state is touched).
+    """
+    sl = SafeLogger()
+    out = {"ok": False, "error": None, "run_id": None, "tracking_uri": None, "experiment": experiment}
+    tracking = sl.call("set up MLflow tracking", setup_tracking, tracking_uri, home, experiment)
+    if tracking is None:
+        out["error"] = sl.message()
+        return out
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri)
+    out["tracking_uri"] = tracking.tracking_uri
+    summary = result.summary()
+    cfg = result.config
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        parent = sl.call("start parent run", client.create_run, tracking.experiment_id,
+                         run_name=run_name or f"evaluate-{cfg.get('protocol')}")
+        if parent is None:
+            out["error"] = sl.message()
+            return out
+        pid = parent.info.run_id
+        out["run_id"] = pid
+        try:
+            params = {k: (json.dumps(v, default=str) if isinstance(v, (list, dict)) else v) for k, v in cfg.items()
+                      if k not in ("methods", "method_kinds", "datasets", "failures", "notes")}
+            params["n_methods"] = len(cfg.get("methods", []))
+            means = {}
+            for _, r in summary.iterrows():
+                if r["n"] > 0:
+                    for m in ("pearson", "weighted_tau", "regret@1"):
+                        means[f"{r['method']}__{m.replace('@', '_at_')}_mean"] = r[f"{m}_mean"]
+            sl.call("log params and summary metrics", _batch, client, pid, means, params)
+            result.rows.to_csv(tmp / "results.csv", index=False)
+            summary.to_csv(tmp / "summary.csv", index=False)
+            (tmp / "summary.md").write_text(format_summary(result, markdown=True) + "\n")
+            (tmp / "per_dataset.txt").write_text(format_per_dataset(result) + "\n")
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+            for f in ("results.csv", "summary.csv", "summary.md", "per_dataset.txt", "config.json"):
+                sl.call(f"log {f}", client.log_artifact, pid, str(tmp / f))
+            if plots_on and len(summary):
+                with sl.step("bar chart"):
+                    p = plots.bar_chart(summary, tmp / "methods.png", title=run_name or "")
+                    client.log_artifact(pid, str(p))
+            for meth in result.methods():
+                _log_child(sl, client, result, meth, tracking.experiment_id, pid, tmp, plots_on)
+        finally:
+            with sl.step("end parent run"):
+                client.set_terminated(pid, status="FINISHED" if sl.ok else "FAILED")
+    out["ok"] = sl.ok
+    out["error"] = None if sl.ok else sl.message()
+    return out
+
+
+METRIC_NAMES = ("pearson", "spearman", "kendall", "weighted_tau", "regret@1", "regret@3", "ndcg@5")
+
+
+def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on):
+    if sl.errors:
+        return
+    sub = result.rows[result.rows["method"] == meth]
+    kind = sub["kind"].iloc[0]
+    child = sl.call(f"start run {meth}", client.create_run, experiment_id, run_name=meth,
+                    tags={"mlflow.parentRunId": parent_id, "kind": kind})
+    if child is None:
+        return
+    cid = child.info.run_id
+    try:
+        params = {"method": meth, "kind": kind}
+        if kind == "recommender":
+            params["recommender"] = meth.split("[")[0]
+            params["features"] = sub["features"].iloc[0]
+        pdf = result.per_dataset()
+        pdf = pdf[pdf["method"] == meth]
+        vals = {}
+        for _, r in pdf.iterrows():
+            for m in METRIC_NAMES:
+                vals[f"{m.replace('@', '_at_')}__{r['dataset']}"] = r[m]
+        s = result.summary().set_index("method").loc[meth]
+        for m in METRIC_NAMES:
+            vals[f"{m.replace('@', '_at_')}_mean"] = s[f"{m}_mean"]
+            vals[f"{m.replace('@', '_at_')}_std"] = s[f"{m}_std"]
+        sl.call(f"log metrics {meth}", _batch, client, cid, vals, params)
+        safe = _key(meth).replace("/", "_").replace(" ", "_")
+        if plots_on and len(result.predictions):
+            with sl.step(f"scatter {meth}"):
+                p = plots.scatter_grid(result.predictions[result.predictions["method"] == meth],
+                                       tmp / f"scatter_{safe}.png", title=f"{meth}: predicted vs real")
+                client.log_artifact(cid, str(p), artifact_path="plots")
+        fi = result.importances.get(meth)
+        if fi is not None and len(fi):
+            fi.to_csv(tmp / f"importance_{safe}.csv", index=False)
+            sl.call("log importances", client.log_artifact, cid, str(tmp / f"importance_{safe}.csv"))
+            if plots_on:
+                with sl.step(f"importance chart {meth}"):
+                    p = plots.importance_chart(fi, tmp / f"importance_{safe}.png", title=f"{meth} importances")
+                    client.log_artifact(cid, str(p), artifact_path="plots")
+    finally:
+        with sl.step(f"end run {meth}"):
+            client.set_terminated(cid, status="FINISHED" if sl.ok else "FAILED")

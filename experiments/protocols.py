@@ -1,0 +1,236 @@
+"""Evaluation protocols: how a history is split into (train frame, held-out test pairs) folds.
+
+All protocols are grouped by dataset and never leak a held-out target into training:
+every fold's ``train`` frame is built with :meth:`HistoryFrame.drop_targets` /
+:meth:`HistoryFrame.keep_targets`, which remove fine-tuning targets but keep the
+meta-features and model-selection (MS) scores (those are legitimately available for a
+new dataset: a probe can be scored before any fine-tuning).
+
+``setting1``   unseen models on a seen dataset (Li et al. 2023, setting 1): for each
+               dataset (with enough models) and seed, 20% of its models are held out;
+               training keeps the other 80% of that dataset plus every other dataset's
+               targets; the held-out 20% are predicted. Used on timm ImageNet.
+``setting2``   train on a single dataset's history, predict the known models (those with
+               a target on the training dataset) on every other dataset.
+``lodo``       leave one dataset out (the headline): train on all other datasets,
+               predict every model of the held-out dataset.
+``coldstart``  hold out a dataset AND a random 20% of its models together: their targets
+               on *all* datasets are removed from training; predict the held-out models
+               on the held-out dataset (new dataset x new models).
+
+A held-out dataset with fewer than ``min_models`` models is skipped with a stated reason
+(:class:`FoldPlan.skipped`), never silently.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from history.errors import NotFoundError, RecommenderError
+
+
+@dataclass
+class Fold:
+    """One train/test split. ``test`` has columns model, dataset, value (the real targets)."""
+
+    fold_id: str
+    train: object  # features.history_frame.HistoryFrame
+    test: pd.DataFrame
+    held_out_datasets: list[str]
+    held_out_models: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class FoldPlan:
+    """The folds of a protocol plus what was skipped and why."""
+
+    protocol: str
+    folds: list[Fold]
+    skipped: list[dict] = field(default_factory=list)  # {"dataset", "reason"}
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    name: str
+    description: str
+    make: Callable[..., FoldPlan]
+    uses_seeds: bool
+
+
+PROTOCOLS: dict[str, ProtocolInfo] = {}
+
+
+def register_protocol(name: str, description: str, uses_seeds: bool = False):
+    def deco(fn):
+        PROTOCOLS[name] = ProtocolInfo(name, description, fn, uses_seeds)
+        return fn
+
+    return deco
+
+
+def list_protocols() -> list[str]:
+    return list(PROTOCOLS)
+
+
+def get_protocol(name: str) -> ProtocolInfo:
+    if name not in PROTOCOLS:
+        raise NotFoundError(f"unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def check_single_target_kind(history) -> None:
+    """Refuse a history mixing regimes or metrics: their targets must not be pooled silently."""
+    t = history.targets
+    for col, opt in (("regime", "--regime"), ("metric", "--metric")):
+        vals = sorted(t[col].dropna().unique()) if col in t.columns else []
+        if len(vals) > 1:
+            raise RecommenderError(
+                f"the history mixes {len(vals)} {col}s ({', '.join(map(str, vals))}); their targets are not "
+                f"comparable -- choose one with {opt}.")
+
+
+def _test_frame(targets: pd.DataFrame) -> pd.DataFrame:
+    return (targets[["model", "dataset", "value"]].dropna(subset=["value"])
+            .sort_values(["dataset", "model"], kind="mergesort").reset_index(drop=True))
+
+
+def _models_of(targets: pd.DataFrame, dataset: str) -> list[str]:
+    return sorted(targets.loc[targets["dataset"] == dataset, "model"].unique())
+
+
+def _n_held(n: int, fraction: float, min_models: int) -> int:
+    """Number of models to hold out: ``round(fraction * n)`` but at least ``min_models``."""
+    return max(min_models, int(round(fraction * n)))
+
+
+def make_folds(history, protocol: str, *, seeds: int = 5, test_fraction: float = 0.2, min_models: int = 3,
+               datasets=None, base_seed: int = 0) -> FoldPlan:
+    """Folds of ``protocol`` over ``history`` (a HistoryFrame).
+
+    ``datasets`` restricts which datasets are held out (default: every dataset with targets).
+    """
+    info = get_protocol(protocol)
+    check_single_target_kind(history)
+    t = history.targets.dropna(subset=["value"])
+    all_ds = sorted(t["dataset"].unique())
+    if not all_ds:
+        raise RecommenderError("the history has no fine-tuning targets to evaluate on; import a history first "
+                               "(python -m recommender history import ...).")
+    if datasets is not None:
+        unknown = sorted(set(datasets) - set(all_ds))
+        if unknown:
+            raise NotFoundError(f"unknown held-out dataset(s) {', '.join(unknown)}; datasets with targets: "
+                                f"{', '.join(all_ds)}")
+        held = sorted(datasets)
+    else:
+        held = all_ds
+    return info.make(history, t, held, all_ds, seeds=seeds, test_fraction=test_fraction,
+                     min_models=min_models, base_seed=base_seed)
+
+
+@register_protocol("lodo", "leave one dataset out: train on all other datasets, predict the held-out one")
+def _lodo(history, t, held, all_ds, *, min_models, **_):
+    if len(all_ds) < 2:
+        raise RecommenderError(
+            f"protocol lodo needs at least 2 datasets with targets, this history has only {all_ds[0]!r}; "
+            "use --protocol setting1 (unseen models on a seen dataset) instead.")
+    plan = FoldPlan("lodo", [])
+    for d in held:
+        models = _models_of(t, d)
+        if len(models) < min_models:
+            plan.skipped.append({"dataset": d, "reason": f"only {len(models)} model(s) with a target "
+                                                         f"(need >= {min_models})"})
+            continue
+        train = history.drop_targets(datasets=[d])
+        plan.folds.append(Fold(f"lodo:{d}", train, _test_frame(t[t["dataset"] == d]), [d]))
+    return plan
+
+
+def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, name, cold):
+    plan = FoldPlan(name, [])
+    for d in held:
+        models = _models_of(t, d)
+        n_test = _n_held(len(models), test_fraction, min_models)
+        if len(models) < min_models or n_test >= len(models):
+            plan.skipped.append({"dataset": d, "reason": f"only {len(models)} model(s) with a target: cannot "
+                                                         f"hold out >= {min_models} and keep some for training"})
+            continue
+        for s in range(seeds):
+            seed = base_seed + s
+            rng = np.random.default_rng([seed, _stable_hash(d)])
+            test_models = sorted(rng.choice(models, size=n_test, replace=False).tolist())
+            test = _test_frame(t[(t["dataset"] == d) & t["model"].isin(test_models)])
+            if cold:
+                train = history.drop_targets(datasets=[d], models=test_models)
+            else:
+                train = history.drop_targets(pairs=test[["model", "dataset"]])
+            plan.folds.append(Fold(f"{name}:{d}:seed{seed}", train, test, [d], test_models, seed))
+    return plan
+
+
+def _stable_hash(s: str) -> int:
+    import zlib
+
+    return zlib.crc32(s.encode())
+
+
+@register_protocol("setting1", "unseen models on a seen dataset: hold out 20% of a dataset's models", True)
+def _setting1(history, t, held, all_ds, **kw):
+    return _seeded(history, t, held, name="setting1", cold=False, **kw)
+
+
+@register_protocol("coldstart", "hold out a dataset and 20% of models together (removed everywhere)", True)
+def _coldstart(history, t, held, all_ds, **kw):
+    if len(all_ds) < 2:
+        raise RecommenderError(
+            f"protocol coldstart needs at least 2 datasets with targets, this history has only {all_ds[0]!r}; "
+            "use --protocol setting1 instead.")
+    return _seeded(history, t, held, name="coldstart", cold=True, **kw)
+
+
+@register_protocol("setting2", "train on one dataset's history, predict its models on every other dataset")
+def _setting2(history, t, held, all_ds, *, min_models, **_):
+    if len(all_ds) < 2:
+        raise RecommenderError(
+            f"protocol setting2 needs at least 2 datasets with targets, this history has only {all_ds[0]!r}.")
+    plan = FoldPlan("setting2", [])
+    for d in all_ds:  # d = the single training dataset
+        known = _models_of(t, d)
+        tests = []
+        for other in held:
+            if other == d:
+                continue
+            rows = t[(t["dataset"] == other) & t["model"].isin(known)]
+            if rows["model"].nunique() < min_models:
+                plan.skipped.append({"dataset": other, "train_dataset": d,
+                                     "reason": f"only {rows['model'].nunique()} model(s) known from {d} "
+                                               f"(need >= {min_models})"})
+                continue
+            tests.append(rows)
+        if not tests:
+            continue
+        train = history.keep_targets(datasets=[d])
+        test = _test_frame(pd.concat(tests, ignore_index=True))
+        plan.folds.append(Fold(f"setting2:{d}", train, test, sorted(test["dataset"].unique()), [], None))
+    return plan
+
+
+def describe_plan(plan: FoldPlan) -> str:
+    msg = f"{plan.protocol}: {len(plan.folds)} fold(s)"
+    if plan.skipped:
+        why = "; ".join(f"{s['dataset']}" + (f" (train {s['train_dataset']})" if "train_dataset" in s else "")
+                        + f": {s['reason']}" for s in plan.skipped)
+        msg += f", {plan.n_skipped} held-out dataset(s) skipped -- {why}"
+    return msg
+
+
+__all__ = ["Fold", "FoldPlan", "ProtocolInfo", "PROTOCOLS", "make_folds", "list_protocols", "get_protocol",
+           "describe_plan", "check_single_target_kind"]

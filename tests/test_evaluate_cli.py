@@ -1,0 +1,101 @@
+"""``python -m recommender evaluate``: bad inputs, MLflow failure, and a small real run."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from recommender.cli import main
+
+
+@pytest.fixture()
+def parc_store(store, shared_data):
+    from history.importers import get_importer
+
+    get_importer("parc").run(store, shared_data / "parc")
+    return store
+
+
+def _run(capsys, store, *args):
+    rc = main(["evaluate", "--store", store.url, "--no-progress", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--source", "parc-controlled", "--protocol", "loso"], "valid protocols: lodo, setting1, coldstart, setting2"),
+    (["--source", "parc-controled"], "valid sources: parc, parc-controlled"),
+    (["--source", "parc-controlled", "--recommenders", "lr,xgb"], "valid recommenders: lr, fm, lgbm, lgbm-rank"),
+    (["--source", "parc-controlled", "--baselines", "oracle"], "valid baselines: all, none, ms:<method>"),
+    (["--source", "parc-controlled", "--regime", "vtab-1k"], "its regimes: full"),
+    (["--source", "parc-controlled", "--features", "d,q"], "unknown feature group 'q'"),
+])
+def test_bad_inputs_list_valid_choices(capsys, parc_store, args, expected):
+    rc, out, err = _run(capsys, parc_store, "--no-mlflow", *args)
+    assert rc == 2
+    assert f"error: " in err and expected in err
+
+
+def test_store_with_several_sources_needs_source(capsys, parc_store):
+    rc, _, err = _run(capsys, parc_store, "--no-mlflow")
+    assert rc == 2 and "choose one with --source: parc, parc-controlled" in err
+
+
+def test_real_parc_controlled_lodo_json(capsys, parc_store, tmp_path):
+    out_json = tmp_path / "res.json"
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "lodo", "--recommenders",
+                        "lr", "--features", "d,m", "--baselines", "model-mean,parc-heuristic",
+                        "--no-mlflow", "--json", str(out_json))
+    assert rc == 0, err
+    res = json.loads(out_json.read_text())
+    targets = parc_store.targets(source="parc-controlled")
+    acc = targets[targets["metric"] == "accuracy"]
+    expected_ds = sorted(acc["dataset"].unique())
+    assert res["config"]["protocol"] == "lodo" and res["config"]["source"] == "parc-controlled"
+    assert res["config"]["datasets"] == expected_ds
+    rows = pd.DataFrame(res["results"])
+    assert set(rows["method"]) == {"lr[d,m]", "model-mean", "parc-heuristic"}
+    for ds, n in acc.groupby("dataset")["model"].nunique().items():
+        assert (rows.loc[rows["dataset"] == ds, "n_test"] == n).all()
+    assert rows["pearson"].between(-1, 1).all()
+    assert (rows["regret@1"] >= 0).all() and (rows["regret@3"] <= rows["regret@1"]).all()
+    # the table per held-out dataset and the summary are printed; voc2007 (mAP) is announced, not silently dropped
+    assert "held-out dataset caltech101" in out and "summary: parc-controlled" in out
+    assert "voc2007" in err and "metric map" in err
+    assert {s["method"] for s in res["summary"]} == {"lr[d,m]", "model-mean", "parc-heuristic"}
+
+
+def test_mlflow_unreachable_still_prints_and_fails(capsys, parc_store, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    out_json = tmp_path / "r.json"
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--recommenders", "none",
+                        "--baselines", "model-mean", "--tracking-uri", f"sqlite:///{blocker}/mlflow.db",
+                        "--json", str(out_json))
+    assert rc != 0
+    assert "summary: parc-controlled" in out and "model-mean" in out
+    assert "MLflow logging failed" in err
+    assert out_json.exists()
+
+
+@pytest.mark.slow
+def test_mlflow_parent_and_child_runs(capsys, parc_store, home):
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--recommenders", "lr",
+                        "--features", "d,m", "--baselines", "model-mean", "--datasets", "cub200,stanford_dogs",
+                        "--home", str(home))
+    assert rc == 0, err
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("evaluate/parc-controlled")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.data.tags.get("mlflow.runName"): r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(parent) == 1 and set(children) == {"lr[d,m]", "model-mean"}
+    m = children["lr[d,m]"].data.metrics
+    assert {"pearson__cub200", "pearson__stanford_dogs", "pearson_mean"} <= set(m)
+    arts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert {"results.csv", "summary.md", "methods.png"} <= arts
+    child_arts = {a.path for a in client.list_artifacts(children["lr[d,m]"].info.run_id, "plots")}
+    assert any(p.endswith(".png") and "scatter" in p for p in child_arts)
