@@ -92,7 +92,11 @@ def setup_tracking(tracking_uri: str | None = None, home=None,
     if exp is None:
         location = (artifact_root(home) / experiment).as_uri()
         try:
-            exp_id = client.create_experiment(experiment, artifact_location=location)
+            # the tag makes the MLflow 3 UI open the experiment in its runs (model training)
+            # view instead of the GenAI view
+            exp_id = client.create_experiment(
+                experiment, artifact_location=location,
+                tags={"mlflow.experimentKind": "custom_model_development"})
         except Exception:  # created concurrently by another process
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
