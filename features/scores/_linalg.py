@@ -1,0 +1,150 @@
+"""Shared numerical helpers for the MS scores (all float64, vectorized)."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+from scipy.stats import rankdata
+
+#: eigenvalues of a Gram matrix below ``RANK_TOL * max`` are treated as exact zeros
+RANK_TOL = 1e-10
+
+
+def one_hot(y: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """(n, C) float one-hot matrix of integer labels 0..C-1."""
+    C = int(y.max()) + 1 if n_classes is None else n_classes
+    Y = np.zeros((y.shape[0], C))
+    Y[np.arange(y.shape[0]), y] = 1.0
+    return Y
+
+
+def thin_svd(X: np.ndarray, tol: float = RANK_TOL) -> tuple[np.ndarray, np.ndarray]:
+    """Left singular vectors ``U`` (n, r) and singular values ``s`` (r,) of ``X`` (numerical rank r).
+
+    Computed from the eigen-decomposition of the smaller Gram matrix (``X X^T`` if n <= d,
+    else ``X^T X``): O(n d min(n, d)), several times faster than a LAPACK SVD of a wide
+    matrix. Directions with ``s^2 <= tol * s_max^2`` are dropped.
+    """
+    n, d = X.shape
+    if n <= d:
+        lam, U = np.linalg.eigh(X @ X.T)
+    else:
+        lam, V = np.linalg.eigh(X.T @ X)
+    lam = lam[::-1]
+    top = lam[0] if lam.size else 0.0
+    keep = lam > max(top, 0.0) * tol if top > 0 else np.zeros_like(lam, dtype=bool)
+    lam = lam[keep]
+    s = np.sqrt(lam)
+    if n <= d:
+        U = U[:, ::-1][:, keep]
+    else:
+        U = (X @ V[:, ::-1][:, keep]) / s
+    return U, s
+
+
+def sq_frobenius_gram(X: np.ndarray) -> float:
+    """``||X X^T||_F^2 = ||X^T X||_F^2`` through the smaller of the two Gram matrices."""
+    G = X @ X.T if X.shape[0] <= X.shape[1] else X.T @ X
+    return float(np.sum(G * G))
+
+
+def pca(X: np.ndarray, dim: int) -> np.ndarray:
+    """Scores of the top ``dim`` principal components of ``X`` (n, min(dim, rank)).
+
+    Deterministic sign: each component's loading vector has its largest-|.| entry positive
+    (so the result does not depend on the eigen-solver). When ``dim`` is small against
+    ``min(n, d)`` the top eigenvectors of the Gram matrix come from seeded subspace
+    iteration (8 power steps, 10 extra columns; Halko et al. 2011), else from LAPACK.
+    """
+    Xc = X - X.mean(axis=0)
+    n, d = Xc.shape
+    k = min(dim, n, d)
+    if n <= d and 4 * k <= n:
+        G = Xc @ Xc.T
+        Q = np.random.default_rng(0).standard_normal((n, k + 10))
+        for _ in range(8):
+            Q, _ = np.linalg.qr(G @ Q)
+        lam, W = np.linalg.eigh(Q.T @ G @ Q)
+        lam, U = lam[::-1][:k], (Q @ W[:, ::-1])[:, :k]
+        keep = lam > max(lam[0], 0.0) * RANK_TOL
+        lam, U = lam[keep], U[:, keep]
+        V = (Xc.T @ U) / np.sqrt(lam)
+    elif n <= d:
+        lam, U = sla.eigh(Xc @ Xc.T, subset_by_index=[n - k, n - 1])
+        lam, U = lam[::-1], U[:, ::-1]
+        keep = lam > max(lam[0], 0.0) * RANK_TOL
+        lam, U = lam[keep], U[:, keep]
+        s = np.sqrt(lam)
+        V = (Xc.T @ U) / s  # loadings (d, k)
+    else:  # n > d
+        lam, V = sla.eigh(Xc.T @ Xc, subset_by_index=[d - k, d - 1])
+        lam, V = lam[::-1], V[:, ::-1]
+        keep = lam > max(lam[0], 0.0) * RANK_TOL
+        V = V[:, keep]
+    if V.shape[1] == 0:
+        return np.zeros((n, 1))
+    idx = np.argmax(np.abs(V), axis=0)
+    signs = np.sign(V[idx, np.arange(V.shape[1])])
+    signs[signs == 0] = 1.0
+    return Xc @ (V * signs)
+
+
+def standardize(X: np.ndarray) -> np.ndarray:
+    """Columns z-scored; constant columns become 0 (like sklearn's StandardScaler)."""
+    Xc = X - X.mean(axis=0)
+    sd = Xc.std(axis=0)
+    sd[sd <= 1e-12 * max(float(sd.max(initial=0.0)), 1e-300)] = 1.0
+    return Xc / sd
+
+
+def corr_rdm(X: np.ndarray) -> np.ndarray:
+    """Representational dissimilarity matrix ``1 - corrcoef(rows of X)`` (n, n).
+
+    A row with zero variance across its entries gets correlation 0 with every other row
+    (dissimilarity 1) instead of NaN.
+    """
+    Z = X - X.mean(axis=1, keepdims=True)
+    norm = np.sqrt(np.sum(Z * Z, axis=1))
+    ok = norm > 1e-12 * max(float(norm.max(initial=0.0)), 1e-300)
+    Z = np.where(ok[:, None], Z / np.where(ok, norm, 1.0)[:, None], 0.0)
+    R = Z @ Z.T
+    np.fill_diagonal(R, 1.0)
+    return 1.0 - np.clip(R, -1.0, 1.0)
+
+
+def upper(M: np.ndarray) -> np.ndarray:
+    """Strict upper triangle of a square matrix as a vector."""
+    i, j = np.triu_indices(M.shape[0], k=1)
+    return M[i, j]
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; 0 when either vector is constant (no information)."""
+    a = a - a.mean()
+    b = b - b.mean()
+    na, nb = np.sqrt(a @ a), np.sqrt(b @ b)
+    if na <= 0 or nb <= 0:
+        return 0.0
+    return float(np.clip((a @ b) / (na * nb), -1.0, 1.0))
+
+
+def ranks(a: np.ndarray) -> np.ndarray:
+    """Average ranks (as ``scipy.stats.rankdata``) with one argsort when there are no ties."""
+    order = np.argsort(a, kind="stable")
+    srt = a[order]
+    if srt.size > 1 and np.any(srt[1:] == srt[:-1]):
+        return rankdata(a)
+    r = np.empty(a.shape[0])
+    r[order] = np.arange(1, a.shape[0] + 1)
+    return r
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); 0 when either side is constant."""
+    return pearson(ranks(a), ranks(b))
+
+
+def class_counts_means(X: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class sizes (C,) and class means (C, d)."""
+    counts = np.bincount(y, minlength=C).astype(float)
+    sums = one_hot(y, C).T @ X
+    return counts, sums / np.maximum(counts, 1.0)[:, None]

@@ -1,0 +1,254 @@
+"""Scores based on sample geometry: PARC, RSA, DDS, 1-NN, GBC, TransRate."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ._linalg import class_counts_means, corr_rdm, pca, pearson, ranks, spearman, standardize, upper
+from .registry import ScoreInputError, register_score
+
+PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
+              "learning', NeurIPS")
+
+
+def _subsample(n: int, max_samples, seed: int, name: str) -> np.ndarray | None:
+    """Seeded label-independent subset of row indices when n > max_samples (None: keep all)."""
+    if max_samples is None or n <= int(max_samples):
+        return None
+    if int(max_samples) < 3:
+        raise ScoreInputError(f"{name}: max_samples must be >= 3; got {max_samples}.")
+    return np.sort(np.random.default_rng(seed).choice(n, int(max_samples), replace=False))
+
+
+def _reduce(X: np.ndarray, pca_dim, name: str) -> np.ndarray:
+    if pca_dim is None:
+        return X
+    if int(pca_dim) < 1:
+        raise ScoreInputError(f"{name}: pca_dim must be a positive integer or None; got {pca_dim!r}.")
+    return pca(X, int(pca_dim))
+
+
+@register_score("parc", paper=PARC_PAPER,
+                summary="Spearman correlation of feature and label dissimilarity matrices (PCA to 32 dims)")
+def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=3000, seed=0):
+    """Pairwise Annotation Representation Comparison (Bolya et al. 2021).
+
+        PARC = spearman( triu(1 - corrcoef(Z)), triu(1 - corrcoef(onehot(y))) ),
+
+    where ``Z`` is the features reduced by PCA to ``pca_dim`` (default 32, as in the paper;
+    None: no PCA) and z-scored per column, and ``corrcoef`` correlates *samples* (rows). The
+    label dissimilarity takes two values (same class: 0, different: 1 + 1/(C-1)), so the
+    Spearman correlation equals the Pearson correlation of the ranked feature
+    dissimilarities with the "different class" indicator. Returned in [-1, 1] (the paper
+    prints x100). More than ``max_samples`` samples: a seeded, label-independent subset is
+    used (the n x n matrices grow quadratically). Invariant to label permutation and
+    isotropic scaling; cost O(n d f + n^2 (f + log n)).
+    """
+    sub = _subsample(features.shape[0], max_samples, seed, "parc")
+    if sub is not None:
+        features, labels = features[sub], labels[sub]
+    Z = standardize(_reduce(features, pca_dim, "parc"))
+    diff = (labels[:, None] != labels[None, :]).astype(float)
+    return pearson(ranks(upper(corr_rdm(Z))), upper(diff))
+
+
+def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
+                  lam: float = 1.0) -> dict[str, float]:
+    """PARC's depth heuristic over a *set* of models (Bolya et al. 2021, Sec. 6).
+
+        score(m) = z(PARC)_m + lam * depth_m / max_m' depth_m'
+
+    ``z`` standardizes the PARC scores across the given models (mean 0, std 1; all equal:
+    0). Deeper networks fine-tune better on average, and the heuristic adds that prior.
+    Not a per-model score (it needs the depths of the whole candidate set), so it is not
+    registered; ``lam`` weighs the prior (1.0 by default, tune it on a validation history).
+    """
+    missing = sorted(set(parc_scores) - set(depths))
+    if missing:
+        raise ScoreInputError(f"parc_ensemble: no depth for models {', '.join(map(str, missing[:5]))}"
+                              f"{' ...' if len(missing) > 5 else ''}; pass depths for every model.")
+    names = list(parc_scores)
+    if not names:
+        return {}
+    s = np.array([float(parc_scores[m]) for m in names])
+    d = np.array([float(depths[m]) for m in names])
+    if not (np.isfinite(s).all() and np.isfinite(d).all()) or (d <= 0).any():
+        raise ScoreInputError("parc_ensemble: scores must be finite and depths positive numbers.")
+    sd = s.std()
+    z = (s - s.mean()) / sd if sd > 0 else np.zeros_like(s)
+    out = z + float(lam) * d / d.max()
+    return dict(zip(names, out.tolist()))
+
+
+@register_score("rsa", needs_reference=True,
+                paper="Dwivedi & Roig 2019, 'Representation similarity analysis for efficient "
+                      "task taxonomy & transfer learning', CVPR",
+                summary="Spearman correlation of the model's and a reference model's dissimilarity matrices")
+def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_samples=3000, seed=0):
+    """Representation Similarity Analysis score (Dwivedi & Roig 2019).
+
+        RSA = spearman( triu(1 - corrcoef(z(F))), triu(1 - corrcoef(z(R))) )
+
+    with ``F`` the candidate's features, ``R`` the reference features of the same samples
+    (e.g. a small model trained on the target task), ``z`` column standardization and
+    optional PCA to ``pca_dim`` for both. Labels are not used. Invariant to isotropic
+    scaling of either input and to label permutation. Cost O(n^2 (d + log n)).
+    """
+    sub = _subsample(features.shape[0], max_samples, seed, "rsa")
+    if sub is not None:
+        features, reference = features[sub], reference[sub]
+    a = corr_rdm(standardize(_reduce(features, pca_dim, "rsa")))
+    b = corr_rdm(standardize(_reduce(reference, pca_dim, "rsa")))
+    return spearman(upper(a), upper(b))
+
+
+def _cosine_rdm(X: np.ndarray) -> np.ndarray:
+    norm = np.sqrt(np.sum(X * X, axis=1))
+    ok = norm > 0
+    Z = np.where(ok[:, None], X / np.where(ok, norm, 1.0)[:, None], 0.0)
+    return 1.0 - Z @ Z.T
+
+
+def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
+    """Centered Gram matrix; ``debiased``: U-centering (Szekely & Rizzo 2014), zero diagonal."""
+    K = K.copy()
+    n = K.shape[0]
+    if debiased:
+        np.fill_diagonal(K, 0.0)
+        row = K.sum(axis=0) / (n - 2)
+        K -= row[:, None] + row[None, :] - K.sum() / ((n - 1) * (n - 2))
+        np.fill_diagonal(K, 0.0)
+    else:
+        m = K.mean(axis=0)
+        K -= m[:, None] + m[None, :] - m.mean()
+    return K
+
+
+@register_score("dds", needs_reference=True,
+                paper="Dwivedi et al. 2020, 'DUality Diagram Similarity: a generic framework for "
+                      "initialization selection in task transfer learning', ECCV",
+                summary="CKA between cosine dissimilarity matrices of z-scored model and reference features")
+def dds(features, labels, *, probs=None, reference=None, distance="cosine", debiased=True,
+        pca_dim=None, max_samples=3000, seed=0):
+    """Duality Diagram Similarity (Dwivedi et al. 2020).
+
+    Both inputs are z-scored per column (the duality-diagram weighting), turned into
+    dissimilarity matrices ``D = 1 - cos(x_i, x_j)`` (``distance="cosine"``, the paper's
+    best) or ``1 - corr`` (``"pearson"``), and compared with centered kernel alignment
+
+        DDS = <HDH, HD'H> / (||HDH|| ||HD'H||)
+
+    using U-centering when ``debiased`` (needs n >= 4). Labels are not used. Invariant to
+    isotropic scaling and label permutation. Cost O(n^2 d).
+    """
+    if distance not in ("cosine", "pearson"):
+        raise ScoreInputError(f"dds: distance must be 'cosine' or 'pearson'; got {distance!r}.")
+    sub = _subsample(features.shape[0], max_samples, seed, "dds")
+    if sub is not None:
+        features, reference = features[sub], reference[sub]
+    if debiased and features.shape[0] < 4:
+        raise ScoreInputError("dds: the debiased estimator needs at least 4 samples; pass debiased=False.")
+    rdm = _cosine_rdm if distance == "cosine" else corr_rdm
+    a = _center_gram(rdm(standardize(_reduce(features, pca_dim, "dds"))), debiased)
+    b = _center_gram(rdm(standardize(_reduce(reference, pca_dim, "dds"))), debiased)
+    na, nb = np.sqrt(np.sum(a * a)), np.sqrt(np.sum(b * b))
+    return float(np.sum(a * b) / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+@register_score("knn1", paper="1-nearest-neighbour baseline, as benchmarked in " + PARC_PAPER,
+                summary="leave-one-out 1-nearest-neighbour accuracy (Euclidean)")
+def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", block=2048):
+    """Leave-one-out 1-NN accuracy: ``mean_i [y_{nn(i)} = y_i]``, ``nn(i) = argmin_{j != i} dist``.
+
+    ``metric``: "euclidean" or "cosine". Ties go to the lowest index. Distances are
+    computed in row blocks of ``block`` (memory O(block n)). Invariant to label
+    permutation, isotropic scaling, translation and rotation (euclidean); *not* to sample
+    duplication (a duplicate is its own nearest neighbour). Cost O(n^2 d).
+    """
+    if metric not in ("euclidean", "cosine"):
+        raise ScoreInputError(f"knn1: metric must be 'euclidean' or 'cosine'; got {metric!r}.")
+    X = features - features.mean(axis=0)
+    if metric == "cosine":
+        norm = np.sqrt(np.sum(X * X, axis=1))
+        X = X / np.where(norm > 0, norm, 1.0)[:, None]
+    sq = np.sum(X * X, axis=1)
+    n = X.shape[0]
+    hits = 0
+    for start in range(0, n, int(block)):
+        stop = min(n, start + int(block))
+        D = sq[start:stop, None] - 2.0 * X[start:stop] @ X.T + sq[None, :]
+        D[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        hits += int(np.sum(labels[np.argmin(D, axis=1)] == labels[start:stop]))
+    return hits / n
+
+
+@register_score("gbc",
+                paper="Pandy et al. 2022, 'Transferability estimation using Bhattacharyya class "
+                      "separability', CVPR",
+                summary="minus the summed Bhattacharyya coefficients between per-class diagonal Gaussians")
+def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="diagonal"):
+    """Gaussian Bhattacharyya Coefficient (Pandy et al. 2022).
+
+    Each class is a Gaussian ``N(mu_c, diag(v_c))`` (``gaussian="spherical"``: one variance)
+    in the PCA-``pca_dim`` space; with ``v = (v_i + v_j)/2``
+
+        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk)),
+        GBC = - sum_{i != j} exp(-D_B(i, j))  in [-C(C-1), 0].
+
+    Class variances get a one-sample prior toward the pooled within-class variance
+    (``v_c <- (n_c v_c + v_pool) / (n_c + 1)``) so classes with one sample are defined.
+    Invariant to label permutation, isotropic scaling and translation. Cost O(n d f + C^2 f).
+    """
+    if gaussian not in ("diagonal", "spherical"):
+        raise ScoreInputError(f"gbc: gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")
+    Z = _reduce(features, pca_dim, "gbc")
+    C = int(labels.max()) + 1
+    counts, mu = class_counts_means(Z, labels, C)
+    resid = Z - mu[labels]
+    onehot = np.zeros((Z.shape[0], C))
+    onehot[np.arange(Z.shape[0]), labels] = 1.0
+    var = onehot.T @ (resid * resid) / counts[:, None]
+    pooled = (resid * resid).mean(axis=0)
+    floor = 1e-12 * max(float(Z.var(axis=0).mean()), 1e-300)
+    pooled = np.maximum(pooled, floor)
+    var = (counts[:, None] * var + pooled) / (counts[:, None] + 1.0)
+    var = np.maximum(var, floor)
+    if gaussian == "spherical":
+        var = np.repeat(var.mean(axis=1, keepdims=True), Z.shape[1], axis=1)
+    avg = 0.5 * (var[:, None, :] + var[None, :, :])
+    d1 = 0.125 * np.sum((mu[:, None, :] - mu[None, :, :]) ** 2 / avg, axis=2)
+    logv = np.log(var).sum(axis=1)
+    d2 = 0.5 * (np.log(avg).sum(axis=2) - 0.5 * (logv[:, None] + logv[None, :]))
+    bc = np.exp(-(d1 + d2))
+    np.fill_diagonal(bc, 0.0)
+    return -float(bc.sum())
+
+
+def _coding_rate(Z: np.ndarray, eps: float) -> float:
+    """R(Z) = 1/2 log det(I + Z^T Z / (n eps)) = 1/2 sum_k log1p(s_k^2 / (n eps))."""
+    n, d = Z.shape
+    lam = np.linalg.eigvalsh(Z @ Z.T if n <= d else Z.T @ Z)
+    return 0.5 * float(np.sum(np.log1p(np.maximum(lam, 0.0) / (n * eps))))
+
+
+@register_score("transrate",
+                paper="Huang et al. 2022, 'Frustratingly easy transferability estimation', ICML",
+                summary="coding rate of all features minus the mean coding rate within classes")
+def transrate(features, labels, *, probs=None, reference=None, eps=1e-4):
+    """TransRate (Huang et al. 2022), as in the authors' code.
+
+        TrR = R(Z) - 1/C sum_c R(Z_c),   R(Z) = 1/2 log det(I + Z^T Z / (n eps)),
+
+    with ``Z`` the globally centered features and ``Z_c`` its rows of class c (``n``: rows
+    of the argument). Evaluated from the eigenvalues of the smaller Gram matrix. Invariant
+    to label permutation, translation, rotation and sample duplication; *not* to scaling
+    (``eps`` is absolute, so feature scale matters). Cost O(n d min(n, d)).
+    """
+    if not eps > 0:
+        raise ScoreInputError(f"transrate: eps must be > 0; got {eps!r}.")
+    Z = features - features.mean(axis=0)
+    C = int(labels.max()) + 1
+    rz = _coding_rate(Z, eps)
+    rzy = sum(_coding_rate(Z[labels == c], eps) for c in range(C))
+    return rz - rzy / C

@@ -1,0 +1,234 @@
+"""Scores built on (pseudo) class posteriors: LEEP, NCE, N-LEEP, split logistic regression, SFDA."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ._linalg import class_counts_means, one_hot, pca
+from .registry import ScoreInputError, register_score
+
+
+def _leep_from_probs(theta: np.ndarray, labels: np.ndarray) -> float:
+    n = theta.shape[0]
+    joint = one_hot(labels).T @ theta / n  # P(y, z): (C, Z)
+    marginal = theta.sum(axis=0) / n  # P(z)
+    cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P(y | z)
+    eep = np.sum(theta * cond[labels], axis=1)
+    return float(np.mean(np.log(np.maximum(eep, 1e-300))))
+
+
+@register_score("leep", needs_probs=True,
+                paper="Nguyen et al. 2020, 'LEEP: A new measure to evaluate transferability of "
+                      "learned representations', ICML",
+                summary="log expected empirical prediction of the source head through P(y|z)")
+def leep(features, labels, *, probs=None, reference=None):
+    """Log Expected Empirical Prediction (Nguyen et al. 2020).
+
+    With source-class probabilities ``theta_i = P(z | x_i)`` (n x Z):
+
+        P(y, z) = 1/n sum_{i: y_i = y} theta_iz,   P(y | z) = P(y, z) / P(z),
+        LEEP = 1/n sum_i log sum_z P(y_i | z) theta_iz   (<= 0).
+
+    Features are not used. Invariant to label permutation, sample duplication and any
+    transform of the features. Cost O(n Z C).
+    """
+    return _leep_from_probs(probs, labels)
+
+
+@register_score("nce", needs_probs=True,
+                paper="Tran et al. 2019, 'Transferability and hardness of supervised "
+                      "classification tasks', ICCV",
+                summary="negative conditional entropy of target labels given the source argmax label")
+def nce(features, labels, *, probs=None, reference=None):
+    """Negative Conditional Entropy (Tran et al. 2019).
+
+    ``z_i = argmax_z probs_iz`` (the source model's hard label), empirical joint
+    ``P(y, z)``; ``NCE = -H(Y | Z) = sum_{y,z} P(y, z) log P(y | z)`` (<= 0, empty cells
+    contribute 0). Features are not used. Invariant to label permutation and duplication.
+    """
+    z = np.argmax(probs, axis=1)
+    n, Zn = probs.shape
+    C = int(labels.max()) + 1
+    counts = np.bincount(labels * Zn + z, minlength=C * Zn).reshape(C, Zn).astype(float)
+    col = counts.sum(axis=0)
+    nz = counts > 0
+    return float(np.sum(counts[nz] / n * np.log(counts[nz] / np.broadcast_to(col, counts.shape)[nz])))
+
+
+@register_score("nleep", iterative=True,
+                paper="Li et al. 2021, 'Ranking neural checkpoints', CVPR",
+                summary="LEEP with a Gaussian mixture fitted on PCA-reduced features as the source head")
+def nleep(features, labels, *, probs=None, reference=None, n_components=None, variance=0.8,
+          max_iter=100, seed=0):
+    """Gaussian-LEEP / N-LEEP (Li et al. 2021).
+
+    Features are reduced by PCA to the fewest components explaining ``variance`` of the
+    variance (0.8 as in the paper), rescaled by one scalar (unit average variance), and a
+    diagonal-covariance Gaussian mixture with ``n_components`` (default: number of target
+    classes, at most n) is fitted by EM (``seed``); its posteriors ``P(k | x_i)`` replace the
+    source-class probabilities in LEEP (:func:`leep`):
+
+        NLEEP = 1/n sum_i log sum_k P(y_i | k) P(k | x_i),  P(y | k) = P(y, k) / P(k).
+
+    Iterative (EM). Invariant to label
+    permutation and isotropic scaling.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    if not 0 < float(variance) <= 1:
+        raise ScoreInputError(f"nleep: variance must be in (0, 1]; got {variance!r}.")
+    n = features.shape[0]
+    C = int(labels.max()) + 1
+    K = C if n_components is None else int(n_components)
+    if not 1 <= K:
+        raise ScoreInputError(f"nleep: n_components must be >= 1; got {n_components!r}.")
+    K = min(K, n)
+    Z = pca(features, min(features.shape))
+    var = Z.var(axis=0)
+    total = var.sum()
+    if total <= 0:
+        return _leep_from_probs(np.full((n, 1), 1.0), labels)
+    keep = int(np.searchsorted(np.cumsum(var) / total, float(variance) - 1e-12) + 1)
+    Z = Z[:, :keep]
+    Z = Z / np.sqrt(Z.var(axis=0).mean())
+    gmm = GaussianMixture(n_components=K, covariance_type="diag", max_iter=int(max_iter),
+                          random_state=int(seed), reg_covar=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gmm.fit(Z)
+    return _leep_from_probs(gmm.predict_proba(Z), labels)
+
+
+def stratified_half(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split: ceil(n_c / 2) samples of every class train, the rest test.
+
+    The random order is drawn over *samples*, not classes, so relabelling the classes gives
+    the same split. Classes with one sample go to the training half.
+    """
+    order = np.random.default_rng(seed).permutation(labels.shape[0])
+    counts = np.bincount(labels)
+    quota = np.ceil(counts / 2.0).astype(int)
+    taken = np.zeros_like(counts)
+    train = np.zeros(labels.shape[0], dtype=bool)
+    for i in order:
+        c = labels[i]
+        if taken[c] < quota[c]:
+            train[i] = True
+            taken[c] += 1
+    return np.flatnonzero(train), np.flatnonzero(~train)
+
+
+@register_score("split_lr", iterative=True,
+                paper="logistic-regression baseline, as benchmarked in Bolya et al. 2021, NeurIPS",
+                summary="accuracy of a logistic regression trained on a stratified half, tested on the other")
+def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=100, seed=0):
+    """Split logistic regression: train multinomial L2 logistic regression (inverse strength
+    ``C``, lbfgs, ``max_iter``) on a seeded stratified half (:func:`stratified_half`) of the
+    z-scored features and return its accuracy on the other half,
+
+        split_lr = 1/|test| sum_{i in test} [argmax_c (W x_i + b)_c = y_i].
+
+    Iterative (lbfgs).
+    Invariant to label permutation and isotropic scaling (z-scoring); not to duplication.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    tr, te = stratified_half(labels, int(seed))
+    if te.size == 0:
+        raise ScoreInputError("split_lr: every class has a single sample, so the test half is empty; "
+                              "needs at least one class with 2 samples.")
+    X = features
+    mu = X[tr].mean(axis=0)
+    sd = X[tr].std(axis=0)
+    sd[sd <= 0] = 1.0
+    X = (X - mu) / sd
+    if np.unique(labels[tr]).size < 2:
+        pred = np.full(te.size, labels[tr][0])
+    else:
+        clf = LogisticRegression(C=float(C), max_iter=int(max_iter))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X[tr], labels[tr])
+        pred = clf.predict(X[te])
+    return float(np.mean(pred == labels[te]))
+
+
+def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10) -> float:
+    """Largest eigenvalue of a PSD matrix by deterministic power iteration."""
+    v = np.ones(G.shape[0]) / np.sqrt(G.shape[0]) + np.linspace(0, 1e-3, G.shape[0])
+    lam = 0.0
+    for _ in range(iters):
+        w = G @ v
+        new = float(np.sqrt(w @ w))
+        if new == 0:
+            return 0.0
+        v = w / new
+        if abs(new - lam) <= tol * new:
+            return new
+        lam = new
+    return lam
+
+
+def _shrunk_lda_proba(X, y, C, shrinkage, min_shrinkage=0.0):
+    """Class posteriors of LDA with covariance ``(1 - s) S_w + s tr(S_w)/d I`` (Woodbury);
+    ``shrinkage=None``: adaptive ``s = max(exp(-5 lambda_max(S_w)), min_shrinkage)``."""
+    n, d = X.shape
+    counts, means = class_counts_means(X, y, C)
+    Xw = X - means[y]
+    Gw = Xw @ Xw.T / n  # n x n, same nonzero spectrum as S_w
+    mu = float(np.trace(Gw)) / d
+    if shrinkage is None:
+        shrinkage = max(float(np.exp(-5.0 * _top_eig_gram(Gw))), float(min_shrinkage))
+    return _lda_with(X, y, Xw, Gw, counts, means, mu, shrinkage), shrinkage
+
+
+def _lda_with(X, y, Xw, Gw, counts, means, mu, s):
+    n = X.shape[0]
+    a, b = 1.0 - s, s * mu
+    if b <= 0:  # no within-class variance at all: classes are points
+        b = float(np.mean(X * X)) or 1.0  # nearest-class-mean rule in feature units
+    K = b * np.eye(n) + a * Gw
+    XwM = Xw @ means.T  # (n, C)
+    Q = (means.T - a / n * Xw.T @ np.linalg.solve(K, XwM)) / b  # S^-1 M^T (K is SPD)
+    logits = X @ Q - 0.5 * np.sum(means * Q.T, axis=1) + np.log(counts / n)
+    logits -= logits.max(axis=1, keepdims=True)
+    P = np.exp(logits)
+    return P / P.sum(axis=1, keepdims=True)
+
+
+@register_score("sfda",
+                paper="Shao et al. 2022, 'Not all models are equal: predicting model "
+                      "transferability in a self-challenging Fisher space', ECCV",
+                summary="mean correct-class probability of regularized LDA after confusion mixing")
+def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
+    """Self-challenging Fisher Discriminant Analysis (Shao et al. 2022).
+
+    1. Regularized FDA: within-class scatter ``S_w`` shrunk to ``(1-l) S_w + l tr(S_w)/d I``
+       with the adaptive ``l = exp(-5 lambda_max(S_w))`` (floored at ``min_shrinkage`` so it
+       stays invertible when n <= d); class posteriors ``p(c | x)`` of the resulting LDA.
+    2. ConfMix: ``p_i = softmax(p(. | x_i))_{y_i}`` and ``x_i <- p_i x_i + (1 - p_i) mu_out(y_i)``
+       (``mu_out(c)``: mean of the samples outside class c): hard samples move toward the
+       other classes.
+    3. ``SFDA = 1/n sum_i p'(y_i | x_i)`` with the LDA refit (same ``l``) on the mixed features.
+
+    The LDA is evaluated exactly with the Woodbury identity on n x n Gram matrices (no d x d
+    eigenproblem): O(n^2 d + n^3/3). Invariant to label permutation and translation; not to
+    scaling (``lambda_max`` is scale-dependent, as in the paper).
+    """
+    if not 0 < float(min_shrinkage) <= 1:
+        raise ScoreInputError(f"sfda: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
+    X = features - features.mean(axis=0)
+    n = X.shape[0]
+    C = int(labels.max()) + 1
+    P, lam = _shrunk_lda_proba(X, labels, C, None, min_shrinkage)
+    soft = np.exp(P)
+    soft /= soft.sum(axis=1, keepdims=True)
+    p = soft[np.arange(n), labels][:, None]
+    counts, means = class_counts_means(X, labels, C)
+    total = X.sum(axis=0)
+    out_counts = np.maximum(n - counts, 1.0)
+    mu_out = (total[None, :] - means * counts[:, None]) / out_counts[:, None]
+    Xm = p * X + (1.0 - p) * mu_out[labels]
+    P2, _ = _shrunk_lda_proba(Xm, labels, C, lam)
+    return float(np.mean(P2[np.arange(n), labels]))

@@ -1,0 +1,204 @@
+"""Registry of model-selection (MS) scores and the validated entry point :func:`compute_score`.
+
+Every score is a pure function ``fn(features[n, d], labels[n], *, probs=None,
+reference=None, **options) -> float`` registered under a fixed name with
+:func:`register_score`. Score functions assume *validated* inputs (float64 features,
+integer labels 0..C-1 with C >= 2); :func:`compute_score` is the public entry point that
+validates once and guarantees a finite float or a :class:`ScoreInputError`.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from history.errors import NotFoundError, RecommenderError, closest
+
+
+class ScoreInputError(RecommenderError):
+    """Inputs to an MS score are unusable (NaN/inf, wrong shape, one class, missing probs...)."""
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """Metadata of one registered MS score."""
+
+    name: str
+    fn: Callable
+    paper: str
+    summary: str
+    needs_probs: bool = False  # needs source-class probabilities (LEEP, NCE)
+    needs_reference: bool = False  # needs reference features (RSA, DDS)
+    iterative: bool = False  # inherently iterative (see docs/scores.md)
+    higher_is_better: bool = True
+
+    def options(self) -> list[str]:
+        """Names of the keyword options the score function accepts."""
+        sig = inspect.signature(self.fn)
+        return [p.name for p in sig.parameters.values()
+                if p.kind == p.KEYWORD_ONLY and p.name not in ("probs", "reference")]
+
+
+SCORES: dict[str, ScoreSpec] = {}
+
+
+def register_score(name, *, paper, summary, needs_probs=False, needs_reference=False,
+                   iterative=False, higher_is_better=True):
+    """Decorator registering ``fn`` in :data:`SCORES` under ``name`` (names are unique)."""
+
+    def deco(fn):
+        if name in SCORES:
+            raise ValueError(f"score {name!r} is already registered")
+        SCORES[name] = ScoreSpec(name=name, fn=fn, paper=paper, summary=summary,
+                                 needs_probs=needs_probs, needs_reference=needs_reference,
+                                 iterative=iterative, higher_is_better=higher_is_better)
+        return fn
+
+    return deco
+
+
+def list_scores() -> list[str]:
+    """Sorted names of all registered scores."""
+    return sorted(SCORES)
+
+
+def get_score(name) -> ScoreSpec:
+    """The :class:`ScoreSpec` called ``name``; unknown names raise NotFoundError listing the valid ones."""
+    try:
+        return SCORES[name]
+    except (KeyError, TypeError):
+        hint = closest(str(name), SCORES)
+        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+        raise NotFoundError(
+            f"unknown model-selection score {name!r}.{did} Valid names: {', '.join(list_scores())}."
+        ) from None
+
+
+# ----------------------------------------------------------------------------- validation
+def _finite_matrix(name: str, what: str, arr, n: int | None = None) -> np.ndarray:
+    try:
+        a = np.asarray(arr)
+    except Exception as exc:  # ragged lists etc.
+        raise ScoreInputError(f"{name}: {what} cannot be read as a numeric array ({exc}).") from None
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise ScoreInputError(f"{name}: {what} must be numeric; got dtype {a.dtype}.")
+    if np.iscomplexobj(a):
+        raise ScoreInputError(f"{name}: {what} must be real; got complex dtype {a.dtype}.")
+    if a.ndim != 2:
+        fix = " (for a single feature use x[:, None])" if a.ndim == 1 else ""
+        raise ScoreInputError(
+            f"{name}: {what} must be a 2-D array (n_samples, n_dims); got shape {a.shape}{fix}.")
+    if n is not None and a.shape[0] != n:
+        raise ScoreInputError(
+            f"{name}: {what} has {a.shape[0]} rows but there are {n} labels; they must match.")
+    if a.shape[1] == 0:
+        raise ScoreInputError(f"{name}: {what} has no columns (shape {a.shape}).")
+    a = a.astype(np.float64, copy=False)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        n_nan = int(np.isnan(a).sum())
+        n_inf = int(bad.sum()) - n_nan
+        r, c = np.argwhere(bad)[0]
+        parts = [f"{n_nan} NaN values"] if n_nan else []
+        parts += [f"{n_inf} infinite values"] if n_inf else []
+        raise ScoreInputError(
+            f"{name}: {what} contain {' and '.join(parts)} (first at row {r}, column {c}); "
+            "drop or impute those samples before scoring.")
+    return a
+
+
+def _labels(name: str, labels, n_min: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels)
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise ScoreInputError(
+            f"{name}: labels must be a 1-D array of class ids; got shape {y.shape} "
+            "(pass class indices, not one-hot rows).")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ScoreInputError(f"{name}: labels contain {int((~np.isfinite(y)).sum())} NaN/inf values.")
+    if y.dtype == object and any(v is None for v in y):
+        raise ScoreInputError(f"{name}: labels contain missing values (None).")
+    try:
+        classes, enc = np.unique(y, return_inverse=True)
+    except TypeError as exc:
+        raise ScoreInputError(f"{name}: labels cannot be sorted into classes ({exc}).") from None
+    if y.shape[0] < n_min:
+        raise ScoreInputError(f"{name}: needs at least {n_min} samples; got {y.shape[0]}.")
+    if len(classes) < 2:
+        raise ScoreInputError(
+            f"{name}: needs at least 2 classes; all {y.shape[0]} samples have label "
+            f"{classes[0]!r}. A transferability score compares classes, so score a dataset "
+            "with two or more classes.")
+    return enc.astype(np.int64), classes
+
+
+def _probs(name: str, probs, n: int) -> np.ndarray:
+    p = _finite_matrix(name, "probs", probs, n)
+    if (p < 0).any():
+        r, c = np.argwhere(p < 0)[0]
+        raise ScoreInputError(
+            f"{name}: probs must be source-class probabilities (>= 0); probs[{r}, {c}] = "
+            f"{p[r, c]:g}. Apply a softmax to logits first.")
+    s = p.sum(axis=1)
+    off = np.abs(s - 1.0) > 1e-3
+    if off.any():
+        r = int(np.argmax(off))
+        raise ScoreInputError(
+            f"{name}: each row of probs must sum to 1 ({int(off.sum())} rows do not; row {r} "
+            f"sums to {s[r]:.6g}). Pass softmax probabilities, not logits.")
+    return p / s[:, None]
+
+
+def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
+    """Validated ``(X float64 [n,d], y int [n] in 0..C-1, probs, reference)`` for score ``name``."""
+    spec = get_score(name)
+    y, _ = _labels(name, labels)
+    X = _finite_matrix(name, "features", features, len(y))
+    P = R = None
+    if spec.needs_probs:
+        if probs is None:
+            raise ScoreInputError(
+                f"{name}: needs probs, the model's source-class probabilities (n_samples x "
+                "n_source_classes, e.g. softmax of the ImageNet head) for each target sample.")
+        P = _probs(name, probs, len(y))
+    elif probs is not None:
+        P = _probs(name, probs, len(y))
+    if spec.needs_reference:
+        if reference is None:
+            raise ScoreInputError(
+                f"{name}: needs reference features (n_samples x d_ref) of the same samples from "
+                "a reference model (e.g. a small model trained on the target task).")
+        R = _finite_matrix(name, "reference", reference, len(y))
+    elif reference is not None:
+        R = _finite_matrix(name, "reference", reference, len(y))
+    return X, y, P, R
+
+
+def compute_score(name, features, labels, *, probs=None, reference=None, **kwargs) -> float:
+    """Validate the inputs once and return score ``name`` as a finite float.
+
+    ``features``: (n, d) array (float32 accepted, computed in float64); ``labels``: n class
+    ids of any sortable type (re-encoded to 0..C-1); ``probs``: (n, Z) source-class
+    probabilities for LEEP/NCE; ``reference``: (n, d_ref) reference features for RSA/DDS;
+    ``kwargs``: score options (see ``get_score(name).options()``).
+    Raises :class:`ScoreInputError` for unusable inputs, never returns NaN.
+    """
+    spec = get_score(name)
+    valid = spec.options()
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ScoreInputError(
+            f"{name}: unknown option(s) {', '.join(unknown)}; valid options: "
+            f"{', '.join(valid) or '(none)'}.")
+    X, y, P, R = validate_inputs(name, features, labels, probs=probs, reference=reference)
+    with np.errstate(all="ignore"):
+        value = spec.fn(X, y, probs=P, reference=R, **kwargs)
+    value = float(value)
+    if not np.isfinite(value):
+        raise ScoreInputError(
+            f"{name}: the score is not finite ({value}) for these inputs (n={X.shape[0]}, "
+            f"d={X.shape[1]}, classes={int(y.max()) + 1}); check for degenerate features.")
+    return value

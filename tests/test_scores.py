@@ -1,0 +1,342 @@
+"""Correctness of the model-selection score library (features.scores)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.stats
+
+from features.scores import (SCORES, ScoreInputError, ScoreSpec, compute_score, get_score,
+                             ledoit_wolf_shrinkage, list_scores, log_evidence, logme_naive,
+                             parc_ensemble, register_score)
+from history.errors import NotFoundError, RecommenderError
+
+REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore", "knn1",
+            "split_lr", "rsa", "dds"}
+EXTRA = {"gbc", "transrate", "nleep", "sfda", "etran"}
+#: scores documented (docs/scores.md) as invariant to isotropic feature scaling
+SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda"}
+#: scores documented as invariant to duplicating every sample
+DUP_INVARIANT = {"lfc", "lgc", "hscore", "leep", "nce", "transrate"}
+ALL = sorted(SCORES)
+
+
+def make_problem(seed=0, n=60, d=10, C=3, sep=4.0):
+    """Labels with every class present, and features whose first C columns carry the class."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % C
+    rng.shuffle(y)
+    X = rng.standard_normal((n, d))
+    X[:, :C] += sep * np.eye(C)[y]
+    return X, y
+
+
+def aux(X, y, seed=1, Z=7):
+    """probs from a fixed random source head on the features; reference ~ a target model."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((X.shape[1], Z))
+    logits = (X - X.mean(0)) @ W
+    logits -= logits.max(axis=1, keepdims=True)
+    P = np.exp(logits)
+    P /= P.sum(axis=1, keepdims=True)
+    C = int(y.max()) + 1
+    R = np.eye(C)[y] + 0.3 * rng.standard_normal((len(y), C))
+    return P, R
+
+
+def score(name, X, y, P=None, R=None, **kw):
+    if P is None or R is None:
+        P, R = aux(X, np.unique(y, return_inverse=True)[1])
+    spec = get_score(name)
+    return compute_score(name, X, y, probs=P if spec.needs_probs else None,
+                         reference=R if spec.needs_reference else None, **kw)
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_has_required_names():
+    assert REQUIRED <= set(SCORES)
+    assert len(set(SCORES) & EXTRA) >= 4
+    assert list_scores() == sorted(SCORES)
+    assert get_score("leep").needs_probs and get_score("nce").needs_probs
+    assert get_score("rsa").needs_reference and get_score("dds").needs_reference
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_spec_metadata(name):
+    spec = SCORES[name]
+    assert isinstance(spec, ScoreSpec) and spec.name == name
+    assert spec.paper and spec.summary
+    doc = spec.fn.__doc__ or ""
+    assert len(doc) > 80 and "=" in doc  # states its formula
+
+
+def test_unknown_score_lists_valid_names():
+    with pytest.raises(NotFoundError) as e:
+        get_score("logmee")
+    msg = str(e.value)
+    assert "'logme'" in msg and "hscore" in msg and "transrate" in msg
+
+
+def test_register_duplicate_name_refused():
+    with pytest.raises(ValueError):
+        register_score("logme", paper="x", summary="y")(lambda f, l: 0.0)
+
+
+def test_score_input_error_is_recommender_error():
+    assert issubclass(ScoreInputError, RecommenderError)
+
+
+# ---------------------------------------------------------------------------- invariances
+@pytest.mark.parametrize("name", ALL)
+def test_label_permutation_invariance(name):
+    X, y = make_problem(seed=2, C=4, n=64, sep=2.5)
+    P, R = aux(X, y)
+    perm = np.array([2, 0, 3, 1])
+    names = np.array(["cat", "ant", "dog", "bee"], dtype=object)
+    base = score(name, X, y, P, R)
+    assert score(name, X, perm[y], P, R[:, perm]) == pytest.approx(base, rel=1e-6, abs=1e-9)
+    assert score(name, X, names[y], P, R) == pytest.approx(base, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SCALE_INVARIANT))
+@pytest.mark.parametrize("factor", [1e-3, 250.0])
+def test_isotropic_scaling_invariance(name, factor):
+    X, y = make_problem(seed=3, sep=2.0)
+    P, R = aux(X, y)
+    assert score(name, factor * X, y, P, R) == pytest.approx(score(name, X, y, P, R), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", ["transrate", "sfda"])
+def test_scale_dependent_scores_do_depend_on_scale(name):
+    X, y = make_problem(seed=3, sep=2.0)
+    assert score(name, 1e-3 * X, y) != pytest.approx(score(name, X, y), rel=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(DUP_INVARIANT))
+def test_duplication_invariance(name):
+    X, y = make_problem(seed=4, sep=2.0)
+    P, R = aux(X, y)
+    X2, y2, P2, R2 = (np.concatenate([a, a]) for a in (X, y, P, R))
+    assert score(name, X2, y2, P2, R2) == pytest.approx(score(name, X, y, P, R), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_separable_beats_random(name):
+    X, y = make_problem(seed=5, n=90, d=12, C=3, sep=6.0)
+    noise = np.random.default_rng(6).standard_normal(X.shape)
+    good, bad = score(name, X, y), score(name, noise, y)
+    if SCORES[name].higher_is_better:
+        assert good > bad
+    else:
+        assert good < bad
+
+
+# ------------------------------------------------------------------ independent references
+def _brute_logme(F, y):
+    """Evidence of Bayesian ridge maximized numerically over (log alpha, log beta), per class."""
+    n, D = F.shape
+    out = []
+    for c in np.unique(y):
+        t = (y == c).astype(float)
+
+        def neg(v):
+            a, b = np.exp(v)
+            A = a * np.eye(D) + b * F.T @ F
+            m = b * np.linalg.solve(A, F.T @ t)
+            ev = (D / 2 * np.log(a) + n / 2 * np.log(b) - n / 2 * np.log(2 * np.pi)
+                  - b / 2 * np.sum((t - F @ m) ** 2) - a / 2 * m @ m
+                  - 0.5 * np.linalg.slogdet(A)[1])
+            return -ev / n
+
+        grid = [(la, lb) for la in np.linspace(-6, 6, 13) for lb in np.linspace(-6, 6, 13)]
+        start = min(grid, key=lambda v: neg(np.array(v)))
+        res = scipy.optimize.minimize(neg, np.array(start), method="Nelder-Mead",
+                                      options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 5000})
+        out.append(-res.fun)
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("seed,n,D", [(0, 40, 5), (1, 25, 3)])
+def test_logme_equals_brute_force_evidence_maximum(seed, n, D):
+    rng = np.random.default_rng(seed)
+    F = rng.standard_normal((n, D))
+    y = np.arange(n) % 3
+    F[:, 0] += y
+    assert compute_score("logme", F, y) == pytest.approx(_brute_logme(F, y), rel=1e-6, abs=1e-8)
+
+
+def test_log_evidence_matches_direct_formula_when_n_below_d():
+    rng = np.random.default_rng(3)
+    n, D, a, b = 6, 9, 0.7, 2.5
+    F = rng.standard_normal((n, D))
+    t = (np.arange(n) % 2).astype(float)
+    A = a * np.eye(D) + b * F.T @ F
+    m = b * np.linalg.solve(A, F.T @ t)
+    direct = (D / 2 * np.log(a) + n / 2 * np.log(b) - n / 2 * np.log(2 * np.pi)
+              - b / 2 * np.sum((t - F @ m) ** 2) - a / 2 * m @ m - 0.5 * np.linalg.slogdet(A)[1]) / n
+    U, s, _ = np.linalg.svd(F, full_matrices=False)
+    x2 = (U.T @ t) ** 2
+    got = log_evidence(np.float64(a), np.float64(b), s**2, x2, t @ t - x2.sum(), n, D)
+    assert got == pytest.approx(direct, rel=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(80, 6), (30, 50)])
+def test_logme_fast_equals_naive(shape):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal(shape)
+    y = np.arange(shape[0]) % 5
+    X[:, 0] += y
+    assert compute_score("logme", X, y) == pytest.approx(logme_naive(X, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("d", [5, 12])
+def test_hscore_equals_closed_form(d):
+    rng = np.random.default_rng(8)
+    n = 70
+    y = np.arange(n) % 4
+    f = rng.standard_normal((n, d)) + np.eye(4, d)[y] * 2
+    f[:, -1] = 3.0  # a constant column: pinv must ignore it
+    g = np.stack([f[y == y[i]].mean(axis=0) for i in range(n)])
+    closed = np.trace(np.linalg.pinv(np.cov(f, rowvar=False, bias=True)) @ np.cov(g, rowvar=False, bias=True))
+    assert compute_score("hscore", f, y) == pytest.approx(closed, rel=1e-7)
+
+
+def test_reg_hscore_matches_sklearn_ledoit_wolf():
+    from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage as sk_shrink
+
+    rng = np.random.default_rng(9)
+    n, d = 40, 25
+    y = np.arange(n) % 3
+    f = rng.standard_normal((n, d)) + np.eye(3, d)[y]
+    assert ledoit_wolf_shrinkage(f) == pytest.approx(sk_shrink(f - f.mean(0)), rel=1e-9)
+    lw = LedoitWolf().fit(f)
+    a = lw.shrinkage_
+    g = np.stack([f[y == y[i]].mean(axis=0) for i in range(n)])
+    ref = np.trace(np.linalg.pinv(lw.covariance_) @ ((1 - a) * np.cov(g, rowvar=False, bias=True)))
+    assert compute_score("reg_hscore", f, y) == pytest.approx(ref, rel=1e-7)
+    # no shrinkage: the plain H-score
+    assert compute_score("reg_hscore", f, y, shrinkage=0.0) == pytest.approx(compute_score("hscore", f, y), rel=1e-7)
+
+
+def _centered_alignment(K, L):
+    n = K.shape[0]
+    H = np.eye(n) - 1.0 / n
+    Kc, Lc = H @ K @ H, H @ L @ H
+    return np.sum(Kc * Lc) / (np.linalg.norm(Kc) * np.linalg.norm(Lc))
+
+
+def test_lfc_matches_explicit_kernels():
+    X, y = make_problem(seed=10, n=40, d=7, C=3, sep=1.5)
+    L = np.where(y[:, None] == y[None, :], 1.0, -1.0)
+    assert compute_score("lfc", X, y) == pytest.approx(_centered_alignment(X @ X.T, L), rel=1e-9)
+
+
+def test_lgc_matches_explicit_gradient_features():
+    X, y = make_problem(seed=11, n=36, d=5, C=4, sep=1.5)
+    n, C = len(y), 4
+    Xc = X - X.mean(0)
+    grads = np.stack([np.outer(np.full(C, 1.0 / C) - np.eye(C)[y[i]], Xc[i]).ravel() for i in range(n)])
+    L = np.where(y[:, None] == y[None, :], 1.0, -1.0)
+    assert compute_score("lgc", X, y) == pytest.approx(_centered_alignment(grads @ grads.T, L), rel=1e-9)
+
+
+def test_parc_matches_loop_reference():
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_problem(seed=12, n=30, d=6, C=3, sep=1.0)
+    Z = StandardScaler().fit_transform(X)
+    onehot = np.eye(3)[y]
+    a, b = [], []
+    for i in range(len(y)):
+        for j in range(i + 1, len(y)):
+            a.append(1 - np.corrcoef(Z[i], Z[j])[0, 1])
+            b.append(1 - np.corrcoef(onehot[i], onehot[j])[0, 1])
+    # corrcoef of identical one-hot rows is 1 only up to rounding: snap, or ties break randomly
+    ref = scipy.stats.spearmanr(a, np.round(b, 9))[0]
+    assert compute_score("parc", X, y, pca_dim=None) == pytest.approx(ref, rel=1e-9)
+
+
+def test_leep_matches_loop_reference():
+    X, y = make_problem(seed=13, n=25, d=4, C=3)
+    P, _ = aux(X, y, Z=5)
+    n, Z = P.shape
+    total = 0.0
+    for i in range(n):
+        s = 0.0
+        for z in range(Z):
+            joint = sum(P[j, z] for j in range(n) if y[j] == y[i]) / n
+            marg = sum(P[j, z] for j in range(n)) / n
+            s += joint / marg * P[i, z]
+        total += np.log(s)
+    assert compute_score("leep", X, y, probs=P) == pytest.approx(total / n, rel=1e-10)
+
+
+def test_nce_matches_loop_reference():
+    X, y = make_problem(seed=14, n=50, d=4, C=3)
+    P, _ = aux(X, y, Z=4)
+    z = P.argmax(1)
+    n = len(y)
+    h = 0.0  # H(Y | Z)
+    for zz in set(z):
+        idx = [i for i in range(n) if z[i] == zz]
+        for yy in set(y[idx]):
+            p_joint = sum(1 for i in idx if y[i] == yy) / n
+            p_cond = sum(1 for i in idx if y[i] == yy) / len(idx)
+            h -= p_joint * np.log(p_cond)
+    assert compute_score("nce", X, y, probs=P) == pytest.approx(-h, rel=1e-10)
+
+
+def test_knn1_matches_loop_reference():
+    X, y = make_problem(seed=15, n=45, d=5, C=3, sep=1.2)
+    hits = 0
+    for i in range(len(y)):
+        dist = [np.inf if j == i else np.linalg.norm(X[i] - X[j]) for j in range(len(y))]
+        hits += y[int(np.argmin(dist))] == y[i]
+    assert compute_score("knn1", X, y) == pytest.approx(hits / len(y))
+
+
+def test_transrate_matches_direct_logdet():
+    X, y = make_problem(seed=16, n=40, d=6, C=3, sep=1.0)
+    eps = 1e-4
+
+    def rate(Z):
+        return 0.5 * np.linalg.slogdet(np.eye(Z.shape[1]) + Z.T @ Z / (Z.shape[0] * eps))[1]
+
+    Z = X - X.mean(0)
+    ref = rate(Z) - np.mean([rate(Z[y == c]) for c in range(3)])
+    assert compute_score("transrate", X, y) == pytest.approx(ref, rel=1e-9)
+
+
+def test_dds_matches_explicit_cka():
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = make_problem(seed=17, n=30, d=5, C=3)
+    _, R = aux(X, y)
+
+    def rdm(A):
+        A = StandardScaler().fit_transform(A)
+        A = A / np.linalg.norm(A, axis=1, keepdims=True)
+        return 1 - A @ A.T
+
+    ref = _centered_alignment(rdm(X), rdm(R))
+    assert compute_score("dds", X, y, reference=R, debiased=False) == pytest.approx(ref, rel=1e-9)
+
+
+def test_split_lr_split_is_stratified_and_seeded():
+    from features.scores.probabilistic import stratified_half
+
+    y = np.repeat(np.arange(4), [10, 7, 1, 4])
+    tr, te = stratified_half(y, 0)
+    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(len(y)))
+    assert np.bincount(y[tr], minlength=4).tolist() == [5, 4, 1, 2]
+    assert np.array_equal(stratified_half(y, 0)[0], tr)
+    assert not np.array_equal(stratified_half(y, 1)[0], tr)
+
+
+def test_parc_ensemble_adds_depth_prior():
+    out = parc_ensemble({"a": 0.2, "b": 0.4, "c": 0.3}, {"a": 50, "b": 18, "c": 101}, lam=1.0)
+    z = scipy.stats.zscore([0.2, 0.4, 0.3])
+    assert out["a"] == pytest.approx(z[0] + 50 / 101)
+    assert out["c"] == pytest.approx(z[2] + 1.0)
+    with pytest.raises(ScoreInputError, match="depth"):
+        parc_ensemble({"a": 0.1}, {})
