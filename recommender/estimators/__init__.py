@@ -1,0 +1,7 @@
+"""The learned recommenders (see ``recommender.registry`` for the named entries)."""
+from .base import TabularRecommender
+from .fm import FMRecommender
+from .lgbm import LGBMRankRecommender, LGBMRecommender
+from .lr import LinearRecommender
+
+__all__ = ["TabularRecommender", "LinearRecommender", "FMRecommender", "LGBMRecommender", "LGBMRankRecommender"]

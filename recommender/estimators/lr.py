@@ -1,0 +1,72 @@
+"""``lr``: ridge regression on the features, alpha chosen by cross-validation grouped by dataset.
+
+``min_w ||y' - Xw - b||^2 + alpha ||w||^2``; ``alpha`` is picked from ``alphas`` by
+leave-datasets-out CV (``cv_folds`` folds, each holding out whole datasets, so the choice
+mimics recommending for a new dataset), scored by mean squared error on held-out rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import Ridge
+
+from history.errors import RecommenderError
+
+from .base import TabularRecommender, grouped_folds
+
+
+class LinearRecommender(TabularRecommender):
+    name = "lr"
+    has_uncertainty = False
+
+    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+                 target_norm: str = "dataset", alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1000.0), cv_folds: int = 5,
+                 collab_bandwidth: float = 1.0, model_ids=None,
+                 collab: bool = True):
+        self.features = features
+        self.target_rule = target_rule
+        self.random_state = random_state
+        self.target_norm = target_norm
+        self.alphas = alphas
+        self.cv_folds = cv_folds
+        self.collab_bandwidth = collab_bandwidth
+        self.model_ids = model_ids
+        self.collab = collab
+
+    def _fit_estimator(self, X, y, groups, targets):
+        alphas = [float(a) for a in self.alphas]
+        if not alphas or any(a <= 0 for a in alphas):
+            raise RecommenderError(f"lr: alphas must be positive numbers, got {self.alphas!r}")
+        cv = {}
+        if len(alphas) > 1:
+            folds = grouped_folds(groups, self.cv_folds)
+            for a in alphas:
+                err = []
+                for tr, va in folds:
+                    m = Ridge(alpha=a).fit(X[tr], y[tr])
+                    err.append(np.mean((m.predict(X[va]) - y[va]) ** 2))
+                cv[a] = float(np.mean(err))
+            alpha = min(cv, key=lambda a: (cv[a], a))
+        else:
+            alpha = alphas[0]
+        m = Ridge(alpha=alpha).fit(X, y)
+        self.alpha_ = alpha
+        self.cv_mse_ = {str(k): v for k, v in cv.items()}
+        self.coef_ = np.asarray(m.coef_, dtype=float).ravel()
+        self.intercept_ = float(m.intercept_)
+
+    def _predict_estimator(self, X):
+        return np.asarray(X @ self.coef_).ravel() + self.intercept_
+
+    def _save_estimator(self, folder: Path) -> list[str]:
+        np.savez(folder / "ridge.npz", coef=self.coef_, intercept=np.array([self.intercept_]),
+                 alpha=np.array([self.alpha_]))
+        return ["ridge.npz"]
+
+    def _load_estimator(self, folder: Path) -> None:
+        with np.load(folder / "ridge.npz", allow_pickle=False) as z:
+            self.coef_ = z["coef"]
+            self.intercept_ = float(z["intercept"][0])
+            self.alpha_ = float(z["alpha"][0])
+        self.cv_mse_ = {}

@@ -1,0 +1,60 @@
+"""Registry of the named recommenders (timm-style): ``create_recommender("fm", features="d,m")``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from history.errors import NotFoundError, closest
+
+from .base import BaseRecommender
+
+
+@dataclass(frozen=True)
+class RecommenderEntry:
+    name: str
+    cls: type
+    summary: str
+    has_uncertainty: bool
+
+
+RECOMMENDERS: dict[str, RecommenderEntry] = {}
+
+
+def register_recommender(cls, summary: str) -> type:
+    RECOMMENDERS[cls.name] = RecommenderEntry(cls.name, cls, summary, bool(cls.has_uncertainty))
+    return cls
+
+
+def _register_builtins():
+    from .estimators import FMRecommender, LGBMRankRecommender, LGBMRecommender, LinearRecommender
+
+    register_recommender(LinearRecommender, "ridge regression, alpha by dataset-grouped CV")
+    register_recommender(FMRecommender, "Bayesian factorization machine (myfm), posterior std as uncertainty")
+    register_recommender(LGBMRecommender, "LightGBM gradient-boosted regression trees")
+    register_recommender(LGBMRankRecommender, "LightGBM LambdaRank per dataset, isotonic-calibrated to accuracy")
+
+
+_register_builtins()
+
+
+def list_recommenders() -> list[str]:
+    return list(RECOMMENDERS)
+
+
+def get_entry(name: str) -> RecommenderEntry:
+    if name not in RECOMMENDERS:
+        hint = closest(str(name), RECOMMENDERS)
+        extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
+        raise NotFoundError(f"unknown recommender {name!r}; valid: {', '.join(RECOMMENDERS)}.{extra}")
+    return RECOMMENDERS[name]
+
+
+def create_recommender(name: str, **params) -> BaseRecommender:
+    """A new, unfitted recommender; ``params`` are its constructor parameters."""
+    entry = get_entry(name)
+    valid = entry.cls._param_names()
+    bad = [k for k in params if k not in valid]
+    if bad:
+        from history.errors import RecommenderError
+
+        raise RecommenderError(f"invalid parameter(s) {bad} for recommender {name!r}; valid: {', '.join(valid)}")
+    return entry.cls(**params)
