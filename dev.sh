@@ -17,10 +17,14 @@ install() {
         echo "[dev.sh] creating $VENV with $($PYTHON --version)"
         "$PYTHON" -m venv "$VENV"
     fi
-    "$PIP" install -q --disable-pip-version-check --upgrade pip "setuptools<82" wheel
-    # torch first, pinned, so pip takes the local CPU wheel and never the CUDA build.
-    "$PIP" install -q --disable-pip-version-check "torch==2.13.0"
-    "$PIP" install -q --disable-pip-version-check -c constraints.txt -e ".${extras:+[$extras]}"
+    local log="$VENV/install.log"
+    echo "[dev.sh] installing into $VENV (log: $log)"
+    {
+        "$PIP" install -q --disable-pip-version-check --upgrade pip "setuptools<82" wheel &&
+        # torch first, pinned, so pip takes the local CPU wheel and never the CUDA build.
+        "$PIP" install -q --disable-pip-version-check "torch==2.13.0" &&
+        "$PIP" install -q --disable-pip-version-check -c constraints.txt -e ".${extras:+[$extras]}"
+    } >"$log" 2>&1 || { tail -40 "$log" >&2; echo "[dev.sh] install failed (full log: $log)" >&2; exit 1; }
 }
 
 install_browser() {

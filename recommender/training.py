@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import math
 import os
 import shutil
@@ -126,6 +127,27 @@ def build_history(store, *, source=None, regime=None, target_rule: str = "best",
             f"(e.g. --regime {counts.index[0]}) or restrict --source."
         )
     return hist
+
+
+def default_regime(store, *, source=None, regime=None):
+    """The regime to train on when none was asked for.
+
+    A store holding several regimes of the same (model, dataset) pairs (e.g. SHiFT's
+    VTAB-1k and full runs) must not pool them; without ``--regime`` the recommender is
+    trained on ``full`` fine-tuning (or, if absent, the most common regime) and says so.
+    Returns ``regime`` unchanged when given or when no pair has several regimes.
+    """
+    if regime is not None:
+        return regime
+    t = store.targets(source=source)
+    if t.empty or not (t.groupby(["model", "dataset"])["regime"].nunique() > 1).any():
+        return None
+    counts = t["regime"].value_counts()
+    chosen = "full" if "full" in counts.index else str(counts.index[0])
+    listing = ", ".join(f"{r}: {n} targets" for r, n in counts.items())
+    print(f"note: the store holds several fine-tuning regimes ({listing}); training on regime "
+          f"{chosen!r}. Pass --regime to choose another.", file=sys.stderr)
+    return chosen
 
 
 def history_counts(hist) -> dict:
@@ -412,6 +434,8 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
     from .tracking import log_training_run
 
     names = resolve_names(names)
+    if history is None:
+        regime = default_regime(store, source=source, regime=regime)
     hist = history if history is not None else build_history(
         store, source=source, regime=regime, target_rule=target_rule, metric=metric)
     counts = history_counts(hist)
@@ -514,6 +538,15 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
     t = hist.targets
     real = t[t["dataset"] == dataset].groupby("model")["value"].max()
     models = hist.model_names()
+    # an image dataset is not a candidate for a text model (and vice versa); models or
+    # datasets whose modality is unknown are kept
+    ds_mod = hist.datasets.set_index("name")["modality"].get(dataset) if len(hist.datasets) else None
+    other_modality = 0
+    if isinstance(ds_mod, str) and ds_mod:
+        mods = hist.models.set_index("name")["modality"]
+        keep = [m for m in models if not isinstance(mods.get(m), str) or mods.get(m) in ("", ds_mod)]
+        other_modality = len(models) - len(keep)
+        models = keep
     exclude = () if include_finetuned else tuple(real.index)
     ranked = rec.recommend(dataset, k=None, history=hist, models=models, exclude=exclude)
     ranked["real"] = ranked["model"].map(real).astype(float)
@@ -527,6 +560,8 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
         "source": src,
         "regime": reg,
         "candidates": len(models),
+        "other_modality": other_modality,
+        "modality": ds_mod if isinstance(ds_mod, str) else None,
         "finetuned": int(len(real)),
         "excluded_finetuned": 0 if include_finetuned else int(len(real)),
         "best_finetuned": None if real.empty else {"model": str(real.idxmax()), "real": float(real.max())},

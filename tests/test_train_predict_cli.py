@@ -208,12 +208,34 @@ def test_fewer_than_two_datasets_refuses_to_train(store, home, cli):
     assert not models.exists() or not any(models.iterdir())
 
 
-def test_pooling_regimes_is_refused(synth, cli):
+def test_several_regimes_are_not_pooled_full_is_the_default(synth, home, cli):
     synth.commit(jobs=[{"model": "m0", "dataset": "ds0", "value": 0.3, "regime": "vtab1k", "source": "synthetic"}])
-    rc, _, err = cli("train", "-r", "lr", "--no-mlflow")
-    assert rc == 2 and "--regime" in err and "vtab1k" in err
-    rc, out, err = cli("train", "-r", "lr", "--no-mlflow", "--regime", "full", "--cv-folds", "0")
+    rc, _, err = cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")
     assert rc == 0, err
+    assert "--regime" in err and "'full'" in err and "vtab1k" in err  # says what it chose and how to change it
+    info = json.loads((home / "models" / "lr" / "training.json").read_text())
+    assert info["regime"] == "full"
+    from recommender.training import build_history
+
+    with pytest.raises(Exception, match="--regime"):  # asked explicitly to pool: refused
+        build_history(synth)
+    rc, out, err = cli("train", "-r", "lr", "--no-mlflow", "--regime", "vtab1k", "--cv-folds", "0")
+    assert rc == 2 and "dataset" in err  # one dataset in that regime: refused, not pooled
+
+
+def test_models_of_another_modality_are_not_candidates(synth, cli):
+    synth.commit(models=[{"name": "bert", "modality": "text"}, {"name": "mystery"}],
+                 datasets=[{"name": "sst", "modality": "text", "num_samples": 100, "num_classes": 2}],
+                 jobs=[{"model": "bert", "dataset": "sst", "value": 0.9, "source": "synthetic"},
+                       {"model": "mystery", "dataset": "ds1", "value": 0.6, "source": "synthetic"}])
+    assert cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")[0] == 0
+    rc, out, err = cli("predict", "--dataset", "ds3", "--format", "json", "--top", "50")
+    assert rc == 0, err
+    ranked = [r["model"] for r in json.loads(out)["ranking"]] if isinstance(json.loads(out), dict) else \
+        [r["model"] for r in json.loads(out)]
+    assert "bert" not in ranked and "mystery" in ranked  # unknown modality is kept
+    rc, out, _ = cli("predict", "--dataset", "ds3")
+    assert "1 models of another modality" in out
 
 
 def test_failed_save_keeps_previous_model(synth, home, cli, monkeypatch):

@@ -96,6 +96,9 @@ def _table(ranked, meta) -> str:
         b = meta["best_finetuned"]
         lines.append(f"{meta['excluded_finetuned']} models already fine-tuned on {meta['dataset']!r} are not ranked "
                      f"(best: {b['model']} at {_pct(b['real'])}); pass --include-finetuned to rank them too.")
+    if meta.get("other_modality"):
+        lines.append(f"{meta['other_modality']} models of another modality than {meta['dataset']!r} "
+                     f"({meta.get('modality')}) are not candidates.")
     return "\n".join(lines)
 
 
