@@ -134,8 +134,9 @@ class Featurizer:
     """
 
     def __init__(self, groups="d,m,s", *, dataset_ids: bool = True, model_ids=None, collab: bool = True,
-                 collab_bandwidth: float = 1.0, min_category_count: int = 2):
+                 collab_bandwidth: float = 1.0, min_category_count: int = 2, interactions: bool = False):
         self.groups = groups
+        self.interactions = interactions
         self.dataset_ids = dataset_ids
         self.model_ids = model_ids
         self.collab = collab
@@ -145,7 +146,8 @@ class Featurizer:
     def get_params(self) -> dict:
         return {"groups": self.groups, "dataset_ids": self.dataset_ids, "model_ids": self.model_ids,
                 "collab": self.collab,
-                "collab_bandwidth": self.collab_bandwidth, "min_category_count": self.min_category_count}
+                "collab_bandwidth": self.collab_bandwidth, "min_category_count": self.min_category_count,
+                "interactions": self.interactions}
 
     # ------------------------------------------------------------------ fit
     def fit(self, history: HistoryFrame) -> "Featurizer":
@@ -333,6 +335,9 @@ class Featurizer:
             if self.collab:
                 c_names, c_cols = self._collab(mcodes, muniq, dcodes, duniq, drows)
                 names += c_names; cols += c_cols
+            if self.interactions and "d" in self.groups_:
+                x_names, x_cols = self._interactions(mrows, mcodes, drows, dcodes)
+                names += x_names; cols += x_cols
 
         if "s" in self.groups_ and self.score_methods_:
             sc = scores[scores["method"].isin(self.score_methods_)]
@@ -357,6 +362,27 @@ class Featurizer:
                 "feature columns computed now differ from those the featurizer was fitted with "
                 f"({len(names)} vs {len(self.dense_names_)}); refit the recommender.")
         return names, dense.astype(float), (models, datasets)
+
+    #: (model column, dataset column) pairs of ``x:`` interaction features
+    _INTERACTIONS = (("input_size", "log_num_classes"), ("input_size", "log_samples_per_class"),
+                     ("input_size", "log_num_samples"), ("log_params", "log_num_classes"),
+                     ("log_params", "log_samples_per_class"), ("log_params", "log_num_samples"))
+
+    def _interactions(self, mrows, mcodes, drows, dcodes):
+        """``x:<m>*<d>`` = (m - median_m) * (d - median_d), imputed values, training medians.
+
+        Lets a linear model learn e.g. that high input resolution pays off more on
+        fine-grained datasets with few samples per class (Stanford Cars, DTD).
+        """
+        draw = self._dataset_raw(drows)
+        names, cols = [], []
+        for mk, dk in self._INTERACTIONS:
+            col, how = _MODEL_NUMERIC[mk]
+            mv = _tf(_num(mrows, col), how)
+            mv = np.where(np.isnan(mv), self.model_medians_[mk], mv) - self.model_medians_[mk]
+            dv = np.where(np.isnan(draw[dk]), self.dataset_medians_[dk], draw[dk]) - self.dataset_medians_[dk]
+            names.append(f"x:{mk}*{dk}"); cols.append(mv[mcodes] * dv[dcodes])
+        return names, cols
 
     def _sim_coords(self, drows) -> np.ndarray:
         raw = self._dataset_raw(drows)

@@ -30,7 +30,7 @@ def _register_builtins():
     register_recommender(LinearRecommender, "ridge regression, alpha by dataset-grouped CV")
     register_recommender(FMRecommender, "Bayesian factorization machine (myfm), posterior std as uncertainty")
     register_recommender(LGBMRecommender, "LightGBM gradient-boosted regression trees")
-    register_recommender(LGBMRankRecommender, "LightGBM LambdaRank per dataset, isotonic-calibrated to accuracy")
+    register_recommender(LGBMRankRecommender, "LightGBM LambdaRank per dataset, linearly calibrated to accuracy")
 
 
 _register_builtins()

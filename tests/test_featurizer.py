@@ -197,3 +197,28 @@ def test_model_meta_clear_error_on_bad_input(store):
 
     with pytest.raises(RecommenderError, match="cannot run"):
         count_gmacs(torch.nn.Linear(5, 2), 8)
+
+
+def test_interactions_off_by_default_and_centered_products(hist):
+    plain = Featurizer("d,m").fit(hist)
+    assert not [n for n in plain.feature_names_ if n.startswith("x:")]
+    fz = Featurizer("d,m", interactions=True).fit(hist)
+    names = fz.feature_names_
+    assert "x:input_size*log_num_classes" in names and "x:log_params*log_samples_per_class" in names
+    assert not [n for n in Featurizer("m", interactions=True).fit(hist).feature_names_ if n.startswith("x:")]
+    pairs = hist.targets[["model", "dataset"]].iloc[:20]
+    _, dense, _ = fz._dense_block(pairs.reset_index(drop=True), None, fitting=False)
+    col = dict(zip(fz.dense_names_, dense.T))
+    expect = (col["m:input_size"] - fz.model_medians_["input_size"]) * \
+             (col["d:log_num_classes"] - fz.dataset_medians_["log_num_classes"])
+    np.testing.assert_allclose(col["x:input_size*log_num_classes"], expect)
+    assert np.abs(expect).max() > 0  # not a constant column on this history
+
+
+def test_single_dataset_history_collab_missing(hist):
+    one = hist.keep_targets(datasets=[hist.target_datasets()[0]])
+    fz = Featurizer("d,m").fit(one)
+    X = fz.transform(one.targets[["model", "dataset"]], one).toarray()
+    miss = X[:, fz.feature_names_.index("m:collab:missing")]
+    assert (miss == 1).all()  # leave-own-dataset-out: no other dataset to learn from
+    assert np.isfinite(X).all()

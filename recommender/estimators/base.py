@@ -46,7 +46,7 @@ class TabularRecommender(BaseRecommender):
 
     name: ClassVar[str] = ""
     #: featurizer keyword arguments taken from the recommender's params
-    _featurizer_params: ClassVar[tuple] = ("collab_bandwidth", "model_ids", "collab")
+    _featurizer_params: ClassVar[tuple] = ("collab_bandwidth", "model_ids", "collab", "interactions")
 
     # ------------------------------------------------------------------ fit
     def _validate_params(self):
@@ -61,16 +61,18 @@ class TabularRecommender(BaseRecommender):
                 f"(e.g. HistoryFrame.from_store(store)), got {type(history).__name__}.")
         self._validate_params()
         t = history.targets[history.targets["value"].notna()].reset_index(drop=True)
-        nd = t["dataset"].nunique()
-        if nd < 2:
+        if t.empty:
             raise RecommenderError(
-                f"cannot train {self.name!r}: the history has training targets on {nd} dataset(s) "
-                f"({', '.join(sorted(t['dataset'].unique())) or 'none'}); at least 2 datasets are needed to "
-                "learn how models transfer. Import more history (recommender history import ...).")
+                f"cannot train {self.name!r}: the history has no fine-tuning targets (0 rows with a value). "
+                "Import a history first (recommender history import ...).")
         if t["model"].nunique() < 2:
             raise RecommenderError(f"cannot train {self.name!r}: the history has targets for fewer than 2 models.")
+        # A single training dataset is allowed (setting 1: unseen models on a seen dataset):
+        # the dataset-constant d features carry no signal, the collaborative statistics are all
+        # missing (leave-own-dataset-out), and models are told apart by their m / s features.
         t0 = time.perf_counter()
-        fz = Featurizer(groups=self.features, **{k: getattr(self, k) for k in self._featurizer_params})
+        fz = Featurizer(groups=self.features,
+                        **{k: getattr(self, k) for k in self._featurizer_params if hasattr(self, k)})
         fz.fit(history)
         X = fz.transform(t[["model", "dataset", "regime"]], history)
         y = t["value"].to_numpy(dtype=float)
@@ -202,8 +204,17 @@ def _json_default(o):
 
 
 def grouped_folds(groups: np.ndarray, n_splits: int = 5):
-    """Leave-groups-out folds over datasets: ``[(train_idx, val_idx), ...]`` (deterministic)."""
+    """Leave-groups-out folds over datasets: ``[(train_idx, val_idx), ...]`` (deterministic).
+
+    With a single group (one training dataset) the rows themselves are split into
+    ``n_splits`` interleaved folds (each row is one model of that dataset, so this holds
+    out models: the setting-1 question). Empty when there are fewer than 2 rows.
+    """
     uniq = np.unique(groups)
+    if len(uniq) < 2:
+        n = len(groups)
+        k = min(n_splits, n)
+        return [(np.setdiff1d(np.arange(n), np.arange(f, n, k)), np.arange(f, n, k)) for f in range(k)] if k >= 2 else []
     k = min(n_splits, len(uniq))
     folds = []
     for f in range(k):

@@ -23,7 +23,7 @@ class LinearRecommender(TabularRecommender):
     def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
                  target_norm: str = "dataset", alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1000.0), cv_folds: int = 5,
                  collab_bandwidth: float = 1.0, model_ids=None,
-                 collab: bool = True):
+                 collab: bool = True, interactions: bool = False, unpenalized: str = ""):
         self.features = features
         self.target_rule = target_rule
         self.random_state = random_state
@@ -33,14 +33,32 @@ class LinearRecommender(TabularRecommender):
         self.collab_bandwidth = collab_bandwidth
         self.model_ids = model_ids
         self.collab = collab
+        self.interactions = interactions
+        self.unpenalized = unpenalized
+
+    def _column_scale(self):
+        """Columns named in ``unpenalized`` are multiplied by 1e3 before the ridge (penalty / 1e6)."""
+        names = [n.strip() for n in str(self.unpenalized or "").split(",") if n.strip()]
+        fn = self.featurizer_.feature_names_
+        unknown = [n for n in names if n not in fn]
+        if unknown:
+            raise RecommenderError(f"lr: unpenalized feature(s) {unknown} are not among the {len(fn)} features "
+                                   f"(e.g. m:pretrain_matches_dataset)")
+        scale = np.ones(len(fn))
+        scale[[fn.index(n) for n in names]] = 1e3
+        return scale
 
     def _fit_estimator(self, X, y, groups, targets):
+        import scipy.sparse as sp
+
+        scale = self._column_scale()
+        X = X @ sp.diags(scale) if (scale != 1).any() else X
         alphas = [float(a) for a in self.alphas]
         if not alphas or any(a <= 0 for a in alphas):
             raise RecommenderError(f"lr: alphas must be positive numbers, got {self.alphas!r}")
         cv = {}
-        if len(alphas) > 1:
-            folds = grouped_folds(groups, self.cv_folds)
+        folds = grouped_folds(groups, self.cv_folds) if len(alphas) > 1 else []
+        if folds:
             for a in alphas:
                 err = []
                 for tr, va in folds:
@@ -48,12 +66,12 @@ class LinearRecommender(TabularRecommender):
                     err.append(np.mean((m.predict(X[va]) - y[va]) ** 2))
                 cv[a] = float(np.mean(err))
             alpha = min(cv, key=lambda a: (cv[a], a))
-        else:
-            alpha = alphas[0]
+        else:  # one alpha, or too few rows to cross-validate: the median of the grid
+            alpha = sorted(alphas)[len(alphas) // 2]
         m = Ridge(alpha=alpha).fit(X, y)
         self.alpha_ = alpha
         self.cv_mse_ = {str(k): v for k, v in cv.items()}
-        self.coef_ = np.asarray(m.coef_, dtype=float).ravel()
+        self.coef_ = np.asarray(m.coef_, dtype=float).ravel() * scale
         self.intercept_ = float(m.intercept_)
 
     def _predict_estimator(self, X):
