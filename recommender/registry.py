@@ -28,7 +28,7 @@ def _register_builtins():
     from .estimators import FMRecommender, LGBMRankRecommender, LGBMRecommender, LinearRecommender
 
     register_recommender(LinearRecommender, "ridge regression, alpha by dataset-grouped CV")
-    register_recommender(FMRecommender, "Bayesian factorization machine (myfm), posterior std as uncertainty")
+    register_recommender(FMRecommender, "factorization machine (torch, L-BFGS); std over a 3-member seed ensemble as uncertainty")
     register_recommender(LGBMRecommender, "LightGBM gradient-boosted regression trees")
     register_recommender(LGBMRankRecommender, "LightGBM LambdaRank per dataset, linearly calibrated to accuracy")
 

@@ -1,10 +1,18 @@
-"""``fm``: a Bayesian factorization machine (myfm, Gibbs sampling) -- Rendle, "Factorization
-Machines" (ICDM 2010); Li et al. (CVPR 2023) use an FM as their recommender.
+"""``fm``: a factorization machine (Rendle, "Factorization Machines", ICDM 2010); Li et al.
+(CVPR 2023) use an FM as their recommender.
 
-``S_FM(z) = w0 + sum_i w_i z_i + sum_{i<j} <u_i, u_j> z_i z_j``, computed as
-``w0 + z.w + 1/2 sum_f [(z.U_f)^2 - (z^2).(U_f^2)]``. ``n_kept_samples`` posterior samples
-of ``(w0, w, U)`` are kept; the prediction is their mean and ``predict_std`` their std
-(scaled back to the accuracy scale), a real posterior uncertainty.
+``S_FM(z) = w0 + sum_i w_i z_i + sum_{i<j} <v_i, v_j> z_i z_j``, computed as
+``w0 + z.w + 1/2 sum_f [(z.V_f)^2 - (z^2).(V_f^2)]``.
+
+Two implementations share the saved format ``fm_posterior.npz`` (``w0 [S]``, ``w [S, p]``,
+``V [S, p, k]``, one slice per ensemble member / posterior sample):
+
+* :class:`FMRecommender` (registered as ``fm``): the torch FM of :mod:`.fm_torch`, MAP /
+  L2-regularized least squares by full-batch L-BFGS; ``n_members`` seeds form an ensemble
+  whose std is ``predict_std``. Chosen over myfm and modern-fm by measurement, see
+  ``docs/fm-choice.md`` and ``python -m experiments.fm_compare``.
+* :class:`MyFMRecommender` (not registered, kept for ``experiments.fm_compare``): myfm's
+  Bayesian FM (Gibbs sampling); ``predict_std`` is the posterior std.
 """
 from __future__ import annotations
 
@@ -18,7 +26,7 @@ from .base import TabularRecommender
 
 
 def fm_score(X, w0: np.ndarray, w: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """FM outputs of every posterior sample: [n_rows, n_samples]. w0 [S], w [S,p], V [S,p,k]."""
+    """FM outputs of every member / posterior sample: [n_rows, S]. w0 [S], w [S,p], V [S,p,k]."""
     S, p, k = V.shape
     lin = np.asarray(X @ w.T)  # [n, S]
     XV = np.asarray(X @ V.transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
@@ -27,9 +35,76 @@ def fm_score(X, w0: np.ndarray, w: np.ndarray, V: np.ndarray) -> np.ndarray:
     return w0[None, :] + lin + 0.5 * (XV ** 2 - X2V2).sum(-1)
 
 
-class FMRecommender(TabularRecommender):
-    name = "fm"
+class _FMSamplesMixin:
+    """Prediction / uncertainty / persistence from stacked ``w0_, w_, V_`` samples."""
+
     has_uncertainty = True
+
+    def _posterior(self, X):
+        return fm_score(X.tocsr().astype(np.float64), self.w0_, self.w_, self.V_)
+
+    def _predict_estimator(self, X):
+        return self._posterior(X).mean(1)
+
+    def predict_std(self, pairs, history=None):
+        pairs, X = self._features(pairs, history)
+        if len(pairs) == 0:
+            return np.zeros(0)
+        _, sd = self._scale(pairs, history)
+        return self._posterior(X).std(1) * sd
+
+    def _save_estimator(self, folder: Path) -> list[str]:
+        np.savez(folder / "fm_posterior.npz", w0=self.w0_, w=self.w_, V=self.V_)
+        return ["fm_posterior.npz"]
+
+    def _load_estimator(self, folder: Path) -> None:
+        with np.load(folder / "fm_posterior.npz", allow_pickle=False) as z:
+            self.w0_, self.w_, self.V_ = z["w0"], z["w"], z["V"]
+
+
+class FMRecommender(_FMSamplesMixin, TabularRecommender):
+    """Factorization machine fitted by L-BFGS in torch (:class:`.fm_torch.TorchFM`).
+
+    ``rank`` factors, ``l2_linear`` / ``l2_factors`` L2 penalties, ``n_iter`` L-BFGS
+    iterations, ``n_members`` independently initialized members (prediction = their mean,
+    ``predict_std`` = their std: optimization spread, not a Bayesian posterior).
+    """
+
+    name = "fm"
+
+    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+                 target_norm: str = "dataset", rank: int = 8, n_iter: int = 100, n_members: int = 3,
+                 l2_linear: float = 1e-3, l2_factors: float = 1e-2, init_stdev: float = 0.1,
+                 collab_bandwidth: float = 1.0, model_ids=None, collab: bool = False):
+        self.features = features
+        self.target_rule = target_rule
+        self.random_state = random_state
+        self.target_norm = target_norm
+        self.rank = rank
+        self.n_iter = n_iter
+        self.n_members = n_members
+        self.l2_linear = l2_linear
+        self.l2_factors = l2_factors
+        self.init_stdev = init_stdev
+        self.collab_bandwidth = collab_bandwidth
+        self.model_ids = model_ids
+        self.collab = collab
+
+    def _fit_estimator(self, X, y, groups, targets):
+        from .fm_torch import TorchFM
+
+        fm = TorchFM(rank=int(self.rank), l2_linear=float(self.l2_linear), l2_factors=float(self.l2_factors),
+                     n_iter=int(self.n_iter), init_stdev=float(self.init_stdev),
+                     n_members=int(self.n_members), random_state=int(self.random_state)).fit(X, y)
+        self.w0_, self.w_, self.V_ = fm.w0_, fm.w_, fm.V_
+
+
+class MyFMRecommender(_FMSamplesMixin, TabularRecommender):
+    """myfm's Bayesian FM (Gibbs sampling, one hyper-prior group per feature block);
+    ``n_kept_samples`` posterior samples; ``predict_std`` = posterior std. Not registered
+    (see ``docs/fm-choice.md``); runnable from ``experiments.fm_compare``."""
+
+    name = "fm-myfm"
 
     def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 300, n_kept_samples: int = 100,
@@ -74,24 +149,3 @@ class FMRecommender(TabularRecommender):
         self.w0_ = np.array([s.w0 for s in samples], dtype=float)
         self.w_ = np.stack([np.asarray(s.w, dtype=float) for s in samples])
         self.V_ = np.stack([np.asarray(s.V, dtype=float) for s in samples])
-
-    def _posterior(self, X):
-        return fm_score(X, self.w0_, self.w_, self.V_)
-
-    def _predict_estimator(self, X):
-        return self._posterior(X).mean(1)
-
-    def predict_std(self, pairs, history=None):
-        pairs, X = self._features(pairs, history)
-        if len(pairs) == 0:
-            return np.zeros(0)
-        _, sd = self._scale(pairs, history)
-        return self._posterior(X).std(1) * sd
-
-    def _save_estimator(self, folder: Path) -> list[str]:
-        np.savez(folder / "fm_posterior.npz", w0=self.w0_, w=self.w_, V=self.V_)
-        return ["fm_posterior.npz"]
-
-    def _load_estimator(self, folder: Path) -> None:
-        with np.load(folder / "fm_posterior.npz", allow_pickle=False) as z:
-            self.w0_, self.w_, self.V_ = z["w0"], z["w"], z["V"]
