@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.special
 import scipy.stats
 
 from features.scores import (SCORES, ScoreInputError, ScoreSpec, compute_score, get_score,
@@ -15,7 +16,7 @@ REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore"
             "split_lr", "rsa", "dds"}
 EXTRA = {"gbc", "transrate", "nleep", "sfda", "etran"}
 #: scores documented (docs/scores.md) as invariant to isotropic feature scaling
-SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda"}
+SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran"}
 #: scores documented as invariant to duplicating every sample
 DUP_INVARIANT = {"lfc", "lgc", "hscore", "leep", "nce", "transrate"}
 ALL = sorted(SCORES)
@@ -106,7 +107,7 @@ def test_isotropic_scaling_invariance(name, factor):
     assert score(name, factor * X, y, P, R) == pytest.approx(score(name, X, y, P, R), rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("name", ["transrate", "sfda"])
+@pytest.mark.parametrize("name", ["transrate", "sfda", "etran"])
 def test_scale_dependent_scores_do_depend_on_scale(name):
     X, y = make_problem(seed=3, sep=2.0)
     assert score(name, 1e-3 * X, y) != pytest.approx(score(name, X, y), rel=1e-3)
@@ -340,3 +341,147 @@ def test_parc_ensemble_adds_depth_prior():
     assert out["c"] == pytest.approx(z[2] + 1.0)
     with pytest.raises(ScoreInputError, match="depth"):
         parc_ensemble({"a": 0.1}, {})
+
+
+# ------------------------------------------- slow references for the fast (Gram) paths
+def _lda_posteriors_direct(X, y, s):
+    """Textbook LDA posteriors with S = (1-s) S_w + s tr(S_w)/d I, built as a d x d matrix."""
+    n, d = X.shape
+    C = int(y.max()) + 1
+    M = np.stack([X[y == c].mean(axis=0) for c in range(C)])
+    Xw = X - M[y]
+    Sw = Xw.T @ Xw / n
+    S = (1 - s) * Sw + s * np.trace(Sw) / d * np.eye(d)
+    Q = np.linalg.solve(S, M.T)
+    logits = X @ Q - 0.5 * np.diag(M @ Q) + np.log(np.bincount(y) / n)
+    return scipy.special.softmax(logits, axis=1)
+
+
+def _shrinkage_direct(X, y, floor):
+    n = len(y)
+    M = np.stack([X[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
+    lam = np.linalg.eigvalsh((X - M[y]).T @ (X - M[y]) / n).max()
+    return max(np.exp(-5 * lam), floor)
+
+
+def _sfda_slow(X, y, floor=1e-4):
+    X = X - X.mean(axis=0)
+    n, C = len(y), int(y.max()) + 1
+    s = _shrinkage_direct(X, y, floor)
+    P = _lda_posteriors_direct(X, y, s)
+    soft = scipy.special.softmax(P, axis=1)
+    Xm = X.copy()
+    for i in range(n):  # ConfMix, one sample at a time
+        c = y[i]
+        mu_out = X[y != c].mean(axis=0)
+        Xm[i] = soft[i, c] * X[i] + (1 - soft[i, c]) * mu_out
+    P2 = _lda_posteriors_direct(Xm, y, s)
+    return np.mean(P2[np.arange(n), y])
+
+
+SLOW_CASES = [(0, 40, 6, 3, 1.0), (1, 24, 30, 4, 1.0), (2, 60, 10, 5, 0.05), (3, 18, 40, 3, 0.02)]
+
+
+def _slow_case(seed, n, d, C, scale):
+    X, y = make_problem(seed=seed, n=n, d=d, C=C, sep=2.0)
+    return scale * X, y
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_sfda_matches_direct_lda_reference(case):
+    X, y = _slow_case(*case)
+    assert compute_score("sfda", X, y) == pytest.approx(_sfda_slow(X, y), rel=1e-8)
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_gbc_matches_pairwise_loop_reference(case):
+    X, y = _slow_case(*case)
+    C = int(y.max()) + 1
+    got = compute_score("gbc", X, y, pca_dim=None)
+    pooled = np.mean([(X[i] - X[y == y[i]].mean(0)) ** 2 for i in range(len(y))], axis=0)
+    mu, var = [], []
+    for c in range(C):
+        Xc = X[y == c]
+        mu.append(Xc.mean(0))
+        var.append((len(Xc) * Xc.var(0) + pooled) / (len(Xc) + 1))
+    ref = 0.0
+    for i in range(C):
+        for j in range(C):
+            if i != j:
+                v = (var[i] + var[j]) / 2
+                db = (np.sum((mu[i] - mu[j]) ** 2 / v) / 8
+                      + 0.5 * np.sum(np.log(v / np.sqrt(var[i] * var[j]))))
+                ref -= np.exp(-db)
+    assert got == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("shape,k", [((60, 200), 8), ((40, 200), 25), ((150, 12), 5)])
+def test_pca_scores_match_svd(shape, k):
+    """All three PCA branches (subspace iteration, LAPACK on X X^T, LAPACK on X^T X)."""
+    from features.scores._linalg import pca
+
+    rng = np.random.default_rng(20)
+    n, d = shape
+    # k distinct strong directions plus weak noise: 8 subspace steps converge to rounding
+    X = (rng.standard_normal((n, k)) * np.linspace(10.0, 3.0, k)) @ np.linalg.qr(
+        rng.standard_normal((d, k)))[0].T + 1e-3 * rng.standard_normal((n, d))
+    Xc = X - X.mean(0)
+    _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
+    V = Vt[:k].T
+    V = V * np.sign(V[np.argmax(np.abs(V), axis=0), np.arange(k)])
+    np.testing.assert_allclose(pca(X, k), Xc @ V, rtol=1e-6, atol=1e-8 * np.abs(Xc @ V).max())
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_rsa_matches_scipy_reference(case):
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _slow_case(*case)
+    _, R = aux(X, y)
+    tri = np.triu_indices(len(y), 1)
+    a = (1 - np.corrcoef(StandardScaler().fit_transform(X)))[tri]
+    b = (1 - np.corrcoef(StandardScaler().fit_transform(R)))[tri]
+    ref = scipy.stats.spearmanr(a, b)[0]
+    assert compute_score("rsa", X, y, reference=R) == pytest.approx(ref, rel=1e-9)
+
+
+def test_ranks_equal_rankdata_with_and_without_ties():
+    from features.scores._linalg import ranks
+
+    a = np.random.default_rng(21).standard_normal(1000)
+    np.testing.assert_array_equal(ranks(a), scipy.stats.rankdata(a))
+    t = np.round(a, 1)
+    np.testing.assert_array_equal(ranks(t), scipy.stats.rankdata(t))
+
+
+def _etran_slow(X, y, variance=0.8, floor=1e-4):
+    n, C = len(y), int(y.max()) + 1
+    s_en = np.mean(scipy.special.logsumexp(X, axis=1))
+    Xc = X - X.mean(0)
+    P = _lda_posteriors_direct(Xc, y, _shrinkage_direct(Xc, y, floor))
+    s_cls = np.mean(P[np.arange(n), y])
+    U, s, Vt = np.linalg.svd(X, full_matrices=False)
+    energy = np.cumsum(s**2) / np.sum(s**2)
+    k = int(np.argmax(energy >= variance)) + 1
+    pinv = Vt[:k].T @ np.diag(1 / s[:k]) @ U[:, :k].T
+    Y = np.eye(C)[y]
+    s_reg = -np.sum((Y - X @ pinv @ Y) ** 2) / (n * C)
+    return s_en + s_cls + s_reg
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_etran_matches_direct_reference(case):
+    X, y = _slow_case(*case)
+    X = X + 0.7  # a non-zero mean: the regression term uses the raw features
+    assert compute_score("etran", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
+    assert compute_score("etran", X, y, variance=0.5) == pytest.approx(_etran_slow(X, y, 0.5), rel=1e-8)
+
+
+def test_etran_energy_fraction_averages_lowest_energies():
+    X, y = make_problem(seed=22, n=50)
+    lse = np.sort(scipy.special.logsumexp(X, axis=1))
+    full = compute_score("etran", X, y)
+    low = compute_score("etran", X, y, energy_fraction=0.1)
+    assert full - low == pytest.approx(lse.mean() - lse[:5].mean(), rel=1e-9)
+    with pytest.raises(ScoreInputError, match="etran: energy_fraction"):
+        compute_score("etran", X, y, energy_fraction=0.0)

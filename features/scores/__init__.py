@@ -16,7 +16,7 @@ from .registry import (SCORES, ScoreInputError, ScoreSpec, compute_score, get_sc
                        list_scores, register_score, validate_inputs)
 
 # importing the modules registers their scores
-from . import linear, logme as _logme_module, geometry, probabilistic  # noqa: E402,F401
+from . import linear, logme as _logme_module, geometry, probabilistic, etran as _etran_module  # noqa: E402,F401
 from .geometry import parc_ensemble  # noqa: E402
 from .linear import ledoit_wolf_shrinkage  # noqa: E402
 from .logme import log_evidence, logme_naive, profile_log_evidence  # noqa: E402

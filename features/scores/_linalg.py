@@ -67,25 +67,38 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
         lam, U = lam[::-1][:k], (Q @ W[:, ::-1])[:, :k]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
         lam, U = lam[keep], U[:, keep]
-        V = (Xc.T @ U) / np.sqrt(lam)
+        s = np.sqrt(lam)
+        V = (Xc.T @ U) / s
+        return _signed_scores(V, (G @ U) / s, n)
     elif n <= d:
-        lam, U = sla.eigh(Xc @ Xc.T, subset_by_index=[n - k, n - 1])
+        G = Xc @ Xc.T
+        lam, U = sla.eigh(G, subset_by_index=[n - k, n - 1])
         lam, U = lam[::-1], U[:, ::-1]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
         lam, U = lam[keep], U[:, keep]
         s = np.sqrt(lam)
         V = (Xc.T @ U) / s  # loadings (d, k)
+        return _signed_scores(V, (G @ U) / s, n)
     else:  # n > d
         lam, V = sla.eigh(Xc.T @ Xc, subset_by_index=[d - k, d - 1])
         lam, V = lam[::-1], V[:, ::-1]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
         V = V[:, keep]
+    return _signed_scores(V, Xc @ V, n)
+
+
+def _signed_scores(V: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """PC ``scores`` (= Xc V) with each column's sign fixed by its loading vector in ``V``.
+
+    When n <= d the scores come as ``G U / s`` (``G = Xc Xc^T``), which equals ``Xc V``
+    for ``V = Xc^T U / s`` but costs n^2 k instead of n d k.
+    """
     if V.shape[1] == 0:
         return np.zeros((n, 1))
     idx = np.argmax(np.abs(V), axis=0)
     signs = np.sign(V[idx, np.arange(V.shape[1])])
     signs[signs == 0] = 1.0
-    return Xc @ (V * signs)
+    return scores * signs
 
 
 def standardize(X: np.ndarray) -> np.ndarray:
@@ -93,7 +106,8 @@ def standardize(X: np.ndarray) -> np.ndarray:
     Xc = X - X.mean(axis=0)
     sd = Xc.std(axis=0)
     sd[sd <= 1e-12 * max(float(sd.max(initial=0.0)), 1e-300)] = 1.0
-    return Xc / sd
+    Xc /= sd
+    return Xc
 
 
 def corr_rdm(X: np.ndarray) -> np.ndarray:
@@ -128,8 +142,12 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ranks(a: np.ndarray) -> np.ndarray:
-    """Average ranks (as ``scipy.stats.rankdata``) with one argsort when there are no ties."""
-    order = np.argsort(a, kind="stable")
+    """Average ranks (as ``scipy.stats.rankdata``) with one argsort when there are no ties.
+
+    Without ties every sorting algorithm yields the same permutation, so the (several times
+    faster) unstable introsort is used; ties fall back to ``rankdata``.
+    """
+    order = np.argsort(a)
     srt = a[order]
     if srt.size > 1 and np.any(srt[1:] == srt[:-1]):
         return rankdata(a)

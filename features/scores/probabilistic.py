@@ -4,8 +4,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.linalg as sla
 
-from ._linalg import class_counts_means, one_hot, pca
+from ._linalg import one_hot, pca
 from .registry import ScoreInputError, register_score
 
 
@@ -154,8 +155,13 @@ def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=10
     return float(np.mean(pred == labels[te]))
 
 
-def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10) -> float:
-    """Largest eigenvalue of a PSD matrix by deterministic power iteration."""
+def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10,
+                  stop_above: float = np.inf) -> float:
+    """Largest eigenvalue of a PSD matrix by deterministic power iteration.
+
+    The iterates ``||G v_k||`` never decrease for a PSD ``G``, so a caller that only needs
+    to know whether ``lambda_max >= stop_above`` may stop there (``stop_above``).
+    """
     v = np.ones(G.shape[0]) / np.sqrt(G.shape[0]) + np.linspace(0, 1e-3, G.shape[0])
     lam = 0.0
     for _ in range(iters):
@@ -164,34 +170,64 @@ def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10) -> float:
         if new == 0:
             return 0.0
         v = w / new
-        if abs(new - lam) <= tol * new:
+        if abs(new - lam) <= tol * new or new >= stop_above:
             return new
         lam = new
     return lam
 
 
-def _shrunk_lda_proba(X, y, C, shrinkage, min_shrinkage=0.0):
-    """Class posteriors of LDA with covariance ``(1 - s) S_w + s tr(S_w)/d I`` (Woodbury);
-    ``shrinkage=None``: adaptive ``s = max(exp(-5 lambda_max(S_w)), min_shrinkage)``."""
-    n, d = X.shape
-    counts, means = class_counts_means(X, y, C)
-    Xw = X - means[y]
-    Gw = Xw @ Xw.T / n  # n x n, same nonzero spectrum as S_w
-    mu = float(np.trace(Gw)) / d
-    if shrinkage is None:
-        shrinkage = max(float(np.exp(-5.0 * _top_eig_gram(Gw))), float(min_shrinkage))
-    return _lda_with(X, y, Xw, Gw, counts, means, mu, shrinkage), shrinkage
+def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float) -> float:
+    """SFDA's ``max(exp(-5 lambda_max(S_w)), min_shrinkage)`` from ``Gw = Xw Xw^T / n``.
+
+    The power iteration stops as soon as ``exp(-5 lambda) <= min_shrinkage`` (the floor then
+    wins whatever the exact ``lambda_max``), which gives the same value as running it out.
+    """
+    stop = -np.log(float(min_shrinkage)) / 5.0 if min_shrinkage > 0 else np.inf
+    return max(float(np.exp(-5.0 * _top_eig_gram(Gw, stop_above=stop))), float(min_shrinkage))
 
 
-def _lda_with(X, y, Xw, Gw, counts, means, mu, s):
-    n = X.shape[0]
-    a, b = 1.0 - s, s * mu
-    if b <= 0:  # no within-class variance at all: classes are points
-        b = float(np.mean(X * X)) or 1.0  # nearest-class-mean rule in feature units
-    K = b * np.eye(n) + a * Gw
-    XwM = Xw @ means.T  # (n, C)
-    Q = (means.T - a / n * Xw.T @ np.linalg.solve(K, XwM)) / b  # S^-1 M^T (K is SPD)
-    logits = X @ Q - 0.5 * np.sum(means * Q.T, axis=1) + np.log(counts / n)
+def class_gram(X: np.ndarray, y: np.ndarray, C: int):
+    """Counts (C,), one-hot Y (n, C) and the Gram blocks of ``B = [Xw; M]`` for centered ``X``.
+
+    ``M``: class means of the globally centered features (C, d), ``Xw = X - M_raw[y]``:
+    within-class residuals (translation-free, so ``X`` itself is never centered). Returns
+    ``Gww = Xw Xw^T`` (n, n, one symmetric BLAS product), ``Gwm = Xw M^T`` (n, C) and
+    ``Gmm = M M^T`` (C, C): everything an LDA on the centered ``X`` needs.
+    """
+    Y = one_hot(y, C)
+    counts = Y.sum(axis=0)
+    M = (Y.T @ X) / np.maximum(counts, 1.0)[:, None]
+    Xw = X - M[y]
+    M -= (counts @ M) / X.shape[0]
+    return counts, Y, Xw @ Xw.T, Xw @ M.T, M @ M.T
+
+
+def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
+    """Class posteriors (n, C) of LDA with within-class covariance shrunk to
+    ``S = (1 - s) S_w + s tr(S_w)/d I`` (``S_w = Xw^T Xw / n``), from Gram blocks only.
+
+    With ``a = 1 - s``, ``b = s tr(S_w)/d`` and Woodbury,
+    ``S^-1 M^T = (M^T - a/n Xw^T K^-1 Xw M^T) / b``, ``K = b I + a/n Xw Xw^T``, so
+
+        logits = X S^-1 M^T - 1/2 diag(M S^-1 M^T) + log(n_c / n)
+
+    needs only ``X Xw^T = Gww + Gwm^T[y]``, ``X M^T = Gwm + Gmm[y]`` and ``M Xw^T``: O(n^2 C +
+    n^3/3), no n x d product. No within-class variance at all (``b = 0``): ``b`` becomes
+    the mean squared feature (nearest-class-mean rule).
+    """
+    n = Gww.shape[0]
+    a = 1.0 - s
+    mu = float(np.trace(Gww)) / (n * d)
+    b = s * mu
+    if b <= 0:  # classes are points
+        sq = np.trace(Gww) + 2.0 * np.sum(Gwm[np.arange(n), y]) + np.sum(np.diag(Gmm)[y])
+        b = float(sq) / (n * d) or 1.0
+    K = (a / n) * Gww
+    K[np.diag_indices(n)] += b
+    T = sla.cho_solve(sla.cho_factor(K, lower=True, check_finite=False), Gwm, check_finite=False)
+    XQ = (Gwm + Gmm[y] - (a / n) * (Gww @ T + (Gwm.T @ T)[y])) / b
+    mq = (np.diag(Gmm) - (a / n) * np.sum(Gwm * T, axis=0)) / b
+    logits = XQ - 0.5 * mq + np.log(counts / n)
     logits -= logits.max(axis=1, keepdims=True)
     P = np.exp(logits)
     return P / P.sum(axis=1, keepdims=True)
@@ -212,23 +248,41 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
        other classes.
     3. ``SFDA = 1/n sum_i p'(y_i | x_i)`` with the LDA refit (same ``l``) on the mixed features.
 
-    The LDA is evaluated exactly with the Woodbury identity on n x n Gram matrices (no d x d
-    eigenproblem): O(n^2 d + n^3/3). Invariant to label permutation and translation; not to
-    scaling (``lambda_max`` is scale-dependent, as in the paper).
+    Both LDAs are evaluated exactly from Gram matrices (:func:`lda_posteriors_gram`): the
+    features enter through one (n + C) x (n + C) Gram matrix of the within-class residuals
+    and class means; the mixed features are linear combinations of those rows, so their
+    Gram blocks follow in O(n^2 C). Cost O(n^2 d / 2 + n^2 C + n^3/3). Invariant to label
+    permutation and translation; not to scaling (``lambda_max`` is scale-dependent, as in
+    the paper).
     """
     if not 0 < float(min_shrinkage) <= 1:
         raise ScoreInputError(f"sfda: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
-    X = features - features.mean(axis=0)
-    n = X.shape[0]
+    n, d = features.shape
     C = int(labels.max()) + 1
-    P, lam = _shrunk_lda_proba(X, labels, C, None, min_shrinkage)
+    counts, Y, Gww, Gwm, Gmm = class_gram(features, labels, C)
+    lam = adaptive_shrinkage(Gww / n, float(min_shrinkage))
+    P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, lam)
     soft = np.exp(P)
     soft /= soft.sum(axis=1, keepdims=True)
-    p = soft[np.arange(n), labels][:, None]
-    counts, means = class_counts_means(X, labels, C)
-    total = X.sum(axis=0)
-    out_counts = np.maximum(n - counts, 1.0)
-    mu_out = (total[None, :] - means * counts[:, None]) / out_counts[:, None]
-    Xm = p * X + (1.0 - p) * mu_out[labels]
-    P2, _ = _shrunk_lda_proba(Xm, labels, C, lam)
+    p = soft[np.arange(n), labels]
+    # ConfMix in coefficients of B = [Xw; M]: mu_out = Wo M, Xm = diag(p) Xw + H M
+    out = np.maximum(n - counts, 1.0)
+    Wo = (counts[None, :] - np.diag(counts)) / out[:, None]
+    H = p[:, None] * Y + (1.0 - p)[:, None] * Wo[labels]
+    # class means of Xm: Mm = Wp Xw + Hm M;  residuals: Xmw = diag(p) Xw - Wp[y] Xw + Hw M
+    Wp = (Y * p[:, None]).T / counts[:, None]
+    Hm = (Y.T @ H) / counts[:, None]
+    Hw = H - Hm[labels]
+    WpGww = Wp @ Gww  # (C, n)
+    R1 = p[:, None] * Gww - WpGww[labels] + Hw @ Gwm.T  # Xmw Xw^T
+    R2 = p[:, None] * Gwm - (Wp @ Gwm)[labels] + Hw @ Gmm  # Xmw M^T
+    R1Wp = R1 @ Wp.T  # Xmw Xw^T Wp^T (n, C)
+    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2 @ Hw.T
+    Gww2 = 0.5 * (Gww2 + Gww2.T)
+    Gwm2 = R1Wp + R2 @ Hm.T
+    S1 = WpGww + Hm @ Gwm.T  # Mm Xw^T (C, n)
+    S2 = Wp @ Gwm + Hm @ Gmm  # Mm M^T (C, C)
+    Gmm2 = S1 @ Wp.T + S2 @ Hm.T
+    Gmm2 = 0.5 * (Gmm2 + Gmm2.T)
+    P2 = lda_posteriors_gram(Gww2, Gwm2, Gmm2, labels, counts, d, lam)
     return float(np.mean(P2[np.arange(n), labels]))
