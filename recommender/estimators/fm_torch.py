@@ -80,7 +80,7 @@ class TorchFM:
     def __init__(self, rank: int = 4, l2_linear: float = 1e-3, l2_factors: float = 1e-2, n_iter: int = 200,
                  init_stdev: float = 0.1, n_members: int = 1, optimizer: str = "lbfgs",
                  learning_rate: float = 0.01, full_batch_max_rows: int = 50_000, batch_size: int = 4096,
-                 n_epochs: int = 5, random_state: int = 0):
+                 n_epochs: int = 5, random_state: int = 0, num_threads: int = 1):
         self.rank = rank
         self.l2_linear = l2_linear
         self.l2_factors = l2_factors
@@ -93,6 +93,7 @@ class TorchFM:
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.random_state = random_state
+        self.num_threads = num_threads
 
     def fit(self, X, y) -> "TorchFM":
         """All members are trained jointly (their losses are summed; the problems are
@@ -108,6 +109,17 @@ class TorchFM:
         y = np.asarray(y, dtype=np.float64)
         if X.shape[0] != len(y) or not np.isfinite(y).all():
             raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} (finite: {np.isfinite(y).all()})")
+        # Small dense problems: one thread is as fast, and torch's thread pool spin-waits badly
+        # when another process holds the second core (measured: a TG-image LODO went from
+        # ~1 min to ~10 min under load with 2 threads).
+        prev_threads = torch.get_num_threads()
+        torch.set_num_threads(int(self.num_threads))
+        try:
+            return self._fit(X, y, torch)
+        finally:
+            torch.set_num_threads(prev_threads)
+
+    def _fit(self, X, y, torch):
         X = sp.csr_matrix(X, dtype=np.float64)
         n, p = X.shape
         k, S = int(self.rank), max(1, int(self.n_members))
