@@ -200,8 +200,8 @@ def feature_importances(rec) -> pd.DataFrame | None:
     """Feature importances / weights a fitted recommender exposes, as (feature, importance).
 
     LightGBM: total split gain per feature (``booster_.feature_importance("gain")``);
-    linear models: ``coef_``; factorization machines: the posterior mean of the linear
-    weights ``w_``. A ``feature_importances()`` method, if a recommender has one, wins.
+    linear models: ``coef_``; factorization machines: the linear weights ``w_`` averaged
+    over ensemble members. A ``feature_importances()`` method, if a recommender has one, wins.
     Feature names come from the recommender's featurizer (``featurizer_.feature_names_``).
     """
     fn = getattr(rec, "feature_importances", None)

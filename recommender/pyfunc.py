@@ -7,7 +7,7 @@ code* (this file), so nothing is pickled.
 
 Input: a DataFrame with string columns ``model`` and ``dataset``. Output: a DataFrame with
 ``model``, ``dataset``, ``predicted`` (fine-tune accuracy, a fraction) and ``std`` (the
-posterior std where the recommender has uncertainty, else NaN).
+recommender's uncertainty where it has one, e.g. the spread of the ``fm`` ensemble, else NaN).
 
 By default predictions use the history context saved at fit time. Pass the parameter
 ``store`` (a history store URL) to predict with the *current* store instead, e.g. for a

@@ -144,9 +144,10 @@ def run(args) -> int:
             best_k = float(head["real"].max())
             rho = float(np.corrcoef(top["predicted"], top["real"])[0, 1]) if len(top) > 2 else float("nan")
             summary.append((r.name, regret, best - best_k, rho))
-        print(f"\n  {'recommender':<12} {'regret@1':>9} {'regret@' + str(max(1, args.top)):>9} {'Pearson':>8}")
+        print(f"\n  {'recommender':<12} {'regret@1':>9} {'regret@' + str(max(1, args.top)):>9} {'Pearson':>8}"
+              "   (regret: accuracy points lost against the best model)")
         for name, r1, rk, rho in summary:
-            print(f"  {name:<12} {100 * r1:>8.1f}% {100 * rk:>8.1f}% {rho:>8.3f}")
+            print(f"  {name:<12} {100 * r1:>9.1f} {100 * rk:>9.1f} {rho:>8.3f}")
 
         st = store.stats()
         tot = st["totals"]
