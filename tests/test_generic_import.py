@@ -296,3 +296,13 @@ def test_roundtrip_real_transfergraph(tmp_path, shared_data):
     _assert_same(_snapshot(a), _snapshot(b))
     a.dispose()
     b.dispose()
+
+
+@pytest.mark.parametrize("name", ["generic", "mlflow", "transfergraph", "shift", "parc", "timm"])
+def test_every_importer_refuses_unknown_options_listing_valid_ones(name, store):
+    from history.importers import get_importer
+
+    imp = get_importer(name)
+    with pytest.raises(HistoryImportError, match=r"unknown option\(s\) bogus; valid: "):
+        imp.run(store, "/nonexistent", bogus=1)
+    assert store.stats()["totals"]["jobs"] == 0

@@ -9,6 +9,7 @@ parse or to write leaves the store untouched -- and fills in what was added.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,21 @@ class Importer:
     def read(self, path, **options) -> ImportBatch:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def check_options(self, options) -> None:
+        """Refuse options that ``read`` does not take, listing the ones it does."""
+        if not options:
+            return
+        params = inspect.signature(self.read).parameters.values()
+        valid = [p.name for p in params
+                 if p.name != "path" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise HistoryImportError(
+                f"{self.name} importer: unknown option(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(valid) if valid else 'none (it takes no options)'}")
+
     def run(self, store, path, **options) -> ImportReport:
+        self.check_options(options)
         batch = self.read(path, **options)
         rep = batch.report
         rep.jobs_read = len(batch.jobs)

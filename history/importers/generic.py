@@ -455,6 +455,7 @@ class GenericImporter(Importer):
         return batch
 
     def run(self, store, path, **options) -> ImportReport:
+        self.check_options(options)
         batch = self.read(path, **options)
         rep = batch.report
         rep.jobs_read = len(batch.jobs)

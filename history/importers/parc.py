@@ -67,8 +67,7 @@ class ParcImporter(Importer):
     description = "PARC oracles folder (all.csv -> source parc, controlled.csv -> parc-controlled) or one of them"
 
     def read(self, path, **options) -> ImportBatch:
-        if options:
-            raise HistoryImportError(f"parc importer: unknown option(s) {', '.join(sorted(options))}; it takes none")
+        self.check_options(options)
         p = Path(path)
         if p.is_dir():
             files = [p / f for f in FILES if (p / f).exists()]

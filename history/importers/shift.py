@@ -136,8 +136,7 @@ class ShiftImporter(Importer):
     description = "SHiFT folder (ftrecords.csv, huggingface_cv_models.csv): VTAB image + text tasks"
 
     def read(self, path, **options) -> ImportBatch:
-        if options:
-            raise HistoryImportError(f"shift importer: unknown option(s) {', '.join(sorted(options))}; it takes none")
+        self.check_options(options)
         p = Path(path)
         if p.is_dir():
             folder, rec_path = p, p / RECORDS

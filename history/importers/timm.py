@@ -84,9 +84,7 @@ class TimmImporter(Importer):
                    "model_metadata-in1k.csv]): ImageNet-1k top-1 of ~1,500 models")
 
     def read(self, path, benchmark: str | None = None, **options) -> ImportBatch:
-        if options:
-            raise HistoryImportError(f"timm importer: unknown option(s) {', '.join(sorted(options))}; "
-                                     "valid: benchmark (file name of the benchmark CSV)")
+        self.check_options(options)
         p = Path(path)
         folder, res_path = (p, p / RESULTS) if p.is_dir() else (p.parent, p)
         if not res_path.exists():

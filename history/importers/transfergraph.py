@@ -143,10 +143,7 @@ class TransferGraphImporter(Importer):
     )
 
     def read(self, path, layout: str | None = None, include_food101: bool = False, **options) -> ImportBatch:
-        if options:
-            raise HistoryImportError(
-                f"transfergraph importer: unknown option(s) {', '.join(sorted(options))}; "
-                "valid: layout ('image' | 'text'), include_food101 (bool)")
+        self.check_options(options)
         folder = Path(path)
         if not folder.exists():
             raise HistoryImportError(f"{folder}: folder not found")
