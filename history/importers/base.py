@@ -163,6 +163,15 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
+#: Text that stands for "no value" in a cell of the public histories (compared lower-cased).
+BLANK_TOKENS = frozenset({"", "nan", "none", "null"})
+
+
+def is_blank(v) -> bool:
+    """A cell without a value: None, NaN, or a blank / 'nan' / 'none' / 'null' string."""
+    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in BLANK_TOKENS
+
+
 def read_table(path, **kw) -> pd.DataFrame:
     """Read a CSV or Parquet file with clear errors for missing / empty / unreadable files."""
     p = Path(path)

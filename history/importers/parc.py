@@ -25,6 +25,7 @@ from .base import (
     ImportBatch,
     Importer,
     ImportReport,
+    is_blank,
     parse_numbers,
     read_table,
     register_importer,
@@ -48,10 +49,6 @@ MULTI_LABEL = {"voc2007"}
 DEPTH = {"resnet50": 50, "resnet18": 18, "googlenet": 22, "alexnet": 8, "resnet101": 101}
 FILES = {"all.csv": "parc", "controlled.csv": "parc-controlled"}
 COLUMNS = ["Architecture", "Source Dataset", "Target Dataset", "Oracle"]
-
-
-def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
 
 
 def family_of(arch: str) -> str:
@@ -98,7 +95,7 @@ class ParcImporter(Importer):
         for i in range(len(df)):
             arch, src, tgt = (col[c][i] for c in COLUMNS[:3])
             v = oracle.iat[i]
-            if _blank(arch) or _blank(src) or _blank(tgt) or np.isnan(v):
+            if is_blank(arch) or is_blank(src) or is_blank(tgt) or np.isnan(v):
                 n_missing += 1
                 continue
             if v == -1:

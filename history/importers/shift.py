@@ -39,6 +39,7 @@ from .base import (
     ImportBatch,
     Importer,
     ImportReport,
+    is_blank,
     parse_numbers,
     read_table,
     register_importer,
@@ -77,19 +78,15 @@ TASK_FACTS = {
 }
 
 
-def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in ("", "nan", "none")
-
-
 def task_name(dataset: str, label_name=None, preprocess=None) -> str:
     """The task a SHiFT row fine-tunes on (see the module docstring for the scheme)."""
     ds = str(dataset).strip()
-    pre = None if _blank(preprocess) or str(preprocess).strip() == "empty" else str(preprocess).strip()
+    pre = None if is_blank(preprocess) or str(preprocess).strip() == "empty" else str(preprocess).strip()
     if pre:
         if pre == ds:
             return ds
         return pre if pre.startswith(ds + "_") else f"{ds}_{pre}"
-    lab = None if _blank(label_name) else str(label_name).strip()
+    lab = None if is_blank(label_name) else str(label_name).strip()
     if lab and lab != "label":
         return f"{ds}_{lab.removeprefix('label_')}"
     return ds
@@ -97,7 +94,7 @@ def task_name(dataset: str, label_name=None, preprocess=None) -> str:
 
 def regime_of(train_slice) -> str:
     """``:800`` -> ``vtab-1k``; ``:100%`` / empty -> ``full``; ``:<s>`` -> ``slice-<s>``."""
-    if _blank(train_slice):
+    if is_blank(train_slice):
         return "full"
     s = str(train_slice).strip()
     if s == ":800":
@@ -109,7 +106,7 @@ def regime_of(train_slice) -> str:
 
 def parse_configs(text, path, row: int) -> dict:
     """Parse a ``configs`` cell (a Python dict literal) safely; errors name the row."""
-    if _blank(text):
+    if is_blank(text):
         return {}
     val = _literal(str(text))
     if not isinstance(val, dict):
@@ -175,12 +172,12 @@ class ShiftImporter(Importer):
             cfg = parse_configs(col["configs"][i], rec_path, row)
             model = col["model_identifier"][i]
             ds = col["train_dataset_name"][i]
-            if _blank(model) or _blank(ds) or np.isnan(acc.iat[i]):
+            if is_blank(model) or is_blank(ds) or np.isnan(acc.iat[i]):
                 n_missing += 1
                 continue
             model, ds = str(model).strip(), str(ds).strip()
             task = task_name(ds, cfg.get("label_name"), cfg.get("preprocess"))
-            tslice = None if "train_slice" not in df or _blank(col["train_slice"][i]) else str(col["train_slice"][i]).strip()
+            tslice = None if "train_slice" not in df or is_blank(col["train_slice"][i]) else str(col["train_slice"][i]).strip()
             regime = regime_of(tslice)
             hp = {}
             if "lr" in cfg:
@@ -208,7 +205,7 @@ class ShiftImporter(Importer):
                 d["num_classes"], d["domain"] = TASK_FACTS[task]
             if cfg.get("label_name") and cfg["label_name"] != "label":
                 d["extra"]["label_name"] = cfg["label_name"]
-            if not _blank(cfg.get("preprocess")) and cfg.get("preprocess") != "empty":
+            if not is_blank(cfg.get("preprocess")) and cfg.get("preprocess") != "empty":
                 d["extra"]["preprocess"] = cfg["preprocess"]
             jobs.append({
                 "model": model, "dataset": task, "regime": regime, "hparams": hp,
@@ -250,7 +247,7 @@ class ShiftImporter(Importer):
         unused = 0
         for i in range(len(df)):
             name = col["model_identifier"][i]
-            if _blank(name):
+            if is_blank(name):
                 continue
             name = str(name).strip()
             rec = models.get(name)
@@ -262,7 +259,7 @@ class ShiftImporter(Importer):
             extra = {}
             for c, k in (("source", "source"), ("lr", "default_lr"), ("epochs", "default_epochs"),
                          ("batch_size", "default_batch_size"), ("momentum", "momentum"), ("nesterov", "nesterov")):
-                if c in df and not _blank(col[c][i]):
+                if c in df and not is_blank(col[c][i]):
                     v = col[c][i]
                     extra[k] = v.item() if hasattr(v, "item") else v
             if extra:

@@ -37,6 +37,7 @@ from .base import (
     ImportBatch,
     Importer,
     ImportReport,
+    is_blank,
     parse_numbers,
     read_table,
     register_importer,
@@ -75,13 +76,6 @@ FOOD101_REASON = (
     "~0.0099 = 1/101); pass include_food101=True to keep it"
 )
 
-_MISSING = {"", "nan", "none", "null"}
-
-
-def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in _MISSING
-
-
 def _num(v):
     """A float or None (cells already parsed by ``parse_numbers``)."""
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
@@ -94,7 +88,7 @@ def _int(v):
 
 def _first_architecture(v):
     """``"['ViTForImageClassification']"`` or ``"BertForSequenceClassification"`` -> the first name."""
-    if _blank(v):
+    if is_blank(v):
         return None
     s = str(v).strip()
     if s.startswith("["):
@@ -220,7 +214,7 @@ class TransferGraphImporter(Importer):
             if is_food[i] and not include_food101:
                 continue
             model, dataset = col["model"][i], col["finetuned_dataset"][i]
-            if _blank(model) or _blank(dataset):
+            if is_blank(model) or is_blank(dataset):
                 n_missing_key += 1
                 continue
             if np.isnan(acc.iat[i]):
@@ -231,7 +225,7 @@ class TransferGraphImporter(Importer):
                 if c not in df.columns:
                     continue
                 v = numeric_hp[k].iat[i] if k in numeric_hp else col[c][i]
-                if _blank(v):
+                if is_blank(v):
                     continue
                 if k in numeric_hp:
                     v = float(v)
@@ -242,7 +236,7 @@ class TransferGraphImporter(Importer):
                     v = str(v)
                 hp[k] = v
             regime = "full"
-            if layout == "text" and "peft_method" in df.columns and not _blank(col["peft_method"][i]):
+            if layout == "text" and "peft_method" in df.columns and not is_blank(col["peft_method"][i]):
                 regime = str(col["peft_method"][i]).strip().lower()  # e.g. "lora"
                 hp["peft_method"] = regime
             model, dataset = str(model).strip(), str(dataset).strip()
@@ -278,7 +272,7 @@ class TransferGraphImporter(Importer):
                 nums[c] = parse_numbers(df[c], c, p)
         for i in range(len(df)):
             name = col["model"][i]
-            if _blank(name):
+            if is_blank(name):
                 continue
             name = str(name).strip()
             rec = out.setdefault(name, {"name": name, "modality": modality})
@@ -286,9 +280,9 @@ class TransferGraphImporter(Importer):
             rec["input_size"] = _int(g("input_shape"))
             rec["feature_dim"] = _int(g("output_shape"))
             rec["architecture"] = _first_architecture(col["architectures"][i]) if "architectures" in df else None
-            if "model_type" in df and not _blank(col["model_type"][i]):
+            if "model_type" in df and not is_blank(col["model_type"][i]):
                 rec["family"] = str(col["model_type"][i]).strip()
-            if "dataset" in df and not _blank(col["dataset"][i]):
+            if "dataset" in df and not is_blank(col["dataset"][i]):
                 rec["pretrain_dataset"] = str(col["dataset"][i]).strip()
             sa = _num(g("accuracy"))
             rec["source_accuracy"] = sa
@@ -300,7 +294,7 @@ class TransferGraphImporter(Importer):
             mem = _num(g("memory_consumption"))
             if mem is not None:
                 extra["memory_bytes"] = mem
-            if "problem_type" in df and not _blank(col["problem_type"][i]):
+            if "problem_type" in df and not is_blank(col["problem_type"][i]):
                 extra["problem_type"] = str(col["problem_type"][i])
             if extra:
                 rec["extra"] = extra
@@ -326,7 +320,7 @@ class TransferGraphImporter(Importer):
         ncls = parse_numbers(df["number_of_classes"], "number_of_classes", p)
         for i in range(len(df)):
             name = col[key][i]
-            if _blank(name):
+            if is_blank(name):
                 continue
             name = str(name).strip()
             k = _int(ncls.iat[i])
@@ -355,7 +349,7 @@ class TransferGraphImporter(Importer):
         n_bad = 0
         for i in range(len(df)):
             model, ds, metric = col["model"][i], col["target_dataset"][i], col["metric"][i]
-            if _blank(model) or _blank(ds) or _blank(metric) or np.isnan(score.iat[i]):
+            if is_blank(model) or is_blank(ds) or is_blank(metric) or np.isnan(score.iat[i]):
                 n_bad += 1
                 continue
             rows.append((str(model).strip(), str(ds).strip(), score_method(metric),
