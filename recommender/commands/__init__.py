@@ -12,3 +12,10 @@ def open_store(args) -> HistoryStore:
 def add_parser(sub, name: str, **kw):
     """Add a sub-command parser that also accepts the global options."""
     return sub.add_parser(name, parents=[sub.parent_parser], **kw)
+
+
+def fmt_pct(v) -> str:
+    """A fraction as a percentage with one decimal ('' for a missing value)."""
+    import math
+
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"

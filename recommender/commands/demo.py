@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import add_parser, open_store
+from . import add_parser, fmt_pct, open_store
 
 HELP = "import the TransferGraph image history, train, and recommend for a held-out dataset"
 HISTORY = "transfergraph-image"
@@ -72,12 +72,6 @@ def _report_line(rep) -> str:
     return f"{added:,} jobs added, {existing:,} already in the store, {dropped:,} rows dropped (see `history stats`)"
 
 
-def _pct(v) -> str:
-    import math
-
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
-
-
 def run(args) -> int:
     import numpy as np
 
@@ -125,7 +119,7 @@ def run(args) -> int:
         real = hist.targets[hist.targets["dataset"] == ho].groupby("model")["value"].max()
         real_rank = real.rank(ascending=False, method="min").astype(int)
         best_model, best = str(real.idxmax()), float(real.max())
-        print(f"      {len(real)} models have a real result on {ho!r}; the best is {best_model} at {_pct(best)}")
+        print(f"      {len(real)} models have a real result on {ho!r}; the best is {best_model} at {fmt_pct(best)}")
         summary = []
         for r in results:
             rec = r.recommender.clone().fit(train)
@@ -138,7 +132,7 @@ def run(args) -> int:
             w = max(len("model"), *(len(m) for m in head["model"]))
             print(f"  {'rank':>4}  {'model':<{w}}  {'predicted':>9}  {'real':>6}  {'real rank':>9}")
             for row in head.itertuples(index=False):
-                print(f"  {row.rank:>4}  {row.model:<{w}}  {_pct(row.predicted):>9}  {_pct(row.real):>6}  "
+                print(f"  {row.rank:>4}  {row.model:<{w}}  {fmt_pct(row.predicted):>9}  {fmt_pct(row.real):>6}  "
                       f"{row.real_rank:>9}")
             regret = best - float(head["real"].iloc[0])
             best_k = float(head["real"].max())

@@ -5,7 +5,7 @@ import json
 import math
 import sys
 
-from . import add_parser, open_store
+from . import add_parser, fmt_pct, open_store
 
 HELP = "rank every model of the store for a dataset (predicted fine-tune accuracy)"
 
@@ -76,11 +76,11 @@ def _table(ranked, meta) -> str:
     header = ["rank", "model", "predicted"] + (["std"] if show_std else []) + (["real"] if show_real else [])
     rows = []
     for r in ranked.itertuples(index=False):
-        row = [str(r.rank), str(r.model), _pct(r.predicted)]
+        row = [str(r.rank), str(r.model), fmt_pct(r.predicted)]
         if show_std:
-            row.append(_pct(r.std))
+            row.append(fmt_pct(r.std))
         if show_real:
-            row.append(_pct(r.real))
+            row.append(fmt_pct(r.real))
         rows.append(row)
     if not rows:
         lines.append("(no candidate models left to rank)")
@@ -95,12 +95,8 @@ def _table(ranked, meta) -> str:
     if meta.get("excluded_finetuned"):
         b = meta["best_finetuned"]
         lines.append(f"{meta['excluded_finetuned']} models already fine-tuned on {meta['dataset']!r} are not ranked "
-                     f"(best: {b['model']} at {_pct(b['real'])}); pass --include-finetuned to rank them too.")
+                     f"(best: {b['model']} at {fmt_pct(b['real'])}); pass --include-finetuned to rank them too.")
     if meta.get("other_modality"):
         lines.append(f"{meta['other_modality']} models of another modality than {meta['dataset']!r} "
                      f"({meta.get('modality')}) are not candidates.")
     return "\n".join(lines)
-
-
-def _pct(v) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
