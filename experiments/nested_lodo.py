@@ -105,8 +105,8 @@ class _Fits:
         key = (base, excluded)
         truth = self.history.targets[self.history.targets["dataset"] == dataset]
         pairs = truth[["model", "dataset"]]
-        train = self.history.drop_targets(datasets=sorted(excluded))
         if name == "model-mean":
+            train = self.history.drop_targets(datasets=sorted(excluded))
             means = train.targets.groupby("model")["value"].mean()
             pred = pairs["model"].map(means).to_numpy(dtype=float)
             pred = np.where(np.isfinite(pred), pred, np.nanmin(pred) if np.isfinite(pred).any() else 0.0)
@@ -115,7 +115,7 @@ class _Fits:
             if rec is None:
                 t0 = time.perf_counter()
                 rec = create_recommender(name, features=feats, random_state=self.random_state, **dict(params))
-                rec.fit(train)
+                rec.fit(self.history.drop_targets(datasets=sorted(excluded)))
                 self.fit_seconds += time.perf_counter() - t0
                 self.n_fits += 1
                 self._cache[key] = rec
