@@ -141,7 +141,8 @@ class Importer:
         rep = batch.report
         rep.jobs_read = len(batch.jobs)
         rep.scores_read = len(batch.scores)
-        res = store.commit(
+        res = self._commit(
+            store,
             models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
             import_log={
                 "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
@@ -152,6 +153,10 @@ class Importer:
         rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
         rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
         return rep
+
+    def _commit(self, store, **rows):
+        """Write one import's rows (``store.commit`` keyword arguments) in one transaction."""
+        return store.commit(**rows)
 
 
 # ---------------------------------------------------------------------- parsing helpers

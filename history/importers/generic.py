@@ -454,26 +454,11 @@ class GenericImporter(Importer):
         batch.report.sha256 = sha256_of(p)
         return batch
 
-    def run(self, store, path, **options) -> ImportReport:
-        self.check_options(options)
-        batch = self.read(path, **options)
-        rep = batch.report
-        rep.jobs_read = len(batch.jobs)
-        rep.scores_read = len(batch.scores)
+    def _commit(self, store, **rows):
         with store.write() as conn:
-            res = store.commit(
-                models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
-                import_log={
-                    "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
-                    "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
-                },
-                conn=conn,
-            )
+            res = store.commit(**rows, conn=conn)
             _test_pause()
-        rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
-        rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
-        rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
-        return rep
+        return res
 
 
 def _test_pause():
