@@ -17,11 +17,21 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path, dpi: int = 100) -> Path:
+    """Lay out, write (creating the folder) and close a figure; returns the path."""
+    plt = _plt()
+    path = Path(path)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def bar_chart(summary: pd.DataFrame, path, metrics=("pearson", "weighted_tau", "regret@1"), title: str = "") -> Path:
     """One panel per metric: mean ± std (error bar) per method; n/a methods are left out of the bars
     and named in the panel's footnote."""
     plt = _plt()
-    path = Path(path)
     ok = summary[summary["n"] > 0] if "n" in summary.columns else summary
     na = [m for m in summary["method"] if m not in set(ok["method"])]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * max(len(ok), 4) + 1.6),
@@ -41,17 +51,12 @@ def bar_chart(summary: pd.DataFrame, path, metrics=("pearson", "weighted_tau", "
         fig.text(0.01, 0.005, "n/a: " + ", ".join(na), fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def scatter_grid(predictions: pd.DataFrame, path, title: str = "") -> Path:
     """Predicted vs real accuracy, one panel per held-out dataset (all folds of that dataset)."""
     plt = _plt()
-    path = Path(path)
     datasets = sorted(predictions["dataset"].unique())
     n = max(len(datasets), 1)
     cols = min(4, n)
@@ -68,25 +73,16 @@ def scatter_grid(predictions: pd.DataFrame, path, title: str = "") -> Path:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def importance_chart(importances: pd.DataFrame, path, title: str = "", top: int = 20) -> Path:
     """Horizontal bars of the ``top`` largest |importance| features."""
     plt = _plt()
-    path = Path(path)
     df = importances.assign(a=importances["importance"].abs()).sort_values("a", ascending=False).head(top)
     fig, ax = plt.subplots(figsize=(6, 0.28 * len(df) + 1.2))
     ax.barh(np.arange(len(df)), df["importance"], color="tab:green")
     ax.set_yticks(np.arange(len(df)), df["feature"], fontsize=7)
     ax.invert_yaxis()
     ax.set_title(title or "feature importance", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
