@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from experiments.metrics import pearson, regret_at_k, spearman
+from experiments.baselines import model_mean, ms_scores
+from experiments.metrics import METRICS, compute_all
 from experiments.quick_lodo import DEFAULT_DATA, load_tg_image
 from recommender.registry import create_recommender
 
@@ -106,9 +107,7 @@ class _Fits:
         truth = self.history.targets[self.history.targets["dataset"] == dataset]
         pairs = truth[["model", "dataset"]]
         if name == "model-mean":
-            train = self.history.drop_targets(datasets=sorted(excluded))
-            means = train.targets.groupby("model")["value"].mean()
-            pred = pairs["model"].map(means).to_numpy(dtype=float)
+            pred = model_mean(self.history.drop_targets(datasets=sorted(excluded)), pairs, self.history)
             pred = np.where(np.isfinite(pred), pred, np.nanmin(pred) if np.isfinite(pred).any() else 0.0)
         else:
             rec = self._cache.get(key)
@@ -120,7 +119,7 @@ class _Fits:
                 self.n_fits += 1
                 self._cache[key] = rec
             pred = rec.predict(pairs, history=self.history)
-        return pd.DataFrame({"model": pairs["model"].to_numpy(), "pred": pred,
+        return pd.DataFrame({"model": pairs["model"].to_numpy(), "dataset": dataset, "pred": pred,
                              "value": truth["value"].to_numpy()})
 
     def forget(self, excluded: frozenset) -> None:
@@ -128,18 +127,19 @@ class _Fits:
             del self._cache[key]
 
 
-def _final_scores(cand: Candidate, frame: pd.DataFrame, scores: pd.DataFrame, dataset: str) -> np.ndarray:
+def _final_scores(cand: Candidate, frame: pd.DataFrame, history) -> np.ndarray:
+    """The candidate's ranking score for one dataset's ``frame`` (columns model, dataset, pred)."""
     if cand.blend is None:
         return frame["pred"].to_numpy(dtype=float)
     method, w = cand.blend
-    s = scores[(scores["dataset"] == dataset) & (scores["method"] == method)].set_index("model")["value"]
-    ms = frame["model"].map(s).to_numpy(dtype=float)
-    return _zscore(frame["pred"].to_numpy()) + w * _zscore(ms)
+    return _zscore(frame["pred"].to_numpy()) + w * _zscore(ms_scores(history, frame, method))
+
+
+REPORTED = ("regret@1", "regret@3", "pearson", "spearman")
 
 
 def _metrics(y, p) -> dict:
-    return {"regret@1": regret_at_k(y, p, 1), "regret@3": regret_at_k(y, p, 3),
-            "pearson": pearson(y, p), "spearman": spearman(y, p)}
+    return compute_all(y, p, REPORTED)
 
 
 def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_on: str = "regret@1",
@@ -151,14 +151,13 @@ def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_o
     ``inner`` one row per (held-out dataset, candidate) with the inner means used to choose;
     ``choices`` one row per held-out dataset: the chosen candidate and its outer metrics.
     """
-    lower_is_better = select_on.startswith("regret")
+    lower_is_better = not METRICS[select_on].higher_is_better
     datasets = list(datasets or history.target_datasets())
     if len(datasets) < 3:
         raise ValueError(f"nested LODO needs at least 3 datasets with targets, got {len(datasets)}")
     labels = [c.label for c in candidates]
     if len(set(labels)) != len(labels):
         raise ValueError("candidate labels must be unique")
-    scores = history.scores
     fits = _Fits(history, random_state=random_state)
     bases = list(dict.fromkeys(c.base for c in candidates))
     inner_rows, outer_rows = [], []
@@ -174,7 +173,7 @@ def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_o
                 for c in candidates:
                     if c.base != base:
                         continue
-                    p = _final_scores(c, frame, scores, inner)
+                    p = _final_scores(c, frame, history)
                     inner_rows.append({"outer": outer, "inner": inner, "candidate": c.label,
                                        **_metrics(frame["value"].to_numpy(), p)})
         fits.forget(excluded)
@@ -187,7 +186,7 @@ def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_o
             for c in candidates:
                 if c.base != base:
                     continue
-                p = _final_scores(c, frame, scores, o)
+                p = _final_scores(c, frame, history)
                 outer_rows.append({"dataset": o, "candidate": c.label, **_metrics(frame["value"].to_numpy(), p)})
         fits.forget(excluded)
         steps.update()
@@ -206,7 +205,7 @@ def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_o
         chosen = cand.iloc[0]["candidate"]
         got = outer[(outer["dataset"] == o) & (outer["candidate"] == chosen)].iloc[0]
         choices.append({"dataset": o, "chosen": chosen, f"inner_{select_on}": cand.iloc[0][select_on],
-                        **{k: got[k] for k in ("regret@1", "regret@3", "pearson", "spearman")}})
+                        **{k: got[k] for k in REPORTED}})
     return {"outer": outer, "inner": inner, "choices": pd.DataFrame(choices),
             "n_fits": fits.n_fits, "fit_seconds": fits.fit_seconds}
 
@@ -214,9 +213,9 @@ def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_o
 def summarize(result: dict, select_on: str = "regret@1") -> pd.DataFrame:
     """The three summary rows (see the module docstring) plus every candidate's plain LODO mean."""
     outer, choices = result["outer"], result["choices"]
-    cols = ["regret@1", "regret@3", "pearson", "spearman"]
+    cols = list(REPORTED)
     per_cand = outer.groupby("candidate", sort=False)[cols].mean()
-    lower = select_on.startswith("regret")
+    lower = not METRICS[select_on].higher_is_better
     best_fixed = per_cand[select_on].idxmin() if lower else per_cand[select_on].idxmax()
     pick = outer.groupby("dataset")[select_on].idxmin() if lower else outer.groupby("dataset")[select_on].idxmax()
     oracle = outer.loc[pick]
@@ -232,10 +231,9 @@ def summarize(result: dict, select_on: str = "regret@1") -> pd.DataFrame:
 def regret_chart(result: dict, path, reference: str = "lr[d,m]", title: str = "") -> Path:
     """Per held-out dataset regret@1: the nested choice, a fixed reference candidate and the
     per-dataset oracle (grouped horizontal bars), with the 1-point line."""
-    from experiments.plots import _plt
+    from experiments.plots import _plt, save_figure
 
     plt = _plt()
-    path = Path(path)
     outer, choices = result["outer"], result["choices"]
     ds = list(choices["dataset"])
     nested = choices.set_index("dataset")["regret@1"]
@@ -254,11 +252,7 @@ def regret_chart(result: dict, path, reference: str = "lr[d,m]", title: str = ""
     ax.set_xlabel("regret@1 (accuracy points, lower is better)")
     ax.set_title(title or "Nested LODO on TransferGraph-image")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def _weights(text: str) -> tuple[float, ...]:

@@ -75,10 +75,13 @@ def test_summary_oracle_bounds_every_choice(result):
 def test_blend_uses_the_score_and_treats_missing_as_the_mean():
     import pandas as pd
 
-    frame = pd.DataFrame({"model": ["a", "b", "c"], "pred": [1.0, 2.0, 3.0], "value": [0.1, 0.2, 0.3]})
+    from types import SimpleNamespace
+
+    frame = pd.DataFrame({"model": ["a", "b", "c"], "dataset": "x", "pred": [1.0, 2.0, 3.0],
+                          "value": [0.1, 0.2, 0.3]})
     scores = pd.DataFrame({"model": ["a", "b"], "dataset": ["x", "x"], "method": ["proxy", "proxy"],
                            "value": [10.0, 0.0]})
-    got = N._final_scores(N.Candidate("b", "lr", blend=("proxy", 1.0)), frame, scores, "x")
+    got = N._final_scores(N.Candidate("b", "lr", blend=("proxy", 1.0)), frame, SimpleNamespace(scores=scores))
     zp = (frame["pred"] - 2.0) / np.std([1.0, 2.0, 3.0])
     np.testing.assert_allclose(got, zp + np.array([1.0, -1.0, 0.0]))
 
