@@ -27,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Boolean,
     Integer,
     MetaData,
     String,
@@ -36,6 +37,10 @@ from sqlalchemy import (
     Index,
 )
 
+#: Bumped only for changes an older store cannot be brought up to by adding columns.
+#: Columns added to a table below are added to existing stores when they are opened
+#: (``history.store.HistoryStore``: an additive, idempotent migration), so adding a
+#: nullable column needs no bump.
 SCHEMA_VERSION = 1
 
 metadata = MetaData()
@@ -68,6 +73,10 @@ models = Table(
     Column("name", String(255), nullable=False, unique=True),
     *[Column(k, t, nullable=True) for k, t in MODEL_FIELDS.items()],
     Column("extra", JSON, nullable=True),  # anything else a source knows (memory, labels, ...)
+    # Viability (computed from the jobs whenever histories change; NULL = not computed yet):
+    # a degenerate model scores at chance on (nearly) every dataset it was run on.
+    Column("degenerate", Boolean, nullable=True),
+    Column("degenerate_reason", Text, nullable=True),
 )
 
 datasets = Table(
@@ -94,6 +103,8 @@ jobs = Table(
     Column("source", String(64), nullable=False),
     Column("provenance", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("duration_s", Float, nullable=True),  # wall time of the run, when known
+    Column("extra", JSON, nullable=True),  # learning curve, weights path, error, ...
     Index("ix_jobs_pair", "model_id", "dataset_id", "regime"),
     Index("ix_jobs_source", "source"),
 )
@@ -112,6 +123,9 @@ scores = Table(
     Column("runtime_s", Float, nullable=True),
     Column("source", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Why the value carries no information for this input (e.g. "hscore: n <= d"), or NULL.
+    Column("flag", Text, nullable=True),
+    Column("params", JSON, nullable=True),  # parameters the value depends on (caps, variants)
     Index("ix_scores_pair", "model_id", "dataset_id", "method"),
 )
 

@@ -52,6 +52,34 @@ def _safe_url(url: str) -> str:
         return url
 
 
+def _missing_columns(conn) -> list:
+    """Columns the schema declares that an existing store's tables lack, as (table, column)."""
+    insp = inspect(conn)
+    have_tables = set(insp.get_table_names())
+    missing = []
+    for name, table in S.metadata.tables.items():
+        if name not in have_tables:
+            continue
+        have = {c["name"] for c in insp.get_columns(name)}
+        missing += [(table, col) for col in table.columns if col.name not in have]
+    return missing
+
+
+def _add_missing_columns(conn) -> None:
+    """Additive migration: add every declared column an older store lacks (all nullable).
+
+    Runs inside the schema write transaction, so two processes opening an old store at
+    once add each column once; a store already up to date is left as it is.
+    """
+    for table, col in _missing_columns(conn):
+        if not col.nullable:
+            raise StoreError(
+                f"history store lacks the non-nullable column {table.name}.{col.name}; export it "
+                "with the older version (history export) and import the file into a new store.")
+        ddl = col.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}')
+
+
 class HistoryStore:
     """A fine-tuning history store over a SQLAlchemy URL.
 
@@ -128,10 +156,12 @@ class HistoryStore:
                 with engine.connect() as conn:
                     ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
                         select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
+                    ready = ready and not _missing_columns(conn)
                 init = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite else engine
                 with (engine if ready else init).begin() as conn:
                     if not ready:
                         S.metadata.create_all(conn)
+                        _add_missing_columns(conn)
                     have = conn.execute(select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar()
                     if have is None:
                         conn.execute(insert(S.meta).values(key="schema_version", value=str(S.SCHEMA_VERSION)))
