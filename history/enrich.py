@@ -594,6 +594,9 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
             if hit:
                 put("params", hit[0], f"timm table ({t})")
                 put("gmacs", hit[1], f"timm table ({t})")
+            if spec.family == "resnet" and t and t[6:].isdigit():  # resnet-N: N weighted layers
+                put("depth", int(t[6:]), "name (resnet-N)")
+                put("feature_dim", 512 if int(t[6:]) < 50 else 2048, "ResNet design (He et al. 2016)")
             if spec.family not in ("van", "perceiver", "resnet"):
                 try:
                     c = count(spec)
@@ -677,6 +680,11 @@ def enrich(store, *, timm_dir=None, progress: bool = False) -> EnrichReport:
         sources = src_of.get(m["name"]) or {"(no jobs)"}
         for s in sources:
             rep.sources.setdefault(s, SourceReport(s)).models += 1
+        if all(not _missing(m.get(f)) for f in FIELDS):  # complete: nothing to compute or say
+            for s in sources:
+                for f in FIELDS:
+                    rep.sources[s].have[f] += 1
+            continue
         facts, prov, why = _facts_for(m, sources, bench)
         upd, new = {}, dict(m)
         # a timm pretrain tag stored as domain: keep it as pretrain_dataset, set the real domain
@@ -704,10 +712,12 @@ def enrich(store, *, timm_dir=None, progress: bool = False) -> EnrichReport:
             # where each filled value came from (one extra key per field: an existing key is kept)
             upd["extra"] = {f"enrich_{f}": prov[f] for f in list(upd) if f in prov}
             updates.append({"name": m["name"], **upd})
-    if updates:
-        store.commit(models=updates, overwrite_meta=False)
-    for r in repairs:
-        store.update_model(r["name"], domain=r["domain"])
+    if updates or repairs:  # one transaction: fill-only updates, then the stated domain repairs
+        with store.write() as conn:
+            if updates:
+                store.commit(models=updates, overwrite_meta=False, conn=conn)
+            if repairs:
+                store.commit(models=repairs, overwrite_meta=True, conn=conn)
     rep.models_updated = len({u["name"] for u in updates} | {r["name"] for r in repairs})
     rep.configs_counted = count.cache_info().currsize - n_counted
     rep.seconds = time.perf_counter() - t0
