@@ -138,6 +138,25 @@ class DatasetEntry:
             return int(round(n * float(m.group(1)) / 100))
         return None
 
+    def store_record(self, source: str | None = None) -> dict:
+        """A dataset record for ``HistoryStore.commit(datasets=[...])`` under the canonical name:
+        the canonical facts (rule 1) in the columns, everything else in ``extra``."""
+        return {
+            "name": self.name, "modality": self.modality, "num_samples": self.num_samples,
+            "num_classes": self.num_classes, "domain": self.domain,
+            "extra": {
+                "registry": {
+                    "description": self.description, "vtab_group": self.vtab_group, "label": self.label,
+                    "preprocess": self.preprocess, "base_dataset": self.base_dataset,
+                    "num_samples_split": self.num_samples_split, "class_names": list(self.class_names),
+                    "aliases": {s: list(n) for s, n in self.aliases},
+                    "source_facts": {sf.source: {k: v for k, v in sf.__dict__.items() if v is not None}
+                                     for sf in self.per_source},
+                },
+                **({"facts_for_source": {source: self.facts(source)}} if source else {}),
+            },
+        }
+
     def to_dict(self) -> dict:
         return {
             "name": self.name, "description": self.description, "modality": self.modality,
@@ -351,6 +370,21 @@ class DatasetRegistry:
                     out.append(Conflict(ent.name, sf.source, f, c, v, res, sf.note or sf.erratum))
         return out
 
+    def groups(self, names, source: str | None = None) -> dict[str, list[str]]:
+        """Group the given dataset names by task: {canonical name: [given names]}, in input order.
+
+        An unknown name is a group of its own, under its own name. A leave-one-dataset-out split
+        over a pooled store holds out one group at a time, so no twin stays in training."""
+        out: dict[str, list[str]] = {}
+        for n in names:
+            key = self.canonical_name(n, source) or n
+            if key != n and n in self.entries:  # a canonical name is never an alias of another
+                key = n
+            out.setdefault(key, [])
+            if n not in out[key]:
+                out[key].append(n)
+        return out
+
     def aliases_table(self) -> list[dict]:
         """One row per (name, source) -> canonical name: the mapping ``list-datasets --aliases`` shows."""
         rows = []
@@ -397,3 +431,7 @@ def twins(name: str, source: str | None = None, *, same_images: bool = False) ->
 
 def conflicts() -> list[Conflict]:
     return _default().conflicts()
+
+
+def groups(names, source: str | None = None) -> dict[str, list[str]]:
+    return _default().groups(names, source)

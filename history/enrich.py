@@ -280,8 +280,8 @@ def count(spec: Spec) -> dict:
         from torch.utils.flop_counter import FlopCounterMode
         from transformers import AutoModel
     except ImportError as exc:  # pragma: no cover - both are test dependencies
-        raise ImportError(f"counting model GMACs needs torch and transformers ({exc}); "
-                          "pip install 'finetune-recommender[text]'") from None
+        raise ImportError(f"counting a model's GMACs needs torch and transformers ({exc}); "
+                          "install them with pip install 'finetune-recommender[text]'") from None
     cfg = _config(spec)
     with torch.device("meta"):
         model = AutoModel.from_config(cfg)
@@ -603,6 +603,9 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
                     how = f"transformers config ({spec.family} {spec.variant}, variant by {spec.how})"
                     for k in ("params", "gmacs", "depth", "feature_dim"):
                         put(k, c[k], how)
+                except ImportError as exc:
+                    for f in ("params", "gmacs", "depth", "feature_dim"):
+                        why.setdefault(f, str(exc))
                 except (KeyError, ValueError, TypeError, RuntimeError) as exc:
                     for f in ("params", "gmacs", "depth", "feature_dim"):
                         why.setdefault(f, f"{spec.family}: config not built ({type(exc).__name__}: {exc})"[:120])

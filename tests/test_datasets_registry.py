@@ -153,3 +153,23 @@ def test_aliases_table_lists_every_source_name():
     rows = REG.aliases_table()
     assert {"name": "pets", "source": "transfergraph-image", "canonical": "oxford_iiit_pet"} in rows
     assert {"name": "oxford_pets", "source": "parc", "canonical": "oxford_iiit_pet"} in rows
+
+
+def test_groups_hold_twins_together_for_holdouts(history_names):
+    names = sorted({d for _, d in history_names} | {"my_own_dataset"})
+    g = R.groups(names)
+    assert g["oxford_iiit_pet"] == ["oxford_iiit_pet", "oxford_pets", "pets"]
+    assert g["svhn_cropped"] == ["svhn", "svhn_cropped"] and g["my_own_dataset"] == ["my_own_dataset"]
+    assert sorted(n for grp in g.values() for n in grp) == names  # a partition: no name lost or doubled
+    assert len(g) == len(REG) + 1 - sum(1 for e in REG if not set(e.all_names()) & set(names))
+
+
+def test_store_record_carries_canonical_facts_and_the_rest_in_extra(store):
+    e = REG.lookup("pets")
+    rec = e.store_record("parc")
+    assert (rec["name"], rec["num_samples"], rec["num_classes"]) == ("oxford_iiit_pet", 3680, 37)
+    assert rec["extra"]["facts_for_source"]["parc"]["num_samples"] == 3669
+    store.commit(datasets=[rec])
+    row = store.get_dataset("oxford_iiit_pet")
+    assert row["extra"]["registry"]["aliases"]["transfergraph-image"] == ["pets"]
+    assert len(row["extra"]["registry"]["class_names"]) == 37
