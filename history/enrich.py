@@ -198,6 +198,11 @@ IMAGE_FAMILIES = {"vit", "deit", "beit", "data2vec-vision", "dit", "swin", "conv
                   "perceiver", "resnet", "convit"}
 
 
+#: stored ``family`` values (TransferGraph's ``model_type``) that name a modelled architecture
+_STORED_FAMILIES = {"data2vec-vision", "vit", "deit", "beit", "swin", "convnext", "van", "resnet", "segformer",
+                    "perceiver", "bert", "distilbert", "roberta", "albert", "electra", "xlm-roberta"}
+
+
 @dataclass(frozen=True)
 class Spec:
     """What the name (and stored facts) say about a Hugging Face model's architecture."""
@@ -336,10 +341,7 @@ def parse_hf_name(name: str, modality: str | None, family: str | None = None,
     """A :class:`Spec` for a Hugging Face model name plus stored facts, or (None, why not)."""
     n = str(name).lower()
     fam = (family or "").lower() or None
-    if fam in ("data2vec-vision", "vit", "deit", "beit", "swin", "convnext", "van", "resnet", "segformer",
-               "perceiver", "bert", "distilbert", "roberta", "albert", "electra", "xlm-roberta"):
-        pass
-    elif fam is not None:
+    if fam not in _STORED_FAMILIES:  # a stored family we do not model is ignored, the name decides
         fam = None
     guess = _image_family(n) if modality != "text" else _text_family(n)
     if fam is None:
@@ -350,10 +352,7 @@ def parse_hf_name(name: str, modality: str | None, family: str | None = None,
         fam = "dit"
     if fam is None:
         return None, "the name carries no architecture hint and no source gives one"
-    if modality == "text" and "distilroberta" in n:
-        spec_layers = 6
-    else:
-        spec_layers = None
+    spec_layers = 6 if (modality == "text" and "distilroberta" in n) else None
     m = re.search(r"patch(\d+)", n)
     patch = int(m.group(1)) if m else None
     m = re.search(r"window(\d+)", n)
@@ -589,8 +588,6 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
                     put(k, v, VAN_REF)
             t = timm_name(spec, name) if spec.variant or spec.family == "resnet" else None
             hit = bench.get((t, spec.image_size or 224)) if t else None
-            if hit is None and spec.family in ("convit",):
-                hit = None
             if hit:
                 put("params", hit[0], f"timm table ({t})")
                 put("gmacs", hit[1], f"timm table ({t})")
