@@ -8,9 +8,13 @@ processes importing at once are serialized instead of failing or doubling rows.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
+from urllib.parse import quote
 
 import pandas as pd
 from sqlalchemy import create_engine, event, func, insert, inspect, select, update, delete
@@ -80,19 +84,75 @@ def _add_missing_columns(conn) -> None:
         conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}')
 
 
+#: Default seconds a write waits for another process's SQLite write lock (``--lock-timeout``).
+DEFAULT_LOCK_TIMEOUT = 600.0
+LOCK_TIMEOUT_ENV = "RECOMMENDER_LOCK_TIMEOUT"
+_POLL_MS = 500  # busy timeout of one attempt at taking the write lock
+
+
+def _default_lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return float(raw)
+    except ValueError:
+        raise StoreError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _first_line(exc) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+
+
+def _is_locked(exc) -> bool:
+    m = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in m or "database is busy" in m
+
+
+def _is_readonly(exc) -> bool:
+    return "readonly database" in str(getattr(exc, "orig", exc)).lower()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases, in-memory and ``file:`` URIs)."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    db = u.database
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
 class HistoryStore:
     """A fine-tuning history store over a SQLAlchemy URL.
+
+    ``must_exist``: refuse a SQLite file that does not exist (read commands given an
+    explicit ``--store``, so a typo is not silently a new empty store). A new SQLite file is
+    created only in an existing folder. A SQLite store whose file or folder is not writable
+    is opened read-only (:attr:`read_only`): reads work, writes raise a one-line
+    :class:`StoreError`. ``lock_timeout``: seconds a write waits for another writer's lock
+    (default 600, env ``RECOMMENDER_LOCK_TIMEOUT``), saying so on stderr while it waits.
 
     >>> store = HistoryStore("sqlite:///:memory:")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str | None = None, *, home=None, create: bool = True):
+    def __init__(self, url: str | None = None, *, home=None, create: bool = True, must_exist: bool = False,
+                 lock_timeout: float | None = None):
         self.url = resolve_store_url(url, home)
-        self.engine = self._open(self.url, create)
+        self.lock_timeout = _default_lock_timeout() if lock_timeout is None else float(lock_timeout)
+        if self.lock_timeout < 0:
+            raise StoreError(f"--lock-timeout must be >= 0 seconds, got {self.lock_timeout:g}")
+        self.read_only = False
+        self.engine = self._open(self.url, create, must_exist)
 
     # ------------------------------------------------------------------ opening
-    @staticmethod
-    def _open(url: str, create: bool) -> Engine:
+    def _open(self, url: str, create: bool, must_exist: bool = False) -> Engine:
         hint = (
             "Pass --store (or set RECOMMENDER_STORE) to a valid SQLAlchemy URL, e.g. "
             "sqlite:///path/to/history.db or postgresql+psycopg://user:pass@host/db."
@@ -103,21 +163,38 @@ class HistoryStore:
             raise StoreError(f"cannot parse history store URL {url!r}: {exc}. {hint}") from None
         is_sqlite = u.get_backend_name() == "sqlite"
         kwargs = {}
+        engine_url = url
         if is_sqlite:
-            db = u.database
-            if db and db != ":memory:" and not db.startswith("file:"):
-                p = Path(db)
+            p = sqlite_path(url)
+            if p is not None:
                 if p.is_dir():
                     raise StoreError(f"cannot open history store {_safe_url(url)}: {p} is a directory. {hint}")
-                try:
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"cannot open history store {_safe_url(url)}: {exc}. {hint}") from None
-            kwargs["connect_args"] = {"timeout": 120}
+                if not p.exists():
+                    if must_exist:
+                        raise StoreError(
+                            f"no history store at {p} (--store {_safe_url(url)}): the file does not exist. "
+                            "Check the path for a typo, or fill a new store with 'history pull NAME' or "
+                            "'history import PATH'.")
+                    if not p.parent.is_dir():
+                        raise StoreError(
+                            f"cannot create history store {_safe_url(url)}: the folder {p.parent} does not "
+                            "exist. Create it first (a new store is only created in an existing folder), "
+                            "or check --store for a typo.")
+                    if not os.access(p.parent, os.W_OK):
+                        raise StoreError(f"cannot create history store {_safe_url(url)}: the folder "
+                                         f"{p.parent} is read-only. {hint}")
+                elif not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)):
+                    # Read-only: open without locks/journal files when the folder is read-only
+                    # too (no -wal/-shm can be created there; nobody can write it either).
+                    self.read_only = True
+                    q = "mode=ro" + ("" if os.access(p.parent, os.W_OK) else "&immutable=1")
+                    engine_url = f"sqlite:///file:{quote(str(p.resolve()))}?{q}&uri=true"
+            timeout_ms = int(self.lock_timeout * 1000)
+            kwargs["connect_args"] = {"timeout": self.lock_timeout}
         else:
             kwargs["pool_pre_ping"] = True
         try:
-            engine = create_engine(url, **kwargs)
+            engine = create_engine(engine_url, **kwargs)
         except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
             raise StoreError(
                 f"cannot open history store {_safe_url(url)}: database driver missing ({exc}). "
@@ -127,36 +204,47 @@ class HistoryStore:
             raise StoreError(f"cannot open history store {_safe_url(url)}: {exc}. {hint}") from None
 
         if is_sqlite:
+            read_only = self.read_only
+            store = self
+
             @event.listens_for(engine, "connect")
             def _sqlite_connect(dbapi_conn, _rec):  # pragma: no cover - trivial
                 dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA foreign_keys=ON")
-                cur.execute("PRAGMA busy_timeout=120000")
-                try:
-                    cur.execute("PRAGMA journal_mode=WAL")
-                except Exception:
-                    pass
+                cur.execute(f"PRAGMA busy_timeout={timeout_ms}")
+                if not read_only:
+                    try:
+                        cur.execute("PRAGMA journal_mode=WAL")
+                    except Exception:
+                        pass
                 cur.close()
 
             @event.listens_for(engine, "begin")
             def _sqlite_begin(conn):  # pragma: no cover - trivial
                 mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-                conn.exec_driver_sql(f"BEGIN {mode}")
+                if mode == "IMMEDIATE":
+                    store._begin_immediate(conn, timeout_ms)
+                else:
+                    conn.exec_driver_sql(f"BEGIN {mode}")
 
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-            if create:
+                # Is the schema there and current? Then opening only reads, never waiting for a
+                # running import; otherwise it is created / upgraded in a write transaction.
+                ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
+                    select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
+                ready = ready and not _missing_columns(conn)
+            if self.read_only and not ready:
+                raise StoreError(
+                    f"history store {_safe_url(url)} is read-only (no write permission on the file or its "
+                    "folder) and is not a history store of this version; it would need to be created or "
+                    "upgraded. Open it once with write permission, or copy it somewhere writable.")
+            if create and not self.read_only:
                 # Schema creation runs in a write transaction (BEGIN IMMEDIATE on SQLite): two
-                # processes opening a fresh store at once are serialized by the busy timeout
+                # processes opening a fresh store at once are serialized by the lock wait
                 # instead of one failing with "database is locked" on a read->write upgrade.
-                # A store that is already initialised is only read, so opening never waits
-                # for a running import.
-                with engine.connect() as conn:
-                    ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
-                        select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
-                    ready = ready and not _missing_columns(conn)
                 init = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite else engine
                 with (engine if ready else init).begin() as conn:
                     if not ready:
@@ -172,11 +260,51 @@ class HistoryStore:
                             "(history export) and import the file into a new store."
                         )
         except StoreError:
+            engine.dispose()
             raise
         except (OperationalError, SQLAlchemyError, OSError) as exc:
-            msg = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            raise StoreError(f"cannot open history store {_safe_url(url)}: {msg}. {hint}") from None
+            engine.dispose()
+            if _is_readonly(exc):
+                raise StoreError(self._readonly_message(url)) from None
+            raise StoreError(f"cannot open history store {_safe_url(url)}: {_first_line(exc)}. {hint}") from None
         return engine
+
+    def _readonly_message(self, url=None) -> str:
+        p = sqlite_path(url or self.url)
+        where = f"{p} or its folder {p.parent}" if p is not None else "it"
+        return (f"history store {_safe_url(url or self.url)} is read-only (no write permission on {where}); "
+                "this command writes to it. Use a writable copy (--store PATH) or fix the permissions.")
+
+    def _begin_immediate(self, conn, timeout_ms: int) -> None:
+        """``BEGIN IMMEDIATE``, polling for another writer's lock for up to ``lock_timeout`` s."""
+        deadline = time.monotonic() + self.lock_timeout
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={min(_POLL_MS, timeout_ms)}")
+        waited = False
+        next_note = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except OperationalError as exc:
+                    if not _is_locked(exc):
+                        raise
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise StoreError(
+                            f"gave up after waiting {self.lock_timeout:g} s for another writer's lock on history "
+                            f"store {_safe_url(self.url)} (another import or score is still running); nothing "
+                            "was written. Retry when it has finished, or wait longer with --lock-timeout SECONDS."
+                        ) from None
+                    if not waited:
+                        _say(f"waiting for another writer to finish with {_safe_url(self.url)} "
+                             f"(up to {self.lock_timeout:g} s, --lock-timeout)...")
+                        waited = True
+                    elif now >= next_note:
+                        _say(f"still waiting for another writer ({self.lock_timeout - (deadline - now):.0f} s so far)...")
+                        next_note = now + 30
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={timeout_ms}")
 
     @property
     def is_sqlite(self) -> bool:
@@ -184,10 +312,25 @@ class HistoryStore:
 
     @contextlib.contextmanager
     def write(self):
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite). Rolls back on any error."""
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite). Rolls back on any error.
+
+        A read-only store, a lock wait past ``lock_timeout`` or a lock lost mid-write raise a
+        one-line :class:`StoreError`; the transaction is rolled back, so nothing is written.
+        """
+        if self.read_only:
+            raise StoreError(self._readonly_message())
         eng = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
-        with eng.begin() as conn:
-            yield conn
+        try:
+            with eng.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            if _is_readonly(exc):
+                raise StoreError(self._readonly_message()) from None
+            if _is_locked(exc):
+                raise StoreError(
+                    f"history store {_safe_url(self.url)} stayed locked by another writer for more than "
+                    f"{self.lock_timeout:g} s; nothing was written. Retry, or raise --lock-timeout.") from None
+            raise
 
     @contextlib.contextmanager
     def read(self):

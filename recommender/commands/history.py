@@ -232,7 +232,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from history.export import export_history
 
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         rep = export_history(store, args.path, source=args.source, format=args.format)
     finally:
@@ -242,7 +242,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         st = store.stats()
     finally:
@@ -294,7 +294,7 @@ def _listing(store, kind, source):
 
 
 def cmd_list(args) -> int:
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         df = _listing(store, args.kind, args.source)
     finally:
@@ -313,7 +313,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         rec = store.get_model(args.name) if args.kind == "model" else store.get_dataset(args.name)
         jobs = store.jobs_frame(include_failed=True)

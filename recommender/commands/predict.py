@@ -37,7 +37,7 @@ def run(args) -> int:
 
     if args.top is not None and args.top < 0:
         raise RecommenderError(f"--top must be >= 0 (0 shows every model), got {args.top}")
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         ranked, meta = recommend_for_dataset(
             store, args.dataset, name=args.recommender, home=args.home, k=args.top or None,
