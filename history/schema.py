@@ -193,14 +193,24 @@ def _digest(parts) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:40]
 
 
-def job_key(*, model, dataset, regime, hparams, metric, value, status, source) -> str:
+#: Version of :func:`job_key`; stores written with an older one are re-keyed when opened.
+JOB_KEY_VERSION = 2
+
+
+def job_key(*, model, dataset, regime, hparams, metric, value, status, source, provenance=None) -> str:
     """Content hash identifying a job: the same run imported twice gets the same key.
 
     The value is part of the identity, so two runs of the same configuration that ended
     with different accuracies (e.g. two seeds) are two jobs; an exact duplicate is one.
+    So is the provenance (e.g. an MLflow run id or a log path): two runs with the same
+    configuration and the same accuracy but different provenance are two jobs. A job
+    without provenance keeps the key it had before provenance was part of it (version 1).
     """
     v = None if value is None else round(float(value), 10)
-    return _digest(["job", model, dataset, regime, hparams or {}, metric, v, status, source])
+    parts = ["job", model, dataset, regime, hparams or {}, metric, v, status, source]
+    if provenance is not None and str(provenance) != "":
+        parts.append(str(provenance))
+    return _digest(parts)
 
 
 def score_key(*, model, dataset, method, probe_size, seed, source) -> str:

@@ -129,6 +129,38 @@ def sqlite_path(url: str) -> Path | None:
     return Path(db)
 
 
+def _rekey_jobs(conn) -> None:
+    """Bring job keys up to ``schema.JOB_KEY_VERSION`` (provenance is part of a job's identity).
+
+    Keys of jobs without provenance do not change; keys of jobs with provenance gain it, so
+    re-importing the same file stays idempotent. Idempotent itself (guarded by the meta row).
+    """
+    have = conn.execute(select(S.meta.c.value).where(S.meta.c.key == "job_key_version")).scalar()
+    if have == str(S.JOB_KEY_VERSION):
+        return  # another process did it while we waited for the lock
+    m, d, j = S.models, S.datasets, S.jobs
+    q = (select(j.c.id, j.c.key, m.c.name.label("model"), d.c.name.label("dataset"), j.c.regime, j.c.hparams,
+                j.c.metric, j.c.value, j.c.status, j.c.source, j.c.provenance)
+         .join(m, m.c.id == j.c.model_id).join(d, d.c.id == j.c.dataset_id).where(j.c.provenance.is_not(None)))
+    changes = []
+    for r in conn.execute(q).mappings():
+        key = S.job_key(model=r["model"], dataset=r["dataset"], regime=r["regime"], hparams=r["hparams"],
+                        metric=r["metric"], value=r["value"], status=r["status"], source=r["source"],
+                        provenance=r["provenance"])
+        if key != r["key"]:
+            changes.append({"_id": r["id"], "_key": key})
+    if changes:
+        from sqlalchemy import bindparam
+
+        stmt = update(j).where(j.c.id == bindparam("_id")).values(key=bindparam("_key"))
+        for i in range(0, len(changes), _CHUNK):
+            conn.execute(stmt, changes[i : i + _CHUNK])
+    if have is None:
+        conn.execute(insert(S.meta).values(key="job_key_version", value=str(S.JOB_KEY_VERSION)))
+    else:
+        conn.execute(update(S.meta).where(S.meta.c.key == "job_key_version").values(value=str(S.JOB_KEY_VERSION)))
+
+
 class HistoryStore:
     """A fine-tuning history store over a SQLAlchemy URL.
 
@@ -236,6 +268,12 @@ class HistoryStore:
                 ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
                     select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
                 ready = ready and not _missing_columns(conn)
+                rekey = ready and conn.execute(select(S.meta.c.value).where(
+                    S.meta.c.key == "job_key_version")).scalar() != str(S.JOB_KEY_VERSION)
+            if create and rekey and not self.read_only:
+                init = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite else engine
+                with init.begin() as conn:
+                    _rekey_jobs(conn)
             if self.read_only and not ready:
                 raise StoreError(
                     f"history store {_safe_url(url)} is read-only (no write permission on the file or its "
@@ -253,6 +291,7 @@ class HistoryStore:
                     have = conn.execute(select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar()
                     if have is None:
                         conn.execute(insert(S.meta).values(key="schema_version", value=str(S.SCHEMA_VERSION)))
+                        conn.execute(insert(S.meta).values(key="job_key_version", value=str(S.JOB_KEY_VERSION)))
                     elif int(have) != S.SCHEMA_VERSION:
                         raise StoreError(
                             f"history store {_safe_url(url)} has schema version {have}, this tool "
@@ -450,6 +489,7 @@ class HistoryStore:
                 row["key"] = S.job_key(
                     model=str(r["model"]), dataset=str(r["dataset"]), regime=row["regime"], hparams=hp,
                     metric=row["metric"], value=row["value"], status=row["status"], source=row["source"],
+                    provenance=row["provenance"],
                 )
                 rows.setdefault(row["key"], row)
             keys = list(rows)

@@ -193,11 +193,26 @@ def read_table(path, **kw) -> pd.DataFrame:
             df = pd.read_csv(p, **kw)
     except pd.errors.EmptyDataError:
         raise HistoryImportError(f"{p}: file is empty (no header row)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        raise HistoryImportError(not_utf8_message(p, exc)) from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None
     if df.empty:
         raise HistoryImportError(f"{p}: file has a header but no data rows")
     return df
+
+
+def not_utf8_message(path, exc: UnicodeDecodeError | None = None, encoding: str = "utf-8") -> str:
+    """'file line N is not valid UTF-8' for the first line of ``path`` that does not decode."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                bad = raw[e.start:e.end]
+                return (f"{path}: file line {n} is not valid UTF-8 (byte {bad.hex(' ')} at character {e.start + 1}: "
+                        f"{raw[max(0, e.start - 20):e.end + 20]!r}); save the file as UTF-8 and import it again")
+    return f"{path}: the file is not valid UTF-8 ({exc}); save it as UTF-8 and import it again"
 
 
 def require_columns(df: pd.DataFrame, columns, path) -> None:

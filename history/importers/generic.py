@@ -166,9 +166,49 @@ def _numbers(df: pd.DataFrame, column: str, path) -> np.ndarray | None:
     return parse_numbers(df[column], column, path).to_numpy()
 
 
+_NAN_TOKENS = ("nan", "NaN", "NAN")
+
+
+def _accuracies(df: pd.DataFrame, path, rows: np.ndarray):
+    """The accuracy column as floats, and a mask of cells that literally say NaN.
+
+    Unlike other numeric columns, an accuracy with a comma is refused (``0,9`` may be a
+    decimal comma or a thousands separator), and ``inf`` is named as not finite. Only the
+    job rows selected by ``rows`` are checked.
+    """
+    if "accuracy" not in df.columns:
+        return None, None
+    raw = df["accuracy"].tolist()
+    nan = np.zeros(len(raw), bool)
+    for i in np.flatnonzero(rows):
+        v = raw[i]
+        if isinstance(v, str):
+            t = v.strip()
+            if t in _NAN_TOKENS:
+                nan[i] = True
+                continue
+            if "," in t:
+                raise HistoryImportError(
+                    f"{_where(path, int(i))}: accuracy {v!r} has a comma, which is ambiguous (decimal comma or "
+                    "thousands separator?); write numbers with a decimal point, e.g. 0.9")
+            try:
+                x = float(t)
+            except ValueError:
+                continue  # empty or not a number: parse_numbers below names the cell
+        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            x = float(v)
+        else:
+            continue
+        if math.isinf(x):
+            raise HistoryImportError(
+                f"{_where(path, int(i))}: accuracy {v!r} is not a finite number; give the measured fraction, "
+                "or leave the cell empty if the run has no result")
+    return parse_numbers(df["accuracy"].where(~pd.Series(nan, index=df.index), None), "accuracy", path).to_numpy(), nan
+
+
 # ---------------------------------------------------------------------- reading
 def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source: str | None = None,
-                       progress: bool = False) -> ImportBatch:
+                       progress: bool = False, force_unit: bool = False) -> ImportBatch:
     """Parse an already loaded generic-format frame (see module docstring) into a batch."""
     path = str(path)
     if unit not in UNITS:
@@ -227,7 +267,7 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
     report.drop("exact duplicate of an earlier row", int(dup.sum()))
 
     # ---- numeric columns, parsed once (errors name row and value)
-    acc = _numbers(df, "accuracy", path)
+    acc, acc_nan = _accuracies(df, path, (kinds == "job") & ~dup)
     if acc is not None:
         job_rows = (kinds == "job") & ~dup
         vals = np.where(job_rows, acc, np.nan)
@@ -254,6 +294,14 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                 raise HistoryImportError(
                     f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
                     f"({len(over)} row(s) above 100); fix the value or the unit"
+                )
+            seen = vals[~np.isnan(vals)]
+            if len(seen) and seen.max() <= 1 and not force_unit:
+                raise HistoryImportError(
+                    f"{path}: --unit percent, but all {len(seen)} accuracies are at most 1 (largest "
+                    f"{seen.max():g}), so the file looks like fractions: importing would store "
+                    f"{seen.max() / 100:g} for {seen.max():g}. Import without --unit percent, or add "
+                    "--force-unit if these really are percentages of at most 1%"
                 )
             acc = acc / 100.0
     hp_nums = {c: _numbers(df, c, path) for c in HPARAM_COLUMNS}
@@ -299,6 +347,11 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
         kind = kinds[i]
         model = _text(r.get("model"))
         dataset = _text(r.get("dataset"))
+        if kind == "job" and acc is not None and np.isnan(acc[i]) and (_text(r.get("status")) or "completed") == "completed":
+            # dropped before its model / dataset are registered: nothing of the row is kept
+            report.drop("accuracy is NaN (not a number) on a completed job" if acc_nan[i]
+                        else "empty accuracy on a completed job", 1)
+            continue
         if kind in ("job", "score", "model") and model is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'model' is empty")
         if kind in ("job", "score", "dataset") and dataset is None:
@@ -397,10 +450,10 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
             "provenance": _text(r.get("provenance")), "created_at": created,
         }
         key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hp), metric=metric,
-                        value=value, status=status, source=src)
+                        value=value, status=status, source=src, provenance=job["provenance"])
         if key in job_keys:
             report.drop("same job as an earlier row (same model, dataset, regime, hparams, metric, "
-                        "value, status and source)", 1)
+                        "value, status, source and provenance)", 1)
         else:
             job_keys.add(key)
             jobs.append(job)
@@ -438,7 +491,8 @@ class GenericImporter(Importer):
     name = "generic"
     description = "generic CSV/Parquet: model,dataset,accuracy[,regime,metric,status,hparams,score_<method>,...]"
 
-    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True) -> ImportBatch:
+    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
+             force_unit: bool = False) -> ImportBatch:
         p = Path(path)
         if p.is_dir():
             raise HistoryImportError(f"{p}: is a directory; the generic format is one .csv or .parquet file "
@@ -450,7 +504,7 @@ class GenericImporter(Importer):
         kw = {} if p.suffix.lower() in (".parquet", ".pq") else {
             "dtype": str, "keep_default_na": False, "sep": "\t" if p.suffix.lower() == ".tsv" else ","}
         df = read_table(p, **kw)
-        batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress)
+        batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress, force_unit=force_unit)
         batch.report.sha256 = sha256_of(p)
         return batch
 

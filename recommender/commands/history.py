@@ -53,6 +53,8 @@ def register(sub):
     q.add_argument("--format", "-f", required=True, help=f"input format: {', '.join(FORMATS)}")
     q.add_argument("--unit", choices=["fraction", "percent"], default=None,
                    help="generic/mlflow: accuracy unit in the input (default fraction, values in [0, 1])")
+    q.add_argument("--force-unit", action="store_true",
+                   help="accept --unit percent even when every value is at most 1 (refused by default)")
     q.add_argument("--source", default=None,
                    help="generic: source name for rows without one (default: file stem); mlflow: source "
                         "name (default mlflow:<experiment>)")
@@ -215,6 +217,8 @@ def cmd_import(args) -> int:
             options[k] = v
     if args.include_food101:
         options["include_food101"] = True
+    if args.force_unit:
+        options["force_unit"] = True
     path = args.path
     if path is None:
         if args.format != "mlflow":
