@@ -46,6 +46,7 @@ class CommitResult:
     scores_added: int = 0
     scores_replaced: int = 0
     scores_unchanged: int = 0
+    probes_added: int = 0
     details: dict = field(default_factory=dict)
 
 
@@ -441,6 +442,7 @@ class HistoryStore:
         import_log: Mapping | None = None,
         overwrite_meta: bool = False,
         conn=None,
+        probes: Iterable[Mapping] = (),
     ) -> CommitResult:
         """Write models, datasets, jobs and scores in ONE transaction.
 
@@ -457,7 +459,7 @@ class HistoryStore:
             with self.write() as c:
                 return self.commit(
                     models=models, datasets=datasets, jobs=jobs, scores=scores,
-                    import_log=import_log, overwrite_meta=overwrite_meta, conn=c,
+                    import_log=import_log, overwrite_meta=overwrite_meta, conn=c, probes=probes,
                 )
         res = CommitResult()
         jobs = list(jobs)
@@ -544,6 +546,20 @@ class HistoryStore:
                     res.scores_replaced += 1
             res.scores_added = len(new)
 
+        for p in probes:  # (dataset, size, seed) identifies a probe set; a new one replaces it
+            did = dids.get(str(p["dataset"]))
+            if did is None:
+                did = self._upsert_named(conn, S.datasets, S.DATASET_FIELDS, [{"name": p["dataset"]}], False)[0][
+                    str(p["dataset"])]
+            pr = S.probes
+            conn.execute(delete(pr).where((pr.c.dataset_id == did) & (pr.c.size == int(p["size"]))
+                                          & (pr.c.seed == int(p["seed"]))))
+            conn.execute(insert(pr).values(
+                dataset_id=did, size=int(p["size"]), seed=int(p["seed"]), num_classes=p.get("num_classes"),
+                indices=[int(i) for i in p["indices"]], data_ref=p.get("data_ref"),
+                created_at=p.get("created_at") or now))
+            res.probes_added += 1
+
         if import_log is not None:
             log = dict(import_log)
             conn.execute(
@@ -629,7 +645,7 @@ class HistoryStore:
         return df
 
     def probes_frame(self) -> pd.DataFrame:
-        q = select(S.probes, S.datasets.c.name.label("dataset")).join(S.datasets)
+        q = select(S.probes, S.datasets.c.name.label("dataset")).join(S.datasets).order_by(S.probes.c.id)
         with self.read() as conn:
             return pd.DataFrame(conn.execute(q).mappings().all())
 
@@ -729,6 +745,24 @@ class HistoryStore:
                 e = out["scores_by_method"].setdefault(meth, {"scores": 0, "pairs": pairs.get(meth, 0), "sources": {}})
                 e["scores"] += n
                 e["sources"][src] = n
+            out["last_imports"] = self._last_imports(conn)
+        return out
+
+    LAST_IMPORTS = 5
+
+    def _last_imports(self, conn) -> list[dict]:
+        """The most recent imports (newest first) with rows read / added and drops by reason."""
+        im = S.imports
+        rows = conn.execute(select(im).order_by(im.c.id.desc()).limit(self.LAST_IMPORTS)).mappings().all()
+        out = []
+        for r in rows:
+            dropped = {str(k): int(v) for k, v in (r["dropped"] or {}).items()}
+            out.append({
+                "id": r["id"], "created_at": r["created_at"], "importer": r["importer"], "source": r["source"],
+                "path": r["path"], "rows_read": r["rows_read"], "jobs_added": r["jobs_added"],
+                "scores_added": r["scores_added"], "rows_dropped": sum(dropped.values()),
+                "dropped": dict(sorted(dropped.items(), key=lambda kv: -kv[1])),
+            })
         return out
 
 

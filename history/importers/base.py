@@ -54,6 +54,8 @@ class ImportReport:
     scores_replaced: int = 0
     models_added: int = 0
     datasets_added: int = 0
+    probes_read: int = 0
+    probes_added: int = 0
     dropped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
@@ -77,6 +79,7 @@ class ImportReport:
             "jobs_existing": self.jobs_existing, "scores_read": self.scores_read,
             "scores_added": self.scores_added, "scores_replaced": self.scores_replaced,
             "models_added": self.models_added, "datasets_added": self.datasets_added,
+            "probes_read": self.probes_read, "probes_added": self.probes_added,
             "rows_dropped": self.rows_dropped, "dropped": dict(self.dropped),
             "repaired": dict(self.repaired), "notes": list(self.notes),
         }
@@ -91,6 +94,8 @@ class ImportReport:
             lines.append(
                 f"  scores: {self.scores_read} parsed, {self.scores_added} added, {self.scores_replaced} replaced")
         lines.append(f"  models added: {self.models_added}, datasets added: {self.datasets_added}")
+        if self.probes_read:
+            lines.append(f"  probes: {self.probes_read} parsed, {self.probes_added} added or replaced")
         if self.dropped:
             lines.append(f"  rows dropped: {self.rows_dropped}")
             for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]):
@@ -111,6 +116,7 @@ class ImportBatch:
     datasets: list = field(default_factory=list)
     jobs: list = field(default_factory=list)
     scores: list = field(default_factory=list)
+    probes: list = field(default_factory=list)
 
 
 class Importer:
@@ -144,6 +150,7 @@ class Importer:
         res = self._commit(
             store,
             models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
+            **({"probes": batch.probes} if batch.probes else {}),
             import_log={
                 "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
                 "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
@@ -152,6 +159,9 @@ class Importer:
         rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
         rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
         rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
+        rep.probes_read, rep.probes_added = len(batch.probes), res.probes_added
+        if not rep.rows_read:
+            rep.notes.append("the file has no data rows: nothing imported")
         return rep
 
     def _commit(self, store, **rows):
@@ -177,7 +187,7 @@ def is_blank(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in BLANK_TOKENS
 
 
-def read_table(path, **kw) -> pd.DataFrame:
+def read_table(path, allow_no_rows: bool = False, **kw) -> pd.DataFrame:
     """Read a CSV or Parquet file with clear errors for missing / empty / unreadable files."""
     p = Path(path)
     if not p.exists():
@@ -197,7 +207,7 @@ def read_table(path, **kw) -> pd.DataFrame:
         raise HistoryImportError(not_utf8_message(p, exc)) from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None
-    if df.empty:
+    if df.empty and not allow_no_rows:
         raise HistoryImportError(f"{p}: file has a header but no data rows")
     return df
 

@@ -18,6 +18,11 @@ A ``record`` column (optional, default ``job``) says what a row holds:
               ``probe_size``, ``seed``, ``runtime_s``, ``source``, ``created_at``.
 * ``model``   a model and its meta-features only (``model_<field>`` columns).
 * ``dataset`` a dataset and its meta-features only (``dataset_<field>`` columns).
+* ``probe``   a probe set: ``dataset``, ``probe_size``, ``seed``, ``probe_indices`` (JSON list
+              of sample indices), ``probe_num_classes``, ``probe_data_ref``, ``created_at``.
+
+A file with a header but no rows imports as nothing when it has a ``record`` column (the
+export of an empty store); otherwise it is an error.
 
 Any row naming a model / dataset may carry ``model_<field>`` / ``dataset_<field>``
 meta columns (and ``model_extra`` / ``dataset_extra``, JSON objects).
@@ -46,7 +51,7 @@ from .. import schema as S
 from ..errors import HistoryImportError, closest
 from .base import ImportBatch, Importer, ImportReport, parse_numbers, read_table, register_importer, sha256_of
 
-RECORD_KINDS = ("job", "score", "model", "dataset")
+RECORD_KINDS = ("job", "score", "model", "dataset", "probe")
 #: Job statuses the store knows; only ``completed`` jobs become training targets.
 JOB_STATUSES = ("completed", "failed", "killed", "running")
 UNITS = ("fraction", "percent")
@@ -56,11 +61,13 @@ JOB_COLUMNS = ("regime", "metric", "status", "hparams", "source", "provenance", 
 #: Hyper-parameter columns merged into ``hparams`` (name -> python type).
 HPARAM_COLUMNS = {"lr": float, "epochs": int, "batch_size": int, "seed": int}
 SCORE_COLUMNS = ("method", "score", "probe_size", "runtime_s")  # + seed, source, created_at
+#: A ``probe`` row: the probe set drawn from ``dataset`` with (``probe_size``, ``seed``).
+PROBE_COLUMNS = ("probe_indices", "probe_num_classes", "probe_data_ref")
 MODEL_COLUMNS = {f"model_{f}": f for f in S.MODEL_FIELDS}
 DATASET_COLUMNS = {f"dataset_{f}": f for f in S.DATASET_FIELDS}
 META_EXTRA = {"model_extra": "model", "dataset_extra": "dataset"}
 KNOWN_COLUMNS = (
-    ("record",) + REQUIRED + JOB_COLUMNS + tuple(HPARAM_COLUMNS) + SCORE_COLUMNS
+    ("record",) + REQUIRED + JOB_COLUMNS + tuple(HPARAM_COLUMNS) + SCORE_COLUMNS + PROBE_COLUMNS
     + tuple(MODEL_COLUMNS) + tuple(DATASET_COLUMNS) + tuple(META_EXTRA)
 )
 SCORE_PREFIX = "score_"
@@ -317,7 +324,7 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
     models: dict[str, dict] = {}
     datasets: dict[str, dict] = {}
     origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
-    jobs, scores = [], []
+    jobs, scores, probes = [], [], []
     job_keys: set[str] = set()
     score_rows: dict[str, int] = {}
 
@@ -354,12 +361,16 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
             continue
         if kind in ("job", "score", "model") and model is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'model' is empty")
-        if kind in ("job", "score", "dataset") and dataset is None:
+        if kind in ("job", "score", "dataset", "probe") and dataset is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'dataset' is empty")
         if kind == "model":
             dataset = None
-        if kind == "dataset":
+        if kind in ("dataset", "probe"):
             model = None
+        if kind == "probe":
+            probes.append(_probe(r, i, dataset, sc_nums, hp_nums, path))
+            datasets.setdefault(dataset, {"name": dataset})
+            continue
         _check_len(model, 255, "model", path, i)
         _check_len(dataset, 255, "dataset", path, i)
 
@@ -466,7 +477,26 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
 
     scores = [s for s in scores if s is not None]
     return ImportBatch(report=report, models=list(models.values()), datasets=list(datasets.values()),
-                       jobs=jobs, scores=scores)
+                       jobs=jobs, scores=scores, probes=probes)
+
+
+def _probe(r, i, dataset, sc_nums, hp_nums, path) -> dict:
+    size, seed = sc_nums["probe_size"], hp_nums["seed"]
+    if size is None or np.isnan(size[i]) or seed is None or np.isnan(seed[i]):
+        raise HistoryImportError(f"{_where(path, i)}: a probe row needs 'probe_size' and 'seed'")
+    raw = r.get("probe_indices")
+    try:
+        idx = json.loads(str(raw)) if not _is_missing(raw) else None
+    except json.JSONDecodeError:
+        idx = None
+    if not isinstance(idx, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in idx):
+        raise HistoryImportError(f"{_where(path, i)}: column 'probe_indices' must be a JSON list of whole "
+                                 f"numbers, got {str(raw)[:60]!r}")
+    nc = r.get("probe_num_classes")
+    return {"dataset": dataset, "size": _as_int(size[i], "probe_size", path, i, r.get("probe_size")),
+            "seed": _as_int(seed[i], "seed", path, i, r.get("seed")), "indices": idx,
+            "num_classes": None if _is_missing(nc) else _as_int(float(nc), "probe_num_classes", path, i, nc),
+            "data_ref": _text(r.get("probe_data_ref")), "created_at": _parse_time(r.get("created_at"), path, i)}
 
 
 def _add_score(rec, i, scores, score_rows, report):
@@ -503,7 +533,9 @@ class GenericImporter(Importer):
             )
         kw = {} if p.suffix.lower() in (".parquet", ".pq") else {
             "dtype": str, "keep_default_na": False, "sep": "\t" if p.suffix.lower() == ".tsv" else ","}
-        df = read_table(p, **kw)
+        df = read_table(p, allow_no_rows=True, **kw)
+        if df.empty and "record" not in [str(c).strip() for c in df.columns]:
+            raise HistoryImportError(f"{p}: file has a header but no data rows")
         batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress, force_unit=force_unit)
         batch.report.sha256 = sha256_of(p)
         return batch

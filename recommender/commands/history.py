@@ -73,10 +73,16 @@ def register(sub):
     q.add_argument("path", help="output file (.csv or .parquet)")
     q.add_argument("--source", default=None, help="only the jobs and scores of this source")
     q.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the extension")
+    q.add_argument("--wide", action="store_true",
+                   help="for pandas: one row per (model, dataset) with the target and one score_<method> column "
+                        "per score (a view, not re-importable)")
+    q.add_argument("--target-rule", choices=["best", "mean", "latest"], default="best",
+                   help="--wide: how a pair's target is derived from its jobs (default best)")
     q.set_defaults(func=cmd_export)
 
-    q = add_parser(hs, "stats", help="counts of jobs, models, datasets and scores",
-                   description="Counts by source, regime and score method.")
+    q = add_parser(hs, "stats", help="counts of jobs, models, datasets and scores; the last imports",
+                   description="Counts by source, regime and score method, and the last imports with "
+                               "their dropped rows by reason.")
     q.add_argument("--json", action="store_true", help="machine-readable JSON")
     q.set_defaults(func=cmd_stats)
 
@@ -238,7 +244,8 @@ def cmd_export(args) -> int:
 
     store = open_store(args, write=False)
     try:
-        rep = export_history(store, args.path, source=args.source, format=args.format)
+        rep = export_history(store, args.path, source=args.source, format=args.format, wide=args.wide,
+                             target_rule=args.target_rule)
     finally:
         store.dispose()
     print(rep.summary())
@@ -267,6 +274,15 @@ def cmd_stats(args) -> int:
         _table("scores by method", ["method", "scores", "pairs", "sources"],
                [(m, f"{v['scores']:,}", f"{v['pairs']:,}", ", ".join(f"{s} ({n})" for s, n in v["sources"].items()))
                 for m, v in st["scores_by_method"].items()])
+    if st.get("last_imports"):
+        _table(f"last {len(st['last_imports'])} imports (newest first)",
+               ["when", "importer", "source", "rows", "jobs", "scores", "dropped"],
+               [(str(r["created_at"])[:19], r["importer"], r["source"], f"{r['rows_read']:,}", f"{r['jobs_added']:,}",
+                 f"{r['scores_added']:,}", f"{r['rows_dropped']:,}") for r in st["last_imports"]])
+        drops = [(str(r["created_at"])[:19], r["source"], reason, f"{n:,}")
+                 for r in st["last_imports"] for reason, n in r["dropped"].items()]
+        if drops:
+            _table("dropped rows of those imports, by reason", ["when", "source", "reason", "count"], drops)
     if not t["jobs"] and not t["scores"]:
         print("the store is empty: fill it with 'history pull NAME' or 'history import PATH --format generic'")
     return 0
