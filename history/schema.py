@@ -172,8 +172,11 @@ def utcnow() -> datetime:
 
 def _clean(v):
     """JSON-safe canonical value (NaN -> None, numpy scalars -> python)."""
-    if v is None:
-        return None
+    t = type(v)
+    if v is None or t is str or t is int or t is bool:  # fast paths (imports call this per row)
+        return v
+    if t is float:
+        return None if (math.isnan(v) or math.isinf(v)) else v
     if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
         v = v.item()
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):

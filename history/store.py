@@ -569,8 +569,8 @@ class HistoryStore:
                     path=log.get("path"),
                     sha256=log.get("sha256"),
                     rows_read=int(log.get("rows_read", 0)),
-                    jobs_added=res.jobs_added,
-                    scores_added=res.scores_added,
+                    jobs_added=int(log.get("jobs_added", res.jobs_added)),
+                    scores_added=int(log.get("scores_added", res.scores_added)),
                     dropped=S._clean(log.get("dropped") or {}),
                     created_at=now,
                 )

@@ -235,31 +235,42 @@ def require_columns(df: pd.DataFrame, columns, path) -> None:
 
 
 def parse_numbers(series: pd.Series, column: str, path, *, allow_missing: bool = True,
-                  missing_values=("", "nan", "NaN", "None", "null", "NA")) -> pd.Series:
+                  missing_values=("", "nan", "NaN", "None", "null", "NA"), offset: int = 0) -> pd.Series:
     """Parse a column to float; an unparsable cell raises an error naming row and value.
 
     Row numbers are 1-based data rows as a spreadsheet shows them after the header
     (file line = row + 1).
     """
     out = np.full(len(series), np.nan)
-    for i, v in enumerate(series.tolist()):
+    vals = series.tolist()
+    missing = set(missing_values)
+    if all(isinstance(v, str) for v in vals):  # the fast path: plain numbers or empty cells
+        try:
+            fast = pd.to_numeric(pd.Series([None if v in missing else v for v in vals], dtype=object),
+                                 errors="raise").to_numpy(dtype=float)
+        except (ValueError, TypeError):
+            fast = None  # something to clean or to report: the cell-by-cell loop below
+        if fast is not None and (allow_missing or not np.isnan(fast).any()):
+            return pd.Series(fast, index=series.index, name=column)
+    for i, v in enumerate(vals):
+        row = i + offset + 1
         if v is None or (isinstance(v, float) and np.isnan(v)):
             if not allow_missing:
-                raise HistoryImportError(f"{path}: row {i + 1}: column {column!r} is empty")
+                raise HistoryImportError(f"{path}: row {row}: column {column!r} is empty")
             continue
         if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
             out[i] = float(v)
             continue
         s = str(v).strip().replace(",", "") if isinstance(v, str) else str(v)
-        if s in missing_values:
+        if s in missing:
             if not allow_missing:
-                raise HistoryImportError(f"{path}: row {i + 1}: column {column!r} is empty")
+                raise HistoryImportError(f"{path}: row {row}: column {column!r} is empty")
             continue
         try:
             out[i] = float(s)
         except ValueError:
             raise HistoryImportError(
-                f"{path}: row {i + 1} (file line {i + 2}): column {column!r} has value {v!r}, "
+                f"{path}: row {row} (file line {row + 1}): column {column!r} has value {v!r}, "
                 "which is not a number"
             ) from None
     return pd.Series(out, index=series.index, name=column)

@@ -72,6 +72,11 @@ KNOWN_COLUMNS = (
 )
 SCORE_PREFIX = "score_"
 
+SAME_JOB = ("same job as an earlier row (same model, dataset, regime, hparams, metric, value, status, source "
+            "and provenance)")
+SCORE_CHANGED = ("score repeated for the same (model, dataset, method, probe_size, seed, source) with a "
+                 "different value; the later row wins")
+
 PAUSE_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE"
 PAUSE_SECONDS_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE_S"
 
@@ -96,7 +101,20 @@ def _text(v):
     return str(v).strip()
 
 
+class _Loc(str):
+    """The file name, carrying the row offset of the chunk being parsed (for messages)."""
+
+    offset = 0
+
+
+def _at(path, offset: int) -> _Loc:
+    loc = _Loc(path)
+    loc.offset = offset
+    return loc
+
+
 def _where(path, i: int) -> str:
+    i = int(i) + getattr(path, "offset", 0)
     return f"{path}: row {i + 1} (file line {i + 2})"
 
 
@@ -170,7 +188,7 @@ def _parse_time(raw, path, i: int):
 def _numbers(df: pd.DataFrame, column: str, path) -> np.ndarray | None:
     if column not in df.columns:
         return None
-    return parse_numbers(df[column], column, path).to_numpy()
+    return parse_numbers(df[column], column, path, offset=getattr(path, "offset", 0)).to_numpy()
 
 
 _NAN_TOKENS = ("nan", "NaN", "NAN")
@@ -210,24 +228,63 @@ def _accuracies(df: pd.DataFrame, path, rows: np.ndarray):
             raise HistoryImportError(
                 f"{_where(path, int(i))}: accuracy {v!r} is not a finite number; give the measured fraction, "
                 "or leave the cell empty if the run has no result")
-    return parse_numbers(df["accuracy"].where(~pd.Series(nan, index=df.index), None), "accuracy", path).to_numpy(), nan
+    vals = df["accuracy"].where(~pd.Series(nan, index=df.index), None)
+    return parse_numbers(vals, "accuracy", path, offset=getattr(path, "offset", 0)).to_numpy(), nan
 
 
 # ---------------------------------------------------------------------- reading
+class ParseState:
+    """What parsing one file remembers across its chunks (meta-features, duplicates, units)."""
+
+    def __init__(self, path, *, unit: str, source: str | None, force_unit: bool):
+        if unit not in UNITS:
+            raise HistoryImportError(f"unknown accuracy unit {unit!r}; use one of: {', '.join(UNITS)}")
+        self.path, self.unit, self.force_unit = str(path), unit, force_unit
+        self.default_source = source or Path(path).stem
+        self.report = ImportReport(importer="generic", source=self.default_source, path=self.path)
+        self.models: dict[str, dict] = {}
+        self.datasets: dict[str, dict] = {}
+        self.origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
+        self.row_hashes: list[np.ndarray] = []  # of earlier chunks, for exact duplicates
+        self.job_hashes: list[np.ndarray] = []  # first 64 bits of earlier chunks' job keys
+        self.score_values: dict[str, float] = {}  # score key -> value, of earlier chunks
+        self.pct_max = -np.inf  # largest accuracy seen with --unit percent
+        self.pct_n = 0
+        self.offset = 0
+
+    def finish(self) -> None:
+        """Checks that need the whole file (raises before anything is committed)."""
+        if self.unit == "percent" and self.pct_n and self.pct_max <= 1 and not self.force_unit:
+            m = self.pct_max
+            raise HistoryImportError(
+                f"{self.path}: --unit percent, but all {self.pct_n} accuracies are at most 1 (largest {m:g}), "
+                f"so the file looks like fractions: importing would store {m / 100:g} for {m:g}. Import "
+                "without --unit percent, or add --force-unit if these really are percentages of at most 1%")
+
+
 def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source: str | None = None,
                        progress: bool = False, force_unit: bool = False) -> ImportBatch:
     """Parse an already loaded generic-format frame (see module docstring) into a batch."""
-    path = str(path)
-    if unit not in UNITS:
-        raise HistoryImportError(f"unknown accuracy unit {unit!r}; use one of: {', '.join(UNITS)}")
-    df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
+    state = ParseState(path, unit=unit, source=source, force_unit=force_unit)
+    batch = parse_chunk(state, df, progress=progress)
+    state.finish()
+    batch.models, batch.datasets = list(state.models.values()), list(state.datasets.values())
+    return batch
+
+
+def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> ImportBatch:
+    """Parse the next chunk of a file: its jobs, scores and probes (models and datasets, with
+    their meta-features, accumulate in ``state``). Rows are numbered across chunks."""
+    path = _at(state.path, state.offset)
+    unit, report, default_source = state.unit, state.report, state.default_source
+    state.offset += len(df)
+    if not all(dt == object for dt in df.dtypes) or df.isna().to_numpy().any():
+        df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
     df.columns = [str(c).strip() for c in df.columns]
     dupe_cols = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dupe_cols:
         raise HistoryImportError(f"{path}: column(s) {', '.join(dupe_cols)} appear more than once in the header")
-    default_source = source or Path(path).stem
-    report = ImportReport(importer="generic", source=default_source, path=path)
-    report.rows_read = len(df)
+    report.rows_read += len(df)
 
     # ---- columns
     score_methods = {c: c[len(SCORE_PREFIX):] for c in df.columns if c.startswith(SCORE_PREFIX)}
@@ -270,7 +327,14 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
         )
 
     # ---- exact duplicates
-    dup = df.astype(str).duplicated().to_numpy() if len(df) else np.zeros(0, bool)
+    if len(df):
+        h = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
+        dup = np.array(pd.Series(h).duplicated(), dtype=bool)
+        if state.row_hashes:
+            dup |= np.isin(h, np.concatenate(state.row_hashes))
+        state.row_hashes = [np.unique(np.concatenate(state.row_hashes + [h]))]
+    else:
+        dup = np.zeros(0, bool)
     report.drop("exact duplicate of an earlier row", int(dup.sum()))
 
     # ---- numeric columns, parsed once (errors name row and value)
@@ -303,13 +367,8 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                     f"({len(over)} row(s) above 100); fix the value or the unit"
                 )
             seen = vals[~np.isnan(vals)]
-            if len(seen) and seen.max() <= 1 and not force_unit:
-                raise HistoryImportError(
-                    f"{path}: --unit percent, but all {len(seen)} accuracies are at most 1 (largest "
-                    f"{seen.max():g}), so the file looks like fractions: importing would store "
-                    f"{seen.max() / 100:g} for {seen.max():g}. Import without --unit percent, or add "
-                    "--force-unit if these really are percentages of at most 1%"
-                )
+            if len(seen):
+                state.pct_max, state.pct_n = max(state.pct_max, float(seen.max())), state.pct_n + len(seen)
             acc = acc / 100.0
     hp_nums = {c: _numbers(df, c, path) for c in HPARAM_COLUMNS}
     sc_nums = {c: _numbers(df, c, path) for c in ("score", "probe_size", "runtime_s")}
@@ -320,12 +379,14 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
         if col in df.columns and not isinstance(table.c[f].type, String):
             meta_nums[col] = _numbers(df, col, path)
 
-    records = df.to_dict("records")
-    models: dict[str, dict] = {}
-    datasets: dict[str, dict] = {}
-    origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
+    columns = list(df.columns)
+    column_values = [df[c].tolist() for c in columns]
+    del df
+    n_rows = len(kinds)
+    models, datasets, origin = state.models, state.datasets, state.origin
     jobs, scores, probes = [], [], []
     job_keys: set[str] = set()
+    job_key_list: list[str] = []
     score_rows: dict[str, int] = {}
 
     def meta(kind, name, field, value, i, col):
@@ -340,17 +401,17 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                 f"{old!r} in row {origin[(kind, name, field)] + 1}; one {kind} has one value per field"
             )
         rec[field] = value
-        origin.setdefault((kind, name, field), i)
+        origin.setdefault((kind, name, field), i + path.offset)
 
-    it = range(len(records))
-    if progress and len(records) >= 20000:
+    it = range(n_rows)
+    if progress is True and n_rows >= 20000:
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"parsing {Path(path).name}", unit="row", leave=False)
     for i in it:
         if dup[i]:
             continue
-        r = records[i]
+        r = dict(zip(columns, [col[i] for col in column_values]))
         kind = kinds[i]
         model = _text(r.get("model"))
         dataset = _text(r.get("dataset"))
@@ -463,10 +524,10 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
         key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hp), metric=metric,
                         value=value, status=status, source=src, provenance=job["provenance"])
         if key in job_keys:
-            report.drop("same job as an earlier row (same model, dataset, regime, hparams, metric, "
-                        "value, status, source and provenance)", 1)
+            report.drop(SAME_JOB, 1)
         else:
             job_keys.add(key)
+            job_key_list.append(key)
             jobs.append(job)
         for m, col in wide.items():
             if col is not None and not np.isnan(col[i]):
@@ -475,9 +536,24 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                             "probe_size": None, "seed": None, "runtime_s": None, "source": src,
                             "created_at": None}, i, scores, score_rows, report)
 
+    # the same job in an earlier chunk
+    kh = np.array([int(k[:16], 16) for k in job_key_list], dtype=np.uint64)
+    if state.job_hashes and len(kh):
+        again = np.isin(kh, np.concatenate(state.job_hashes))
+        if again.any():
+            report.drop(SAME_JOB, int(again.sum()))
+            jobs = [j for j, a in zip(jobs, again) if not a]
+    if len(kh):
+        state.job_hashes = [np.concatenate(state.job_hashes + [kh])]
+    for k in list(score_rows):  # scores of earlier chunks: the later row wins (the store replaces it)
+        rec = scores[score_rows[k]]
+        if rec is None:
+            continue
+        if k in state.score_values and state.score_values[k] != rec["value"]:
+            report.drop(SCORE_CHANGED, 1)
+        state.score_values[k] = rec["value"]
     scores = [s for s in scores if s is not None]
-    return ImportBatch(report=report, models=list(models.values()), datasets=list(datasets.values()),
-                       jobs=jobs, scores=scores, probes=probes)
+    return ImportBatch(report=report, jobs=jobs, scores=scores, probes=probes)
 
 
 def _probe(r, i, dataset, sc_nums, hp_nums, path) -> dict:
@@ -507,8 +583,7 @@ def _add_score(rec, i, scores, score_rows, report):
         old = scores[j]
         if old["value"] == rec["value"]:
             return  # the same score repeated on several job rows (one per hyper-parameter setting)
-        report.drop("score repeated for the same (model, dataset, method, probe_size, seed, source) "
-                    "with a different value; the later row wins", 1)
+        report.drop(SCORE_CHANGED, 1)
         scores[j] = None
     score_rows[key] = len(scores)
     scores.append(rec)
@@ -521,8 +596,11 @@ class GenericImporter(Importer):
     name = "generic"
     description = "generic CSV/Parquet: model,dataset,accuracy[,regime,metric,status,hparams,score_<method>,...]"
 
-    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
-             force_unit: bool = False) -> ImportBatch:
+    #: Rows parsed and written at a time by :meth:`run` (bounds the memory of a large import).
+    CHUNK_ROWS = 100_000
+
+    @staticmethod
+    def _check_path(path) -> Path:
         p = Path(path)
         if p.is_dir():
             raise HistoryImportError(f"{p}: is a directory; the generic format is one .csv or .parquet file "
@@ -531,20 +609,114 @@ class GenericImporter(Importer):
             raise HistoryImportError(
                 f"{p}: unsupported file extension {p.suffix!r}; the generic format is read from .csv or .parquet"
             )
-        kw = {} if p.suffix.lower() in (".parquet", ".pq") else {
+        return p
+
+    @staticmethod
+    def _csv_options(p: Path) -> dict:
+        return {} if p.suffix.lower() in (".parquet", ".pq") else {
             "dtype": str, "keep_default_na": False, "sep": "\t" if p.suffix.lower() == ".tsv" else ","}
-        df = read_table(p, allow_no_rows=True, **kw)
+
+    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
+             force_unit: bool = False) -> ImportBatch:
+        """The whole file as one batch (for small files and the Python API; ``run`` streams)."""
+        p = self._check_path(path)
+        df = read_table(p, allow_no_rows=True, **self._csv_options(p))
         if df.empty and "record" not in [str(c).strip() for c in df.columns]:
             raise HistoryImportError(f"{p}: file has a header but no data rows")
         batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress, force_unit=force_unit)
         batch.report.sha256 = sha256_of(p)
         return batch
 
-    def _commit(self, store, **rows):
-        with store.write() as conn:
-            res = store.commit(**rows, conn=conn)
-            _test_pause()
-        return res
+    def _chunks(self, p: Path):
+        """The file as frames of at most CHUNK_ROWS rows, with read_table's clear errors."""
+        if p.suffix.lower() in (".parquet", ".pq"):
+            if not p.exists():
+                raise HistoryImportError(f"{p}: file not found")
+            if p.stat().st_size == 0:
+                raise HistoryImportError(f"{p}: file is empty")
+        else:  # existence, empty file, no header, undecodable header: read_table's clear errors
+            read_table(p, allow_no_rows=True, nrows=1, **self._csv_options(p))
+        try:
+            if p.suffix.lower() in (".parquet", ".pq"):
+                import pyarrow.parquet as pq
+
+                for b in pq.ParquetFile(p).iter_batches(batch_size=self.CHUNK_ROWS):
+                    yield b.to_pandas()
+                return
+            with pd.read_csv(p, chunksize=self.CHUNK_ROWS, **self._csv_options(p)) as reader:
+                yield from reader
+        except UnicodeDecodeError as exc:
+            from .base import not_utf8_message
+
+            raise HistoryImportError(not_utf8_message(p, exc)) from None
+        except (pd.errors.ParserError, ValueError, OSError) as exc:
+            raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None
+
+    def run(self, store, path, progress: bool = True, **options) -> ImportReport:
+        """Stream the file: parse and write CHUNK_ROWS rows at a time, all in ONE transaction
+        (an error in any chunk rolls everything back), with a progress bar over both phases."""
+        self.check_options(options)
+        unit, source = options.get("unit", "fraction"), options.get("source")
+        force_unit = bool(options.get("force_unit", False))
+        p = self._check_path(path)
+        state = ParseState(p, unit=unit, source=source, force_unit=force_unit)
+        rep = state.report
+        totals = dict(jobs_added=0, jobs_existing=0, scores_added=0, scores_replaced=0, models_added=0,
+                      datasets_added=0, probes_added=0)
+        bar = None
+        if progress is True:
+            from tqdm import tqdm
+
+            bar = tqdm(desc=f"importing {p.name}", unit="row", leave=False, disable=None)
+
+        def add(res):
+            for k in totals:
+                totals[k] += getattr(res, k)
+
+        try:
+            with store.write() as conn:
+                columns = None
+                for df in self._chunks(p):
+                    columns = columns or [str(c).strip() for c in df.columns]
+                    if bar is not None:
+                        bar.set_postfix_str("parsing")
+                    n = len(df)
+                    batch = parse_chunk(state, df, progress=False)
+                    del df
+                    rep.jobs_read += len(batch.jobs)
+                    rep.scores_read += len(batch.scores)
+                    rep.probes_read += len(batch.probes)
+                    if bar is not None:
+                        bar.set_postfix_str("writing")
+                    add(store.commit(jobs=batch.jobs, scores=batch.scores,
+                                     **({"probes": batch.probes} if batch.probes else {}), conn=conn))
+                    if bar is not None:
+                        bar.update(n)
+                if columns is None and p.suffix.lower() in (".parquet", ".pq"):
+                    import pyarrow.parquet as pq
+
+                    columns = [str(c).strip() for c in pq.ParquetFile(p).schema_arrow.names]
+                if not rep.rows_read and "record" not in (columns or []):
+                    raise HistoryImportError(f"{p}: file has a header but no data rows")
+                state.finish()
+                rep.sha256 = sha256_of(p)
+                res = store.commit(
+                    models=list(state.models.values()), datasets=list(state.datasets.values()), conn=conn,
+                    import_log={"importer": rep.importer, "source": rep.source, "path": rep.path,
+                                "sha256": rep.sha256, "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
+                                "jobs_added": totals["jobs_added"], "scores_added": totals["scores_added"]})
+                add(res)
+                _test_pause()
+        finally:
+            if bar is not None:
+                bar.close()
+        rep.jobs_added, rep.jobs_existing = totals["jobs_added"], totals["jobs_existing"]
+        rep.scores_added, rep.scores_replaced = totals["scores_added"], totals["scores_replaced"]
+        rep.models_added, rep.datasets_added = totals["models_added"], totals["datasets_added"]
+        rep.probes_added = totals["probes_added"]
+        if not rep.rows_read:
+            rep.notes.append("the file has no data rows: nothing imported")
+        return rep
 
 
 def _test_pause():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from pathlib import Path
 
 from history.errors import NotFoundError, RecommenderError, StoreError
 
@@ -17,6 +18,7 @@ from . import add_parser, open_store
 HELP = "fill, inspect and export the fine-tuning history store"
 FORMATS = ("generic", "transfergraph", "shift", "parc", "timm", "mlflow")
 LIST_FORMATS = ("table", "csv", "json")
+GENERIC_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
 class CliUsageError(RecommenderError):
@@ -50,7 +52,8 @@ def register(sub):
                                "(folders of the public histories), mlflow (PATH = tracking URI).")
     q.add_argument("path", nargs="?", help="file or folder; for --format mlflow the tracking URI "
                                            "(default: --tracking-uri)")
-    q.add_argument("--format", "-f", required=True, help=f"input format: {', '.join(FORMATS)}")
+    q.add_argument("--format", "-f", default=None,
+                   help=f"input format: {', '.join(FORMATS)} (default: generic for a .csv or .parquet file)")
     q.add_argument("--unit", choices=["fraction", "percent"], default=None,
                    help="generic/mlflow: accuracy unit in the input (default fraction, values in [0, 1])")
     q.add_argument("--force-unit", action="store_true",
@@ -215,6 +218,13 @@ def cmd_import(args) -> int:
     from history.config import resolve_tracking_uri
     from history.importers import get_importer
 
+    if args.format is None:
+        suffixes = [x.lower() for x in Path(args.path or "").suffixes]
+        if args.path and suffixes and suffixes[-1] in GENERIC_SUFFIXES or suffixes[-2:-1] == [".csv"]:
+            args.format = "generic"
+        else:
+            raise CliUsageError(f"history import {args.path or ''}: give --format (one of {', '.join(FORMATS)}); "
+                                "only a .csv or .parquet file is taken as the generic format by default")
     imp = get_importer(args.format)  # unknown format -> error listing the supported ones
     options = _parse_options(args.option)
     for k in ("unit", "source", "experiment", "metric"):
