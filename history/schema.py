@@ -210,10 +210,22 @@ def job_key(*, model, dataset, regime, hparams, metric, value, status, source, p
     without provenance keeps the key it had before provenance was part of it (version 1).
     """
     v = None if value is None else round(float(value), 10)
-    parts = ["job", model, dataset, regime, hparams or {}, metric, v, status, source]
+    hp = hparams or {}
+    parts = ["job", model, dataset, regime, hp, metric, v, status, source]
     if provenance is not None and str(provenance) != "":
         parts.append(str(provenance))
+    if (type(hp) is dict and (v is None or math.isfinite(v))
+            and all(type(x) is str for x in (model, dataset, regime, metric, status, source))
+            and all(type(k) is str and (x is None or type(x) in _PLAIN or (type(x) is float and math.isfinite(x)))
+                    for k, x in hp.items())):
+        # fast path (large imports), same text as canonical_json: flat, already clean values
+        parts[4] = {k: x for k, x in hp.items() if x is not None}
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
     return _digest(parts)
+
+
+_PLAIN = (str, int, bool)
 
 
 def score_key(*, model, dataset, method, probe_size, seed, source) -> str:
