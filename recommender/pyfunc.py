@@ -46,7 +46,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for pkg in ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "myfm", "pyarrow",
+    for pkg in ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "pyarrow",
                 "sqlalchemy"):
         try:
             out.append(f"{pkg}=={version(pkg)}")

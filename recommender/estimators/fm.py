@@ -22,17 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from history.errors import RecommenderError
+
 from .base import TabularRecommender
-
-
-def fm_score(X, w0: np.ndarray, w: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """FM outputs of every member / posterior sample: [n_rows, S]. w0 [S], w [S,p], V [S,p,k]."""
-    S, p, k = V.shape
-    lin = np.asarray(X @ w.T)  # [n, S]
-    XV = np.asarray(X @ V.transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
-    X2 = X.multiply(X) if hasattr(X, "multiply") else X ** 2
-    X2V2 = np.asarray(X2 @ (V ** 2).transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
-    return w0[None, :] + lin + 0.5 * (XV ** 2 - X2V2).sum(-1)
+from .fm_torch import fm_score  # noqa: F401  (re-exported: the scoring kernel both FMs share)
 
 
 class _FMSamplesMixin:
@@ -127,7 +120,14 @@ class MyFMRecommender(_FMSamplesMixin, TabularRecommender):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import myfm
+            try:
+                import myfm
+            except ModuleNotFoundError as exc:
+                if exc.name != "myfm":
+                    raise
+                raise RecommenderError(
+                    "MyFMRecommender needs the optional myfm package (experiments.fm_compare only): "
+                    "pip install 'finetune-recommender[fm-compare]'") from None
         names = self.featurizer_.feature_names_
         # one hyper-prior group per feature block (d/m/s x dense/one-hot family)
         keys = [n.split("=")[0] if "=" in n else n.split(":")[0] + ":dense" for n in names]
