@@ -65,12 +65,11 @@ class FMRecommender(_FMSamplesMixin, TabularRecommender):
 
     name = "fm"
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 100, n_members: int = 3,
                  l2_linear: float = 1e-3, l2_factors: float = 1e-2, init_stdev: float = 0.1,
                  collab_bandwidth: float = 1.0, model_ids=None, collab: bool = False):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.rank = rank
@@ -99,12 +98,11 @@ class MyFMRecommender(_FMSamplesMixin, TabularRecommender):
 
     name = "fm-myfm"
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 300, n_kept_samples: int = 100,
                  init_stdev: float = 0.1, collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = False):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.rank = rank

@@ -20,12 +20,11 @@ class LinearRecommender(TabularRecommender):
     name = "lr"
     has_uncertainty = False
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1000.0), cv_folds: int = 5,
                  collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = True, interactions: bool = False, unpenalized: str = ""):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.alphas = alphas
