@@ -126,7 +126,7 @@ def test_train_logs_saves_and_predict_formats_agree(synth, ml_home, cli):
     rc_tab, out_tab, _ = cli("predict", "--dataset", "ds3", "--include-finetuned", "--top", "3")
     assert rc == rc_csv == rc_tab == 0
     csv = pd.read_csv(io.StringIO(out_csv))
-    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real"]
+    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real", "guess"]
     assert list(csv["model"]) == [r["model"] for r in rows] and len(rows) == 8
     assert list(csv["rank"]) == list(range(1, 9))
     pred = [r["predicted"] for r in rows]
