@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from history.errors import RecommenderError
 
@@ -49,6 +48,7 @@ class LinearRecommender(TabularRecommender):
 
     def _fit_estimator(self, X, y, groups, targets):
         import scipy.sparse as sp
+        from sklearn.linear_model import Ridge  # imported here: predict needs no scikit-learn
 
         scale = self._column_scale()
         X = X @ sp.diags(scale) if (scale != 1).any() else X
