@@ -449,7 +449,8 @@ class HistoryStore:
         ``models``/``datasets``: dicts with ``name`` and any of the schema fields; an
         existing entry only gets its missing fields filled (``overwrite_meta`` replaces).
         ``jobs``: dicts with ``model``, ``dataset``, ``value`` and optional ``regime``,
-        ``hparams``, ``metric``, ``status``, ``source``, ``provenance``, ``created_at``;
+        ``hparams``, ``metric``, ``status``, ``source``, ``provenance``, ``created_at`` and
+        ``key`` (its :func:`schema.job_key`, when the caller computed it already);
         a job whose content key already exists is skipped (idempotent imports).
         ``scores``: dicts with ``model``, ``dataset``, ``method``, ``value`` and optional
         ``probe_size``, ``seed``, ``runtime_s``, ``source``; an existing key is replaced.
@@ -488,7 +489,7 @@ class HistoryStore:
                     "provenance": r.get("provenance"),
                     "created_at": r.get("created_at") or now,
                 }
-                row["key"] = S.job_key(
+                row["key"] = r.get("key") or S.job_key(
                     model=str(r["model"]), dataset=str(r["dataset"]), regime=row["regime"], hparams=hp,
                     metric=row["metric"], value=row["value"], status=row["status"], source=row["source"],
                     provenance=row["provenance"],

@@ -528,6 +528,7 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         else:
             job_keys.add(key)
             job_key_list.append(key)
+            job["key"] = key  # the same fields the store would hash: spares it a second hash
             jobs.append(job)
         for m, col in wide.items():
             if col is not None and not np.isnan(col[i]):
