@@ -182,7 +182,12 @@ def _clean(v):
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in sorted(v.items()) if _clean(x) is not None}
+        out = {}
+        for k, x in sorted(v.items()):
+            c = _clean(x)
+            if c is not None:
+                out[str(k)] = c
+        return out
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     return v

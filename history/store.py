@@ -465,8 +465,9 @@ class HistoryStore:
         res = CommitResult()
         jobs = list(jobs)
         scores = list(scores)
-        models = list(models) + [{"name": r["model"]} for r in jobs + scores]
-        datasets = list(datasets) + [{"name": r["dataset"]} for r in jobs + scores]
+        # models / datasets referenced by jobs and scores, once per name (bare: nothing to merge)
+        models = list(models) + [{"name": n} for n in dict.fromkeys(r["model"] for r in jobs + scores)]
+        datasets = list(datasets) + [{"name": n} for n in dict.fromkeys(r["dataset"] for r in jobs + scores)]
         mids, res.models_added, res.models_updated = self._upsert_named(
             conn, S.models, S.MODEL_FIELDS, models, overwrite_meta)
         dids, res.datasets_added, res.datasets_updated = self._upsert_named(
