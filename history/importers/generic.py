@@ -403,6 +403,9 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         rec[field] = value
         origin.setdefault((kind, name, field), i + path.offset)
 
+    # only the meta columns this file has (a row dict has every column of the file)
+    model_cols = {c: f for c, f in MODEL_COLUMNS.items() if c in columns}
+    dataset_cols = {c: f for c, f in DATASET_COLUMNS.items() if c in columns}
     it = range(n_rows)
     if progress is True and n_rows >= 20000:
         from tqdm import tqdm
@@ -436,8 +439,8 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         _check_len(dataset, 255, "dataset", path, i)
 
         # meta-features carried by any row that names the model / dataset
-        for name, kind2, cols, table in ((model, "model", MODEL_COLUMNS, S.models),
-                                         (dataset, "dataset", DATASET_COLUMNS, S.datasets)):
+        for name, kind2, cols, table in ((model, "model", model_cols, S.models),
+                                         (dataset, "dataset", dataset_cols, S.datasets)):
             if name is None:
                 continue
             (models if kind2 == "model" else datasets).setdefault(name, {"name": name})
