@@ -384,6 +384,22 @@ class Featurizer:
             names.append(f"x:{mk}*{dk}"); cols.append(mv[mcodes] * dv[dcodes])
         return names, cols
 
+    def dataset_weights(self, datasets, history=None, train_datasets=None) -> np.ndarray:
+        """Kernel weights ``[len(datasets), len(train_datasets)]`` between datasets by their
+        meta-features: ``exp(-||u_q - u_t||^2 / h^2)`` with ``u`` = standardized (log #samples,
+        log #classes) and ``h = collab_bandwidth`` -- the weighting of ``m:collab_kernel``.
+        ``datasets`` unknown at fit time take their meta-features from ``history``;
+        ``train_datasets`` defaults to the training datasets."""
+        _, drows, _ = self._context(history)
+        td = pd.Index(self.train_datasets_ if train_datasets is None else list(train_datasets))
+        u_q = self._sim_coords(drows.reindex(pd.Index([str(d) for d in datasets], name="name")))
+        u_t = self._sim_coords(self.datasets_meta_.set_index("name", drop=False).reindex(td))
+        return self._kernel(u_q, u_t)
+
+    def _kernel(self, u_q, u_t) -> np.ndarray:
+        d2 = ((u_q[:, None, :] - u_t[None, :, :]) ** 2).sum(-1)
+        return np.exp(-d2 / max(float(self.collab_bandwidth), 1e-6) ** 2)
+
     def _sim_coords(self, drows) -> np.ndarray:
         raw = self._dataset_raw(drows)
         u = np.column_stack([np.where(np.isnan(raw[k]), self.dataset_medians_[k], raw[k])
@@ -403,8 +419,7 @@ class Featurizer:
         W1 = np.ones((len(duniq), len(td)))
         u_q = self._sim_coords(drows)
         u_t = self._sim_coords(self.datasets_meta_.set_index("name", drop=False).reindex(td))
-        d2 = ((u_q[:, None, :] - u_t[None, :, :]) ** 2).sum(-1)
-        Wk = np.exp(-d2 / max(float(self.collab_bandwidth), 1e-6) ** 2)
+        Wk = self._kernel(u_q, u_t)
         for W in (W1, Wk):
             W[np.arange(len(duniq))[own >= 0], own[own >= 0]] = 0.0
         mi = tm.get_indexer(pd.Index(muniq))  # -1 for a model without training targets
@@ -529,6 +544,11 @@ class Featurizer:
             raise SchemaMismatchError("the saved feature names do not match the featurizer state; "
                                       "the files were edited or written by another version. Retrain.")
         return f
+
+
+def check_pairs(pairs) -> pd.DataFrame:
+    """``pairs`` as a frame with ``model`` and ``dataset`` columns, or a clear error."""
+    return _check_pairs(pairs)
 
 
 def _check_pairs(pairs) -> pd.DataFrame:

@@ -7,7 +7,13 @@ runtime, source). Layout, one table with a ``record`` column:
 
 * one ``model`` row per model and one ``dataset`` row per dataset (all meta columns),
 * one ``job`` row per job (all hyper-parameters in the ``hparams`` JSON column),
-* one ``score`` row per score (long form: ``method``, ``score``, ``probe_size``, ``seed``).
+* one ``score`` row per score (long form: ``method``, ``score``, ``probe_size``, ``seed``),
+* one ``probe`` row per probe set (``probe_size``, ``seed``, ``probe_indices`` as JSON).
+
+An empty store exports a header-only file, which imports back as nothing.
+``wide_frame`` / ``history export --wide`` is a lossy view for pandas users instead: one
+row per (model, dataset, regime, metric) with the training target and one column per
+score method.
 
 Floats are written with ``repr`` precision in CSV (Python round-trips them exactly) and
 as float64 in Parquet; timestamps as ISO 8601 in UTC.
@@ -24,15 +30,15 @@ import pandas as pd
 
 from . import schema as S
 from .errors import RecommenderError
-from .importers.generic import DATASET_COLUMNS, MODEL_COLUMNS
+from .importers.generic import DATASET_COLUMNS, MODEL_COLUMNS, PROBE_COLUMNS
 
 FORMATS = ("csv", "parquet")
 COLUMNS = (
     ["record", "model", "dataset", "accuracy", "regime", "metric", "status", "hparams", "source",
-     "provenance", "created_at", "method", "score", "probe_size", "seed", "runtime_s"]
+     "provenance", "created_at", "method", "score", "probe_size", "seed", "runtime_s", *PROBE_COLUMNS]
     + list(MODEL_COLUMNS) + ["model_extra"] + list(DATASET_COLUMNS) + ["dataset_extra"]
 )
-_INT_COLUMNS = {"probe_size", "seed"} | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
+_INT_COLUMNS = {"probe_size", "seed", "probe_num_classes"} | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
     | {c for c, f in DATASET_COLUMNS.items() if S.DATASET_FIELDS[f].python_type is int}
 _FLOAT_COLUMNS = {"accuracy", "score", "runtime_s"} | {
     c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is float}
@@ -50,13 +56,19 @@ class ExportReport:
     datasets: int = 0
     jobs: int = 0
     scores: int = 0
+    probes: int = 0
+    pairs: int = 0
+    wide: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     def summary(self) -> str:
-        return (f"exported {self.jobs} jobs, {self.scores} scores, {self.models} models and "
-                f"{self.datasets} datasets to {self.path} ({self.format})")
+        if self.wide:
+            return (f"exported {self.pairs} (model, dataset) rows of {self.models} models and {self.datasets} "
+                    f"datasets with targets and scores to {self.path} ({self.format}, wide; not re-importable)")
+        return (f"exported {self.jobs} jobs, {self.scores} scores, {self.models} models and {self.datasets} datasets"
+                + (f" (and {self.probes} probes)" if self.probes else "") + f" to {self.path} ({self.format})")
 
 
 def _iso(ts) -> str | None:
@@ -131,6 +143,16 @@ def history_frame(store, *, source=None) -> pd.DataFrame:
             "score": _none(s["value"]), "probe_size": _none(s["probe_size"]), "seed": _none(s["seed"]),
             "runtime_s": _none(s["runtime_s"]), "source": s["source"], "created_at": _iso(_none(s["created_at"])),
         })
+    probes = store.probes_frame()
+    if len(probes) and source is not None:
+        probes = probes[probes["dataset"].isin(used_d)]
+    for pr in probes.to_dict("records"):
+        rows.append({
+            "record": "probe", "dataset": pr["dataset"], "probe_size": pr["size"], "seed": pr["seed"],
+            "probe_indices": json.dumps([int(i) for i in pr["indices"]], separators=(",", ":")),
+            "probe_num_classes": _none(pr["num_classes"]), "probe_data_ref": _none(pr["data_ref"]),
+            "created_at": _iso(_none(pr["created_at"])),
+        })
     df = pd.DataFrame(rows, columns=COLUMNS)
     for c in COLUMNS:
         if c in _INT_COLUMNS:
@@ -142,7 +164,23 @@ def history_frame(store, *, source=None) -> pd.DataFrame:
     return df
 
 
-def export_history(store, path, *, source=None, format: str | None = None) -> ExportReport:
+def wide_frame(store, *, source=None, target_rule: str = "best") -> pd.DataFrame:
+    """One row per (model, dataset, regime, metric): the target by ``target_rule`` and its
+    job count, then one ``score_<method>`` column per score method (the mean over probe
+    sizes, seeds and sources). Pairs with scores but no jobs have an empty target."""
+    t = store.targets(target_rule, source=source).rename(columns={"value": "target"})
+    sc = store.scores_frame(source=source)
+    if source is not None and t.empty and sc.empty:
+        history_frame(store, source=source)  # raises the 'no such source' error
+    if not sc.empty:
+        w = sc.groupby(["model", "dataset", "method"])["value"].mean().unstack("method")
+        w.columns = [f"score_{m}" for m in w.columns]
+        t = t.merge(w.reset_index(), on=["model", "dataset"], how="outer")
+    return t.sort_values(["model", "dataset"]).reset_index(drop=True)
+
+
+def export_history(store, path, *, source=None, format: str | None = None, wide: bool = False,
+                   target_rule: str = "best") -> ExportReport:
     """Write the store (or only ``source``) to ``path`` in the generic format.
 
     ``format`` is ``csv`` or ``parquet``; by default taken from the extension (``.parquet``
@@ -155,7 +193,7 @@ def export_history(store, path, *, source=None, format: str | None = None) -> Ex
         raise ExportError(f"unknown export format {fmt!r}; supported: {', '.join(FORMATS)}")
     if p.is_dir():
         raise ExportError(f"{p} is a directory; give a file name such as {p / 'history.csv'}")
-    df = history_frame(store, source=source)
+    df = wide_frame(store, source=source, target_rule=target_rule) if wide else history_frame(store, source=source)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp")
@@ -167,10 +205,13 @@ def export_history(store, path, *, source=None, format: str | None = None) -> Ex
         tmp.replace(p)
     except OSError as exc:
         raise ExportError(f"cannot write {p}: {exc}") from None
+    if wide:
+        return ExportReport(path=str(p), format=fmt, models=int(df["model"].nunique()),
+                            datasets=int(df["dataset"].nunique()), pairs=len(df), wide=True)
     kinds = df["record"].value_counts()
     return ExportReport(path=str(p), format=fmt, models=int(kinds.get("model", 0)),
                         datasets=int(kinds.get("dataset", 0)), jobs=int(kinds.get("job", 0)),
-                        scores=int(kinds.get("score", 0)))
+                        scores=int(kinds.get("score", 0)), probes=int(kinds.get("probe", 0)))
 
 
-__all__ = ["export_history", "history_frame", "ExportReport", "ExportError", "COLUMNS"]
+__all__ = ["export_history", "history_frame", "wide_frame", "ExportReport", "ExportError", "COLUMNS"]

@@ -165,7 +165,7 @@ def _download(url: str, dest: Path, *, timeout: float, progress: bool, label: st
         reason = getattr(exc, "reason", None) or exc
         raise HistoryImportError(
             f"cannot download {url}: {reason}. Check the network, or import a local copy with "
-            "from_dir (CLI: --from-dir FOLDER)") from None
+            "history pull NAME --from FOLDER (Python: from_dir=FOLDER)") from None
     os.replace(tmp, dest)
     return h.hexdigest()
 
@@ -193,7 +193,7 @@ def fetch(history: PublicHistory, *, cache_dir=None, base_url: str | None = None
             raise HistoryImportError(
                 f"{f.name} downloaded from {url} has sha256 {got}, expected {f.sha256}; the file was "
                 "discarded and nothing was imported. The origin may have changed: download the file yourself, "
-                "check it, and import it with from_dir (CLI: --from-dir FOLDER).")
+                "check it, and import it with history pull NAME --from FOLDER (Python: from_dir=FOLDER).")
         notes.append(f"{f.name}: downloaded from {url}"
                      + (" (sha256 verified)" if f.sha256 else " (no pinned checksum, not verified)"))
     return folder, notes

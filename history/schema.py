@@ -172,14 +172,22 @@ def utcnow() -> datetime:
 
 def _clean(v):
     """JSON-safe canonical value (NaN -> None, numpy scalars -> python)."""
-    if v is None:
-        return None
+    t = type(v)
+    if v is None or t is str or t is int or t is bool:  # fast paths (imports call this per row)
+        return v
+    if t is float:
+        return None if (math.isnan(v) or math.isinf(v)) else v
     if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
         v = v.item()
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in sorted(v.items()) if _clean(x) is not None}
+        out = {}
+        for k, x in sorted(v.items()):
+            c = _clean(x)
+            if c is not None:
+                out[str(k)] = c
+        return out
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     return v
@@ -193,14 +201,36 @@ def _digest(parts) -> str:
     return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:40]
 
 
-def job_key(*, model, dataset, regime, hparams, metric, value, status, source) -> str:
+#: Version of :func:`job_key`; stores written with an older one are re-keyed when opened.
+JOB_KEY_VERSION = 2
+
+
+def job_key(*, model, dataset, regime, hparams, metric, value, status, source, provenance=None) -> str:
     """Content hash identifying a job: the same run imported twice gets the same key.
 
     The value is part of the identity, so two runs of the same configuration that ended
     with different accuracies (e.g. two seeds) are two jobs; an exact duplicate is one.
+    So is the provenance (e.g. an MLflow run id or a log path): two runs with the same
+    configuration and the same accuracy but different provenance are two jobs. A job
+    without provenance keeps the key it had before provenance was part of it (version 1).
     """
     v = None if value is None else round(float(value), 10)
-    return _digest(["job", model, dataset, regime, hparams or {}, metric, v, status, source])
+    hp = hparams or {}
+    parts = ["job", model, dataset, regime, hp, metric, v, status, source]
+    if provenance is not None and str(provenance) != "":
+        parts.append(str(provenance))
+    if (type(hp) is dict and (v is None or math.isfinite(v))
+            and all(type(x) is str for x in (model, dataset, regime, metric, status, source))
+            and all(type(k) is str and (x is None or type(x) in _PLAIN or (type(x) is float and math.isfinite(x)))
+                    for k, x in hp.items())):
+        # fast path (large imports), same text as canonical_json: flat, already clean values
+        parts[4] = {k: x for k, x in hp.items() if x is not None}
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return _digest(parts)
+
+
+_PLAIN = (str, int, bool)
 
 
 def score_key(*, model, dataset, method, probe_size, seed, source) -> str:

@@ -8,9 +8,13 @@ processes importing at once are serialized instead of failing or doubling rows.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
+from urllib.parse import quote
 
 import pandas as pd
 from sqlalchemy import create_engine, event, func, insert, inspect, select, update, delete
@@ -42,6 +46,7 @@ class CommitResult:
     scores_added: int = 0
     scores_replaced: int = 0
     scores_unchanged: int = 0
+    probes_added: int = 0
     details: dict = field(default_factory=dict)
 
 
@@ -80,19 +85,107 @@ def _add_missing_columns(conn) -> None:
         conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {ddl}')
 
 
+#: Default seconds a write waits for another process's SQLite write lock (``--lock-timeout``).
+DEFAULT_LOCK_TIMEOUT = 600.0
+LOCK_TIMEOUT_ENV = "RECOMMENDER_LOCK_TIMEOUT"
+_POLL_MS = 500  # busy timeout of one attempt at taking the write lock
+
+
+def _default_lock_timeout() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return float(raw)
+    except ValueError:
+        raise StoreError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _first_line(exc) -> str:
+    return str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+
+
+def _is_locked(exc) -> bool:
+    m = str(getattr(exc, "orig", exc)).lower()
+    return "database is locked" in m or "database is busy" in m
+
+
+def _is_readonly(exc) -> bool:
+    return "readonly database" in str(getattr(exc, "orig", exc)).lower()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases, in-memory and ``file:`` URIs)."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    db = u.database
+    if u.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def _rekey_jobs(conn) -> None:
+    """Bring job keys up to ``schema.JOB_KEY_VERSION`` (provenance is part of a job's identity).
+
+    Keys of jobs without provenance do not change; keys of jobs with provenance gain it, so
+    re-importing the same file stays idempotent. Idempotent itself (guarded by the meta row).
+    """
+    have = conn.execute(select(S.meta.c.value).where(S.meta.c.key == "job_key_version")).scalar()
+    if have == str(S.JOB_KEY_VERSION):
+        return  # another process did it while we waited for the lock
+    m, d, j = S.models, S.datasets, S.jobs
+    q = (select(j.c.id, j.c.key, m.c.name.label("model"), d.c.name.label("dataset"), j.c.regime, j.c.hparams,
+                j.c.metric, j.c.value, j.c.status, j.c.source, j.c.provenance)
+         .join(m, m.c.id == j.c.model_id).join(d, d.c.id == j.c.dataset_id).where(j.c.provenance.is_not(None)))
+    changes = []
+    for r in conn.execute(q).mappings():
+        key = S.job_key(model=r["model"], dataset=r["dataset"], regime=r["regime"], hparams=r["hparams"],
+                        metric=r["metric"], value=r["value"], status=r["status"], source=r["source"],
+                        provenance=r["provenance"])
+        if key != r["key"]:
+            changes.append({"_id": r["id"], "_key": key})
+    if changes:
+        from sqlalchemy import bindparam
+
+        stmt = update(j).where(j.c.id == bindparam("_id")).values(key=bindparam("_key"))
+        for i in range(0, len(changes), _CHUNK):
+            conn.execute(stmt, changes[i : i + _CHUNK])
+    if have is None:
+        conn.execute(insert(S.meta).values(key="job_key_version", value=str(S.JOB_KEY_VERSION)))
+    else:
+        conn.execute(update(S.meta).where(S.meta.c.key == "job_key_version").values(value=str(S.JOB_KEY_VERSION)))
+
+
 class HistoryStore:
     """A fine-tuning history store over a SQLAlchemy URL.
+
+    ``must_exist``: refuse a SQLite file that does not exist (read commands given an
+    explicit ``--store``, so a typo is not silently a new empty store). A new SQLite file is
+    created only in an existing folder. A SQLite store whose file or folder is not writable
+    is opened read-only (:attr:`read_only`): reads work, writes raise a one-line
+    :class:`StoreError`. ``lock_timeout``: seconds a write waits for another writer's lock
+    (default 600, env ``RECOMMENDER_LOCK_TIMEOUT``), saying so on stderr while it waits.
 
     >>> store = HistoryStore("sqlite:///:memory:")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str | None = None, *, home=None, create: bool = True):
+    def __init__(self, url: str | None = None, *, home=None, create: bool = True, must_exist: bool = False,
+                 lock_timeout: float | None = None):
         self.url = resolve_store_url(url, home)
-        self.engine = self._open(self.url, create)
+        self.lock_timeout = _default_lock_timeout() if lock_timeout is None else float(lock_timeout)
+        if self.lock_timeout < 0:
+            raise StoreError(f"--lock-timeout must be >= 0 seconds, got {self.lock_timeout:g}")
+        self.read_only = False
+        self.engine = self._open(self.url, create, must_exist)
 
     # ------------------------------------------------------------------ opening
-    @staticmethod
-    def _open(url: str, create: bool) -> Engine:
+    def _open(self, url: str, create: bool, must_exist: bool = False) -> Engine:
         hint = (
             "Pass --store (or set RECOMMENDER_STORE) to a valid SQLAlchemy URL, e.g. "
             "sqlite:///path/to/history.db or postgresql+psycopg://user:pass@host/db."
@@ -103,21 +196,38 @@ class HistoryStore:
             raise StoreError(f"cannot parse history store URL {url!r}: {exc}. {hint}") from None
         is_sqlite = u.get_backend_name() == "sqlite"
         kwargs = {}
+        engine_url = url
         if is_sqlite:
-            db = u.database
-            if db and db != ":memory:" and not db.startswith("file:"):
-                p = Path(db)
+            p = sqlite_path(url)
+            if p is not None:
                 if p.is_dir():
                     raise StoreError(f"cannot open history store {_safe_url(url)}: {p} is a directory. {hint}")
-                try:
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"cannot open history store {_safe_url(url)}: {exc}. {hint}") from None
-            kwargs["connect_args"] = {"timeout": 120}
+                if not p.exists():
+                    if must_exist:
+                        raise StoreError(
+                            f"no history store at {p} (--store {_safe_url(url)}): the file does not exist. "
+                            "Check the path for a typo, or fill a new store with 'history pull NAME' or "
+                            "'history import PATH'.")
+                    if not p.parent.is_dir():
+                        raise StoreError(
+                            f"cannot create history store {_safe_url(url)}: the folder {p.parent} does not "
+                            "exist. Create it first (a new store is only created in an existing folder), "
+                            "or check --store for a typo.")
+                    if not os.access(p.parent, os.W_OK):
+                        raise StoreError(f"cannot create history store {_safe_url(url)}: the folder "
+                                         f"{p.parent} is read-only. {hint}")
+                elif not (os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)):
+                    # Read-only: open without locks/journal files when the folder is read-only
+                    # too (no -wal/-shm can be created there; nobody can write it either).
+                    self.read_only = True
+                    q = "mode=ro" + ("" if os.access(p.parent, os.W_OK) else "&immutable=1")
+                    engine_url = f"sqlite:///file:{quote(str(p.resolve()))}?{q}&uri=true"
+            timeout_ms = int(self.lock_timeout * 1000)
+            kwargs["connect_args"] = {"timeout": self.lock_timeout}
         else:
             kwargs["pool_pre_ping"] = True
         try:
-            engine = create_engine(url, **kwargs)
+            engine = create_engine(engine_url, **kwargs)
         except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
             raise StoreError(
                 f"cannot open history store {_safe_url(url)}: database driver missing ({exc}). "
@@ -127,36 +237,53 @@ class HistoryStore:
             raise StoreError(f"cannot open history store {_safe_url(url)}: {exc}. {hint}") from None
 
         if is_sqlite:
+            read_only = self.read_only
+            store = self
+
             @event.listens_for(engine, "connect")
             def _sqlite_connect(dbapi_conn, _rec):  # pragma: no cover - trivial
                 dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA foreign_keys=ON")
-                cur.execute("PRAGMA busy_timeout=120000")
-                try:
-                    cur.execute("PRAGMA journal_mode=WAL")
-                except Exception:
-                    pass
+                cur.execute(f"PRAGMA busy_timeout={timeout_ms}")
+                if not read_only:
+                    try:
+                        cur.execute("PRAGMA journal_mode=WAL")
+                    except Exception:
+                        pass
                 cur.close()
 
             @event.listens_for(engine, "begin")
             def _sqlite_begin(conn):  # pragma: no cover - trivial
                 mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-                conn.exec_driver_sql(f"BEGIN {mode}")
+                if mode == "IMMEDIATE":
+                    store._begin_immediate(conn, timeout_ms)
+                else:
+                    conn.exec_driver_sql(f"BEGIN {mode}")
 
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-            if create:
+                # Is the schema there and current? Then opening only reads, never waiting for a
+                # running import; otherwise it is created / upgraded in a write transaction.
+                ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
+                    select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
+                ready = ready and not _missing_columns(conn)
+                rekey = ready and conn.execute(select(S.meta.c.value).where(
+                    S.meta.c.key == "job_key_version")).scalar() != str(S.JOB_KEY_VERSION)
+            if create and rekey and not self.read_only:
+                init = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite else engine
+                with init.begin() as conn:
+                    _rekey_jobs(conn)
+            if self.read_only and not ready:
+                raise StoreError(
+                    f"history store {_safe_url(url)} is read-only (no write permission on the file or its "
+                    "folder) and is not a history store of this version; it would need to be created or "
+                    "upgraded. Open it once with write permission, or copy it somewhere writable.")
+            if create and not self.read_only:
                 # Schema creation runs in a write transaction (BEGIN IMMEDIATE on SQLite): two
-                # processes opening a fresh store at once are serialized by the busy timeout
+                # processes opening a fresh store at once are serialized by the lock wait
                 # instead of one failing with "database is locked" on a read->write upgrade.
-                # A store that is already initialised is only read, so opening never waits
-                # for a running import.
-                with engine.connect() as conn:
-                    ready = set(S.metadata.tables) <= set(inspect(conn).get_table_names()) and conn.execute(
-                        select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar() is not None
-                    ready = ready and not _missing_columns(conn)
                 init = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite else engine
                 with (engine if ready else init).begin() as conn:
                     if not ready:
@@ -165,6 +292,7 @@ class HistoryStore:
                     have = conn.execute(select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar()
                     if have is None:
                         conn.execute(insert(S.meta).values(key="schema_version", value=str(S.SCHEMA_VERSION)))
+                        conn.execute(insert(S.meta).values(key="job_key_version", value=str(S.JOB_KEY_VERSION)))
                     elif int(have) != S.SCHEMA_VERSION:
                         raise StoreError(
                             f"history store {_safe_url(url)} has schema version {have}, this tool "
@@ -172,11 +300,51 @@ class HistoryStore:
                             "(history export) and import the file into a new store."
                         )
         except StoreError:
+            engine.dispose()
             raise
         except (OperationalError, SQLAlchemyError, OSError) as exc:
-            msg = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            raise StoreError(f"cannot open history store {_safe_url(url)}: {msg}. {hint}") from None
+            engine.dispose()
+            if _is_readonly(exc):
+                raise StoreError(self._readonly_message(url)) from None
+            raise StoreError(f"cannot open history store {_safe_url(url)}: {_first_line(exc)}. {hint}") from None
         return engine
+
+    def _readonly_message(self, url=None) -> str:
+        p = sqlite_path(url or self.url)
+        where = f"{p} or its folder {p.parent}" if p is not None else "it"
+        return (f"history store {_safe_url(url or self.url)} is read-only (no write permission on {where}); "
+                "this command writes to it. Use a writable copy (--store PATH) or fix the permissions.")
+
+    def _begin_immediate(self, conn, timeout_ms: int) -> None:
+        """``BEGIN IMMEDIATE``, polling for another writer's lock for up to ``lock_timeout`` s."""
+        deadline = time.monotonic() + self.lock_timeout
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={min(_POLL_MS, timeout_ms)}")
+        waited = False
+        next_note = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return
+                except OperationalError as exc:
+                    if not _is_locked(exc):
+                        raise
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise StoreError(
+                            f"gave up after waiting {self.lock_timeout:g} s for another writer's lock on history "
+                            f"store {_safe_url(self.url)} (another import or score is still running); nothing "
+                            "was written. Retry when it has finished, or wait longer with --lock-timeout SECONDS."
+                        ) from None
+                    if not waited:
+                        _say(f"waiting for another writer to finish with {_safe_url(self.url)} "
+                             f"(up to {self.lock_timeout:g} s, --lock-timeout)...")
+                        waited = True
+                    elif now >= next_note:
+                        _say(f"still waiting for another writer ({self.lock_timeout - (deadline - now):.0f} s so far)...")
+                        next_note = now + 30
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={timeout_ms}")
 
     @property
     def is_sqlite(self) -> bool:
@@ -184,10 +352,25 @@ class HistoryStore:
 
     @contextlib.contextmanager
     def write(self):
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite). Rolls back on any error."""
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite). Rolls back on any error.
+
+        A read-only store, a lock wait past ``lock_timeout`` or a lock lost mid-write raise a
+        one-line :class:`StoreError`; the transaction is rolled back, so nothing is written.
+        """
+        if self.read_only:
+            raise StoreError(self._readonly_message())
         eng = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
-        with eng.begin() as conn:
-            yield conn
+        try:
+            with eng.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            if _is_readonly(exc):
+                raise StoreError(self._readonly_message()) from None
+            if _is_locked(exc):
+                raise StoreError(
+                    f"history store {_safe_url(self.url)} stayed locked by another writer for more than "
+                    f"{self.lock_timeout:g} s; nothing was written. Retry, or raise --lock-timeout.") from None
+            raise
 
     @contextlib.contextmanager
     def read(self):
@@ -259,13 +442,15 @@ class HistoryStore:
         import_log: Mapping | None = None,
         overwrite_meta: bool = False,
         conn=None,
+        probes: Iterable[Mapping] = (),
     ) -> CommitResult:
         """Write models, datasets, jobs and scores in ONE transaction.
 
         ``models``/``datasets``: dicts with ``name`` and any of the schema fields; an
         existing entry only gets its missing fields filled (``overwrite_meta`` replaces).
         ``jobs``: dicts with ``model``, ``dataset``, ``value`` and optional ``regime``,
-        ``hparams``, ``metric``, ``status``, ``source``, ``provenance``, ``created_at``;
+        ``hparams``, ``metric``, ``status``, ``source``, ``provenance``, ``created_at`` and
+        ``key`` (its :func:`schema.job_key`, when the caller computed it already);
         a job whose content key already exists is skipped (idempotent imports).
         ``scores``: dicts with ``model``, ``dataset``, ``method``, ``value`` and optional
         ``probe_size``, ``seed``, ``runtime_s``, ``source``; an existing key is replaced.
@@ -275,13 +460,14 @@ class HistoryStore:
             with self.write() as c:
                 return self.commit(
                     models=models, datasets=datasets, jobs=jobs, scores=scores,
-                    import_log=import_log, overwrite_meta=overwrite_meta, conn=c,
+                    import_log=import_log, overwrite_meta=overwrite_meta, conn=c, probes=probes,
                 )
         res = CommitResult()
         jobs = list(jobs)
         scores = list(scores)
-        models = list(models) + [{"name": r["model"]} for r in jobs + scores]
-        datasets = list(datasets) + [{"name": r["dataset"]} for r in jobs + scores]
+        # models / datasets referenced by jobs and scores, once per name (bare: nothing to merge)
+        models = list(models) + [{"name": n} for n in dict.fromkeys(r["model"] for r in jobs + scores)]
+        datasets = list(datasets) + [{"name": n} for n in dict.fromkeys(r["dataset"] for r in jobs + scores)]
         mids, res.models_added, res.models_updated = self._upsert_named(
             conn, S.models, S.MODEL_FIELDS, models, overwrite_meta)
         dids, res.datasets_added, res.datasets_updated = self._upsert_named(
@@ -304,9 +490,10 @@ class HistoryStore:
                     "provenance": r.get("provenance"),
                     "created_at": r.get("created_at") or now,
                 }
-                row["key"] = S.job_key(
+                row["key"] = r.get("key") or S.job_key(
                     model=str(r["model"]), dataset=str(r["dataset"]), regime=row["regime"], hparams=hp,
                     metric=row["metric"], value=row["value"], status=row["status"], source=row["source"],
+                    provenance=row["provenance"],
                 )
                 rows.setdefault(row["key"], row)
             keys = list(rows)
@@ -361,6 +548,20 @@ class HistoryStore:
                     res.scores_replaced += 1
             res.scores_added = len(new)
 
+        for p in probes:  # (dataset, size, seed) identifies a probe set; a new one replaces it
+            did = dids.get(str(p["dataset"]))
+            if did is None:
+                did = self._upsert_named(conn, S.datasets, S.DATASET_FIELDS, [{"name": p["dataset"]}], False)[0][
+                    str(p["dataset"])]
+            pr = S.probes
+            conn.execute(delete(pr).where((pr.c.dataset_id == did) & (pr.c.size == int(p["size"]))
+                                          & (pr.c.seed == int(p["seed"]))))
+            conn.execute(insert(pr).values(
+                dataset_id=did, size=int(p["size"]), seed=int(p["seed"]), num_classes=p.get("num_classes"),
+                indices=[int(i) for i in p["indices"]], data_ref=p.get("data_ref"),
+                created_at=p.get("created_at") or now))
+            res.probes_added += 1
+
         if import_log is not None:
             log = dict(import_log)
             conn.execute(
@@ -370,8 +571,8 @@ class HistoryStore:
                     path=log.get("path"),
                     sha256=log.get("sha256"),
                     rows_read=int(log.get("rows_read", 0)),
-                    jobs_added=res.jobs_added,
-                    scores_added=res.scores_added,
+                    jobs_added=int(log.get("jobs_added", res.jobs_added)),
+                    scores_added=int(log.get("scores_added", res.scores_added)),
                     dropped=S._clean(log.get("dropped") or {}),
                     created_at=now,
                 )
@@ -446,7 +647,7 @@ class HistoryStore:
         return df
 
     def probes_frame(self) -> pd.DataFrame:
-        q = select(S.probes, S.datasets.c.name.label("dataset")).join(S.datasets)
+        q = select(S.probes, S.datasets.c.name.label("dataset")).join(S.datasets).order_by(S.probes.c.id)
         with self.read() as conn:
             return pd.DataFrame(conn.execute(q).mappings().all())
 
@@ -546,6 +747,24 @@ class HistoryStore:
                 e = out["scores_by_method"].setdefault(meth, {"scores": 0, "pairs": pairs.get(meth, 0), "sources": {}})
                 e["scores"] += n
                 e["sources"][src] = n
+            out["last_imports"] = self._last_imports(conn)
+        return out
+
+    LAST_IMPORTS = 5
+
+    def _last_imports(self, conn) -> list[dict]:
+        """The most recent imports (newest first) with rows read / added and drops by reason."""
+        im = S.imports
+        rows = conn.execute(select(im).order_by(im.c.id.desc()).limit(self.LAST_IMPORTS)).mappings().all()
+        out = []
+        for r in rows:
+            dropped = {str(k): int(v) for k, v in (r["dropped"] or {}).items()}
+            out.append({
+                "id": r["id"], "created_at": r["created_at"], "importer": r["importer"], "source": r["source"],
+                "path": r["path"], "rows_read": r["rows_read"], "jobs_added": r["jobs_added"],
+                "scores_added": r["scores_added"], "rows_dropped": sum(dropped.values()),
+                "dropped": dict(sorted(dropped.items(), key=lambda kv: -kv[1])),
+            })
         return out
 
 

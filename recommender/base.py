@@ -13,7 +13,7 @@ Contract
 * ``predict_std(pairs, history=None)`` -> uncertainty (posterior std) or ``None``.
 * ``recommend(dataset, k, history=None, models=None, exclude=())`` -> ranked frame.
 * ``save(path)`` writes a folder of JSON / npz / parquet / native model files (no pickle);
-  ``BaseRecommender.load(path)`` reads any saved recommender back.
+  ``recommender.io.load_recommender(path)`` reads any saved recommender back.
 """
 from __future__ import annotations
 
@@ -97,9 +97,3 @@ class BaseRecommender:
 
     def save(self, path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    @classmethod
-    def load(cls, path) -> "BaseRecommender":  # pragma: no cover - implemented in recommender.io
-        from .io import load_recommender
-
-        return load_recommender(path)

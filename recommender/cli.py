@@ -31,6 +31,9 @@ def common_parent() -> argparse.ArgumentParser:
                         "default sqlite:///<home>/history.db)")
     g.add_argument("--tracking-uri", default=argparse.SUPPRESS,
                    help="MLflow tracking URI (env MLFLOW_TRACKING_URI, default sqlite:///<home>/mlflow.db)")
+    g.add_argument("--lock-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
+                   help="how long a write waits for another process writing the same SQLite store "
+                        "(env RECOMMENDER_LOCK_TIMEOUT, default 600)")
     g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
     return p
 
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for k in ("home", "store", "tracking_uri"):
+    for k in ("home", "store", "tracking_uri", "lock_timeout"):
         if not hasattr(args, k):
             setattr(args, k, None)
     verbose = getattr(args, "verbose", 0) or 0

@@ -19,6 +19,11 @@ from history.errors import NotFoundError, RecommenderError, SchemaMismatchError
 from .base import BaseRecommender
 
 
+#: Parameters older versions saved that estimators no longer take (they were ignored):
+#: ``target_rule`` is a property of the training history (see ``meta.json``), not of a model.
+RETIRED_PARAMS = frozenset({"target_rule"})
+
+
 def save_recommender(rec: BaseRecommender, path) -> Path:
     return rec.save(path)
 
@@ -70,7 +75,8 @@ def load_recommender(path) -> BaseRecommender:
             f"{folder}: the feature names in meta.json do not match featurizer.json "
             f"({len(saved_names or [])} vs {len(fz.feature_names_)} columns); the files do not belong together.")
     cls = RECOMMENDERS[name].cls
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("params", {}).items()}
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("params", {}).items()
+              if k not in RETIRED_PARAMS}
     try:
         rec = cls(**params)
     except TypeError as exc:

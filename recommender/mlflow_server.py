@@ -274,3 +274,43 @@ def mlflow_server(backend_store_uri: str, artifact_root: str | os.PathLike, *, h
         yield handle
     finally:
         handle.stop(stop_timeout)
+
+
+#: MLflow 3 opens an experiment in its GenAI view unless told it is a model-training one.
+ML_WORKFLOW = "workflowType=machine_learning"
+ML_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+
+
+def ensure_experiment(url: str, name: str, artifact_location: str, timeout: float = 30.0) -> str:
+    """The id of experiment ``name`` on the server at ``url``, created (as a model-training
+    experiment with ``artifact_location``) when missing. Uses the REST API: no mlflow import."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    base = url.rstrip("/") + "/api/2.0/mlflow/experiments"
+    q = urllib.parse.urlencode({"experiment_name": name})
+    try:
+        with urllib.request.urlopen(f"{base}/get-by-name?{q}", timeout=timeout) as r:
+            return str(json.loads(r.read())["experiment"]["experiment_id"])
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise ServerError(f"the MLflow server at {url} cannot look up experiment {name!r}: {exc}") from None
+    body = json.dumps({"name": name, "artifact_location": artifact_location,
+                       "tags": [{"key": ML_KIND_TAG[0], "value": ML_KIND_TAG[1]}]}).encode()
+    req = urllib.request.Request(f"{base}/create", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return str(json.loads(r.read())["experiment_id"])
+    except urllib.error.HTTPError:  # created meanwhile by a training run: look it up again
+        with urllib.request.urlopen(f"{base}/get-by-name?{q}", timeout=timeout) as r:
+            return str(json.loads(r.read())["experiment"]["experiment_id"])
+
+
+def runs_view_url(url: str, experiment_id: str) -> str:
+    """The runs page (model-training view) of one experiment in the MLflow UI, in its chart
+    layout: the run names on the left and one chart per metric, so the metrics are on screen
+    (the table layout puts its metric columns right of six fixed columns, off-screen)."""
+    return f"{url.rstrip('/')}/#/experiments/{experiment_id}/runs?{ML_WORKFLOW}&compareRunsMode=CHART"
+

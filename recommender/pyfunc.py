@@ -41,13 +41,24 @@ PARAMS_SCHEMA = ParamSchema([ParamSpec("store", "string", "")])
 SIGNATURE = ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA, params=PARAMS_SCHEMA)
 
 
+#: The project's packages the model needs at load / predict time; logged as ``code_paths``, so
+#: the model carries its own code and loads where the project is not installed.
+CODE_PACKAGES = ("history", "features", "recommender")
+
+
+def _code_paths() -> list[str]:
+    root = Path(__file__).resolve().parents[1]
+    return [str(root / p) for p in CODE_PACKAGES]
+
+
 def _requirements() -> list[str]:
-    """Pinned runtime requirements of the pyfunc model (no slow inference by MLflow)."""
+    """Pinned third-party runtime requirements of the pyfunc model (the project's own code
+    travels as ``code_paths``; no slow inference by MLflow)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for pkg in ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "myfm", "pyarrow",
-                "sqlalchemy"):
+    for pkg in ("mlflow", "numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "pyarrow",
+                "sqlalchemy", "tqdm", "rich"):
         try:
             out.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:  # pragma: no cover - optional
@@ -108,6 +119,7 @@ def log_pyfunc_model(model_dir, *, name: str = "model", registered_model_name: s
             artifacts={ARTIFACT_KEY: str(Path(model_dir).resolve())},
             signature=SIGNATURE,
             pip_requirements=_requirements(),
+            code_paths=_code_paths(),
             registered_model_name=registered_model_name,
             await_registration_for=0,
         )

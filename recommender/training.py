@@ -550,6 +550,7 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
     exclude = () if include_finetuned else tuple(real.index)
     ranked = rec.recommend(dataset, k=None, history=hist, models=models, exclude=exclude)
     ranked["real"] = ranked["model"].map(real).astype(float)
+    ranked["guess"] = ranked["model"].isin(uninformed_models(hist))
     if k is not None:
         ranked = ranked.head(int(k))
     meta = {
@@ -566,5 +567,26 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
         "excluded_finetuned": 0 if include_finetuned else int(len(real)),
         "best_finetuned": None if real.empty else {"model": str(real.idxmax()), "real": float(real.max())},
         "has_uncertainty": bool(getattr(rec, "has_uncertainty", False)),
+        "guesses": int(ranked["guess"].sum()),
     }
     return ranked.reset_index(drop=True), meta
+
+
+#: Model fields that say nothing about how well a model fine-tunes (``score`` fills feature_dim).
+_NON_DESCRIPTIVE = {"modality", "feature_dim"}
+
+
+def uninformed_models(hist) -> set:
+    """Models the recommender knows nothing about: no fine-tuning job in the history and no
+    descriptive meta-feature (e.g. added only by ``score``). Their predictions are guesses."""
+    from history import schema as S
+
+    with_jobs = set(hist.targets["model"]) if len(hist.targets) else set()
+    fields = [f for f in S.MODEL_FIELDS if f not in _NON_DESCRIPTIVE and f in hist.models.columns]
+    out = set()
+    for r in hist.models.to_dict("records"):
+        if r["name"] in with_jobs:
+            continue
+        if not any(r.get(f) is not None and r.get(f) == r.get(f) for f in fields):
+            out.add(r["name"])
+    return out

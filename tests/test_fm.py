@@ -88,3 +88,20 @@ def test_fm_recommender_uncertainty_shape_and_members():
     # std is the spread of the members, mapped to the accuracy scale
     one = FMRecommender(rank=2, n_iter=20, n_members=1, features="d,m").fit(h)
     assert np.all(one.predict_std(pairs) == 0)
+
+
+def test_myfm_is_optional_with_a_clear_error(monkeypatch):
+    """myfm is an extra (fm-compare), not a core dependency; without it MyFMRecommender says so."""
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from history.errors import RecommenderError
+    from recommender.estimators.fm import MyFMRecommender
+
+    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("myfm") for d in meta["dependencies"])
+    assert any(d.startswith("myfm") for d in meta["optional-dependencies"]["fm-compare"])
+    monkeypatch.setitem(sys.modules, "myfm", None)  # import myfm now fails as if not installed
+    with pytest.raises(RecommenderError, match=r"finetune-recommender\[fm-compare\]"):
+        MyFMRecommender(features="d,m", n_iter=5).fit(synthetic_history(seed=0))

@@ -97,7 +97,7 @@ def test_transfergraph_food101_dropped_and_reported(imported):
     s, r, _ = imported["transfergraph"]
     assert "food101" not in set(s.jobs_frame()["dataset"])
     (reason, n), = [(k, v) for k, v in r.dropped.items() if "food101" in k]
-    assert n == 112 and "include_food101" in reason
+    assert n == 112 and "--include-food101" in reason
     assert "food101" in r.summary()
 
 

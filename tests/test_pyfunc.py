@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,37 @@ def test_pyfunc_with_store_param_predicts_a_new_dataset(trained):
     store.dispose()
     with pytest.raises(Exception, match="missing inputs"):
         model.predict(pd.DataFrame({"name": ["m1"]}))
+
+
+def test_registered_model_loads_in_a_fresh_interpreter_without_the_project(trained, tmp_path):
+    """Only MLflow and the third-party packages on the path (no checkout, no editable install):
+    the model brings its own code (code_paths) and its requirements name what it needs."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    import mlflow
+    from recommender.tracking import scoped_tracking_uri
+
+    home, uri = trained
+    with scoped_tracking_uri(uri):
+        local = mlflow.artifacts.download_artifacts("models:/recommender-lr/1", dst_path=str(tmp_path / "m"))
+    reqs = (Path(local) / "requirements.txt").read_text()
+    assert "lightgbm==" in reqs and "pandas==" in reqs
+    assert sorted(p.name for p in (Path(local) / "code").iterdir()) == ["features", "history", "recommender"]
+    script = (
+        "import sys; sys.path.append(%r)\n"
+        "import mlflow.pyfunc, pandas as pd, json\n"
+        "m = mlflow.pyfunc.load_model(%r)\n"
+        "import recommender; assert recommender.__file__.startswith(%r), recommender.__file__\n"
+        "out = m.predict(pd.DataFrame({'model': ['m0', 'm3'], 'dataset': ['ds0', 'ds1']}))\n"
+        "print(json.dumps(out['predicted'].tolist()))\n"
+    ) % (sysconfig.get_paths()["purelib"], str(local), str(local))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RECOMMENDER_HOME")}
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from recommender.io import load_recommender
+
+    want = load_recommender(home / "models" / "lr").predict(PAIRS.iloc[:2])
+    np.testing.assert_allclose(json.loads(r.stdout.strip().splitlines()[-1]), want, rtol=1e-9)

@@ -139,3 +139,32 @@ def test_score_cli_subprocess_help():
     r = subprocess.run([sys.executable, "-m", "recommender", "score", "--help"], capture_output=True, text=True,
                        cwd=REPO, env=env, timeout=60)
     assert r.returncode == 0 and "--reference-model" in r.stdout and "--probe-size" in r.stdout
+
+
+def test_score_warns_when_data_contradicts_registered_counts(tmp_path, home, capsys):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 15)
+    path = save_features_npz(tmp_path / "f.npz", y, {"m1": rng.normal(size=(60, 5)) + y[:, None]})
+    db = home / "w.db"
+    assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", "5000",
+                 "--num-classes", "10"]) == 0
+    capsys.readouterr()
+    assert _run("score", "--store", db, "--dataset", "toy", "--features", path, "--methods", "logme",
+                "--probe-size", 40) == 0
+    err = capsys.readouterr().err
+    assert "warning: the data has 4 classes but dataset 'toy' is registered with 10" in err
+    assert "warning: the data has 60 samples but dataset 'toy' is registered with 5,000" in err
+    ds = HistoryStore(f"sqlite:///{db}").get_dataset("toy")
+    assert (ds["num_classes"], ds["num_samples"]) == (10, 5000)  # registered values kept
+
+
+def test_score_no_warning_when_counts_agree(tmp_path, home, capsys):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 15)
+    path = save_features_npz(tmp_path / "f.npz", y, {"m1": rng.normal(size=(60, 5)) + y[:, None]})
+    db = home / "w.db"
+    assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", "60",
+                 "--num-classes", "4"]) == 0
+    assert _run("score", "--store", db, "--dataset", "toy", "--features", path, "--methods", "logme",
+                "--probe-size", 40) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -126,7 +126,7 @@ def test_train_logs_saves_and_predict_formats_agree(synth, ml_home, cli):
     rc_tab, out_tab, _ = cli("predict", "--dataset", "ds3", "--include-finetuned", "--top", "3")
     assert rc == rc_csv == rc_tab == 0
     csv = pd.read_csv(io.StringIO(out_csv))
-    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real"]
+    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real", "guess"]
     assert list(csv["model"]) == [r["model"] for r in rows] and len(rows) == 8
     assert list(csv["rank"]) == list(range(1, 9))
     pred = [r["predicted"] for r in rows]
@@ -308,3 +308,20 @@ def test_demo_on_transfergraph_is_idempotent_and_predict_shows_real_accuracy(sha
 def test_demo_bad_data_folder(home, cli, tmp_path):
     rc, _, err = cli("demo", "--data", tmp_path, "--no-mlflow")
     assert rc == 2 and "transfergraph-image" in err and "--data" in err
+
+
+def test_models_known_only_by_score_are_marked_as_guesses(synth, cli):
+    """A model with no jobs and no meta-features (as `score` adds one) is ranked, marked as a guess."""
+    assert cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")[0] == 0
+    synth.commit(models=[{"name": "scored_only", "feature_dim": 16}],
+                 scores=[{"model": "scored_only", "dataset": "ds3", "method": "logme", "value": 0.5,
+                          "source": "score-cli"}])
+    rc, out, _ = cli("predict", "--dataset", "ds3", "--top", "0")
+    assert rc == 0
+    line = next(ln for ln in out.splitlines() if " scored_only " in ln)
+    assert line.rstrip().endswith("?")
+    assert "1 models have no fine-tuning history and no meta-features" in out
+    assert sum(ln.rstrip().endswith("?") for ln in out.splitlines()) == 1  # m6/m7 (meta, no ds3 job) are not
+    rc, out, _ = cli("predict", "--dataset", "ds3", "--format", "json")
+    rows = {r["model"]: r for r in json.loads(out)["ranking"]}
+    assert rows["scored_only"]["guess"] is True and rows["m6"]["guess"] is False

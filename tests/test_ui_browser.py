@@ -152,6 +152,18 @@ def _log_demo_evaluation(home: Path) -> dict:
             "regret_at_1_mean": metrics["regret_at_1_mean"]}
 
 
+def _log_training_run(url: str) -> None:
+    """A run in the training experiment the ui created, as `train` logs one (name, metrics)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name("recommender-training")
+    assert exp is not None and exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    run = client.create_run(exp.experiment_id, run_name="train-lr")
+    client.log_metric(run.info.run_id, "cv_pearson", 0.5)
+    client.set_terminated(run.info.run_id)
+
+
 def _chrome(profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -263,6 +275,15 @@ def test_dashboard_shows_evaluation_runs(home, tmp_path, artifacts_dir):
             time.sleep(0.2)
         server_pids = _children(proc.pid)
         assert server_pids, "the ui command should run `mlflow server` as its child"
+
+        # the landing page: the printed runs view of the training experiment shows run names and a metric
+        import re
+
+        landing = re.search(r"runs view: (\S+)", out_path.read_text()).group(1)
+        assert landing.startswith(f"{url}/#/experiments/") and f"/runs?{ML}" in landing
+        _log_training_run(url)
+        driver.get(landing)
+        _wait_for_text(driver, ["recommender-training", "train-lr", "cv_pearson"], artifacts_dir / "ui_landing.png")
 
         ids = _log_demo_evaluation(home)
         assert ids["pearson_mean"] == 0.6875 and ids["regret_at_1_mean"] == 2.25  # means of LOGGED

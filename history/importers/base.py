@@ -28,9 +28,23 @@ def register_importer(cls):
     return cls
 
 
-def get_importer(name: str) -> "Importer":
-    from . import load_all  # noqa: F401  (registers the built-in importers)
+_BUILTIN = ["transfergraph", "shift", "parc", "timm", "generic", "mlflow_runs"]
 
+
+def load_all():
+    """Import (and so register) the built-in importers."""
+    import importlib
+
+    pkg = __name__.rsplit(".", 1)[0]
+    for mod in _BUILTIN:
+        try:
+            importlib.import_module(f"{pkg}.{mod}")
+        except ModuleNotFoundError as exc:  # a module not written yet
+            if exc.name != f"{pkg}.{mod}":
+                raise
+
+
+def get_importer(name: str) -> "Importer":
     load_all()
     if name not in IMPORTERS:
         raise HistoryImportError(
@@ -54,6 +68,8 @@ class ImportReport:
     scores_replaced: int = 0
     models_added: int = 0
     datasets_added: int = 0
+    probes_read: int = 0
+    probes_added: int = 0
     dropped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
@@ -77,6 +93,7 @@ class ImportReport:
             "jobs_existing": self.jobs_existing, "scores_read": self.scores_read,
             "scores_added": self.scores_added, "scores_replaced": self.scores_replaced,
             "models_added": self.models_added, "datasets_added": self.datasets_added,
+            "probes_read": self.probes_read, "probes_added": self.probes_added,
             "rows_dropped": self.rows_dropped, "dropped": dict(self.dropped),
             "repaired": dict(self.repaired), "notes": list(self.notes),
         }
@@ -91,6 +108,8 @@ class ImportReport:
             lines.append(
                 f"  scores: {self.scores_read} parsed, {self.scores_added} added, {self.scores_replaced} replaced")
         lines.append(f"  models added: {self.models_added}, datasets added: {self.datasets_added}")
+        if self.probes_read:
+            lines.append(f"  probes: {self.probes_read} parsed, {self.probes_added} added or replaced")
         if self.dropped:
             lines.append(f"  rows dropped: {self.rows_dropped}")
             for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]):
@@ -111,6 +130,7 @@ class ImportBatch:
     datasets: list = field(default_factory=list)
     jobs: list = field(default_factory=list)
     scores: list = field(default_factory=list)
+    probes: list = field(default_factory=list)
 
 
 class Importer:
@@ -144,6 +164,7 @@ class Importer:
         res = self._commit(
             store,
             models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
+            **({"probes": batch.probes} if batch.probes else {}),
             import_log={
                 "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
                 "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
@@ -152,6 +173,9 @@ class Importer:
         rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
         rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
         rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
+        rep.probes_read, rep.probes_added = len(batch.probes), res.probes_added
+        if not rep.rows_read:
+            rep.notes.append("the file has no data rows: nothing imported")
         return rep
 
     def _commit(self, store, **rows):
@@ -177,7 +201,7 @@ def is_blank(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in BLANK_TOKENS
 
 
-def read_table(path, **kw) -> pd.DataFrame:
+def read_table(path, allow_no_rows: bool = False, **kw) -> pd.DataFrame:
     """Read a CSV or Parquet file with clear errors for missing / empty / unreadable files."""
     p = Path(path)
     if not p.exists():
@@ -193,11 +217,26 @@ def read_table(path, **kw) -> pd.DataFrame:
             df = pd.read_csv(p, **kw)
     except pd.errors.EmptyDataError:
         raise HistoryImportError(f"{p}: file is empty (no header row)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        raise HistoryImportError(not_utf8_message(p, exc)) from None
+    except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None
-    if df.empty:
+    if df.empty and not allow_no_rows:
         raise HistoryImportError(f"{p}: file has a header but no data rows")
     return df
+
+
+def not_utf8_message(path, exc: UnicodeDecodeError | None = None, encoding: str = "utf-8") -> str:
+    """'file line N is not valid UTF-8' for the first line of ``path`` that does not decode."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                bad = raw[e.start:e.end]
+                return (f"{path}: file line {n} is not valid UTF-8 (byte {bad.hex(' ')} at character {e.start + 1}: "
+                        f"{raw[max(0, e.start - 20):e.end + 20]!r}); save the file as UTF-8 and import it again")
+    return f"{path}: the file is not valid UTF-8 ({exc}); save it as UTF-8 and import it again"
 
 
 def require_columns(df: pd.DataFrame, columns, path) -> None:
@@ -210,31 +249,42 @@ def require_columns(df: pd.DataFrame, columns, path) -> None:
 
 
 def parse_numbers(series: pd.Series, column: str, path, *, allow_missing: bool = True,
-                  missing_values=("", "nan", "NaN", "None", "null", "NA")) -> pd.Series:
+                  missing_values=("", "nan", "NaN", "None", "null", "NA"), offset: int = 0) -> pd.Series:
     """Parse a column to float; an unparsable cell raises an error naming row and value.
 
     Row numbers are 1-based data rows as a spreadsheet shows them after the header
     (file line = row + 1).
     """
     out = np.full(len(series), np.nan)
-    for i, v in enumerate(series.tolist()):
+    vals = series.tolist()
+    missing = set(missing_values)
+    if all(isinstance(v, str) for v in vals):  # the fast path: plain numbers or empty cells
+        try:
+            fast = pd.to_numeric(pd.Series([None if v in missing else v for v in vals], dtype=object),
+                                 errors="raise").to_numpy(dtype=float)
+        except (ValueError, TypeError):
+            fast = None  # something to clean or to report: the cell-by-cell loop below
+        if fast is not None and (allow_missing or not np.isnan(fast).any()):
+            return pd.Series(fast, index=series.index, name=column)
+    for i, v in enumerate(vals):
+        row = i + offset + 1
         if v is None or (isinstance(v, float) and np.isnan(v)):
             if not allow_missing:
-                raise HistoryImportError(f"{path}: row {i + 1}: column {column!r} is empty")
+                raise HistoryImportError(f"{path}: row {row}: column {column!r} is empty")
             continue
         if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
             out[i] = float(v)
             continue
         s = str(v).strip().replace(",", "") if isinstance(v, str) else str(v)
-        if s in missing_values:
+        if s in missing:
             if not allow_missing:
-                raise HistoryImportError(f"{path}: row {i + 1}: column {column!r} is empty")
+                raise HistoryImportError(f"{path}: row {row}: column {column!r} is empty")
             continue
         try:
             out[i] = float(s)
         except ValueError:
             raise HistoryImportError(
-                f"{path}: row {i + 1} (file line {i + 2}): column {column!r} has value {v!r}, "
+                f"{path}: row {row} (file line {row + 1}): column {column!r} has value {v!r}, "
                 "which is not a number"
             ) from None
     return pd.Series(out, index=series.index, name=column)

@@ -18,6 +18,11 @@ A ``record`` column (optional, default ``job``) says what a row holds:
               ``probe_size``, ``seed``, ``runtime_s``, ``source``, ``created_at``.
 * ``model``   a model and its meta-features only (``model_<field>`` columns).
 * ``dataset`` a dataset and its meta-features only (``dataset_<field>`` columns).
+* ``probe``   a probe set: ``dataset``, ``probe_size``, ``seed``, ``probe_indices`` (JSON list
+              of sample indices), ``probe_num_classes``, ``probe_data_ref``, ``created_at``.
+
+A file with a header but no rows imports as nothing when it has a ``record`` column (the
+export of an empty store); otherwise it is an error.
 
 Any row naming a model / dataset may carry ``model_<field>`` / ``dataset_<field>``
 meta columns (and ``model_extra`` / ``dataset_extra``, JSON objects).
@@ -46,7 +51,7 @@ from .. import schema as S
 from ..errors import HistoryImportError, closest
 from .base import ImportBatch, Importer, ImportReport, parse_numbers, read_table, register_importer, sha256_of
 
-RECORD_KINDS = ("job", "score", "model", "dataset")
+RECORD_KINDS = ("job", "score", "model", "dataset", "probe")
 #: Job statuses the store knows; only ``completed`` jobs become training targets.
 JOB_STATUSES = ("completed", "failed", "killed", "running")
 UNITS = ("fraction", "percent")
@@ -56,14 +61,21 @@ JOB_COLUMNS = ("regime", "metric", "status", "hparams", "source", "provenance", 
 #: Hyper-parameter columns merged into ``hparams`` (name -> python type).
 HPARAM_COLUMNS = {"lr": float, "epochs": int, "batch_size": int, "seed": int}
 SCORE_COLUMNS = ("method", "score", "probe_size", "runtime_s")  # + seed, source, created_at
+#: A ``probe`` row: the probe set drawn from ``dataset`` with (``probe_size``, ``seed``).
+PROBE_COLUMNS = ("probe_indices", "probe_num_classes", "probe_data_ref")
 MODEL_COLUMNS = {f"model_{f}": f for f in S.MODEL_FIELDS}
 DATASET_COLUMNS = {f"dataset_{f}": f for f in S.DATASET_FIELDS}
 META_EXTRA = {"model_extra": "model", "dataset_extra": "dataset"}
 KNOWN_COLUMNS = (
-    ("record",) + REQUIRED + JOB_COLUMNS + tuple(HPARAM_COLUMNS) + SCORE_COLUMNS
+    ("record",) + REQUIRED + JOB_COLUMNS + tuple(HPARAM_COLUMNS) + SCORE_COLUMNS + PROBE_COLUMNS
     + tuple(MODEL_COLUMNS) + tuple(DATASET_COLUMNS) + tuple(META_EXTRA)
 )
 SCORE_PREFIX = "score_"
+
+SAME_JOB = ("same job as an earlier row (same model, dataset, regime, hparams, metric, value, status, source "
+            "and provenance)")
+SCORE_CHANGED = ("score repeated for the same (model, dataset, method, probe_size, seed, source) with a "
+                 "different value; the later row wins")
 
 PAUSE_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE"
 PAUSE_SECONDS_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE_S"
@@ -89,7 +101,20 @@ def _text(v):
     return str(v).strip()
 
 
+class _Loc(str):
+    """The file name, carrying the row offset of the chunk being parsed (for messages)."""
+
+    offset = 0
+
+
+def _at(path, offset: int) -> _Loc:
+    loc = _Loc(path)
+    loc.offset = offset
+    return loc
+
+
 def _where(path, i: int) -> str:
+    i = int(i) + getattr(path, "offset", 0)
     return f"{path}: row {i + 1} (file line {i + 2})"
 
 
@@ -163,24 +188,103 @@ def _parse_time(raw, path, i: int):
 def _numbers(df: pd.DataFrame, column: str, path) -> np.ndarray | None:
     if column not in df.columns:
         return None
-    return parse_numbers(df[column], column, path).to_numpy()
+    return parse_numbers(df[column], column, path, offset=getattr(path, "offset", 0)).to_numpy()
+
+
+_NAN_TOKENS = ("nan", "NaN", "NAN")
+
+
+def _accuracies(df: pd.DataFrame, path, rows: np.ndarray):
+    """The accuracy column as floats, and a mask of cells that literally say NaN.
+
+    Unlike other numeric columns, an accuracy with a comma is refused (``0,9`` may be a
+    decimal comma or a thousands separator), and ``inf`` is named as not finite. Only the
+    job rows selected by ``rows`` are checked.
+    """
+    if "accuracy" not in df.columns:
+        return None, None
+    raw = df["accuracy"].tolist()
+    nan = np.zeros(len(raw), bool)
+    for i in np.flatnonzero(rows):
+        v = raw[i]
+        if isinstance(v, str):
+            t = v.strip()
+            if t in _NAN_TOKENS:
+                nan[i] = True
+                continue
+            if "," in t:
+                raise HistoryImportError(
+                    f"{_where(path, int(i))}: accuracy {v!r} has a comma, which is ambiguous (decimal comma or "
+                    "thousands separator?); write numbers with a decimal point, e.g. 0.9")
+            try:
+                x = float(t)
+            except ValueError:
+                continue  # empty or not a number: parse_numbers below names the cell
+        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            x = float(v)
+        else:
+            continue
+        if math.isinf(x):
+            raise HistoryImportError(
+                f"{_where(path, int(i))}: accuracy {v!r} is not a finite number; give the measured fraction, "
+                "or leave the cell empty if the run has no result")
+    vals = df["accuracy"].where(~pd.Series(nan, index=df.index), None)
+    return parse_numbers(vals, "accuracy", path, offset=getattr(path, "offset", 0)).to_numpy(), nan
 
 
 # ---------------------------------------------------------------------- reading
+class ParseState:
+    """What parsing one file remembers across its chunks (meta-features, duplicates, units)."""
+
+    def __init__(self, path, *, unit: str, source: str | None, force_unit: bool):
+        if unit not in UNITS:
+            raise HistoryImportError(f"unknown accuracy unit {unit!r}; use one of: {', '.join(UNITS)}")
+        self.path, self.unit, self.force_unit = str(path), unit, force_unit
+        self.default_source = source or Path(path).stem
+        self.report = ImportReport(importer="generic", source=self.default_source, path=self.path)
+        self.models: dict[str, dict] = {}
+        self.datasets: dict[str, dict] = {}
+        self.origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
+        self.row_hashes: list[np.ndarray] = []  # of earlier chunks, for exact duplicates
+        self.job_hashes: list[np.ndarray] = []  # first 64 bits of earlier chunks' job keys
+        self.score_values: dict[str, float] = {}  # score key -> value, of earlier chunks
+        self.pct_max = -np.inf  # largest accuracy seen with --unit percent
+        self.pct_n = 0
+        self.offset = 0
+
+    def finish(self) -> None:
+        """Checks that need the whole file (raises before anything is committed)."""
+        if self.unit == "percent" and self.pct_n and self.pct_max <= 1 and not self.force_unit:
+            m = self.pct_max
+            raise HistoryImportError(
+                f"{self.path}: --unit percent, but all {self.pct_n} accuracies are at most 1 (largest {m:g}), "
+                f"so the file looks like fractions: importing would store {m / 100:g} for {m:g}. Import "
+                "without --unit percent, or add --force-unit if these really are percentages of at most 1%")
+
+
 def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source: str | None = None,
-                       progress: bool = False) -> ImportBatch:
+                       progress: bool = False, force_unit: bool = False) -> ImportBatch:
     """Parse an already loaded generic-format frame (see module docstring) into a batch."""
-    path = str(path)
-    if unit not in UNITS:
-        raise HistoryImportError(f"unknown accuracy unit {unit!r}; use one of: {', '.join(UNITS)}")
-    df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
+    state = ParseState(path, unit=unit, source=source, force_unit=force_unit)
+    batch = parse_chunk(state, df, progress=progress)
+    state.finish()
+    batch.models, batch.datasets = list(state.models.values()), list(state.datasets.values())
+    return batch
+
+
+def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> ImportBatch:
+    """Parse the next chunk of a file: its jobs, scores and probes (models and datasets, with
+    their meta-features, accumulate in ``state``). Rows are numbered across chunks."""
+    path = _at(state.path, state.offset)
+    unit, report, default_source = state.unit, state.report, state.default_source
+    state.offset += len(df)
+    if not all(dt == object for dt in df.dtypes) or df.isna().to_numpy().any():
+        df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
     df.columns = [str(c).strip() for c in df.columns]
     dupe_cols = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dupe_cols:
         raise HistoryImportError(f"{path}: column(s) {', '.join(dupe_cols)} appear more than once in the header")
-    default_source = source or Path(path).stem
-    report = ImportReport(importer="generic", source=default_source, path=path)
-    report.rows_read = len(df)
+    report.rows_read += len(df)
 
     # ---- columns
     score_methods = {c: c[len(SCORE_PREFIX):] for c in df.columns if c.startswith(SCORE_PREFIX)}
@@ -223,11 +327,18 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
         )
 
     # ---- exact duplicates
-    dup = df.astype(str).duplicated().to_numpy() if len(df) else np.zeros(0, bool)
+    if len(df):
+        h = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
+        dup = np.array(pd.Series(h).duplicated(), dtype=bool)
+        if state.row_hashes:
+            dup |= np.isin(h, np.concatenate(state.row_hashes))
+        state.row_hashes = [np.unique(np.concatenate(state.row_hashes + [h]))]
+    else:
+        dup = np.zeros(0, bool)
     report.drop("exact duplicate of an earlier row", int(dup.sum()))
 
     # ---- numeric columns, parsed once (errors name row and value)
-    acc = _numbers(df, "accuracy", path)
+    acc, acc_nan = _accuracies(df, path, (kinds == "job") & ~dup)
     if acc is not None:
         job_rows = (kinds == "job") & ~dup
         vals = np.where(job_rows, acc, np.nan)
@@ -255,6 +366,9 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                     f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
                     f"({len(over)} row(s) above 100); fix the value or the unit"
                 )
+            seen = vals[~np.isnan(vals)]
+            if len(seen):
+                state.pct_max, state.pct_n = max(state.pct_max, float(seen.max())), state.pct_n + len(seen)
             acc = acc / 100.0
     hp_nums = {c: _numbers(df, c, path) for c in HPARAM_COLUMNS}
     sc_nums = {c: _numbers(df, c, path) for c in ("score", "probe_size", "runtime_s")}
@@ -265,12 +379,14 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
         if col in df.columns and not isinstance(table.c[f].type, String):
             meta_nums[col] = _numbers(df, col, path)
 
-    records = df.to_dict("records")
-    models: dict[str, dict] = {}
-    datasets: dict[str, dict] = {}
-    origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
-    jobs, scores = [], []
+    columns = list(df.columns)
+    column_values = [df[c].tolist() for c in columns]
+    del df
+    n_rows = len(kinds)
+    models, datasets, origin = state.models, state.datasets, state.origin
+    jobs, scores, probes = [], [], []
     job_keys: set[str] = set()
+    job_key_list: list[str] = []
     score_rows: dict[str, int] = {}
 
     def meta(kind, name, field, value, i, col):
@@ -285,34 +401,46 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                 f"{old!r} in row {origin[(kind, name, field)] + 1}; one {kind} has one value per field"
             )
         rec[field] = value
-        origin.setdefault((kind, name, field), i)
+        origin.setdefault((kind, name, field), i + path.offset)
 
-    it = range(len(records))
-    if progress and len(records) >= 20000:
+    # only the meta columns this file has (a row dict has every column of the file)
+    model_cols = {c: f for c, f in MODEL_COLUMNS.items() if c in columns}
+    dataset_cols = {c: f for c, f in DATASET_COLUMNS.items() if c in columns}
+    it = range(n_rows)
+    if progress is True and n_rows >= 20000:
         from tqdm import tqdm
 
         it = tqdm(it, desc=f"parsing {Path(path).name}", unit="row", leave=False)
     for i in it:
         if dup[i]:
             continue
-        r = records[i]
+        r = dict(zip(columns, [col[i] for col in column_values]))
         kind = kinds[i]
         model = _text(r.get("model"))
         dataset = _text(r.get("dataset"))
+        if kind == "job" and acc is not None and np.isnan(acc[i]) and (_text(r.get("status")) or "completed") == "completed":
+            # dropped before its model / dataset are registered: nothing of the row is kept
+            report.drop("accuracy is NaN (not a number) on a completed job" if acc_nan[i]
+                        else "empty accuracy on a completed job", 1)
+            continue
         if kind in ("job", "score", "model") and model is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'model' is empty")
-        if kind in ("job", "score", "dataset") and dataset is None:
+        if kind in ("job", "score", "dataset", "probe") and dataset is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'dataset' is empty")
         if kind == "model":
             dataset = None
-        if kind == "dataset":
+        if kind in ("dataset", "probe"):
             model = None
+        if kind == "probe":
+            probes.append(_probe(r, i, dataset, sc_nums, hp_nums, path))
+            datasets.setdefault(dataset, {"name": dataset})
+            continue
         _check_len(model, 255, "model", path, i)
         _check_len(dataset, 255, "dataset", path, i)
 
         # meta-features carried by any row that names the model / dataset
-        for name, kind2, cols, table in ((model, "model", MODEL_COLUMNS, S.models),
-                                         (dataset, "dataset", DATASET_COLUMNS, S.datasets)):
+        for name, kind2, cols, table in ((model, "model", model_cols, S.models),
+                                         (dataset, "dataset", dataset_cols, S.datasets)):
             if name is None:
                 continue
             (models if kind2 == "model" else datasets).setdefault(name, {"name": name})
@@ -397,12 +525,13 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
             "provenance": _text(r.get("provenance")), "created_at": created,
         }
         key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hp), metric=metric,
-                        value=value, status=status, source=src)
+                        value=value, status=status, source=src, provenance=job["provenance"])
         if key in job_keys:
-            report.drop("same job as an earlier row (same model, dataset, regime, hparams, metric, "
-                        "value, status and source)", 1)
+            report.drop(SAME_JOB, 1)
         else:
             job_keys.add(key)
+            job_key_list.append(key)
+            job["key"] = key  # the same fields the store would hash: spares it a second hash
             jobs.append(job)
         for m, col in wide.items():
             if col is not None and not np.isnan(col[i]):
@@ -411,9 +540,43 @@ def read_generic_frame(path, df: pd.DataFrame, *, unit: str = "fraction", source
                             "probe_size": None, "seed": None, "runtime_s": None, "source": src,
                             "created_at": None}, i, scores, score_rows, report)
 
+    # the same job in an earlier chunk
+    kh = np.array([int(k[:16], 16) for k in job_key_list], dtype=np.uint64)
+    if state.job_hashes and len(kh):
+        again = np.isin(kh, np.concatenate(state.job_hashes))
+        if again.any():
+            report.drop(SAME_JOB, int(again.sum()))
+            jobs = [j for j, a in zip(jobs, again) if not a]
+    if len(kh):
+        state.job_hashes = [np.concatenate(state.job_hashes + [kh])]
+    for k in list(score_rows):  # scores of earlier chunks: the later row wins (the store replaces it)
+        rec = scores[score_rows[k]]
+        if rec is None:
+            continue
+        if k in state.score_values and state.score_values[k] != rec["value"]:
+            report.drop(SCORE_CHANGED, 1)
+        state.score_values[k] = rec["value"]
     scores = [s for s in scores if s is not None]
-    return ImportBatch(report=report, models=list(models.values()), datasets=list(datasets.values()),
-                       jobs=jobs, scores=scores)
+    return ImportBatch(report=report, jobs=jobs, scores=scores, probes=probes)
+
+
+def _probe(r, i, dataset, sc_nums, hp_nums, path) -> dict:
+    size, seed = sc_nums["probe_size"], hp_nums["seed"]
+    if size is None or np.isnan(size[i]) or seed is None or np.isnan(seed[i]):
+        raise HistoryImportError(f"{_where(path, i)}: a probe row needs 'probe_size' and 'seed'")
+    raw = r.get("probe_indices")
+    try:
+        idx = json.loads(str(raw)) if not _is_missing(raw) else None
+    except json.JSONDecodeError:
+        idx = None
+    if not isinstance(idx, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in idx):
+        raise HistoryImportError(f"{_where(path, i)}: column 'probe_indices' must be a JSON list of whole "
+                                 f"numbers, got {str(raw)[:60]!r}")
+    nc = r.get("probe_num_classes")
+    return {"dataset": dataset, "size": _as_int(size[i], "probe_size", path, i, r.get("probe_size")),
+            "seed": _as_int(seed[i], "seed", path, i, r.get("seed")), "indices": idx,
+            "num_classes": None if _is_missing(nc) else _as_int(float(nc), "probe_num_classes", path, i, nc),
+            "data_ref": _text(r.get("probe_data_ref")), "created_at": _parse_time(r.get("created_at"), path, i)}
 
 
 def _add_score(rec, i, scores, score_rows, report):
@@ -424,8 +587,7 @@ def _add_score(rec, i, scores, score_rows, report):
         old = scores[j]
         if old["value"] == rec["value"]:
             return  # the same score repeated on several job rows (one per hyper-parameter setting)
-        report.drop("score repeated for the same (model, dataset, method, probe_size, seed, source) "
-                    "with a different value; the later row wins", 1)
+        report.drop(SCORE_CHANGED, 1)
         scores[j] = None
     score_rows[key] = len(scores)
     scores.append(rec)
@@ -438,7 +600,11 @@ class GenericImporter(Importer):
     name = "generic"
     description = "generic CSV/Parquet: model,dataset,accuracy[,regime,metric,status,hparams,score_<method>,...]"
 
-    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True) -> ImportBatch:
+    #: Rows parsed and written at a time by :meth:`run` (bounds the memory of a large import).
+    CHUNK_ROWS = 100_000
+
+    @staticmethod
+    def _check_path(path) -> Path:
         p = Path(path)
         if p.is_dir():
             raise HistoryImportError(f"{p}: is a directory; the generic format is one .csv or .parquet file "
@@ -447,18 +613,114 @@ class GenericImporter(Importer):
             raise HistoryImportError(
                 f"{p}: unsupported file extension {p.suffix!r}; the generic format is read from .csv or .parquet"
             )
-        kw = {} if p.suffix.lower() in (".parquet", ".pq") else {
+        return p
+
+    @staticmethod
+    def _csv_options(p: Path) -> dict:
+        return {} if p.suffix.lower() in (".parquet", ".pq") else {
             "dtype": str, "keep_default_na": False, "sep": "\t" if p.suffix.lower() == ".tsv" else ","}
-        df = read_table(p, **kw)
-        batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress)
+
+    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
+             force_unit: bool = False) -> ImportBatch:
+        """The whole file as one batch (for small files and the Python API; ``run`` streams)."""
+        p = self._check_path(path)
+        df = read_table(p, allow_no_rows=True, **self._csv_options(p))
+        if df.empty and "record" not in [str(c).strip() for c in df.columns]:
+            raise HistoryImportError(f"{p}: file has a header but no data rows")
+        batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress, force_unit=force_unit)
         batch.report.sha256 = sha256_of(p)
         return batch
 
-    def _commit(self, store, **rows):
-        with store.write() as conn:
-            res = store.commit(**rows, conn=conn)
-            _test_pause()
-        return res
+    def _chunks(self, p: Path):
+        """The file as frames of at most CHUNK_ROWS rows, with read_table's clear errors."""
+        if p.suffix.lower() in (".parquet", ".pq"):
+            if not p.exists():
+                raise HistoryImportError(f"{p}: file not found")
+            if p.stat().st_size == 0:
+                raise HistoryImportError(f"{p}: file is empty")
+        else:  # existence, empty file, no header, undecodable header: read_table's clear errors
+            read_table(p, allow_no_rows=True, nrows=1, **self._csv_options(p))
+        try:
+            if p.suffix.lower() in (".parquet", ".pq"):
+                import pyarrow.parquet as pq
+
+                for b in pq.ParquetFile(p).iter_batches(batch_size=self.CHUNK_ROWS):
+                    yield b.to_pandas()
+                return
+            with pd.read_csv(p, chunksize=self.CHUNK_ROWS, **self._csv_options(p)) as reader:
+                yield from reader
+        except UnicodeDecodeError as exc:
+            from .base import not_utf8_message
+
+            raise HistoryImportError(not_utf8_message(p, exc)) from None
+        except (pd.errors.ParserError, ValueError, OSError) as exc:
+            raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None
+
+    def run(self, store, path, progress: bool = True, **options) -> ImportReport:
+        """Stream the file: parse and write CHUNK_ROWS rows at a time, all in ONE transaction
+        (an error in any chunk rolls everything back), with a progress bar over both phases."""
+        self.check_options(options)
+        unit, source = options.get("unit", "fraction"), options.get("source")
+        force_unit = bool(options.get("force_unit", False))
+        p = self._check_path(path)
+        state = ParseState(p, unit=unit, source=source, force_unit=force_unit)
+        rep = state.report
+        totals = dict(jobs_added=0, jobs_existing=0, scores_added=0, scores_replaced=0, models_added=0,
+                      datasets_added=0, probes_added=0)
+        bar = None
+        if progress is True:
+            from tqdm import tqdm
+
+            bar = tqdm(desc=f"importing {p.name}", unit="row", leave=False, disable=None)
+
+        def add(res):
+            for k in totals:
+                totals[k] += getattr(res, k)
+
+        try:
+            with store.write() as conn:
+                columns = None
+                for df in self._chunks(p):
+                    columns = columns or [str(c).strip() for c in df.columns]
+                    if bar is not None:
+                        bar.set_postfix_str("parsing")
+                    n = len(df)
+                    batch = parse_chunk(state, df, progress=False)
+                    del df
+                    rep.jobs_read += len(batch.jobs)
+                    rep.scores_read += len(batch.scores)
+                    rep.probes_read += len(batch.probes)
+                    if bar is not None:
+                        bar.set_postfix_str("writing")
+                    add(store.commit(jobs=batch.jobs, scores=batch.scores,
+                                     **({"probes": batch.probes} if batch.probes else {}), conn=conn))
+                    if bar is not None:
+                        bar.update(n)
+                if columns is None and p.suffix.lower() in (".parquet", ".pq"):
+                    import pyarrow.parquet as pq
+
+                    columns = [str(c).strip() for c in pq.ParquetFile(p).schema_arrow.names]
+                if not rep.rows_read and "record" not in (columns or []):
+                    raise HistoryImportError(f"{p}: file has a header but no data rows")
+                state.finish()
+                rep.sha256 = sha256_of(p)
+                res = store.commit(
+                    models=list(state.models.values()), datasets=list(state.datasets.values()), conn=conn,
+                    import_log={"importer": rep.importer, "source": rep.source, "path": rep.path,
+                                "sha256": rep.sha256, "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
+                                "jobs_added": totals["jobs_added"], "scores_added": totals["scores_added"]})
+                add(res)
+                _test_pause()
+        finally:
+            if bar is not None:
+                bar.close()
+        rep.jobs_added, rep.jobs_existing = totals["jobs_added"], totals["jobs_existing"]
+        rep.scores_added, rep.scores_replaced = totals["scores_added"], totals["scores_replaced"]
+        rep.models_added, rep.datasets_added = totals["models_added"], totals["datasets_added"]
+        rep.probes_added = totals["probes_added"]
+        if not rep.rows_read:
+            rep.notes.append("the file has no data rows: nothing imported")
+        return rep
 
 
 def _test_pause():

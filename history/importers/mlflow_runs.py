@@ -85,7 +85,7 @@ class MlflowRunsImporter(Importer):
     description = "runs of an MLflow experiment: params model/dataset, metric accuracy (--experiment)"
 
     def read(self, path, *, experiment=None, metric: str = "accuracy", unit: str = "fraction",
-             source: str | None = None, progress: bool = True) -> ImportBatch:
+             source: str | None = None, progress: bool = True, force_unit: bool = False) -> ImportBatch:
         if experiment is None or str(experiment).strip() == "":
             raise HistoryImportError("the mlflow importer needs an experiment: pass --experiment NAME_OR_ID")
         if unit not in UNITS:
@@ -200,11 +200,18 @@ class MlflowRunsImporter(Importer):
                 "provenance": f"mlflow:{exp.experiment_id}/{info.run_id}", "created_at": created,
             }
             key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hparams),
-                            metric=metric, value=value, status=status, source=src)
+                            metric=metric, value=value, status=status, source=src,
+                            provenance=job["provenance"])
             if key in keys:
                 report.drop("run identical to an earlier run (same params, status and value)")
                 continue
             keys.add(key)
             jobs.append(job)
+        vals = [j["value"] for j in jobs if j["value"] is not None]
+        if unit == "percent" and vals and max(vals) <= 0.01 and not force_unit:
+            raise HistoryImportError(
+                f"--unit percent, but all {len(vals)} {metric!r} values are at most 1 (largest {100 * max(vals):g}), "
+                "so the runs look like they log fractions. Import without --unit percent, or add --force-unit "
+                "if these really are percentages of at most 1%")
         return ImportBatch(report=report, models=list(models.values()), datasets=list(datasets.values()),
                            jobs=jobs)

@@ -73,7 +73,7 @@ CLASS_REPAIRS = {
 
 FOOD101_REASON = (
     "food101 run excluded: broken experiment ({n_chance} of {n} runs at chance accuracy "
-    "~0.0099 = 1/101); pass include_food101=True to keep it"
+    "~0.0099 = 1/101); import with --include-food101 to keep it"
 )
 
 def _num(v):

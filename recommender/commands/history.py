@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from pathlib import Path
 
 from history.errors import NotFoundError, RecommenderError, StoreError
 
@@ -17,6 +18,7 @@ from . import add_parser, open_store
 HELP = "fill, inspect and export the fine-tuning history store"
 FORMATS = ("generic", "transfergraph", "shift", "parc", "timm", "mlflow")
 LIST_FORMATS = ("table", "csv", "json")
+GENERIC_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
 class CliUsageError(RecommenderError):
@@ -50,9 +52,12 @@ def register(sub):
                                "(folders of the public histories), mlflow (PATH = tracking URI).")
     q.add_argument("path", nargs="?", help="file or folder; for --format mlflow the tracking URI "
                                            "(default: --tracking-uri)")
-    q.add_argument("--format", "-f", required=True, help=f"input format: {', '.join(FORMATS)}")
+    q.add_argument("--format", "-f", default=None,
+                   help=f"input format: {', '.join(FORMATS)} (default: generic for a .csv or .parquet file)")
     q.add_argument("--unit", choices=["fraction", "percent"], default=None,
                    help="generic/mlflow: accuracy unit in the input (default fraction, values in [0, 1])")
+    q.add_argument("--force-unit", action="store_true",
+                   help="accept --unit percent even when every value is at most 1 (refused by default)")
     q.add_argument("--source", default=None,
                    help="generic: source name for rows without one (default: file stem); mlflow: source "
                         "name (default mlflow:<experiment>)")
@@ -71,10 +76,16 @@ def register(sub):
     q.add_argument("path", help="output file (.csv or .parquet)")
     q.add_argument("--source", default=None, help="only the jobs and scores of this source")
     q.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the extension")
+    q.add_argument("--wide", action="store_true",
+                   help="for pandas: one row per (model, dataset) with the target and one score_<method> column "
+                        "per score (a view, not re-importable)")
+    q.add_argument("--target-rule", choices=["best", "mean", "latest"], default="best",
+                   help="--wide: how a pair's target is derived from its jobs (default best)")
     q.set_defaults(func=cmd_export)
 
-    q = add_parser(hs, "stats", help="counts of jobs, models, datasets and scores",
-                   description="Counts by source, regime and score method.")
+    q = add_parser(hs, "stats", help="counts of jobs, models, datasets and scores; the last imports",
+                   description="Counts by source, regime and score method, and the last imports with "
+                               "their dropped rows by reason.")
     q.add_argument("--json", action="store_true", help="machine-readable JSON")
     q.set_defaults(func=cmd_stats)
 
@@ -207,6 +218,13 @@ def cmd_import(args) -> int:
     from history.config import resolve_tracking_uri
     from history.importers import get_importer
 
+    if args.format is None:
+        suffixes = [x.lower() for x in Path(args.path or "").suffixes]
+        if args.path and suffixes and suffixes[-1] in GENERIC_SUFFIXES or suffixes[-2:-1] == [".csv"]:
+            args.format = "generic"
+        else:
+            raise CliUsageError(f"history import {args.path or ''}: give --format (one of {', '.join(FORMATS)}); "
+                                "only a .csv or .parquet file is taken as the generic format by default")
     imp = get_importer(args.format)  # unknown format -> error listing the supported ones
     options = _parse_options(args.option)
     for k in ("unit", "source", "experiment", "metric"):
@@ -215,6 +233,8 @@ def cmd_import(args) -> int:
             options[k] = v
     if args.include_food101:
         options["include_food101"] = True
+    if args.force_unit:
+        options["force_unit"] = True
     path = args.path
     if path is None:
         if args.format != "mlflow":
@@ -232,9 +252,10 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from history.export import export_history
 
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
-        rep = export_history(store, args.path, source=args.source, format=args.format)
+        rep = export_history(store, args.path, source=args.source, format=args.format, wide=args.wide,
+                             target_rule=args.target_rule)
     finally:
         store.dispose()
     print(rep.summary())
@@ -242,7 +263,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         st = store.stats()
     finally:
@@ -263,6 +284,15 @@ def cmd_stats(args) -> int:
         _table("scores by method", ["method", "scores", "pairs", "sources"],
                [(m, f"{v['scores']:,}", f"{v['pairs']:,}", ", ".join(f"{s} ({n})" for s, n in v["sources"].items()))
                 for m, v in st["scores_by_method"].items()])
+    if st.get("last_imports"):
+        _table(f"last {len(st['last_imports'])} imports (newest first)",
+               ["when", "importer", "source", "rows", "jobs", "scores", "dropped"],
+               [(str(r["created_at"])[:19], r["importer"], r["source"], f"{r['rows_read']:,}", f"{r['jobs_added']:,}",
+                 f"{r['scores_added']:,}", f"{r['rows_dropped']:,}") for r in st["last_imports"]])
+        drops = [(str(r["created_at"])[:19], r["source"], reason, f"{n:,}")
+                 for r in st["last_imports"] for reason, n in r["dropped"].items()]
+        if drops:
+            _table("dropped rows of those imports, by reason", ["when", "source", "reason", "count"], drops)
     if not t["jobs"] and not t["scores"]:
         print("the store is empty: fill it with 'history pull NAME' or 'history import PATH --format generic'")
     return 0
@@ -294,7 +324,7 @@ def _listing(store, kind, source):
 
 
 def cmd_list(args) -> int:
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         df = _listing(store, args.kind, args.source)
     finally:
@@ -313,7 +343,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         rec = store.get_model(args.name) if args.kind == "model" else store.get_dataset(args.name)
         jobs = store.jobs_frame(include_failed=True)

@@ -37,7 +37,7 @@ def run(args) -> int:
 
     if args.top is not None and args.top < 0:
         raise RecommenderError(f"--top must be >= 0 (0 shows every model), got {args.top}")
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         ranked, meta = recommend_for_dataset(
             store, args.dataset, name=args.recommender, home=args.home, k=args.top or None,
@@ -48,7 +48,7 @@ def run(args) -> int:
         text = ranked.to_csv(index=False, float_format="%.6g")
     elif args.format == "json":
         rows = [{"rank": int(r.rank), "model": r.model, "predicted": _num(r.predicted), "std": _num(r.std),
-                 "real": _num(r.real)} for r in ranked.itertuples(index=False)]
+                 "real": _num(r.real), "guess": bool(r.guess)} for r in ranked.itertuples(index=False)]
         text = json.dumps({**meta, "ranking": rows}, indent=2) + "\n"
     else:
         text = _table(ranked, meta) + "\n"
@@ -76,7 +76,7 @@ def _table(ranked, meta) -> str:
     header = ["rank", "model", "predicted"] + (["std"] if show_std else []) + (["real"] if show_real else [])
     rows = []
     for r in ranked.itertuples(index=False):
-        row = [str(r.rank), str(r.model), fmt_pct(r.predicted)]
+        row = [str(r.rank), str(r.model), fmt_pct(r.predicted) + (" ?" if getattr(r, "guess", False) else "")]
         if show_std:
             row.append(fmt_pct(r.std))
         if show_real:
@@ -96,6 +96,10 @@ def _table(ranked, meta) -> str:
         b = meta["best_finetuned"]
         lines.append(f"{meta['excluded_finetuned']} models already fine-tuned on {meta['dataset']!r} are not ranked "
                      f"(best: {b['model']} at {fmt_pct(b['real'])}); pass --include-finetuned to rank them too.")
+    if "guess" in ranked and ranked["guess"].any():
+        lines.append(f"? {int(ranked['guess'].sum())} models have no fine-tuning history and no meta-features "
+                     "(e.g. added only by 'score'): their predictions are guesses. Add their meta-features "
+                     "(generic import, model_<field> columns) to inform them.")
     if meta.get("other_modality"):
         lines.append(f"{meta['other_modality']} models of another modality than {meta['dataset']!r} "
                      f"({meta.get('modality')}) are not candidates.")

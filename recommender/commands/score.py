@@ -120,6 +120,10 @@ def run(args) -> int:
     store = open_store(args)
     if not store.has_dataset(args.dataset):
         notes.append(f"dataset {args.dataset!r} was not in the store: created")
+    else:
+        for w in dataset_mismatches(store.get_dataset(args.dataset), args.dataset, len(data), data.num_classes):
+            print(f"warning: {w}", file=sys.stderr)
+            notes.append(f"warning: {w}")
     probe = sample_probe(data.labels, args.probe_size, seed=args.seed)
     notes += list(probe.notes)
     y = data.labels[probe.indices]
@@ -212,6 +216,18 @@ def run(args) -> int:
         print("error: no score could be computed (see the messages above)", file=sys.stderr)
         return 1
     return 0
+
+
+def dataset_mismatches(registered: dict, name: str, num_samples: int, num_classes: int) -> list[str]:
+    """Where the data given to ``score`` contradicts the dataset's registered meta-features."""
+    out = []
+    for field, have, what in (("num_classes", num_classes, "classes"), ("num_samples", num_samples, "samples")):
+        reg = registered.get(field)
+        if reg is not None and int(reg) != int(have):
+            out.append(f"the data has {have:,} {what} but dataset {name!r} is registered with {int(reg):,}; "
+                       f"the registered value is kept. Check --dataset / --data, or fix it with 'history add-dataset "
+                       f"{name} --update --num-samples N --num-classes C'")
+    return out
 
 
 def _print_table(results, models, methods):

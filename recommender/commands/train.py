@@ -15,7 +15,7 @@ def register(sub):
     p.add_argument("--recommender", "-r", default="all",
                    help="recommender name(s), comma-separated, or 'all' (default: all)")
     p.add_argument("--source", default=None, help="train only on jobs of this source (e.g. transfergraph-image)")
-    p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab1k)")
+    p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab-1k)")
     p.add_argument("--features", default=None,
                    help="feature groups, comma-separated: d (dataset meta), m (model meta), s (MS scores); "
                         "default: each recommender's own default")
@@ -39,7 +39,7 @@ def run(args) -> int:
     from recommender.training import train_recommenders
 
     home = resolve_home(args.home)
-    store = open_store(args)
+    store = open_store(args, write=False)
     try:
         results = train_recommenders(
             store, args.recommender, features=args.features, source=args.source, regime=args.regime,

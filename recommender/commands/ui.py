@@ -3,7 +3,9 @@
 Starts ``mlflow server`` on ``--host``/``--port`` with backend store
 ``resolve_tracking_uri(--tracking-uri, --home)`` (``sqlite:///<home>/mlflow.db`` by default)
 and artifacts under ``<home>/mlartifacts``, prints the URL, and serves until Ctrl-C (or
-SIGTERM), then stops the server. ``--no-wait`` leaves the server running in the background and
+SIGTERM), then stops the server. It prints (and, in a terminal, opens) the runs view of the
+training experiment ``recommender-training`` in MLflow's machine-learning workflow, creating the
+experiment when the store has none yet. ``--no-wait`` leaves the server running in the background and
 prints its process id instead.
 """
 from __future__ import annotations
@@ -12,8 +14,10 @@ import signal
 import sys
 
 from history.config import artifact_root, resolve_home, resolve_tracking_uri
+from recommender.tracking import DEFAULT_EXPERIMENT
 from recommender.commands import add_parser
-from recommender.mlflow_server import DEFAULT_START_TIMEOUT, ServerError, start_server
+from recommender.mlflow_server import (DEFAULT_START_TIMEOUT, ServerError, ensure_experiment, runs_view_url,
+                                       start_server)
 
 
 def register(sub) -> None:
@@ -23,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="do not open the runs view in a web browser (never opened when output is not a terminal)")
     p.add_argument("--no-wait", action="store_true",
                    help="start the server in the background, print its URL and process id, and return")
     p.add_argument("--start-timeout", type=float, default=DEFAULT_START_TIMEOUT,
@@ -61,11 +67,25 @@ def _serve(args, uri, artifacts, log_path) -> int:
     server = start_server(uri, artifacts, host=args.host, port=args.port, workers=1,
                           log_path=log_path, start_timeout=args.start_timeout, detach=args.no_wait)
     url = server.url
+    try:
+        exp_id = ensure_experiment(url, DEFAULT_EXPERIMENT, (artifacts / DEFAULT_EXPERIMENT).as_uri())
+        landing = runs_view_url(url, exp_id)
+    except Exception as exc:  # the dashboard still works from its home page
+        print(f"warning: cannot find the {DEFAULT_EXPERIMENT!r} experiment ({exc}); open {url}", file=sys.stderr)
+        landing = url
     if args.no_wait:
-        print(f"MLflow UI: {url}\nrunning in the background as process {server.pid}; "
+        print(f"MLflow UI: {url}\nruns view: {landing}\nrunning in the background as process {server.pid}; "
               f"stop it with: kill {server.pid}\nserver log: {log_path}", flush=True)
         return 0
-    print(f"MLflow UI: {url}\nserver log: {log_path}\npress Ctrl-C to stop", flush=True)
+    print(f"MLflow UI: {url}\nruns view: {landing}  (training runs; evaluations are the evaluate/* "
+          f"experiments)\nserver log: {log_path}\npress Ctrl-C to stop", flush=True)
+    if not args.no_browser and sys.stdout.isatty():
+        import webbrowser
+
+        try:
+            webbrowser.open(landing)
+        except Exception:  # no browser here: the printed URL is enough
+            pass
     try:
         code = server.process.wait()
     except KeyboardInterrupt:

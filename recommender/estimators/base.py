@@ -118,12 +118,8 @@ class TabularRecommender(BaseRecommender):
         sd_u = np.array([k[1] if k else np.nan for k in known], dtype=float)
         unknown = np.isnan(mu_u)
         if unknown.any():
-            _, datasets, _ = fz._context(history)
             tnames = list(self.dataset_stats_)
-            u_q = fz._sim_coords(datasets.reindex(pd.Index(np.asarray(uniq)[unknown], name="name")))
-            u_t = fz._sim_coords(fz.datasets_meta_.set_index("name", drop=False).reindex(pd.Index(tnames)))
-            w = np.exp(-((u_q[:, None, :] - u_t[None, :, :]) ** 2).sum(-1) / max(fz.collab_bandwidth, 1e-6) ** 2)
-            w = w + 1e-12
+            w = fz.dataset_weights(np.asarray(uniq)[unknown], history, train_datasets=tnames) + 1e-12
             tm = np.array([self.dataset_stats_[d][0] for d in tnames])
             ts = np.array([self.dataset_stats_[d][1] for d in tnames])
             mu_u[unknown] = (w @ tm) / w.sum(1)
@@ -135,9 +131,9 @@ class TabularRecommender(BaseRecommender):
         self._check_fitted()
         if history is not None and not isinstance(history, HistoryFrame):
             raise RecommenderError(f"history must be a HistoryFrame, got {type(history).__name__}")
-        from features.featurizer import _check_pairs
+        from features.featurizer import check_pairs
 
-        pairs = _check_pairs(pairs)
+        pairs = check_pairs(pairs)
         return pairs, self.featurizer_.transform(pairs, history)
 
     def predict(self, pairs: pd.DataFrame, history=None) -> np.ndarray:

@@ -22,17 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from history.errors import RecommenderError
+
 from .base import TabularRecommender
-
-
-def fm_score(X, w0: np.ndarray, w: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """FM outputs of every member / posterior sample: [n_rows, S]. w0 [S], w [S,p], V [S,p,k]."""
-    S, p, k = V.shape
-    lin = np.asarray(X @ w.T)  # [n, S]
-    XV = np.asarray(X @ V.transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
-    X2 = X.multiply(X) if hasattr(X, "multiply") else X ** 2
-    X2V2 = np.asarray(X2 @ (V ** 2).transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
-    return w0[None, :] + lin + 0.5 * (XV ** 2 - X2V2).sum(-1)
+from .fm_torch import fm_score  # noqa: F401  (re-exported: the scoring kernel both FMs share)
 
 
 class _FMSamplesMixin:
@@ -72,12 +65,11 @@ class FMRecommender(_FMSamplesMixin, TabularRecommender):
 
     name = "fm"
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 100, n_members: int = 3,
                  l2_linear: float = 1e-3, l2_factors: float = 1e-2, init_stdev: float = 0.1,
                  collab_bandwidth: float = 1.0, model_ids=None, collab: bool = False):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.rank = rank
@@ -106,12 +98,11 @@ class MyFMRecommender(_FMSamplesMixin, TabularRecommender):
 
     name = "fm-myfm"
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 300, n_kept_samples: int = 100,
                  init_stdev: float = 0.1, collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = False):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.rank = rank
@@ -127,7 +118,14 @@ class MyFMRecommender(_FMSamplesMixin, TabularRecommender):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import myfm
+            try:
+                import myfm
+            except ModuleNotFoundError as exc:
+                if exc.name != "myfm":
+                    raise
+                raise RecommenderError(
+                    "MyFMRecommender needs the optional myfm package (experiments.fm_compare only): "
+                    "pip install 'finetune-recommender[fm-compare]'") from None
         names = self.featurizer_.feature_names_
         # one hyper-prior group per feature block (d/m/s x dense/one-hot family)
         keys = [n.split("=")[0] if "=" in n else n.split(":")[0] + ":dense" for n in names]

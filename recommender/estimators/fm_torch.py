@@ -21,6 +21,16 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def fm_score(X, w0: np.ndarray, w: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """FM outputs of every member / posterior sample: [n_rows, S]. w0 [S], w [S,p], V [S,p,k]."""
+    S, p, k = V.shape
+    lin = np.asarray(X @ w.T)  # [n, S]
+    XV = np.asarray(X @ V.transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
+    X2 = X.multiply(X) if hasattr(X, "multiply") else X ** 2
+    X2V2 = np.asarray(X2 @ (V ** 2).transpose(1, 0, 2).reshape(p, S * k)).reshape(-1, S, k)
+    return w0[None, :] + lin + 0.5 * (XV ** 2 - X2V2).sum(-1)
+
+
 class _SparseMatmul:
     """``X @ A`` for a fixed scipy CSR ``X`` as a torch autograd op (backward: ``X^T @ G``).
 
@@ -174,7 +184,6 @@ class TorchFM:
 
     def predict_members(self, X) -> np.ndarray:
         """[n_rows, n_members] outputs of every member."""
-        from .fm import fm_score
 
         return fm_score(sp.csr_matrix(X, dtype=np.float64), self.w0_, self.w_, self.V_)
 

@@ -54,13 +54,12 @@ class _LGBMBase(TabularRecommender):
 class LGBMRecommender(_LGBMBase):
     name = "lgbm"
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", n_estimators: int = 300, learning_rate: float = 0.03,
                  num_leaves: int = 15, min_child_samples: int = 20, colsample: float = 0.8,
                  subsample: float = 0.8, reg_lambda: float = 1.0, n_jobs: int = 1, collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = True, interactions: bool = False):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.n_estimators = n_estimators
@@ -90,14 +89,13 @@ class LGBMRecommender(_LGBMBase):
 class LGBMRankRecommender(_LGBMBase):
     name = "lgbm-rank"
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", n_estimators: int = 300, learning_rate: float = 0.03,
                  num_leaves: int = 15, min_child_samples: int = 20, colsample: float = 0.8,
                  subsample: float = 0.8, reg_lambda: float = 1.0, relevance_levels: int = 16,
                  truncation_level=None, n_jobs: int = 1, collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = True, interactions: bool = False):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.n_estimators = n_estimators

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import Ridge
 
 from history.errors import RecommenderError
 
@@ -20,12 +19,11 @@ class LinearRecommender(TabularRecommender):
     name = "lr"
     has_uncertainty = False
 
-    def __init__(self, features: str = "d,m,s", target_rule: str = "best", random_state: int = 0,
+    def __init__(self, features: str = "d,m,s", random_state: int = 0,
                  target_norm: str = "dataset", alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1000.0), cv_folds: int = 5,
                  collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = True, interactions: bool = False, unpenalized: str = ""):
         self.features = features
-        self.target_rule = target_rule
         self.random_state = random_state
         self.target_norm = target_norm
         self.alphas = alphas
@@ -50,6 +48,7 @@ class LinearRecommender(TabularRecommender):
 
     def _fit_estimator(self, X, y, groups, targets):
         import scipy.sparse as sp
+        from sklearn.linear_model import Ridge  # imported here: predict needs no scikit-learn
 
         scale = self._column_scale()
         X = X @ sp.diags(scale) if (scale != 1).any() else X
