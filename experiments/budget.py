@@ -15,10 +15,10 @@ and MS scores may be used):
 
 ``static``       the recommender's order (``lr`` on d,m features, fixed in advance);
 ``adaptive``     the same predictions as prior, updated after every observation by
-                 :class:`recommender.adaptive.AdaptiveRanker` (GP posterior over models);
+                 :class:`recommender.adaptive.AdaptiveRanker` (GP posterior over models,
+                 next pick = highest posterior mean);
+``adaptive-ei``  the same update, next pick = highest expected improvement (an ablation);
 ``model-mean``   popularity: the model's mean accuracy over the training datasets;
-``adaptive-greedy``  the same update, picking the highest posterior mean instead of the
-                 highest expected improvement (an ablation);
 ``adaptive-mm``  the adaptive update with the ``model-mean`` prior;
 ``hybrid``       Renggli et al.: top-5 by source accuracy (else model mean) re-ranked by an
                  MS score (``--ms-method``, default logme), then the rest;
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-STRATEGIES = ("static", "adaptive", "adaptive-greedy", "model-mean", "adaptive-mm", "hybrid", "random")
+STRATEGIES = ("static", "adaptive", "adaptive-ei", "model-mean", "adaptive-mm", "hybrid", "random")
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("tg-lodo", "shift-vtab1k-lodo", "parc-controlled-lodo", "parc-all-lodo")
 
@@ -69,7 +69,7 @@ def _order(scores: pd.Series) -> list:
     return df["m"].tolist()
 
 
-def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisition: str = "ei") -> list:
+def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisition: str = "mean") -> list:
     from recommender.adaptive import AdaptiveRanker
 
     ranker = AdaptiveRanker(acquisition_fn=acquisition).fit(prior, train_targets, exclude=[held])
@@ -107,7 +107,7 @@ def run_protocol(history, *, budget: int = 10, recommender: str = "lr", features
                   "model-mean": _order(mm)}
         mm_prior = mm.fillna(mm.mean() if mm.notna().any() else 0.0)
         orders["adaptive-mm"] = _adaptive_order(mm_prior, y, train.targets, held)
-        orders["adaptive-greedy"] = _adaptive_order(pred, y, train.targets, held, "mean")
+        orders["adaptive-ei"] = _adaptive_order(pred, y, train.targets, held, "ei")
         try:
             h = pd.Series(hybrid(train, pairs, history, method=ms_method), index=models)
             if h.notna().any():
@@ -200,11 +200,17 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="folder of the real histories (default ../shared/data)")
     ap.add_argument("--out", default=str(REPO / "experiments" / "BUDGET.md"), help="markdown summary to write")
     ap.add_argument("--plots", default=str(REPO / "experiments"), help="folder for budget_<benchmark>.png")
+    ap.add_argument("--store", default=None, help="evaluate this history store instead of the benchmarks "
+                                                 "(SQLAlchemy URL or SQLite path; with --source / --regime)")
+    ap.add_argument("--source", default=None, help="source of the jobs in --store")
+    ap.add_argument("--regime", default=None, help="regime of the jobs in --store")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.budget < 1:
         print(f"error: --budget must be >= 1, got {args.budget}", file=sys.stderr)
         return 2
+    if args.store:
+        return _run_store(args)
     names = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     bad = [n for n in names if n not in REPORT or n == "timm-setting1"]
     if bad:
@@ -245,6 +251,31 @@ def main(argv=None) -> int:
                 f"Adaptive beats static at every b >= 2 on **{n_beats} of {len(verdicts)}** benchmarks.\n\n")
         Path(args.out).write_text(head + "\n".join(sections))
         print(f"wrote {args.out}")
+    return 0
+
+
+def _run_store(args) -> int:
+    from experiments.cli import load_history
+    from history.errors import RecommenderError
+    from history.store import HistoryStore
+
+    try:
+        store = HistoryStore(args.store)
+        hist, source, regime, notes = load_history(store, source=args.source, regime=args.regime)
+        store.dispose()
+    except RecommenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    rows = run_protocol(hist, budget=args.budget, recommender=args.recommender, features=args.features,
+                        ms_method=args.ms_method, progress=not args.no_progress)
+    if rows.empty:
+        print("error: no held-out dataset has at least 2 models with results", file=sys.stderr)
+        return 2
+    summary = summarize(rows, args.budget)
+    print(f"## {source}" + (f" / {regime}" if regime else "") + f" ({int(summary['datasets'].max())} datasets)")
+    print(_table(summary, args.budget))
     return 0
 
 

