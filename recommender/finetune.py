@@ -240,6 +240,15 @@ def _index(batch, idx):
     return batch[idx]
 
 
+_DECODED: dict = {}
+
+
+def _base_collate():
+    from features.extract import Adapter
+
+    return Adapter.collate
+
+
 class _Inputs:
     """Model-ready inputs: images decoded once (a tensor or dict of tensors), texts tokenized per batch."""
 
@@ -248,11 +257,23 @@ class _Inputs:
 
         self.adapter, self.kind = adapter, data.kind
         if data.kind == "images":
+            # decoded images are kept for the next trial on the same data with the same preprocessing
+            # (a search fine-tunes many models on one dataset)
+            key = None
+            if type(adapter).collate is _base_collate():
+                key = (data.fingerprint(), str(adapter.override_size or adapter.image_size), adapter.channels,
+                       tuple(adapter.mean), tuple(adapter.std))
+            if key is not None and key in _DECODED:
+                self.x = _DECODED[key].to(adapter.device)
+                return
             parts = [adapter.collate(data.inputs[i:i + 256], "images") for i in range(0, len(data), 256)]
             if isinstance(parts[0], dict):
                 self.x = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
             else:
                 self.x = torch.cat(parts)
+                if key is not None:
+                    _DECODED.clear()  # one dataset at a time: bounded memory
+                    _DECODED[key] = self.x.cpu()
         else:
             self.x = list(data.inputs)
 
@@ -464,6 +485,9 @@ def reusable(store, dataset: str, key: str):
     return None
 
 
+_TRACKING: dict = {}  # (tracking URI, home) -> (experiment, client): set up once per process
+
+
 def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict) -> tuple[str | None, str | None]:
     from .tracking import SafeLogger, setup_tracking
 
@@ -473,8 +497,11 @@ def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: 
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param, RunTag
 
-        tr = setup_tracking(tracking_uri, home, experiment=EXPERIMENT)
-        client = MlflowClient(tracking_uri=tr.tracking_uri)
+        ck = (str(tracking_uri), str(resolve_home(home)))
+        if ck not in _TRACKING:
+            tr = setup_tracking(tracking_uri, home, experiment=EXPERIMENT)
+            _TRACKING[ck] = (tr, MlflowClient(tracking_uri=tr.tracking_uri))
+        tr, client = _TRACKING[ck]
         run = client.create_run(tr.experiment_id, run_name=f"{res.model} on {res.dataset}")
         run_id = run.info.run_id
         now = int(time.time() * 1000)

@@ -1,7 +1,7 @@
 """The runner and the budgeted search on an offline test bed (experiments/tinyzoo.py).
 
 A zoo of 6 small CNNs is pre-trained for about a second each on different source tasks
-(digits, shapes, stripes, textures); the runner fine-tunes each of them on 4 other tasks,
+(digits, shapes, stripes, textures); the runner fine-tunes each of them on 3 other tasks,
 which becomes a real history; ``train`` then ``search --budget 3`` fine-tunes 3 models on a
 new dataset. A ``kill -9`` in the middle of a trial leaves the store consistent and the
 same command resumes.
