@@ -488,20 +488,41 @@ def reusable(store, dataset: str, key: str):
 _TRACKING: dict = {}  # (tracking URI, home) -> (experiment, client): set up once per process
 
 
+def _tracking(tracking_uri, home):
+    """The MLflow experiment and client for fine-tune runs (set up once per process)."""
+    from mlflow import MlflowClient
+
+    from .tracking import setup_tracking
+
+    ck = (str(tracking_uri), str(resolve_home(home)))
+    if ck not in _TRACKING:
+        tr = setup_tracking(tracking_uri, home, experiment=EXPERIMENT)
+        _TRACKING[ck] = (tr, MlflowClient(tracking_uri=tr.tracking_uri))
+    return _TRACKING[ck]
+
+
+def warm_tracking(tracking_uri=None, home=None) -> str | None:
+    """Set up MLflow before the first trial (so that its one-time cost is not in a trial's time).
+
+    Returns an error message instead of raising; the trials then record it.
+    """
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    with sl.step("set up MLflow"):
+        _tracking(tracking_uri, home)
+    return sl.message() or None
+
+
 def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict) -> tuple[str | None, str | None]:
-    from .tracking import SafeLogger, setup_tracking
+    from .tracking import SafeLogger
 
     sl = SafeLogger()
     run_id = None
     with sl.step("log fine-tune run"):
-        from mlflow import MlflowClient
         from mlflow.entities import Metric, Param, RunTag
 
-        ck = (str(tracking_uri), str(resolve_home(home)))
-        if ck not in _TRACKING:
-            tr = setup_tracking(tracking_uri, home, experiment=EXPERIMENT)
-            _TRACKING[ck] = (tr, MlflowClient(tracking_uri=tr.tracking_uri))
-        tr, client = _TRACKING[ck]
+        tr, client = _tracking(tracking_uri, home)
         run = client.create_run(tr.experiment_id, run_name=f"{res.model} on {res.dataset}")
         run_id = run.info.run_id
         now = int(time.time() * 1000)

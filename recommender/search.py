@@ -154,6 +154,10 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     sid = search_id(dataset, data.fingerprint(), specs, strategy, grid, budget)
     prior, targets, info = prior_predictions(store, dataset, models, recommender=recommender, home=home)
     emit("prior", prior)
+    if mlflow:
+        from .finetune import warm_tracking
+
+        warm_tracking(tracking_uri, home)
     seen = observed_on(store, dataset, models, exclude_search=sid)
     ranker = AdaptiveRanker().fit(prior, targets, exclude=[dataset])
     kw = dict(home=home, device=device, mlflow=mlflow, tracking_uri=tracking_uri,

@@ -150,6 +150,15 @@ class _Live:
             self.live.stop()
 
 
+def _print_table(live) -> None:
+    from rich.console import Console
+
+    con = Console()
+    if not con.is_terminal:
+        con = Console(width=160)
+    con.print(live._table())
+
+
 def run_search(args) -> int:
     from recommender.search import search
 
@@ -171,8 +180,7 @@ def run_search(args) -> int:
         print(json.dumps(out, indent=2, default=str))
         return 0 if res.best else 1
     if live.live is None:
-        live.console = __import__("rich.console", fromlist=["Console"]).Console()
-        live.console.print(live._table())
+        _print_table(live)
     b = out["best"]
     print(f"{out['fine_tunes']} fine-tune(s) ({out['trials']} trials, {out['new_trials']} run now) in "
           f"{out['minutes']:.1f} min; stopped: {out['stopped']}.")
@@ -213,8 +221,7 @@ def run_finetune(args) -> int:
                            "reused": t.reused, "error": t.error} for t in results], indent=2))
     else:
         if live.live is None:
-            live.console = __import__("rich.console", fromlist=["Console"]).Console()
-            live.console.print(live._table())
+            _print_table(live)
         b = best_of(results)
         if b is not None:
             print(f"best: {b.model} at {fmt_pct(b.value)} (job {b.job_id}); weights: {b.weights}")
