@@ -254,3 +254,28 @@ def test_kill_9_during_a_trial_leaves_the_store_consistent_and_rerun_resumes(bed
     assert "stale" in failed["extra"]["error"] and np.isnan(failed["value"])
     # the killed trial was redone: same model, now completed
     assert failed["model"] in set(runs.loc[runs["status"] == "completed", "model"])
+
+
+def test_finetune_command_runs_the_grid(bed, bed_home, capsys):
+    rc, out, err = _cli(bed_home, capsys, "finetune", "--dataset", "digits-new", "--data",
+                        bed["root"] / "data" / "digits-new", "--models", bed["specs"]["cnn-digits-all"], "--mode",
+                        "linear", "--lrs", "1e-2,3e-2", "--epochs", "3", "--no-mlflow", "--format", "json")
+    assert rc == 0, err
+    trials = json.loads(out)
+    assert [t["hparams"]["lr"] for t in trials] == [1e-2, 3e-2]
+    assert all(t["status"] == "completed" and len(t["curve"]) <= 3 for t in trials)
+
+
+def test_time_budget_stops_before_the_next_model(bed, bed_home, capsys, tmp_path, monkeypatch):
+    rc, _, err = _cli(bed_home, capsys, "train", "--recommender", "lr", "--features", "d,m", "--no-mlflow",
+                      "--cv-folds", "0")
+    assert rc == 0, err
+    flag = tmp_path / "slow"
+    flag.write_text("0.5")  # every epoch takes at least half a second
+    monkeypatch.setenv(SLOW_ENV, str(flag))
+    rc, out, err = _cli(bed_home, capsys, "search", "--dataset", "digits-new", "--data",
+                        bed["root"] / "data" / "digits-new", "--models", ",".join(bed["specs"].values()),
+                        "--budget", 5, "--time-budget", "1s", *SEARCH_ARGS, "--format", "json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["fine_tunes"] == 1 and res["stopped"] == "time budget reached"
