@@ -543,6 +543,10 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
               progress=None, adapter=None) -> TrialResult:
     """Run (or reuse) one trial of ``spec`` on ``data`` and record it; never leaves a half-written job.
 
+    ``spec`` is a model spec string (see :mod:`features.extract`), or, with ``adapter`` given
+    (any adapter, e.g. ``TorchAdapter(module, name)`` for an in-memory ``nn.Module``), just the
+    model's name.
+
     A completed trial with the same model spec, dataset, data fingerprint and hyper-parameters
     is reused. A running job of this trial whose process is gone is marked failed first.
     Errors in training are recorded as a failed job and returned (``status="failed"``);
@@ -551,7 +555,14 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
     from features.extract import load_adapter, parse_model_spec
 
     config.check()
-    ms = parse_model_spec(spec)
+    if adapter is not None and ":" not in str(spec):
+        # an in-memory model (e.g. features.extract.TorchAdapter(module, name)): ``spec`` is its name,
+        # its identity is the adapter's cache id (a hash of the weights for a torch module)
+        from features.extract import ModelSpec
+
+        ms = ModelSpec(str(spec), adapter.kind, adapter.cache_id())
+    else:
+        ms = parse_model_spec(spec)
     fp = data.fingerprint()
     key = trial_key(f"{ms.prefix}:{ms.target}", dataset, fp, config)
     store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,

@@ -279,3 +279,29 @@ def test_time_budget_stops_before_the_next_model(bed, bed_home, capsys, tmp_path
     assert rc == 0, err
     res = json.loads(out)
     assert res["fine_tunes"] == 1 and res["stopped"] == "time budget reached"
+
+
+def test_in_memory_module_on_a_csv_of_image_paths(bed, home, tmp_path):
+    import torch
+    from torch import nn
+
+    from features.extract import TorchAdapter
+
+    folder = bed["root"] / "data" / "textures-faint"
+    rows = ["path,label"] + [f"{p.relative_to(folder)},{p.parent.name}" for p in sorted(folder.rglob("*.png"))]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = load_task(folder / "labels.csv")
+    assert data.kind == "images" and len(data) == len(rows) - 1 and data.num_classes == 4
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                           nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 5))
+    adapter = TorchAdapter(module, "mem-cnn", image_size=16, channels=1, mean=(0.5,), std=(0.5,))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    store = HistoryStore(f"sqlite:///{home / 'history.db'}")
+    r = run_trial(store, "mem-cnn", "textures-csv", data, TrialConfig(lr=1e-2, epochs=2, mode="full"),
+                  home=home, mlflow=False, adapter=adapter)
+    store.dispose()
+    assert r.status == "completed", r.error
+    assert r.model == "mem-cnn" and len(r.curve) >= 1
+    # the caller's module is left as it was (the fine-tuned weights are in the saved file)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
