@@ -631,6 +631,87 @@ class HistoryStore:
                 indices=[int(i) for i in indices], data_ref=data_ref, created_at=S.utcnow()))
             return int(r.inserted_primary_key[0])
 
+    # ------------------------------------------------------------------ job lifecycle (runner)
+    def start_job(self, *, model: str, dataset: str, hparams: Mapping, source: str, regime: str = "full",
+                  metric: str = "accuracy", provenance: str | None = None, extra: Mapping | None = None,
+                  model_fields: Mapping | None = None, dataset_fields: Mapping | None = None) -> int:
+        """Insert one job with status ``running`` (value NULL) in one transaction; return its id.
+
+        The job's key is unique per call (a run, not content: two runs of the same
+        configuration are two jobs). ``model_fields`` / ``dataset_fields`` fill missing meta
+        of the model / dataset (created bare when unknown). Finish it with :meth:`finish_job`.
+        """
+        import uuid
+
+        with self.write() as conn:
+            mids, _, _ = self._upsert_named(conn, S.models, S.MODEL_FIELDS,
+                                            [{"name": model, **dict(model_fields or {})}], False)
+            dids, _, _ = self._upsert_named(conn, S.datasets, S.DATASET_FIELDS,
+                                            [{"name": dataset, **dict(dataset_fields or {})}], False)
+            r = conn.execute(insert(S.jobs).values(
+                key=S._digest(["run", model, dataset, uuid.uuid4().hex]), model_id=mids[model],
+                dataset_id=dids[dataset], regime=str(regime), hparams=S._clean(dict(hparams or {})),
+                metric=str(metric), value=None, status="running", source=str(source), provenance=provenance,
+                created_at=S.utcnow(), extra=S._clean(dict(extra or {}))))
+            return int(r.inserted_primary_key[0])
+
+    def finish_job(self, job_id: int, *, status: str, value: float | None = None, duration_s: float | None = None,
+                   extra: Mapping | None = None) -> None:
+        """Set a ``running`` job to ``completed`` (with its value) or ``failed``: one atomic UPDATE.
+
+        ``extra`` is merged into the job's ``extra``. A job that is no longer running (already
+        finished, or marked stale by another process) is left as it is and a StoreError raised.
+        """
+        if status not in ("completed", "failed"):
+            raise ValueError(f"status must be completed or failed, got {status!r}")
+        if status == "completed" and value is None:
+            raise ValueError("a completed job needs a value")
+        with self.write() as conn:
+            row = conn.execute(select(S.jobs.c.status, S.jobs.c.extra).where(S.jobs.c.id == int(job_id))).first()
+            if row is None:
+                raise NotFoundError(f"no job with id {job_id} in the store")
+            if row.status != "running":
+                raise StoreError(f"job {job_id} is {row.status}, not running; it was not changed")
+            merged = {**dict(row.extra or {}), **dict(extra or {})}
+            conn.execute(update(S.jobs).where((S.jobs.c.id == int(job_id)) & (S.jobs.c.status == "running")).values(
+                status=status, value=None if value is None else float(value),
+                duration_s=None if duration_s is None else float(duration_s), extra=S._clean(merged)))
+
+    def fail_stale_jobs(self, *, source=None, dataset=None, is_alive=None, reason: str = "stale") -> list[int]:
+        """Mark ``running`` jobs whose process is gone as ``failed``; return their ids.
+
+        ``is_alive(extra) -> bool`` says whether the process recorded in a job's ``extra``
+        (e.g. host and pid) still runs; jobs it calls alive are left running.
+        """
+        j, d = S.jobs, S.datasets
+        q = select(j.c.id, j.c.extra).join(d, d.c.id == j.c.dataset_id).where(j.c.status == "running")
+        q = _filter(q, j.c.source, source)
+        q = _filter(q, d.c.name, dataset)
+        failed = []
+        with self.write() as conn:
+            for jid, extra in conn.execute(q).all():
+                if is_alive is not None and is_alive(dict(extra or {})):
+                    continue
+                conn.execute(update(j).where((j.c.id == jid) & (j.c.status == "running")).values(
+                    status="failed", extra=S._clean({**dict(extra or {}), "error": reason})))
+                failed.append(int(jid))
+        return failed
+
+    def runs_frame(self, *, source=None, dataset=None, status=None) -> pd.DataFrame:
+        """Jobs with their ``duration_s`` and ``extra`` (learning curves, weights paths, errors)."""
+        m, d, j = S.models, S.datasets, S.jobs
+        q = (select(j.c.id.label("job_id"), m.c.name.label("model"), d.c.name.label("dataset"), j.c.regime,
+                    j.c.hparams, j.c.metric, j.c.value, j.c.status, j.c.source, j.c.provenance, j.c.created_at,
+                    j.c.duration_s, j.c.extra)
+             .join(m, m.c.id == j.c.model_id).join(d, d.c.id == j.c.dataset_id).order_by(j.c.id))
+        q = _filter(_filter(_filter(q, j.c.source, source), d.c.name, dataset), j.c.status, status)
+        with self.read() as conn:
+            df = pd.DataFrame(conn.execute(q).mappings().all())
+        if df.empty:
+            df = pd.DataFrame(columns=["job_id", "model", "dataset", "regime", "hparams", "metric", "value", "status",
+                                       "source", "provenance", "created_at", "duration_s", "extra"])
+        return df
+
     # ------------------------------------------------------------------ frames
     def models_frame(self) -> pd.DataFrame:
         with self.read() as conn:

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 from history.errors import RecommenderError
 
-COMMAND_MODULES = ["history", "train", "predict", "score", "ui", "demo"]
+COMMAND_MODULES = ["history", "train", "predict", "score", "ui", "demo", "search"]
 
 
 def common_parent() -> argparse.ArgumentParser:

@@ -1,0 +1,648 @@
+"""The fine-tuning runner: fine-tune a pretrained model on a labelled dataset, for real.
+
+Data (:func:`load_task`): an image folder (``root/<class>/<image>``), a CSV of image paths
+and labels (a ``path`` column; relative paths are read from the CSV's folder), or a CSV
+of texts and labels (``text``, ``label``). A seeded, stratified train / validation split
+is drawn once per (data, seed).
+
+Models: any spec the extraction adapters load (:mod:`features.extract`: TorchScript,
+torch modules, timm, Hugging Face, sentence models). The adapter gives the features the
+old classifier saw; a new linear head is put on top. ``mode="full"`` trains backbone and
+head together (AdamW); ``mode="linear"`` (a linear probe) computes the frozen features
+once and trains the head only. Validation accuracy is measured after every epoch;
+training stops early after ``patience`` epochs without improvement and the best epoch's
+weights are kept. On CUDA the forward passes run in mixed precision (bfloat16 autocast).
+
+Every trial is a job in the history store, written in two atomic steps: inserted as
+``running`` (with host and process id) before training, then updated to ``completed``
+(value = best validation accuracy, learning curve, duration, weights path) or ``failed``
+(with the error). A process killed with ``kill -9`` leaves a ``running`` job behind; the
+next run marks it ``failed`` (its process is gone) and redoes the trial, and trials that
+already completed with the same model, data and hyper-parameters are reused, not re-run.
+Each trial is also an MLflow run (experiment ``recommender-finetune``), and its weights
+are saved under ``<home>/finetuned/<dataset>/<model>/<trial>/`` as ``weights.npz``
+(state dict arrays, no pickle) next to ``trial.json``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from features.data import DataError, LoadedData, load_text_csv, scan_image_folder
+from history.config import resolve_home
+from history.errors import RecommenderError
+
+log = logging.getLogger(__name__)
+
+SOURCE = "recommender-finetune"
+EXPERIMENT = "recommender-finetune"
+MODES = ("full", "linear")
+#: test hook: when this file exists, every training epoch sleeps this long (kill -9 tests)
+SLOW_ENV = "RECOMMENDER_TEST_EPOCH_SLEEP"
+
+
+class FineTuneError(RecommenderError):
+    """A fine-tune cannot be set up (bad data, model, or hyper-parameters)."""
+
+
+# ============================================================================ data
+@dataclass
+class TaskData:
+    """Labelled data for a fine-tune: ``inputs`` (image paths or texts), integer ``labels``."""
+
+    inputs: list
+    labels: np.ndarray
+    class_names: list
+    kind: str  # images | text
+    ref: str
+    notes: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def fingerprint(self) -> str:
+        """Content identity of the data (inputs, labels; file sizes for images)."""
+        h = hashlib.sha256()
+        h.update(self.kind.encode())
+        for x, y in zip(self.inputs, self.labels):
+            h.update(str(x).encode())
+            if self.kind == "images":
+                try:
+                    h.update(str(os.path.getsize(x)).encode())
+                except OSError:
+                    pass
+            h.update(str(int(y)).encode())
+        return h.hexdigest()[:16]
+
+
+def load_task(path, *, text_column: str = "text", label_column: str = "label", path_column: str = "path") -> TaskData:
+    """Read an image folder, a CSV of image paths + labels, or a CSV of texts + labels."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        d = scan_image_folder(p)
+        return TaskData(list(d.inputs), np.asarray(d.labels), list(d.class_names), "images", str(p), d.notes)
+    if not p.is_file():
+        raise DataError(f"data path {p} does not exist (expected an image folder or a .csv of image paths or texts "
+                        "with labels)")
+    if p.suffix.lower() not in (".csv", ".tsv"):
+        raise DataError(f"cannot fine-tune on {p}: use an image folder (root/<class>/<image>), a .csv with "
+                        f"'{path_column}' and '{label_column}' columns, or a .csv with '{text_column}' and "
+                        f"'{label_column}' columns")
+    import pandas as pd
+
+    sep = "\t" if p.suffix.lower() == ".tsv" else ","
+    try:
+        head = pd.read_csv(p, sep=sep, nrows=0, dtype=str)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot parse {p} as CSV: {exc}") from None
+    if path_column in head.columns:
+        df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
+        if label_column not in df.columns:
+            raise DataError(f"{p} has no column {label_column!r}; columns are {list(df.columns)}")
+        paths = df[path_column].str.strip()
+        labels = df[label_column].str.strip()
+        bad = (paths == "") | (labels == "")
+        notes = [f"{int(bad.sum())} row(s) of {p} dropped for an empty path or label"] if bad.any() else []
+        paths, labels = paths[~bad], labels[~bad]
+        full = [str((p.parent / x) if not Path(x).is_absolute() else Path(x)) for x in paths]
+        missing = [f for f in full if not Path(f).is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} image file(s) listed in {p} do not exist, e.g. {missing[0]}")
+        if not full:
+            raise DataError(f"{p} has no rows with both {path_column!r} and {label_column!r}")
+        names, codes = np.unique(labels.to_numpy(), return_inverse=True)
+        return TaskData(full, codes.astype(np.int64), [str(n) for n in names], "images", str(p), notes)
+    d: LoadedData = load_text_csv(p, text_column=text_column, label_column=label_column)
+    return TaskData(list(d.inputs), np.asarray(d.labels), list(d.class_names), "text", str(p), d.notes)
+
+
+def split_indices(labels, val_fraction: float, seed: int):
+    """Seeded stratified train / validation split (every class keeps >= 1 training sample)."""
+    labels = np.asarray(labels)
+    if not 0 < val_fraction < 1:
+        raise FineTuneError(f"validation fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(val_fraction * len(idx)))
+        k = min(k, len(idx) - 1)
+        va += idx[:k].tolist()
+        tr += idx[k:].tolist()
+    if not va:
+        raise FineTuneError(f"the data ({len(labels)} samples) are too small for a validation split of "
+                            f"{val_fraction:.0%}; add samples or raise --val-fraction")
+    return np.sort(np.asarray(tr)), np.sort(np.asarray(va))
+
+
+# ============================================================================ config / results
+@dataclass(frozen=True)
+class TrialConfig:
+    """Hyper-parameters of one fine-tuning trial."""
+
+    lr: float = 1e-3
+    epochs: int = 5
+    mode: str = "full"
+    batch_size: int = 32
+    seed: int = 0
+    val_fraction: float = 0.2
+    patience: int = 2
+    weight_decay: float = 0.0
+
+    def check(self):
+        if self.mode not in MODES:
+            raise FineTuneError(f"unknown fine-tune mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise FineTuneError(f"learning rate must be > 0, got {self.lr}")
+        if int(self.epochs) < 1 or int(self.batch_size) < 1:
+            raise FineTuneError(f"epochs and batch size must be >= 1, got {self.epochs}, {self.batch_size}")
+        return self
+
+    def hparams(self) -> dict:
+        return asdict(self)
+
+
+def make_grid(lrs, epochs, **common) -> list[TrialConfig]:
+    """The (learning rate x epochs) grid as trial configs."""
+    return [TrialConfig(lr=float(lr), epochs=int(e), **common).check() for lr in lrs for e in epochs]
+
+
+@dataclass
+class TrialResult:
+    model: str
+    spec: str
+    dataset: str
+    config: TrialConfig
+    status: str  # completed | failed
+    value: float | None = None  # best validation accuracy
+    curve: list = field(default_factory=list)  # validation accuracy per epoch
+    best_epoch: int | None = None
+    weights: str | None = None
+    job_id: int | None = None
+    duration_s: float = 0.0
+    timings: dict = field(default_factory=dict)
+    error: str | None = None
+    reused: bool = False
+    mlflow_run: str | None = None
+
+
+def trial_key(spec: str, dataset: str, fingerprint: str, config: TrialConfig) -> str:
+    blob = json.dumps([spec, dataset, fingerprint, config.hparams()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# ============================================================================ model plumbing
+def _backbone(adapter):
+    for attr in ("module", "model"):
+        m = getattr(adapter, attr, None)
+        if m is not None:
+            return m
+    raise FineTuneError(f"model {adapter.name!r} ({adapter.kind}) has no trainable module")
+
+
+def _prepare(adapter, kind: str, device):
+    """Load the adapter for ``kind`` on ``device``; return the backbone module."""
+    from features.extract import TorchAdapter, _find_layer
+
+    adapter.device = device
+    adapter._load(kind, device)
+    if isinstance(adapter, TorchAdapter):
+        adapter.layer_name, adapter._hooked = _find_layer(adapter.module, adapter.layer)
+        adapter._captured = {}
+        if adapter._hooked is not None and not getattr(adapter, "_ft_hook", None):
+            def hook(_m, inp, out):
+                adapter._captured["x"] = out if adapter.layer_output else inp[0]
+            adapter._ft_hook = adapter._hooked.register_forward_hook(hook)
+    return _backbone(adapter)
+
+
+def _features(adapter, batch):
+    f, _ = adapter.forward_batch(batch)
+    return f.reshape(f.shape[0], -1).float()
+
+
+def _index(batch, idx):
+    if isinstance(batch, dict):
+        return {k: v[idx] for k, v in batch.items()}
+    return batch[idx]
+
+
+_DECODED: dict = {}
+
+
+def _base_collate():
+    from features.extract import Adapter
+
+    return Adapter.collate
+
+
+class _Inputs:
+    """Model-ready inputs: images decoded once (a tensor or dict of tensors), texts tokenized per batch."""
+
+    def __init__(self, adapter, data: TaskData):
+        import torch
+
+        self.adapter, self.kind = adapter, data.kind
+        if data.kind == "images":
+            # decoded images are kept for the next trial on the same data with the same preprocessing
+            # (a search fine-tunes many models on one dataset)
+            key = None
+            if type(adapter).collate is _base_collate():
+                key = (data.fingerprint(), str(adapter.override_size or adapter.image_size), adapter.channels,
+                       tuple(adapter.mean), tuple(adapter.std))
+            if key is not None and key in _DECODED:
+                self.x = _DECODED[key].to(adapter.device)
+                return
+            parts = [adapter.collate(data.inputs[i:i + 256], "images") for i in range(0, len(data), 256)]
+            if isinstance(parts[0], dict):
+                self.x = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            else:
+                self.x = torch.cat(parts)
+                if key is not None:
+                    _DECODED.clear()  # one dataset at a time: bounded memory
+                    _DECODED[key] = self.x.cpu()
+        else:
+            self.x = list(data.inputs)
+
+    def batch(self, idx):
+        if self.kind == "images":
+            return _index(self.x, idx)
+        return self.adapter.collate([self.x[i] for i in idx], "text")
+
+
+def _autocast(device):
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _state_numpy(module) -> dict:
+    return {k: v.detach().float().cpu().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+            for k, v in module.state_dict().items()}
+
+
+def _epoch_sleep():
+    flag = os.environ.get(SLOW_ENV)
+    if flag and Path(flag).exists():
+        time.sleep(float(Path(flag).read_text().strip() or "60"))
+
+
+# ============================================================================ training
+def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="auto", progress=None) -> dict:
+    """Fine-tune ``adapter``'s model with a new head; return curve, best epoch and weights.
+
+    ``progress(epoch, val_acc)`` is called after every epoch. Timings: ``train_s`` (forward /
+    backward passes, including the frozen feature pass of a linear probe), ``eval_s``
+    (validation passes), ``data_s`` (decoding images), ``load_s`` (loading the model).
+    """
+    import torch
+    from torch import nn
+
+    from features.extract import resolve_device
+
+    config.check()
+    if data.num_classes < 2:
+        raise FineTuneError(f"the data have {data.num_classes} class; a classifier needs at least 2")
+    if adapter.modality == "image" and data.kind == "text":
+        raise FineTuneError(f"model {adapter.name!r} is an image model but the data are texts")
+    if adapter.modality == "text" and data.kind == "images":
+        raise FineTuneError(f"model {adapter.name!r} is a text model but the data are images")
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % (2**32))
+    timings = {}
+    t = time.perf_counter()
+    backbone = _prepare(adapter, data.kind, dev)
+    timings["load_s"] = time.perf_counter() - t
+    initial = None
+    if config.mode == "full":  # the adapter may be reused by the next trial: restore its weights after
+        initial = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    try:
+        return _train(adapter, backbone, data, config, dev, timings, progress)
+    finally:
+        if initial is not None:
+            backbone.load_state_dict(initial)
+
+
+def _train(adapter, backbone, data, config, dev, timings, progress):
+    import torch
+    from torch import nn
+
+    t = time.perf_counter()
+    inputs = _Inputs(adapter, data)
+    timings["data_s"] = time.perf_counter() - t
+    tr, va = split_indices(data.labels, config.val_fraction, config.seed)
+    y = torch.as_tensor(data.labels, dtype=torch.long, device=dev)
+    gen = torch.Generator().manual_seed(config.seed)
+    bs = int(config.batch_size)
+    train_s = eval_s = 0.0
+
+    t = time.perf_counter()
+    backbone.eval()
+    with torch.no_grad(), _autocast(dev):
+        probe = _features(adapter, inputs.batch(tr[: min(len(tr), 2)]))
+    dim = probe.shape[1]
+    head = nn.Linear(dim, data.num_classes).to(dev)
+    linear = config.mode == "linear"
+    if linear:
+        with torch.no_grad(), _autocast(dev):
+            feats = torch.cat([_features(adapter, inputs.batch(np.arange(i, min(i + 256, len(data)))))
+                               for i in range(0, len(data), 256)]).float()
+        params = list(head.parameters())
+    else:
+        for p in backbone.parameters():
+            p.requires_grad_(True)
+        params = [p for p in backbone.parameters() if p.is_floating_point()] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    train_s += time.perf_counter() - t
+
+    def logits_of(idx, train: bool):
+        if linear:
+            return head(feats[torch.as_tensor(idx, device=dev)])
+        with _autocast(dev):
+            return head(_features(adapter, inputs.batch(idx)).float())
+
+    curve, losses = [], []
+    best, best_epoch, best_state, bad = -1.0, None, None, 0
+    for epoch in range(int(config.epochs)):
+        t = time.perf_counter()
+        if not linear:
+            backbone.train()
+        head.train()
+        total, n = 0.0, 0
+        order = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        for i in range(0, len(order), bs):
+            idx = order[i:i + bs]
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(logits_of(idx, True), y[torch.as_tensor(idx, device=dev)])
+            if not torch.isfinite(loss):
+                raise FineTuneError(f"the training loss became {loss.item()} at epoch {epoch + 1}; "
+                                    f"lower the learning rate (now {config.lr:g})")
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            n += len(idx)
+        _epoch_sleep()
+        train_s += time.perf_counter() - t
+        t = time.perf_counter()
+        backbone.eval()
+        head.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(va), 256):
+                idx = va[i:i + 256]
+                pred = logits_of(idx, False).argmax(1)
+                correct += int((pred == y[torch.as_tensor(idx, device=dev)]).sum())
+        acc = correct / len(va)
+        curve.append(acc)
+        losses.append(total / max(n, 1))
+        if acc > best:
+            best, best_epoch, bad = acc, epoch + 1, 0
+            best_state = ({"head": _state_numpy(head)} if linear else
+                          {"head": _state_numpy(head), "backbone": _state_numpy(backbone)})
+        else:
+            bad += 1
+        eval_s += time.perf_counter() - t
+        if progress is not None:
+            progress(epoch + 1, acc)
+        if bad >= int(config.patience):
+            break
+    timings.update(train_s=train_s, eval_s=eval_s)
+    return {"value": best, "curve": curve, "train_loss": losses, "best_epoch": best_epoch, "state": best_state,
+            "feature_dim": int(dim), "n_train": int(len(tr)), "n_val": int(len(va)), "timings": timings}
+
+
+def save_weights(folder: Path, state: dict, info: dict) -> Path:
+    """Write ``weights.npz`` (``head/...``, ``backbone/...`` arrays) and ``trial.json`` atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{part}/{k}": v for part, sd in state.items() for k, v in sd.items()}
+    tmp = folder / f".weights.{os.getpid()}.tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, folder / "weights.npz")
+    tmpj = folder / f".trial.{os.getpid()}.tmp"
+    tmpj.write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
+    os.replace(tmpj, folder / "trial.json")
+    return folder / "weights.npz"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[-80:]
+
+
+def weights_dir(home, dataset: str, model: str, key: str) -> Path:
+    return resolve_home(home) / "finetuned" / _safe(dataset) / _safe(model) / key
+
+
+# ============================================================================ store + MLflow
+def process_alive(extra: dict) -> bool:
+    """Whether the process recorded in a running job's ``extra`` (host, pid) still runs."""
+    if extra.get("host") != socket.gethostname():
+        return True  # another machine: cannot tell, leave it
+    pid = extra.get("pid")
+    if not pid:
+        return False
+    if int(pid) == os.getpid():
+        return False  # our own leftover from an earlier, interrupted call in this process
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed, not yet reaped) is not running
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def reusable(store, dataset: str, key: str):
+    """The completed job of trial ``key`` on ``dataset``, if one exists (resume)."""
+    runs = store.runs_frame(dataset=dataset, status="completed")
+    for r in runs.itertuples(index=False):
+        ex = r.extra if isinstance(r.extra, dict) else {}
+        if ex.get("trial") == key:
+            return r
+    return None
+
+
+_TRACKING: dict = {}  # (tracking URI, home) -> (experiment, client): set up once per process
+
+
+def _tracking(tracking_uri, home):
+    """The MLflow experiment and client for fine-tune runs (set up once per process)."""
+    from mlflow import MlflowClient
+
+    from .tracking import setup_tracking
+
+    ck = (str(tracking_uri), str(resolve_home(home)))
+    if ck not in _TRACKING:
+        tr = setup_tracking(tracking_uri, home, experiment=EXPERIMENT)
+        _TRACKING[ck] = (tr, MlflowClient(tracking_uri=tr.tracking_uri))
+    return _TRACKING[ck]
+
+
+def warm_tracking(tracking_uri=None, home=None) -> str | None:
+    """Set up MLflow before the first trial (so that its one-time cost is not in a trial's time).
+
+    Returns an error message instead of raising; the trials then record it.
+    """
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    with sl.step("set up MLflow"):
+        _tracking(tracking_uri, home)
+    return sl.message() or None
+
+
+def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict) -> tuple[str | None, str | None]:
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    run_id = None
+    with sl.step("log fine-tune run"):
+        from mlflow.entities import Metric, Param, RunTag
+
+        tr, client = _tracking(tracking_uri, home)
+        run = client.create_run(tr.experiment_id, run_name=f"{res.model} on {res.dataset}")
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        params = [Param(k, str(v)) for k, v in {**res.config.hparams(), "model": res.model, "spec": res.spec,
+                                                "dataset": res.dataset, "data": data.ref}.items()]
+        metrics = [Metric("val_accuracy", float(a), now, i + 1) for i, a in enumerate(res.curve)]
+        metrics += [Metric("train_loss", float(v), now, i + 1) for i, v in enumerate(extra.get("train_loss", []))]
+        if res.value is not None:
+            metrics.append(Metric("best_val_accuracy", float(res.value), now, 0))
+        tags = [RunTag("job_id", str(res.job_id)), RunTag("status", res.status), RunTag("trial", extra["trial"])]
+        client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
+        client.set_terminated(run_id, "FINISHED" if res.status == "completed" else "FAILED")
+    return run_id, (sl.message() or None)
+
+
+def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, home=None, device="auto",
+              mlflow: bool = True, tracking_uri=None, source: str = SOURCE, tags: dict | None = None,
+              progress=None, adapter=None) -> TrialResult:
+    """Run (or reuse) one trial of ``spec`` on ``data`` and record it; never leaves a half-written job.
+
+    ``spec`` is a model spec string (see :mod:`features.extract`), or, with ``adapter`` given
+    (any adapter, e.g. ``TorchAdapter(module, name)`` for an in-memory ``nn.Module``), just the
+    model's name.
+
+    A completed trial with the same model spec, dataset, data fingerprint and hyper-parameters
+    is reused. A running job of this trial whose process is gone is marked failed first.
+    Errors in training are recorded as a failed job and returned (``status="failed"``);
+    ``KeyboardInterrupt`` is recorded and re-raised.
+    """
+    from features.extract import load_adapter, parse_model_spec
+
+    config.check()
+    if adapter is not None and ":" not in str(spec):
+        # an in-memory model (e.g. features.extract.TorchAdapter(module, name)): ``spec`` is its name,
+        # its identity is the adapter's cache id (a hash of the weights for a torch module)
+        from features.extract import ModelSpec
+
+        ms = ModelSpec(str(spec), adapter.kind, adapter.cache_id())
+    else:
+        ms = parse_model_spec(spec)
+    fp = data.fingerprint()
+    key = trial_key(f"{ms.prefix}:{ms.target}", dataset, fp, config)
+    store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
+                          reason="stale: its process ended without finishing the trial (killed or crashed)")
+    old = reusable(store, dataset, key)
+    if old is not None:
+        ex = old.extra or {}
+        return TrialResult(ms.name, spec, dataset, config, "completed", float(old.value), list(ex.get("curve", [])),
+                           ex.get("best_epoch"), ex.get("weights"), int(old.job_id), float(old.duration_s or 0),
+                           dict(ex.get("timings", {})), reused=True, mlflow_run=ex.get("mlflow_run"))
+    t0 = time.perf_counter()
+    hp = {**config.hparams(), "data": fp}
+    extra = {"trial": key, "spec": spec, "host": socket.gethostname(), "pid": os.getpid(), "data_ref": data.ref,
+             **(tags or {})}
+    modality = "text" if data.kind == "text" else "image"
+    job_id = store.start_job(model=ms.name, dataset=dataset, regime=f"finetune-{config.mode}", hparams=hp,
+                             source=source, provenance=f"recommender finetune {spec} on {data.ref}", extra=extra,
+                             model_fields={"modality": modality},
+                             dataset_fields={"modality": modality, "num_samples": len(data),
+                                             "num_classes": data.num_classes})
+    t_store = time.perf_counter() - t0
+    res = TrialResult(ms.name, spec, dataset, config, "failed", job_id=job_id)
+    try:
+        adapter = adapter or load_adapter(ms)
+        out = train_classifier(adapter, data, config, device=device, progress=progress)
+        t = time.perf_counter()
+        folder = weights_dir(home, dataset, ms.name, key)
+        info = {"model": ms.name, "spec": spec, "dataset": dataset, "data": data.ref, "data_fingerprint": fp,
+                "classes": [str(c) for c in data.class_names], "hparams": config.hparams(), "job_id": job_id,
+                "val_accuracy": out["value"], "curve": out["curve"], "best_epoch": out["best_epoch"],
+                "feature_dim": out["feature_dim"], "layout": "head/<param>: new linear head; backbone/<param>: "
+                "fine-tuned backbone state dict (full mode only)"}
+        wpath = save_weights(folder, out["state"], info)
+        res.timings = {**out["timings"], "save_s": time.perf_counter() - t}
+        res.status, res.value, res.curve, res.best_epoch = "completed", float(out["value"]), out["curve"], out["best_epoch"]
+        res.weights = str(wpath)
+        extra_done = {"curve": out["curve"], "train_loss": out["train_loss"], "best_epoch": out["best_epoch"],
+                      "weights": str(wpath), "n_train": out["n_train"], "n_val": out["n_val"]}
+    except KeyboardInterrupt:
+        store.finish_job(job_id, status="failed", duration_s=time.perf_counter() - t0,
+                         extra={"error": "interrupted (KeyboardInterrupt)"})
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a failed job with its message
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        res.error = f"{type(exc).__name__}: {msg}"
+        log.debug("trial failed", exc_info=True)
+        extra_done = {"error": res.error}
+    if mlflow:
+        t = time.perf_counter()
+        res.mlflow_run, err = _log_mlflow(tracking_uri=tracking_uri, home=home, res=res, data=data,
+                                          extra={**extra, **extra_done})
+        res.timings["mlflow_s"] = time.perf_counter() - t
+        extra_done["mlflow_run"] = res.mlflow_run
+        if err:
+            extra_done["mlflow_error"] = err
+    t = time.perf_counter()
+    res.duration_s = time.perf_counter() - t0
+    res.timings["total_s"] = res.duration_s
+    extra_done["timings"] = res.timings
+    store.finish_job(job_id, status=res.status, value=res.value, duration_s=res.duration_s, extra=extra_done)
+    res.timings["store_s"] = t_store + time.perf_counter() - t
+    return res
+
+
+def finetune_model(store, spec: str, dataset: str, data: TaskData, grid: list[TrialConfig], **kw) -> list[TrialResult]:
+    """Run every config of ``grid`` for one model (one adapter load); see :func:`run_trial`."""
+    from features.extract import load_adapter, parse_model_spec
+
+    adapter = None
+    out = []
+    for cfg in grid:
+        if adapter is None:
+            try:
+                adapter = load_adapter(parse_model_spec(spec))
+            except Exception:  # noqa: BLE001 - reported by run_trial as a failed job
+                adapter = None
+        out.append(run_trial(store, spec, dataset, data, cfg, adapter=adapter, **kw))
+    return out
+
+
+def best_of(results: list[TrialResult]) -> TrialResult | None:
+    done = [r for r in results if r.status == "completed" and r.value is not None]
+    return max(done, key=lambda r: r.value) if done else None

@@ -1,0 +1,232 @@
+"""Budgeted search: fine-tune the recommended models for real, learn from each result, stop in budget.
+
+:func:`search` ranks the candidate models for a dataset with a saved recommender, then
+fine-tunes them one at a time with the runner (:mod:`recommender.finetune`), every trial
+stored as a job. Strategies:
+
+``adaptive`` (default)  the first pick is the recommender's top model; after each result
+                        the observed accuracies update every prediction
+                        (:class:`recommender.adaptive.AdaptiveRanker`: models that moved
+                        together with the observed ones on past datasets move with them)
+                        and the next pick is the best updated prediction;
+``static``              the recommender's order, unchanged;
+``halving``             successive halving on the recommender's top ``budget`` models:
+                        1 epoch each, keep the best half (by validation accuracy), double
+                        the epochs, and so on until one model is left or the epochs reach
+                        the grid's maximum.
+
+The budget is the number of models fine-tuned (each with the hyper-parameter grid);
+``time_budget_s`` stops before starting a model once that much time has passed (a running
+fine-tune is finished, not cut). A search is identified by its dataset, data, candidates,
+strategy and grid: running the same command again resumes it (finished trials are reused
+from the store, a trial killed half-way is marked failed and redone).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from history.errors import RecommenderError
+
+from .finetune import SOURCE, TaskData, TrialConfig, TrialResult, best_of, finetune_model
+
+STRATEGIES = ("adaptive", "static", "halving")
+
+
+@dataclass
+class Pick:
+    """One fine-tuned model of a search."""
+
+    step: int
+    model: str
+    predicted: float | None  # what the (updated) ranking predicted when it was picked
+    trials: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> TrialResult | None:
+        return best_of(self.trials)
+
+    @property
+    def status(self) -> str:
+        return "completed" if self.best is not None else "failed"
+
+
+@dataclass
+class SearchResult:
+    dataset: str
+    strategy: str
+    picks: list
+    prior: pd.Series
+    seconds: float
+    stopped: str  # why the search stopped
+    search_id: str
+
+    @property
+    def best(self) -> tuple[Pick, TrialResult] | None:
+        done = [(p, p.best) for p in self.picks if p.best is not None]
+        return max(done, key=lambda x: x[1].value) if done else None
+
+    @property
+    def n_trials(self) -> int:
+        return sum(len(p.trials) for p in self.picks)
+
+    @property
+    def n_new_trials(self) -> int:
+        return sum(1 for p in self.picks for t in p.trials if not t.reused)
+
+    def to_dict(self) -> dict:
+        b = self.best
+        return {
+            "dataset": self.dataset, "strategy": self.strategy, "search_id": self.search_id,
+            "fine_tunes": len(self.picks), "trials": self.n_trials, "new_trials": self.n_new_trials,
+            "minutes": self.seconds / 60, "stopped": self.stopped,
+            "best": None if b is None else {"model": b[0].model, "accuracy": b[1].value, "weights": b[1].weights,
+                                           "job_id": b[1].job_id, "hparams": b[1].config.hparams()},
+            "picks": [{"step": p.step, "model": p.model, "predicted": p.predicted, "status": p.status,
+                       "accuracy": None if p.best is None else p.best.value, "seconds": p.seconds,
+                       "trials": [{"job_id": t.job_id, "lr": t.config.lr, "epochs": t.config.epochs,
+                                   "status": t.status, "value": t.value, "curve": t.curve, "reused": t.reused,
+                                   "error": t.error} for t in p.trials]} for p in self.picks],
+        }
+
+
+def search_id(dataset: str, fingerprint: str, specs: dict, strategy: str, grid, budget: int) -> str:
+    blob = json.dumps([dataset, fingerprint, sorted(specs.items()), strategy, [c.hparams() for c in grid],
+                       budget if strategy == "halving" else None], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prior_predictions(store, dataset: str, models: list[str], *, recommender=None, home=None):
+    """(predicted accuracy per model, history targets, info) from the saved recommender."""
+    from features.history_frame import HistoryFrame
+
+    from .training import load_saved
+
+    rec, info, name = load_saved(recommender, home)
+    hist = HistoryFrame.from_store(store, source=info.get("source"), regime=info.get("regime"),
+                                   rule=info.get("target_rule") or "best", metric=info.get("metric"))
+    pairs = pd.DataFrame({"model": models, "dataset": dataset})
+    pred = pd.Series(np.asarray(rec.predict(pairs, history=hist), dtype=float), index=models)
+    return pred, hist.targets, {**info, "name": name}
+
+
+def observed_on(store, dataset: str, models, exclude_search: str | None = None) -> dict:
+    """Best completed accuracy of each of ``models`` already on ``dataset`` (not from this search)."""
+    runs = store.runs_frame(dataset=dataset, status="completed")
+    out = {}
+    for r in runs.itertuples(index=False):
+        ex = r.extra if isinstance(r.extra, dict) else {}
+        if r.model in models and r.value is not None and ex.get("search") != exclude_search:
+            out[r.model] = max(out.get(r.model, -1.0), float(r.value))
+    return out
+
+
+def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = "adaptive",
+           grid: list[TrialConfig], time_budget_s: float | None = None, recommender=None, home=None,
+           device="auto", mlflow: bool = True, tracking_uri=None, on_event=None) -> SearchResult:
+    """Fine-tune up to ``budget`` of ``specs`` (``{name: spec}``) on ``data``; see the module doc.
+
+    ``on_event(kind, payload)`` is called with ``("prior", Series)``, ``("start", Pick)``,
+    ``("epoch", (Pick, epoch, acc))``, ``("trial", (Pick, TrialResult))`` and ``("done", Pick)``.
+    """
+    from .adaptive import AdaptiveRanker
+
+    if strategy not in STRATEGIES:
+        raise RecommenderError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if int(budget) < 1:
+        raise RecommenderError(f"--budget must be >= 1 (models to fine-tune), got {budget}")
+    if not grid:
+        raise RecommenderError("the hyper-parameter grid is empty")
+    emit = on_event or (lambda *_: None)
+    t0 = time.perf_counter()
+    models = list(specs)
+    modality = "text" if data.kind == "text" else "image"
+    # the dataset and the candidates must exist in the store for the recommender to rank them
+    store.commit(datasets=[{"name": dataset, "modality": modality, "num_samples": len(data),
+                            "num_classes": data.num_classes}], models=[{"name": m} for m in models])
+    sid = search_id(dataset, data.fingerprint(), specs, strategy, grid, budget)
+    prior, targets, info = prior_predictions(store, dataset, models, recommender=recommender, home=home)
+    emit("prior", prior)
+    if mlflow:
+        from .finetune import warm_tracking
+
+        warm_tracking(tracking_uri, home)
+    seen = observed_on(store, dataset, models, exclude_search=sid)
+    ranker = AdaptiveRanker().fit(prior, targets, exclude=[dataset])
+    kw = dict(home=home, device=device, mlflow=mlflow, tracking_uri=tracking_uri,
+              tags={"search": sid, "strategy": strategy})
+
+    picks: list[Pick] = []
+    stopped = "budget reached"
+
+    def out_of_time() -> bool:
+        return time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s
+
+    def run(pick: Pick, configs):
+        emit("start", pick)
+        t = time.perf_counter()
+        trials = finetune_model(store, specs[pick.model], dataset, data, configs,
+                                progress=lambda e, a: emit("epoch", (pick, e, a)), **kw)
+        pick.trials += trials
+        pick.seconds += time.perf_counter() - t
+        for tr in trials:
+            emit("trial", (pick, tr))
+        emit("done", pick)
+
+    if strategy == "halving":
+        order = list(prior.drop(list(seen), errors="ignore").sort_values(ascending=False, kind="mergesort").index)
+        alive = order[: int(budget)]
+        max_epochs = max(c.epochs for c in grid)
+        lrs = list(dict.fromkeys(c.lr for c in grid))
+        base = grid[0]
+        by_model = {m: Pick(i + 1, m, float(prior[m])) for i, m in enumerate(alive)}
+        picks = list(by_model.values())
+        epochs = 1
+        while alive:
+            configs = [TrialConfig(lr=lr, epochs=epochs, mode=base.mode, batch_size=base.batch_size, seed=base.seed,
+                                   val_fraction=base.val_fraction, patience=base.patience,
+                                   weight_decay=base.weight_decay) for lr in lrs]
+            for m in alive:
+                if out_of_time():
+                    stopped = "time budget reached"
+                    break
+                run(by_model[m], configs)
+            if stopped != "budget reached" or len(alive) == 1 or epochs >= max_epochs:
+                break
+            score = {m: max([t.value for t in by_model[m].trials[-len(configs):] if t.value is not None],
+                            default=-1.0) for m in alive}
+            alive = sorted(alive, key=lambda m: (-score[m], m))[: max(1, math.ceil(len(alive) / 2))]
+            epochs = min(max_epochs, epochs * 2)
+        picks = [p for p in picks if p.trials]
+    else:
+        observed = dict(seen)
+        failed: set = set()
+        while len(picks) < int(budget):
+            if out_of_time():
+                stopped = "time budget reached"
+                break
+            if strategy == "adaptive":
+                post = ranker.posterior(observed)
+            else:
+                post = prior
+            left = post[[m not in observed and m not in failed for m in post.index]]
+            if left.empty:
+                stopped = "no candidate left"
+                break
+            best = left.max()
+            m = sorted(left.index[left == best])[0]
+            pick = Pick(len(picks) + 1, m, float(best))
+            picks.append(pick)
+            run(pick, grid)
+            if pick.best is not None:
+                observed[m] = pick.best.value
+            else:
+                failed.add(m)
+    return SearchResult(dataset, strategy, picks, prior, time.perf_counter() - t0, stopped, sid)
