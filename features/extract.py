@@ -200,7 +200,7 @@ class Adapter:
 
 
 # ============================================================================ torch
-def _find_layer(module, layer: str | None):
+def find_feature_layer(module, layer: str | None):
     """The module whose input is the feature (default: the last ``nn.Linear``)."""
     from torch import nn
 
@@ -245,7 +245,7 @@ class TorchAdapter(Adapter):
         return f"torch:{self.name}:{self.layer}:{self.layer_output}:{h.hexdigest()[:16]}"
 
     def extract(self, inputs, **kw) -> Extracted:
-        self.layer_name, self._hooked = _find_layer(self.module, self.layer)
+        self.layer_name, self._hooked = find_feature_layer(self.module, self.layer)
         if self._hooked is None:
             self.notes = ["no nn.Linear layer found: the module output is used as features, no probabilities"]
         was_training = self.module.training
@@ -503,7 +503,7 @@ class HFAdapter(Adapter):
                 self.processor = tr.AutoImageProcessor.from_pretrained(self.model_id, **self._kw())
                 try:
                     self.model = tr.AutoModelForImageClassification.from_pretrained(self.model_id, **self._kw())
-                    self._head_name, self._head = _find_layer(self.model, None)
+                    self._head_name, self._head = find_feature_layer(self.model, None)
                 except ValueError:  # no classification head for this architecture
                     self.model = tr.AutoModel.from_pretrained(self.model_id, **self._kw())
                     self._head = None

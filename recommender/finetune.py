@@ -215,12 +215,12 @@ def _backbone(adapter):
 
 def _prepare(adapter, kind: str, device):
     """Load the adapter for ``kind`` on ``device``; return the backbone module."""
-    from features.extract import TorchAdapter, _find_layer
+    from features.extract import TorchAdapter, find_feature_layer
 
     adapter.device = device
     adapter._load(kind, device)
     if isinstance(adapter, TorchAdapter):
-        adapter.layer_name, adapter._hooked = _find_layer(adapter.module, adapter.layer)
+        adapter.layer_name, adapter._hooked = find_feature_layer(adapter.module, adapter.layer)
         adapter._captured = {}
         if adapter._hooked is not None and not getattr(adapter, "_ft_hook", None):
             def hook(_m, inp, out):
