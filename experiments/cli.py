@@ -10,13 +10,13 @@ import json
 import sys
 from pathlib import Path
 
-from history.errors import NotFoundError, RecommenderError
+from history.errors import RecommenderError
 
 
 def register_evaluate(sub) -> None:
     from recommender.commands import add_parser
 
-    from .protocols import list_protocols
+    from recommender.protocols import list_protocols
 
     p = add_parser(sub, "evaluate", help="evaluate recommenders and baselines with a protocol (lodo, ...)",
                    description="Fit every recommender x feature set on the training folds of a protocol, "
@@ -68,59 +68,12 @@ def _run_report(args) -> int:
     return run(args)
 
 
-def load_history(store, *, source=None, regime=None, rule="best", metric=None, modality=None):
-    """A HistoryFrame for ``source`` / ``regime``, validating both against the store."""
-    from features.history_frame import HistoryFrame
-
-    sources = store.sources()
-    if not sources:
-        raise RecommenderError(f"the history store {store!r} has no fine-tuning jobs; import one first "
-                               "(python -m recommender history import ...)")
-    if source is None:
-        if len(sources) > 1:
-            raise RecommenderError(f"the store holds several sources; choose one with --source: {', '.join(sources)}")
-        source = sources[0]
-    if source not in sources:
-        from history.errors import closest
-
-        hint = closest(source, sources)
-        raise NotFoundError(f"unknown source {source!r}; valid sources: {', '.join(sources)}"
-                            + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
-    regimes = sorted(store.jobs_frame(source=source)["regime"].dropna().unique())
-    if regime is not None and regime not in regimes:
-        raise NotFoundError(f"source {source!r} has no regime {regime!r}; its regimes: {', '.join(regimes)}")
-    if regime is None and len(regimes) > 1:
-        raise RecommenderError(f"source {source!r} has {len(regimes)} regimes ({', '.join(regimes)}); their "
-                               "targets must not be pooled -- choose one with --regime")
-    h = HistoryFrame.from_store(store, source=source, regime=regime, rule=rule, metric=metric)
-    notes = []
-    all_t = store.targets(rule, source=source, regime=regime)
-    other = all_t[~all_t["metric"].isin(h.targets["metric"].unique())]
-    if len(other):
-        notes.append(f"{len(other)} target(s) with metric {', '.join(sorted(other['metric'].unique()))} on "
-                     f"{', '.join(sorted(other['dataset'].unique()))} are not evaluated (metric "
-                     f"{', '.join(sorted(h.targets['metric'].unique()))} selected; use --metric to choose)")
-    if modality is not None:
-        mod = h.datasets.set_index("name")["modality"]
-        known = sorted(mod.dropna().unique())
-        if modality not in known:
-            raise NotFoundError(f"no dataset of modality {modality!r} in source {source!r}; modalities: "
-                                f"{', '.join(known) or 'none recorded'}")
-        keep = [d for d in h.targets["dataset"].unique() if mod.get(d) == modality]
-        dropped = sorted(set(h.targets["dataset"]) - set(keep))
-        h = h.keep_targets(datasets=keep)
-        if dropped:
-            notes.append(f"--modality {modality}: {len(dropped)} dataset(s) of another modality not evaluated "
-                         f"({', '.join(dropped)})")
-    return h, source, regime, notes
-
-
 def run_evaluate(args) -> int:
     from recommender.commands import open_store
     from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
 
     from .evaluate import evaluate, format_per_dataset, format_summary, parse_feature_sets
-    from .protocols import get_protocol
+    from recommender.protocols import get_protocol
 
     get_protocol(args.protocol)  # fail fast with the list of valid protocols
     if args.seeds < 1:
@@ -129,6 +82,8 @@ def run_evaluate(args) -> int:
         raise RecommenderError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     feature_sets = parse_feature_sets(args.features) if args.features else None
     store = open_store(args)
+    from .histories import load_history
+
     history, source, regime, notes = load_history(store, source=args.source, regime=args.regime, rule=args.rule,
                                                   metric=args.metric, modality=args.modality)
     for n in notes:
@@ -172,7 +127,7 @@ def run_evaluate(args) -> int:
 
 def print_result(result, title: str, per_dataset: bool = True, file=None) -> None:
     from .evaluate import format_per_dataset, format_summary
-    from .protocols import describe_plan, FoldPlan
+    from recommender.protocols import describe_plan, FoldPlan
 
     out = file or sys.stdout
     if per_dataset and len(result.rows):

@@ -1,11 +1,11 @@
 """Run recommenders x feature sets and baselines over the folds of a protocol and score them.
 
 :func:`evaluate` is the logic behind ``python -m recommender evaluate``. For every fold of
-the protocol (see :mod:`experiments.protocols`) each recommender is fitted on the fold's
+the protocol (see :mod:`recommender.protocols`) each recommender is fitted on the fold's
 training frame and predicts the held-out pairs, with the training frame as its context
 (it carries every meta-feature and MS score but none of the held-out targets). Each
 baseline (:mod:`experiments.baselines`) scores the same pairs. Metrics
-(:mod:`experiments.metrics`) are computed per (fold, held-out dataset); the summary is
+(:mod:`recommender.metrics`) are computed per (fold, held-out dataset); the summary is
 mean +- std over those units (= across held-out datasets for lodo / setting2; across
 datasets x seeds for setting1 / coldstart).
 
@@ -25,13 +25,13 @@ import pandas as pd
 
 from history.errors import NotFoundError, RecommenderError
 
-from . import metrics as M
+from recommender import metrics as M
 from .baselines import BaselineSpec, BaselineUnavailable, resolve_baselines
-from .protocols import FoldPlan, describe_plan, make_folds
+from recommender.protocols import FoldPlan, describe_plan, make_folds
 
 log = logging.getLogger(__name__)
 
-CORRELATION_METRICS = ("pearson", "spearman", "kendall", "weighted_tau")
+CORRELATION_METRICS = M.CORRELATION_METRICS
 DEFAULT_RECOMMENDERS = ("lr", "fm", "lgbm", "lgbm-rank")
 HEADLINE_METRICS = ("pearson", "spearman", "weighted_tau", "regret@1", "regret@3", "ndcg@5")
 
@@ -237,22 +237,7 @@ def feature_importances(rec) -> pd.DataFrame | None:
 
 
 # ---------------------------------------------------------------------- scoring
-def score_dataset(y_true, y_pred) -> dict:
-    """All metrics for one held-out dataset; missing predictions handled as documented above."""
-    t = np.asarray(y_true, dtype=float)
-    p = np.asarray(y_pred, dtype=float)
-    ok = np.isfinite(p)
-    out = {"n_test": int(t.size), "n_missing": int((~ok).sum())}
-    for name, info in M.METRICS.items():
-        if name in CORRELATION_METRICS:
-            out[name] = info.fn(t[ok], p[ok]) if ok.sum() >= 2 else math.nan
-        else:
-            if not ok.any():
-                out[name] = math.nan
-                continue
-            filled = np.where(ok, p, np.nanmin(p[ok]) - 1.0)
-            out[name] = info.fn(t, filled)
-    return out
+score_dataset = M.score_dataset  # the one implementation, shared with train's CV
 
 
 def _predict(spec: MethodSpec, fold, seed):

@@ -42,7 +42,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.baselines import model_mean, ms_scores
-from experiments.metrics import METRICS, compute_all
+from recommender.metrics import METRICS, compute_all
 from experiments.quick_lodo import DEFAULT_DATA, load_tg_image
 from recommender.registry import create_recommender
 

@@ -100,7 +100,7 @@ def run_benchmark(bench: Benchmark, data: Path, store_dir: Path, *, recommenders
     from history.importers import get_importer
     from history.store import HistoryStore
 
-    from .cli import load_history
+    from .histories import load_history
     from .evaluate import evaluate
 
     db = store_dir / f"{bench.name}.db"

@@ -280,6 +280,8 @@ class HistoryStore:
         res = CommitResult()
         jobs = list(jobs)
         scores = list(scores)
+        datasets = list(datasets)
+        explicit_datasets = [r for r in datasets if "num_classes" in r]
         models = list(models) + [{"name": r["model"]} for r in jobs + scores]
         datasets = list(datasets) + [{"name": r["dataset"]} for r in jobs + scores]
         mids, res.models_added, res.models_updated = self._upsert_named(
@@ -361,6 +363,11 @@ class HistoryStore:
                     res.scores_replaced += 1
             res.scores_added = len(new)
 
+        if res.jobs_added or explicit_datasets:
+            from . import viability
+
+            res.details["viability"] = viability.update_models(conn)
+
         if import_log is not None:
             log = dict(import_log)
             conn.execute(
@@ -377,6 +384,13 @@ class HistoryStore:
                 )
             )
         return res
+
+    def refresh_viability(self) -> dict:
+        """Recompute the degenerate-model flag of every model (e.g. after a migration)."""
+        from . import viability
+
+        with self.write() as conn:
+            return viability.update_models(conn)
 
     # ------------------------------------------------------------------ single entities
     def add_dataset(self, name: str, *, exist_ok: bool = False, **fields) -> dict:

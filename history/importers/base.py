@@ -152,6 +152,10 @@ class Importer:
         rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
         rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
         rep.models_added, rep.datasets_added = res.models_added, res.datasets_added
+        v = res.details.get("viability") if isinstance(getattr(res, "details", None), dict) else None
+        if v:
+            rep.notes.append(f"viability: {v['degenerate']} of {v['assessed']} models in the store are degenerate "
+                             "(at chance on >= 80% of their datasets; see docs/evaluation.md)")
         return rep
 
     def _commit(self, store, **rows):
