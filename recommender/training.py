@@ -524,7 +524,8 @@ def check_dataset(store, dataset: str) -> None:
 
 
 def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=None, k: int | None = None,
-                          regime=None, source=None, include_finetuned: bool = False):
+                          regime=None, source=None, include_finetuned: bool = False,
+                          include_degenerate: bool = False):
     """Rank every model of the current store for ``dataset`` with a saved recommender.
 
     Returns ``(frame, meta)``: columns ``rank, model, predicted, std, real`` (``real`` is the
@@ -551,9 +552,19 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
         keep = [m for m in models if not isinstance(mods.get(m), str) or mods.get(m) in ("", ds_mod)]
         other_modality = len(models) - len(keep)
         models = keep
+    degenerate_excluded = 0
+    if not include_degenerate and "degenerate" in hist.models.columns:
+        # models flagged by history.viability (stored with the model) are not ranked unless asked
+        flagged = set(hist.models.loc[hist.models["degenerate"].fillna(False).astype(bool), "name"].astype(str))
+        keep = [m for m in models if m not in flagged]
+        degenerate_excluded = len(models) - len(keep)
+        models = keep
     exclude = () if include_finetuned else tuple(real.index)
     ranked = rec.recommend(dataset, k=None, history=hist, models=models, exclude=exclude)
     ranked["real"] = ranked["model"].map(real).astype(float)
+    for col in ("predicted", "std"):  # shown / exported accuracies are clipped; metrics use raw values
+        if col in ranked.columns:
+            ranked[col] = np.clip(ranked[col].astype(float), 0.0, 1.0)
     if k is not None:
         ranked = ranked.head(int(k))
     meta = {
@@ -565,6 +576,7 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
         "regime": reg,
         "candidates": len(models),
         "other_modality": other_modality,
+        "degenerate_excluded": degenerate_excluded,
         "modality": ds_mod if isinstance(ds_mod, str) else None,
         "finetuned": int(len(real)),
         "excluded_finetuned": 0 if include_finetuned else int(len(real)),
