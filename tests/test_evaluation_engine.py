@@ -213,13 +213,14 @@ def test_evaluate_clips_shown_predictions_but_scores_raw_values():
 def test_nested_selection_never_reads_held_out_targets():
     from experiments.evaluate import evaluate
 
-    h = _hist(n_models=14, n_datasets=5, seed=1)
-    kw = dict(protocol="lodo", recommenders="lr", feature_sets=["d,m", "d,m,s"], baselines="model-mean",
-              progress=False, select="nested", inner_folds=3)
+    h = _hist(n_models=12, n_datasets=4, seed=1)
+    kw = dict(protocol="lodo", recommenders="lgbm", feature_sets=["d,m", "d,m,s"], baselines="model-mean",
+              progress=False, select="nested", inner_folds=2, rec_params={"n_estimators": 20})
     res = evaluate(h, **kw)
-    assert len(res.nested) == 5
-    cands = {"lr[d,m]", "lr[d,m,s]", "model-mean"}
-    assert all(c["chosen"] in cands and c["inner_n"] == 3 for c in res.nested)
+    assert len(res.nested) == 4
+    cands = {"lgbm[d,m]", "lgbm[d,m,s]", "model-mean"}
+    assert all(c["chosen"] in cands and c["inner_n"] == 2 for c in res.nested)
+    assert all(set(c["inner_table"]) == cands for c in res.nested)
     # the nested rows of a fold are the chosen method's rows
     r = res.rows
     for c in res.nested:
@@ -258,3 +259,31 @@ def test_evaluate_cli_nested_prints_lift_and_writes_json(capsys, store, tmp_path
     assert {"ci_low", "ci_high", "wins", "ties", "losses"} <= set(lift.columns)
     assert len(res["nested_choices"]) == 4 and res["candidates"] == "viable"
     assert "all" in res["other_candidates"]
+
+
+# ---------------------------------------------------------------------- predict
+def test_predict_leaves_degenerate_models_out_unless_asked(store, home, capsys):
+    from recommender.cli import main
+
+    from test_train_predict_cli import make_synthetic_store
+
+    make_synthetic_store(store)
+    # "dead" sits at chance (<= 1.5 / classes) on ds0..ds2 and has no job on ds3
+    store.commit(models=[{"name": "dead", "modality": "image", "params": 1e6}],
+                 jobs=[{"model": "dead", "dataset": f"ds{j}", "value": 0.5 / (10 * (j + 1)), "source": "synthetic"}
+                       for j in range(3)])
+    assert bool(store.models_frame().set_index("name").loc["dead", "degenerate"])
+
+    def cli(*args):
+        rc = main(["--home", str(home), *map(str, args)])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        return out
+
+    cli("train", "-r", "lr", "--cv-folds", "0", "--no-mlflow")
+    res = json.loads(cli("predict", "--dataset", "ds3", "--format", "json"))
+    assert {r["model"] for r in res["ranking"]} == {"m6", "m7"} and res["degenerate_excluded"] == 1
+    assert "1 degenerate models" in cli("predict", "--dataset", "ds3")
+    res = json.loads(cli("predict", "--dataset", "ds3", "--format", "json", "--include-degenerate"))
+    assert "dead" in {r["model"] for r in res["ranking"]} and res["degenerate_excluded"] == 0
+    assert all(0.0 <= r["predicted"] <= 1.0 for r in res["ranking"])

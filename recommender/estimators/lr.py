@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import Ridge
 
 from history.errors import RecommenderError
@@ -63,8 +64,9 @@ class LinearRecommender(TabularRecommender):
         scale = self._column_scale(fz)
         import scipy.sparse as sp
 
-        Xtr = fz.transform(targets.iloc[tr][cols].reset_index(drop=True), sub)
-        Xva = fz.transform(val[cols].reset_index(drop=True), sub)
+        both = pd.concat([targets.iloc[tr][cols], val[cols]], ignore_index=True)
+        X = fz.transform(both, sub)  # one call: the featurizer's per-call context is the costly part
+        Xtr, Xva = X[: len(tr)], X[len(tr):]
         if (scale != 1).any():
             Xtr, Xva = Xtr @ sp.diags(scale), Xva @ sp.diags(scale)
         return Xtr, Xva
