@@ -287,3 +287,12 @@ def test_predict_leaves_degenerate_models_out_unless_asked(store, home, capsys):
     res = json.loads(cli("predict", "--dataset", "ds3", "--format", "json", "--include-degenerate"))
     assert "dead" in {r["model"] for r in res["ranking"]} and res["degenerate_excluded"] == 0
     assert all(0.0 <= r["predicted"] <= 1.0 for r in res["ranking"])
+
+
+def test_no_import_cycle_between_cli_and_report():
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "experiments" / "report.py"
+    mods = {(n.module or "") for n in ast.walk(ast.parse(src.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert "cli" not in mods and "experiments.cli" not in mods
