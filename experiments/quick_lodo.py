@@ -4,7 +4,8 @@ TransferGraph-image (``python -m experiments.quick_lodo [--recommenders lr,fm] [
 A thin front end over the evaluation engine (:func:`experiments.evaluate.evaluate`,
 protocol ``lodo``, no baselines): the same folds, the same metric code and conventions as
 ``python -m recommender evaluate`` (regret in accuracy points, ties broken against the
-method). Prints one row per recommender x feature set, averaged over held-out datasets.
+method), on viable candidates by default (``--candidates all`` keeps degenerate models).
+Prints one row per recommender x feature set, averaged over held-out datasets.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def load_tg_image(data_dir: Path = DEFAULT_DATA) -> HistoryFrame:
     return hf
 
 
-def lodo(history: HistoryFrame, name: str, params: dict, datasets=None) -> pd.DataFrame:
+def lodo(history: HistoryFrame, name: str, params: dict, datasets=None, candidates: str = "viable") -> pd.DataFrame:
     """Per held-out dataset metrics of one recommender configuration (the engine's rows)."""
     from experiments.evaluate import evaluate
 
@@ -44,9 +45,10 @@ def lodo(history: HistoryFrame, name: str, params: dict, datasets=None) -> pd.Da
     feats = params.pop("features", "d,m")
     res = evaluate(history, protocol="lodo", recommenders=[name], feature_sets=[feats], baselines="none",
                    datasets=datasets, rec_params=params, progress=False, keep_predictions=False)
+    rows = res.rows_for(candidates)
     if res.unavailable:
         raise SystemExit(f"{name}[{feats}]: {next(iter(res.unavailable.values()))}")
-    rows = res.rows.copy()
+    rows = rows.copy()
     rows["fit_s"] = res.timings.get(f"{name}[{feats}]", float("nan")) / max(len(rows), 1)
     return rows[["dataset", "pearson", "spearman", "weighted_tau", "regret@1", "regret@3", "fit_s"]]
 
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--features", default="d,m;d,m,s", help="feature sets separated by ';'")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--per-dataset", action="store_true")
+    ap.add_argument("--candidates", default="viable", choices=["viable", "all"],
+                    help="viable (default: degenerate models left out) or all candidate models")
     ap.add_argument("--param", action="append", default=[], help="extra param k=v (applied to all)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -74,7 +78,7 @@ def main(argv=None) -> int:
           f"{'regret@3':>8} {'fit_s':>6}")
     for name in args.recommenders.split(","):
         for feats in args.features.split(";"):
-            res = lodo(hist, name, {"features": feats, **extra})
+            res = lodo(hist, name, {"features": feats, **extra}, candidates=args.candidates)
             if args.per_dataset:
                 print(res.round(3).to_string(index=False))
             print(f"{name:<10} {feats:<8} {res['pearson'].mean():8.3f} {res['spearman'].mean():8.3f} "
