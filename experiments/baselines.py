@@ -25,9 +25,15 @@ Registry (``BASELINES``; ``<method>`` is any MS score method stored for the sour
                            source and target datasets (the target term is constant within
                            one held-out dataset, so it does not change the ranking).
 ``hybrid:<method>``        Renggli et al. (CVPR 2022): keep the top k=5 models by the
-                           task-agnostic signal (source accuracy, else model mean), then
-                           re-rank those k by the MS score; the rest follow in task-agnostic
-                           order.
+                           task-agnostic signal, then re-rank those k by the MS score; the
+                           rest follow in task-agnostic order. The task-agnostic signal is
+                           the upstream accuracy (``models.source_accuracy``) only when it
+                           is one: every candidate with a source accuracy names the same
+                           pre-training dataset (``models.pretrain_dataset``); otherwise
+                           (e.g. TransferGraph, where it is each checkpoint's accuracy on its
+                           own fine-tuning task) ``model-mean`` is used. On a held-out
+                           dataset where no candidate has the MS score the baseline is n/a
+                           (NaN predictions, so that dataset's metrics are n/a).
 ``parc-ensemble:<method>`` PARC's "plasticity" ensemble: z-scored MS score (within the
                            held-out dataset) plus :math:`\\ell_s / \\ell_{max}` (depth over the
                            deepest candidate; PARC's code divides by a fixed 50).
@@ -181,11 +187,24 @@ def model_size(train, test_pairs, full, method=None):
     return test_pairs["model"].map(np.log(p)).to_numpy(dtype=float)
 
 
+def upstream_source_accuracy(full, models) -> bool:
+    """Whether ``models.source_accuracy`` is an upstream accuracy comparable across ``models``:
+    some candidates have one, and all of those name one and the same pre-training dataset."""
+    acc = _model_meta(full, "source_accuracy", models)
+    known = acc.dropna().index
+    if len(known) == 0:
+        return False
+    m = full.models.set_index("name")
+    if "pretrain_dataset" not in m.columns:
+        return True
+    src = m["pretrain_dataset"].reindex(known)
+    return src.dropna().astype(str).str.lower().nunique() <= 1
+
+
 def _agnostic(train, test_pairs, full) -> np.ndarray:
-    try:
+    if upstream_source_accuracy(full, test_pairs["model"].unique()):
         return source_accuracy(train, test_pairs, full)
-    except BaselineUnavailable:
-        return model_mean(train, test_pairs, full)
+    return model_mean(train, test_pairs, full)
 
 
 def _dataset_size(full, name) -> float:
@@ -216,6 +235,8 @@ def hybrid(train, test_pairs, full, method=None, k: int = HYBRID_K):
     def one(sub):
         idx = sub.index.to_numpy()
         a, m = agn[idx], ms[idx]
+        if not np.isfinite(m).any():  # no MS score on this held-out dataset: n/a there
+            return np.full(len(idx), np.nan)
         a_filled = np.where(np.isfinite(a), a, -np.inf)
         order = np.lexsort((np.arange(len(a)), -a_filled))
         top = order[: min(k, len(a))]

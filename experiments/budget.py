@@ -155,7 +155,7 @@ def plot(summary: pd.DataFrame, path, title: str, budget: int) -> Path:
 
 
 def load_benchmark(name: str, data: Path, store_dir: Path):
-    from experiments.cli import load_history
+    from experiments.histories import load_history
     from experiments.report import BENCHMARKS as REPORT
     from history.importers import get_importer
     from history.store import HistoryStore
@@ -272,7 +272,7 @@ NOTES = """
 
 
 def _run_store(args) -> int:
-    from experiments.cli import load_history
+    from experiments.histories import load_history
     from history.errors import RecommenderError
     from history.store import HistoryStore
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from history.errors import NotFoundError, RecommenderError
+from history.errors import RecommenderError
 
 
 def register_evaluate(sub) -> None:
     from recommender.commands import add_parser
 
-    from .protocols import list_protocols
+    from recommender.protocols import list_protocols
 
     p = add_parser(sub, "evaluate", help="evaluate recommenders and baselines with a protocol (lodo, ...)",
                    description="Fit every recommender x feature set on the training folds of a protocol, "
@@ -42,6 +43,18 @@ def register_evaluate(sub) -> None:
     p.add_argument("--datasets", help="comma-separated subset of datasets to hold out (default all)")
     p.add_argument("--modality", help="keep only targets on datasets of this modality (image / text), e.g. the "
                                       "19 VTAB image tasks of shift")
+    p.add_argument("--candidates", default="viable", choices=["viable", "all"],
+                   help="candidate models the tables lead with: 'viable' (default; degenerate models -- at chance "
+                        "on >= 80%% of their datasets -- left out) or 'all'; both are computed and saved in --json")
+    p.add_argument("--select", default="none", choices=["none", "nested"],
+                   help="'nested': add the method 'nested', the configuration chosen on inner folds of each outer "
+                        "fold's training data (never the held-out dataset); the choice per fold is printed")
+    p.add_argument("--nested-candidates", default=None,
+                   help="comma-separated method labels nested selection chooses from (default: every recommender "
+                        "x feature set, and model-mean), e.g. 'lr[d,m],lgbm[d,m],model-mean'")
+    p.add_argument("--inner-folds", type=int, default=4, help="inner dataset groups for nested selection (default 4)")
+    p.add_argument("--select-on", default="regret@1", help="inner metric nested selection minimises / maximises "
+                                                           "(default regret@1)")
     p.add_argument("--json", dest="json_file", help="write machine-readable results (per fold/dataset/method "
                                                     "metrics + config) to this file")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -68,59 +81,19 @@ def _run_report(args) -> int:
     return run(args)
 
 
-def load_history(store, *, source=None, regime=None, rule="best", metric=None, modality=None):
-    """A HistoryFrame for ``source`` / ``regime``, validating both against the store."""
-    from features.history_frame import HistoryFrame
-
-    sources = store.sources()
-    if not sources:
-        raise RecommenderError(f"the history store {store!r} has no fine-tuning jobs; import one first "
-                               "(python -m recommender history import ...)")
-    if source is None:
-        if len(sources) > 1:
-            raise RecommenderError(f"the store holds several sources; choose one with --source: {', '.join(sources)}")
-        source = sources[0]
-    if source not in sources:
-        from history.errors import closest
-
-        hint = closest(source, sources)
-        raise NotFoundError(f"unknown source {source!r}; valid sources: {', '.join(sources)}"
-                            + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
-    regimes = sorted(store.jobs_frame(source=source)["regime"].dropna().unique())
-    if regime is not None and regime not in regimes:
-        raise NotFoundError(f"source {source!r} has no regime {regime!r}; its regimes: {', '.join(regimes)}")
-    if regime is None and len(regimes) > 1:
-        raise RecommenderError(f"source {source!r} has {len(regimes)} regimes ({', '.join(regimes)}); their "
-                               "targets must not be pooled -- choose one with --regime")
-    h = HistoryFrame.from_store(store, source=source, regime=regime, rule=rule, metric=metric)
-    notes = []
-    all_t = store.targets(rule, source=source, regime=regime)
-    other = all_t[~all_t["metric"].isin(h.targets["metric"].unique())]
-    if len(other):
-        notes.append(f"{len(other)} target(s) with metric {', '.join(sorted(other['metric'].unique()))} on "
-                     f"{', '.join(sorted(other['dataset'].unique()))} are not evaluated (metric "
-                     f"{', '.join(sorted(h.targets['metric'].unique()))} selected; use --metric to choose)")
-    if modality is not None:
-        mod = h.datasets.set_index("name")["modality"]
-        known = sorted(mod.dropna().unique())
-        if modality not in known:
-            raise NotFoundError(f"no dataset of modality {modality!r} in source {source!r}; modalities: "
-                                f"{', '.join(known) or 'none recorded'}")
-        keep = [d for d in h.targets["dataset"].unique() if mod.get(d) == modality]
-        dropped = sorted(set(h.targets["dataset"]) - set(keep))
-        h = h.keep_targets(datasets=keep)
-        if dropped:
-            notes.append(f"--modality {modality}: {len(dropped)} dataset(s) of another modality not evaluated "
-                         f"({', '.join(dropped)})")
-    return h, source, regime, notes
+def _print_wall(t_start: float, log_s: float) -> None:
+    wall = time.perf_counter() - t_start
+    print(f"evaluate wall time {wall:.1f} s, of which MLflow logging {log_s:.1f} s "
+          f"({100 * log_s / wall if wall > 0 else 0:.0f}%)")
 
 
 def run_evaluate(args) -> int:
+    t_start = time.perf_counter()
     from recommender.commands import open_store
     from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
 
     from .evaluate import evaluate, format_per_dataset, format_summary, parse_feature_sets
-    from .protocols import get_protocol
+    from recommender.protocols import get_protocol
 
     get_protocol(args.protocol)  # fail fast with the list of valid protocols
     if args.seeds < 1:
@@ -129,6 +102,8 @@ def run_evaluate(args) -> int:
         raise RecommenderError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     feature_sets = parse_feature_sets(args.features) if args.features else None
     store = open_store(args)
+    from .histories import load_history
+
     history, source, regime, notes = load_history(store, source=args.source, regime=args.regime, rule=args.rule,
                                                   metric=args.metric, modality=args.modality)
     for n in notes:
@@ -140,7 +115,9 @@ def run_evaluate(args) -> int:
     result = evaluate(history, protocol=args.protocol, recommenders=args.recommenders, feature_sets=feature_sets,
                       baselines=args.baselines, seeds=args.seeds, test_fraction=args.test_fraction,
                       min_models=args.min_models, datasets=datasets, progress=not args.no_progress,
-                      config=config)
+                      config=config, candidates=args.candidates, select=args.select,
+                      nested_candidates=args.nested_candidates, inner_folds=args.inner_folds,
+                      select_on=args.select_on)
     title = f"{source}" + (f" / {regime}" if regime else "") + f" -- {args.protocol}"
     print_result(result, title, per_dataset=not args.quiet_datasets)
     if args.json_file:
@@ -149,18 +126,22 @@ def run_evaluate(args) -> int:
         path.write_text(json.dumps(result.to_dict(), indent=1, default=str))
         print(f"results written to {path}")
     rc = 0
+    t_log = 0.0
     if result.config.get("failures"):
         print(f"error: {len(result.config['failures'])} method(s) raised an unexpected error on some folds "
               f"({', '.join(result.config['failures'])}); see 'failures' in the results (run with -vv for "
               "tracebacks).", file=sys.stderr)
         rc = 1
     if args.no_mlflow:
+        _print_wall(t_start, 0.0)
         return rc
     from .mlflow_log import log_evaluation
 
+    t1 = time.perf_counter()
     info = log_evaluation(result, tracking_uri=args.tracking_uri, home=args.home,
                           experiment=f"evaluate/{source}", run_name=f"{args.protocol}" + (f"-{regime}" if regime else ""),
                           plots_on=not args.no_plots)
+    _print_wall(t_start, time.perf_counter() - t1)
     if not info["ok"]:
         print(f"error: MLflow logging failed ({info['error']}); the results above are complete"
               + (f" and saved to {args.json_file}" if args.json_file else "; rerun with --json FILE to keep them")
@@ -171,8 +152,9 @@ def run_evaluate(args) -> int:
 
 
 def print_result(result, title: str, per_dataset: bool = True, file=None) -> None:
-    from .evaluate import format_per_dataset, format_summary
-    from .protocols import describe_plan, FoldPlan
+    from recommender.protocols import FoldPlan, describe_plan
+
+    from .evaluate import LIFT_REFERENCE, format_lift, format_nested, format_per_dataset, format_summary
 
     out = file or sys.stdout
     if per_dataset and len(result.rows):
@@ -181,6 +163,24 @@ def print_result(result, title: str, per_dataset: bool = True, file=None) -> Non
     print(f"summary: {title} -- mean ± std over {result.config.get('n_folds')} fold(s) "
           f"({len(result.config.get('datasets', []))} held-out datasets)", file=out)
     print(format_summary(result), file=out)
+    print(file=out)
+    print(f"lift over {LIFT_REFERENCE} on {result.candidates} candidates: mean paired improvement per "
+          f"{'held-out dataset' if result.config.get('unit') == 'dataset' else 'fold'} [95% bootstrap CI] "
+          "wins/ties/losses (positive = better: regret points saved, tau gained)", file=out)
+    print(format_lift(result), file=out)
+    if result.nested:
+        print(file=out)
+        print(f"nested selection ({result.config['nested']['inner_protocol']} inner folds, "
+              f"on {result.config['nested']['select_on']}): configuration chosen per outer fold", file=out)
+        print(format_nested(result), file=out)
+    for cs in result.other_rows:
+        print(file=out)
+        print(f"on {cs} candidates (the JSON holds every metric on both sets):", file=out)
+        print(format_summary(result, candidates=cs), file=out)
+    deg = result.config.get("degenerate_models") or []
+    if deg:
+        print(f"degenerate models (not among the viable candidates): {len(deg)} -- "
+              + ", ".join(deg[:8]) + (" ..." if len(deg) > 8 else ""), file=out)
     if result.skipped:
         print(describe_plan(FoldPlan(result.config.get("protocol", ""), [], result.skipped)).split(", ", 1)[-1],
               file=out)

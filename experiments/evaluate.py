@@ -1,11 +1,11 @@
 """Run recommenders x feature sets and baselines over the folds of a protocol and score them.
 
 :func:`evaluate` is the logic behind ``python -m recommender evaluate``. For every fold of
-the protocol (see :mod:`experiments.protocols`) each recommender is fitted on the fold's
+the protocol (see :mod:`recommender.protocols`) each recommender is fitted on the fold's
 training frame and predicts the held-out pairs, with the training frame as its context
 (it carries every meta-feature and MS score but none of the held-out targets). Each
 baseline (:mod:`experiments.baselines`) scores the same pairs. Metrics
-(:mod:`experiments.metrics`) are computed per (fold, held-out dataset); the summary is
+(:mod:`recommender.metrics`) are computed per (fold, held-out dataset); the summary is
 mean +- std over those units (= across held-out datasets for lodo / setting2; across
 datasets x seeds for setting1 / coldstart).
 
@@ -25,15 +25,20 @@ import pandas as pd
 
 from history.errors import NotFoundError, RecommenderError
 
-from . import metrics as M
+from recommender import metrics as M
 from .baselines import BaselineSpec, BaselineUnavailable, resolve_baselines
-from .protocols import FoldPlan, describe_plan, make_folds
+from recommender.protocols import FoldPlan, describe_plan, get_protocol, make_folds
 
 log = logging.getLogger(__name__)
 
-CORRELATION_METRICS = ("pearson", "spearman", "kendall", "weighted_tau")
+CORRELATION_METRICS = M.CORRELATION_METRICS
 DEFAULT_RECOMMENDERS = ("lr", "fm", "lgbm", "lgbm-rank")
 HEADLINE_METRICS = ("pearson", "spearman", "weighted_tau", "regret@1", "regret@3", "ndcg@5")
+#: the popularity baseline every method is compared with (paired, per unit)
+LIFT_REFERENCE = "model-mean"
+LIFT_METRICS = ("regret@1", "regret@3", "weighted_tau", "spearman")
+CANDIDATE_SETS = ("viable", "all")
+SELECTIONS = ("none", "nested")
 
 
 @dataclass
@@ -52,35 +57,70 @@ class MethodSpec:
 @dataclass
 class EvaluationResult:
     config: dict
-    rows: pd.DataFrame  # one row per (fold, dataset, method): metrics + n_test, n_missing, status
-    predictions: pd.DataFrame  # fold, dataset, model, method, real, predicted
+    rows: pd.DataFrame  # one row per (fold, dataset, method) on the primary candidate set
+    predictions: pd.DataFrame  # fold, dataset, model, method, real, predicted (clipped), predicted_raw
     skipped: list = field(default_factory=list)
     unavailable: dict = field(default_factory=dict)  # method label -> reason (n/a everywhere)
     importances: dict = field(default_factory=dict)  # method label -> DataFrame(feature, importance)
     timings: dict = field(default_factory=dict)  # method label -> seconds (fit + predict, all folds)
     wall_s: float = 0.0
+    other_rows: dict = field(default_factory=dict)  # other candidate set name -> rows like ``rows``
+    nested: list = field(default_factory=list)  # per outer fold: the configuration nested selection chose
+
+    @property
+    def candidates(self) -> str:
+        return self.config.get("candidates", "all")
+
+    def rows_for(self, candidates=None) -> pd.DataFrame:
+        if candidates is None or candidates == self.candidates:
+            return self.rows
+        if candidates not in self.other_rows:
+            raise KeyError(f"no results on candidate set {candidates!r}; have {self.candidates}, "
+                           f"{', '.join(self.other_rows)}")
+        return self.other_rows[candidates]
 
     def methods(self) -> list[str]:
         return list(dict.fromkeys(self.rows["method"])) if len(self.rows) else []
 
-    def summary(self, metric_names=None) -> pd.DataFrame:
-        """Rows: methods (evaluation order). Columns: ``<metric>_mean``, ``<metric>_std``, ``n``."""
+    def units(self, metric_names=None, candidates=None) -> pd.DataFrame:
+        """Metrics per evaluation unit and method: the unit is the held-out dataset for
+        dataset-level protocols (lodo, setting2, kfold: folds of one dataset are averaged
+        first, so n = number of held-out datasets) and the (dataset, seed) fold for seeded
+        protocols (setting1, coldstart)."""
         names = list(metric_names or M.METRICS)
+        rows = self.rows_for(candidates)
+        if rows.empty:
+            return pd.DataFrame(columns=["unit", "method", *names])
+        by_fold = self.config.get("unit") == "fold"
+        key = rows["fold"].astype(str) + "|" + rows["dataset"].astype(str) if by_fold else rows["dataset"].astype(str)
+        g = rows.assign(unit=key).groupby(["unit", "method"], sort=False)[names].mean()
+        return g.reset_index()
+
+    def summary(self, metric_names=None, candidates=None) -> pd.DataFrame:
+        """Rows: methods (evaluation order). Columns: ``<metric>_mean``, ``<metric>_std`` over
+        units (:meth:`units`), ``n`` (units with a value), ``n_missing`` and ``coverage``
+        (share of candidate pairs the method scored)."""
+        names = list(metric_names or M.METRICS)
+        rows = self.rows_for(candidates)
+        units = self.units(names, candidates)
         out = []
-        for meth in self.methods():
-            sub = self.rows[(self.rows["method"] == meth)]
+        for meth in (list(dict.fromkeys(rows["method"])) if len(rows) else []):
+            sub = rows[(rows["method"] == meth)]
+            usub = units[units["method"] == meth]
             rec = {"method": meth, "kind": sub["kind"].iloc[0], "features": sub["features"].iloc[0]}
             n = 0
             for m in names:
-                mean, std, k = M.aggregate(sub[m])
+                mean, std, k = M.aggregate(usub[m])
                 rec[f"{m}_mean"], rec[f"{m}_std"] = mean, std
                 n = max(n, k)
             rec["n"] = n
             rec["n_missing"] = int(sub["n_missing"].sum())
+            tot = int(sub["n_test"].sum())
+            rec["coverage"] = 1.0 - rec["n_missing"] / tot if tot else math.nan
             out.append(rec)
         for meth, reason in self.unavailable.items():
             out.append({"method": meth, "kind": self.config.get("method_kinds", {}).get(meth, "baseline"),
-                        "features": None, "n": 0, "n_missing": 0,
+                        "features": None, "n": 0, "n_missing": 0, "coverage": 0.0,
                         "note": reason if reason.startswith("FAILED") else f"n/a: {reason}",
                         **{f"{m}_{s}": math.nan for m in names for s in ("mean", "std")}})
         df = pd.DataFrame(out)
@@ -91,13 +131,41 @@ class EvaluationResult:
             df = df.iloc[np.argsort([order.get(m, len(order)) for m in df["method"]], kind="stable")]
         return df.reset_index(drop=True)
 
-    def per_dataset(self, metric_names=None) -> pd.DataFrame:
+    def per_dataset(self, metric_names=None, candidates=None) -> pd.DataFrame:
         """Metrics averaged over the folds of each held-out dataset: rows (dataset, method)."""
         names = list(metric_names or M.METRICS)
-        if self.rows.empty:
+        rows = self.rows_for(candidates)
+        if rows.empty:
             return pd.DataFrame(columns=["dataset", "method", *names])
-        g = self.rows.groupby(["dataset", "method"], sort=False)[names].mean()
+        g = rows.groupby(["dataset", "method"], sort=False)[names].mean()
         return g.reset_index()
+
+    def lift(self, reference: str = LIFT_REFERENCE, metric_names=LIFT_METRICS, candidates=None,
+             n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Paired lift of every method over ``reference`` (default ``model-mean``), per unit.
+
+        One row per (method, metric): ``n`` paired units, ``mean`` improvement (positive =
+        better than the reference: lower regret, higher tau / Spearman), its percentile
+        bootstrap 95% CI over units (:func:`recommender.metrics.bootstrap_ci`), and
+        win / tie / loss counts. Empty when the reference did not run.
+        """
+        names = list(metric_names)
+        units = self.units(names, candidates)
+        cols = ["method", "metric", "n", "mean", "ci_low", "ci_high", "wins", "ties", "losses"]
+        ref = units[units["method"] == reference].set_index("unit")
+        if ref.empty:
+            return pd.DataFrame(columns=cols)
+        out = []
+        for meth in dict.fromkeys(units["method"]):
+            if meth == reference:
+                continue
+            sub = units[units["method"] == meth].set_index("unit")
+            common = sub.index.intersection(ref.index)
+            for m in names:
+                r = M.paired_lift(sub.loc[common, m].to_numpy(), ref.loc[common, m].to_numpy(), m,
+                                  n_boot=n_boot, seed=seed)
+                out.append({"method": meth, "metric": m, **r})
+        return pd.DataFrame(out, columns=cols)
 
     def to_dict(self) -> dict:
         def clean(v):
@@ -113,8 +181,13 @@ class EvaluationResult:
         return {
             "config": self.config,
             "wall_s": self.wall_s,
+            "candidates": self.candidates,
             "results": records(self.rows),
             "summary": records(self.summary()),
+            "lift": records(self.lift()),
+            "nested_choices": [{k: clean(v) for k, v in c.items()} for c in self.nested],
+            "other_candidates": {cs: {"summary": records(self.summary(candidates=cs)),
+                                      "lift": records(self.lift(candidates=cs))} for cs in self.other_rows},
             "skipped": self.skipped,
             "unavailable": self.unavailable,
             "timings_s": self.timings,
@@ -237,26 +310,13 @@ def feature_importances(rec) -> pd.DataFrame | None:
 
 
 # ---------------------------------------------------------------------- scoring
-def score_dataset(y_true, y_pred) -> dict:
-    """All metrics for one held-out dataset; missing predictions handled as documented above."""
-    t = np.asarray(y_true, dtype=float)
-    p = np.asarray(y_pred, dtype=float)
-    ok = np.isfinite(p)
-    out = {"n_test": int(t.size), "n_missing": int((~ok).sum())}
-    for name, info in M.METRICS.items():
-        if name in CORRELATION_METRICS:
-            out[name] = info.fn(t[ok], p[ok]) if ok.sum() >= 2 else math.nan
-        else:
-            if not ok.any():
-                out[name] = math.nan
-                continue
-            filled = np.where(ok, p, np.nanmin(p[ok]) - 1.0)
-            out[name] = info.fn(t, filled)
-    return out
+score_dataset = M.score_dataset  # the one implementation, shared with train's CV
 
 
-def _predict(spec: MethodSpec, fold, seed):
-    pairs = fold.test[["model", "dataset"]].reset_index(drop=True)
+def _predict(spec: MethodSpec, fold, seed, test=None):
+    """Scores of ``spec`` for ``test`` (default: the fold's held-out pairs), fitted on ``fold.train``."""
+    test = fold.test if test is None else test
+    pairs = test[["model", "dataset"]].reset_index(drop=True)
     if spec.kind == "baseline":
         return spec.baseline(fold.train, pairs, fold.train), None
     rec = _make_recommender(spec, seed)
@@ -267,26 +327,96 @@ def _predict(spec: MethodSpec, fold, seed):
     return pred, rec
 
 
+def _degenerate(history) -> set:
+    from history.viability import degenerate_models
+
+    return degenerate_models(history.models, history.targets, history.datasets)
+
+
+def _candidate_masks(test: pd.DataFrame, degenerate: set) -> dict:
+    """Boolean masks over ``test`` rows: ``all`` candidates and ``viable`` ones (not degenerate)."""
+    return {"viable": ~test["model"].isin(degenerate).to_numpy(), "all": np.ones(len(test), dtype=bool)}
+
+
+def _score_rows(fold, spec, test: pd.DataFrame, pred: np.ndarray, candidates: str) -> list[dict]:
+    rows = []
+    for ds, idx in test.groupby("dataset", sort=True).indices.items():
+        sc = M.score_dataset(test["value"].to_numpy()[idx], pred[idx])
+        rows.append({"fold": fold.fold_id, "dataset": ds, "seed": fold.seed, "method": spec.label,
+                     "kind": spec.kind, "features": spec.features, "candidates": candidates, **sc})
+    return rows
+
+
+def _fold_scores(spec, fold, masks: dict, seed) -> tuple[dict, object]:
+    """``{candidate set: (test frame, predictions)}`` for one method on one fold.
+
+    A recommender predicts each pair on its own, so it is fitted once and its predictions
+    are subset; a baseline (whose scores may depend on the other candidates, e.g. hybrid's
+    top-k) is run on each candidate set separately.
+    """
+    test = fold.test.reset_index(drop=True)
+    out, rec = {}, None
+    if spec.kind == "recommender":
+        pred, rec = _predict(spec, fold, seed, test)
+        for cs, mask in masks.items():
+            out[cs] = (test[mask].reset_index(drop=True), pred[mask])
+        return out, rec
+    full = None
+    for cs, mask in masks.items():
+        sub = test[mask].reset_index(drop=True)
+        if mask.all():
+            if full is None:
+                full = _predict(spec, fold, seed, sub)[0]
+            out[cs] = (sub, full)
+        else:
+            out[cs] = (sub, _predict(spec, fold, seed, sub)[0] if len(sub) else np.zeros(0))
+    return out, rec
+
+
 def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDERS, feature_sets=None,
              baselines="all", seeds: int = 5, test_fraction: float = 0.2, min_models: int = 3, datasets=None,
              rec_params=None, progress: bool = True, config: dict | None = None,
-             keep_predictions: bool = True) -> EvaluationResult:
-    """Evaluate methods over the folds of ``protocol`` on ``history`` (a HistoryFrame)."""
+             keep_predictions: bool = True, candidates: str = "viable", select: str = "none",
+             nested_candidates=None, inner_folds: int = 4, select_on: str = "regret@1") -> EvaluationResult:
+    """Evaluate methods over the folds of ``protocol`` on ``history`` (a HistoryFrame).
+
+    ``candidates`` (``viable`` | ``all``) is the candidate set the summary leads with; both
+    are always scored (the other one is in ``result.other_rows``). ``select="nested"`` adds
+    the method ``nested``: on every outer fold, the configuration among
+    ``nested_candidates`` (default: every recommender x feature set, and ``model-mean``)
+    chosen on inner folds of the outer fold's training frame (:func:`nested_choice`).
+    """
+    if candidates not in CANDIDATE_SETS:
+        raise RecommenderError(f"unknown candidate set {candidates!r}; valid: {', '.join(CANDIDATE_SETS)}")
+    if select not in SELECTIONS:
+        raise RecommenderError(f"unknown selection {select!r}; valid: {', '.join(SELECTIONS)}")
+    if select_on not in M.METRICS:
+        raise RecommenderError(f"unknown selection metric {select_on!r}; valid: {', '.join(M.METRICS)}")
     t0 = time.perf_counter()
+    info = get_protocol(protocol)
     plan: FoldPlan = make_folds(history, protocol, seeds=seeds, test_fraction=test_fraction,
                                 min_models=min_models, datasets=datasets)
     methods = build_methods(history, recommenders=recommenders, feature_sets=feature_sets,
                             baselines=baselines, rec_params=rec_params)
     if not plan.folds:
         raise RecommenderError(f"no fold to evaluate: {describe_plan(plan)}")
+    degenerate = _degenerate(history)
     cfg = dict(config or {})
     cfg.update({"protocol": protocol, "seeds": seeds, "test_fraction": test_fraction, "min_models": min_models,
-                "methods": [m.label for m in methods], "n_folds": len(plan.folds),
-                "method_kinds": {m.label: m.kind for m in methods},
+                "methods": [m.label for m in methods] + (["nested"] if select == "nested" else []),
+                "n_folds": len(plan.folds), "unit": "fold" if info.uses_seeds else "dataset",
+                "method_kinds": {m.label: m.kind for m in methods}, "candidates": candidates, "select": select,
+                "degenerate_models": sorted(degenerate),
                 "datasets": sorted({d for f in plan.folds for d in f.held_out_datasets})})
     unavailable = {m.label: m.unavailable for m in methods if m.unavailable}
     runnable = [m for m in methods if not m.unavailable]
-    rows, preds, imps = [], [], {}
+    nested_specs = []
+    if select == "nested":
+        nested_specs = _nested_specs(runnable, nested_candidates)
+        cfg["nested"] = {"candidates": [m.label for m in nested_specs], "inner_protocol": info.inner,
+                         "inner_folds": inner_folds, "select_on": select_on}
+    rows = {cs: [] for cs in CANDIDATE_SETS}
+    preds, imps, choices = [], {}, []
     timings = {m.label: 0.0 for m in runnable}
     fold_reasons: dict[str, list] = {}
     failures: dict[str, list] = {}
@@ -297,11 +427,12 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
                disable=not progress, leave=False)
     try:
         for fold in plan.folds:
+            masks = _candidate_masks(fold.test.reset_index(drop=True), degenerate)
             for spec in runnable:
                 bar.set_postfix_str(f"{fold.fold_id} {spec.label}", refresh=False)
                 ts = time.perf_counter()
                 try:
-                    pred, rec = _predict(spec, fold, fold.seed)
+                    scored, rec = _fold_scores(spec, fold, masks, fold.seed)
                 except (BaselineUnavailable, RecommenderError) as exc:
                     # a method that cannot run on this fold (e.g. a recommender that needs >= 2
                     # training datasets): recorded with its reason, reported as n/a
@@ -318,40 +449,135 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
                     fi = feature_importances(rec)
                     if fi is not None:
                         imps.setdefault(spec.label, []).append(fi)
-                test = fold.test.reset_index(drop=True)
-                for ds, idx in test.groupby("dataset", sort=True).indices.items():
-                    sc = score_dataset(test["value"].to_numpy()[idx], pred[idx])
-                    rows.append({"fold": fold.fold_id, "dataset": ds, "seed": fold.seed, "method": spec.label,
-                                 "kind": spec.kind, "features": spec.features, **sc})
+                for cs, (test, pred) in scored.items():
+                    rows[cs].extend(_score_rows(fold, spec, test, pred, cs))
                 if keep_predictions:
+                    test, pred = scored[candidates]
+                    shown = M.clip_accuracy(pred) if spec.kind == "recommender" else pred
                     preds.append(pd.DataFrame({"fold": fold.fold_id, "dataset": test["dataset"],
                                                "model": test["model"], "method": spec.label,
-                                               "real": test["value"], "predicted": pred}))
+                                               "real": test["value"], "predicted": shown, "predicted_raw": pred}))
                 bar.update(1)
+            if nested_specs:
+                choice = nested_choice(fold, nested_specs, protocol=info.inner, inner_folds=inner_folds,
+                                       min_models=min_models, select_on=select_on,
+                                       viable_only=(candidates == "viable"))
+                choices.append(choice)
     finally:
         bar.close()
+    cols = ["fold", "dataset", "seed", "method", "kind", "features", "candidates", "n_test", "n_missing",
+            *M.METRICS]
+    frames = {cs: pd.DataFrame(r, columns=cols) for cs, r in rows.items()}
+    if choices:
+        for cs, df in frames.items():
+            picked = []
+            for c in choices:
+                sel = df[(df["fold"] == c["fold"]) & (df["method"] == c["chosen"])]
+                picked.append(sel.assign(method="nested", kind="nested", features=c["chosen"]))
+            frames[cs] = pd.concat([df, *picked], ignore_index=True)
+        cfg["method_kinds"]["nested"] = "nested"
     for label, reasons in fold_reasons.items():
-        if not any(r["method"] == label for r in rows):
+        if not any(r["method"] == label for r in rows[candidates]):
             unavailable[label] = reasons[0].split(": ", 1)[1] if reasons else "not available"
-    cols = ["fold", "dataset", "seed", "method", "kind", "features", "n_test", "n_missing", *M.METRICS]
-    rows_df = pd.DataFrame(rows, columns=cols)
     pred_df = (pd.concat(preds, ignore_index=True) if preds else
-               pd.DataFrame(columns=["fold", "dataset", "model", "method", "real", "predicted"]))
+               pd.DataFrame(columns=["fold", "dataset", "model", "method", "real", "predicted", "predicted_raw"]))
     importances = {}
-    for label, frames in imps.items():
-        cat = pd.concat(frames, ignore_index=True)
+    for label, frames_ in imps.items():
+        cat = pd.concat(frames_, ignore_index=True)
         importances[label] = (cat.groupby("feature")["importance"].mean().sort_values(ascending=False)
                               .reset_index())
     for label, errs in failures.items():
-        if not any(r["method"] == label for r in rows):
+        if not any(r["method"] == label for r in rows[candidates]):
             unavailable[label] = f"FAILED ({len(errs)} fold(s)): {errs[0].split(': ', 1)[1]}"
     if failures:
         cfg["failures"] = {k: v[:3] + ([f"... {len(v) - 3} more"] if len(v) > 3 else []) for k, v in failures.items()}
     partial = {k: v for k, v in fold_reasons.items() if k not in unavailable}
     if partial:
         cfg["partially_unavailable"] = {k: len(v) for k, v in partial.items()}
-    return EvaluationResult(cfg, rows_df, pred_df, plan.skipped, unavailable, importances,
-                            {k: round(v, 3) for k, v in timings.items()}, time.perf_counter() - t0)
+    other = {cs: df for cs, df in frames.items() if cs != candidates}
+    return EvaluationResult(cfg, frames[candidates], pred_df, plan.skipped, unavailable, importances,
+                            {k: round(v, 3) for k, v in timings.items()}, time.perf_counter() - t0, other, choices)
+
+
+# ---------------------------------------------------------------------- nested selection
+def _nested_specs(runnable, labels=None) -> list[MethodSpec]:
+    """The configurations nested selection chooses from (default: recommenders and model-mean)."""
+    by_label = {m.label: m for m in runnable}
+    if labels is None:
+        labels = [m.label for m in runnable if m.kind == "recommender"]
+        labels += [LIFT_REFERENCE] if LIFT_REFERENCE in by_label else []
+    elif isinstance(labels, str):
+        labels = [x.strip() for x in labels.split(",") if x.strip()]
+    unknown = [x for x in labels if x not in by_label]
+    if unknown:
+        raise NotFoundError(f"nested candidate(s) {', '.join(unknown)} are not among the evaluated methods "
+                            f"({', '.join(by_label)})")
+    if not labels:
+        raise RecommenderError("nested selection needs at least one candidate configuration")
+    return [by_label[x] for x in labels]
+
+
+def nested_choice(fold, specs, *, protocol: str = "kfold", inner_folds: int = 4, min_models: int = 3,
+                  select_on: str = "regret@1", viable_only: bool = True) -> dict:
+    """Choose one of ``specs`` for the outer ``fold`` using ``fold.train`` only.
+
+    Inner folds are protocol ``protocol`` (the outer protocol's ``inner``: ``kfold`` over
+    the training datasets for lodo / coldstart, ``setting1`` for setting1 / setting2) built
+    on the outer training frame, which never holds the outer held-out targets. Every
+    candidate is fitted and scored on each inner fold (on the candidates viable *in the
+    training frame* when ``viable_only``); the one with the best mean ``select_on`` wins,
+    ties going to the higher mean Pearson, then to the earlier candidate. When no inner
+    fold can be built, the first candidate is chosen and the reason recorded.
+    """
+    from history.viability import assess
+
+    train = fold.train
+    lower = not M.METRICS[select_on].higher_is_better
+    out = {"fold": fold.fold_id, "held_out": ",".join(fold.held_out_datasets), "inner_protocol": protocol}
+    try:
+        inner = make_folds(train, protocol, seeds=1, k=inner_folds, min_models=min_models, check_kind=False)
+    except RecommenderError as exc:
+        inner = None
+        out["note"] = f"no inner folds ({exc}); first candidate chosen"
+    if inner is not None and not inner.folds:
+        out["note"] = f"no inner folds ({describe_plan(inner)}); first candidate chosen"
+        inner = None
+    if inner is None:
+        return {**out, "chosen": specs[0].label, "inner_n": 0, f"inner_{select_on}": math.nan}
+    degenerate = set()
+    if viable_only:
+        nc = (pd.to_numeric(train.datasets.set_index("name")["num_classes"], errors="coerce")
+              if "num_classes" in train.datasets.columns else pd.Series(dtype=float))
+        res = assess(train.targets, nc)
+        degenerate = set(res.loc[res["degenerate"], "model"].astype(str))
+    scores = {s.label: {select_on: [], "pearson": []} for s in specs}
+    for f in inner.folds:
+        test = f.test.reset_index(drop=True)
+        test = test[~test["model"].isin(degenerate)].reset_index(drop=True)
+        if test.empty:
+            continue
+        for spec in specs:
+            try:
+                pred, _ = _predict(spec, f, f.seed, test)
+            except (BaselineUnavailable, RecommenderError):
+                continue
+            for _, idx in test.groupby("dataset", sort=True).indices.items():
+                sc = M.score_dataset(test["value"].to_numpy()[idx], pred[idx], (select_on, "pearson"))
+                scores[spec.label][select_on].append(sc[select_on])
+                scores[spec.label]["pearson"].append(sc["pearson"])
+    keyed = []
+    for i, spec in enumerate(specs):
+        v = M.aggregate(scores[spec.label][select_on])[0]
+        pr = M.aggregate(scores[spec.label]["pearson"])[0]
+        if not np.isfinite(v):
+            continue
+        keyed.append(((v if lower else -v), -(pr if np.isfinite(pr) else -np.inf), i, spec.label, v))
+    if not keyed:
+        return {**out, "chosen": specs[0].label, "inner_n": len(inner.folds), f"inner_{select_on}": math.nan,
+                "note": "no candidate could be scored on the inner folds; first candidate chosen"}
+    best = min(keyed)
+    return {**out, "chosen": best[3], "inner_n": len(inner.folds), f"inner_{select_on}": best[4],
+            "inner_table": {k[3]: k[4] for k in sorted(keyed, key=lambda k: k[2])}}
 
 
 # ---------------------------------------------------------------------- text output
@@ -361,9 +587,10 @@ def _fmt(mean, std) -> str:
     return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
 
 
-def format_summary(result: EvaluationResult, metric_names=HEADLINE_METRICS, markdown: bool = False) -> str:
+def format_summary(result: EvaluationResult, metric_names=HEADLINE_METRICS, markdown: bool = False,
+                   candidates=None) -> str:
     """The summary table (mean ± std per method), plain text or markdown."""
-    s = result.summary()
+    s = result.summary(candidates=candidates)
     header = ["method", *metric_names, "n"]
     body = []
     for _, r in s.iterrows():
@@ -371,8 +598,48 @@ def format_summary(result: EvaluationResult, metric_names=HEADLINE_METRICS, mark
             body.append([r["method"], *(["n/a"] * len(metric_names)), r["note"]])
             continue
         body.append([r["method"], *[_fmt(r[f"{m}_mean"], r[f"{m}_std"]) for m in metric_names],
-                     str(int(r["n"])) + (f" ({int(r['n_missing'])} missing)" if r["n_missing"] else "")])
+                     str(int(r["n"])) + (f" (coverage {100 * r['coverage']:.0f}%: {int(r['n_missing'])} pairs "
+                                         "unscored)" if r["n_missing"] else "")])
     return _table(header, body, markdown)
+
+
+_LIFT_LABEL = {"regret@1": "Δregret@1", "regret@3": "Δregret@3", "weighted_tau": "Δw.tau", "spearman": "Δspearman"}
+
+
+def format_lift(result: EvaluationResult, markdown: bool = False, candidates=None,
+                reference: str = LIFT_REFERENCE) -> str:
+    """Lift over the popularity baseline: mean paired improvement [95% bootstrap CI] W/T/L.
+
+    Positive = better than ``reference`` (regret: points saved; tau / Spearman: gain)."""
+    lf = result.lift(reference=reference, candidates=candidates)
+    if lf.empty:
+        return f"(no lift table: {reference} did not run)"
+    metrics = list(dict.fromkeys(lf["metric"]))
+    body = []
+    for meth, sub in lf.groupby("method", sort=False):
+        cells = []
+        for m in metrics:
+            r = sub[sub["metric"] == m].iloc[0]
+            if not r["n"]:
+                cells.append("n/a")
+                continue
+            fmt = ".2f" if m.startswith("regret") else ".3f"
+            ci = ("" if not np.isfinite(r["ci_low"]) else f" [{r['ci_low']:+{fmt}}, {r['ci_high']:+{fmt}}]")
+            cells.append(f"{r['mean']:+{fmt}}{ci} {int(r['wins'])}/{int(r['ties'])}/{int(r['losses'])}")
+        body.append([meth, *cells, str(int(sub["n"].max()))])
+    header = ["method", *[_LIFT_LABEL.get(m, m) for m in metrics], "n"]
+    return _table(header, body, markdown)
+
+
+def format_nested(result: EvaluationResult) -> str:
+    """The configuration nested selection chose on each outer fold."""
+    if not result.nested:
+        return ""
+    key = next((k for k in result.nested[0] if k.startswith("inner_") and k not in ("inner_n", "inner_protocol",
+                                                                                   "inner_table")), None)
+    body = [[c["fold"], c["chosen"], "n/a" if key is None or not np.isfinite(c.get(key, math.nan))
+             else f"{c[key]:.3f}", str(c.get("inner_n", 0)), c.get("note", "")] for c in result.nested]
+    return _table(["outer fold", "chosen", key or "inner score", "inner folds", "note"], body, False)
 
 
 def format_per_dataset(result: EvaluationResult, metric_names=HEADLINE_METRICS) -> str:

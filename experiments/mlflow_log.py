@@ -23,7 +23,7 @@ import numpy as np
 from recommender.tracking import SafeLogger, setup_tracking
 
 from . import plots
-from .evaluate import EvaluationResult, format_per_dataset, format_summary
+from .evaluate import EvaluationResult, format_lift, format_per_dataset, format_summary
 
 
 def _key(s: str) -> str:
@@ -89,14 +89,21 @@ def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, ex
             (tmp / "summary.md").write_text(format_summary(result, markdown=True) + "\n")
             (tmp / "per_dataset.txt").write_text(format_per_dataset(result) + "\n")
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
-            for f in ("results.csv", "summary.csv", "summary.md", "per_dataset.txt", "config.json"):
-                sl.call(f"log {f}", client.log_artifact, pid, str(tmp / f))
+            (tmp / "lift.md").write_text(format_lift(result, markdown=True) + "\n")
+            result.lift().to_csv(tmp / "lift.csv", index=False)
+            if result.nested:
+                (tmp / "nested_choices.json").write_text(json.dumps(result.nested, indent=1, default=str))
             if plots_on and len(summary):
                 with sl.step("bar chart"):
-                    p = plots.bar_chart(summary, tmp / "methods.png", title=run_name or "")
-                    client.log_artifact(pid, str(p))
+                    plots.bar_chart(summary, tmp / "methods.png", title=run_name or "")
+            # one upload for the whole parent folder (batch, not one call per file)
+            sl.call("log parent artifacts", client.log_artifacts, pid, str(tmp))
+            pdf = result.per_dataset()
             for meth in result.methods():
-                _log_child(sl, client, result, meth, tracking.experiment_id, pid, tmp, plots_on)
+                child_dir = tmp / "children" / _key(meth).replace("/", "_").replace(" ", "_")
+                child_dir.mkdir(parents=True, exist_ok=True)
+                _log_child(sl, client, result, meth, tracking.experiment_id, pid, child_dir, plots_on,
+                           summary=summary, pdf=pdf)
         finally:
             with sl.step("end parent run"):
                 client.set_terminated(pid, status="FINISHED" if sl.ok else "FAILED")
@@ -108,7 +115,7 @@ def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, ex
 METRIC_NAMES = ("pearson", "spearman", "kendall", "weighted_tau", "regret@1", "regret@3", "ndcg@5")
 
 
-def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on):
+def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on, summary=None, pdf=None):
     if sl.errors:
         return
     sub = result.rows[result.rows["method"] == meth]
@@ -123,31 +130,31 @@ def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on
         if kind == "recommender":
             params["recommender"] = meth.split("[")[0]
             params["features"] = sub["features"].iloc[0]
-        pdf = result.per_dataset()
+        pdf = result.per_dataset() if pdf is None else pdf
         pdf = pdf[pdf["method"] == meth]
         vals = {}
         for _, r in pdf.iterrows():
             for m in METRIC_NAMES:
                 vals[f"{m.replace('@', '_at_')}__{r['dataset']}"] = r[m]
-        s = result.summary().set_index("method").loc[meth]
+        s = (result.summary() if summary is None else summary).set_index("method").loc[meth]
         for m in METRIC_NAMES:
             vals[f"{m.replace('@', '_at_')}_mean"] = s[f"{m}_mean"]
             vals[f"{m.replace('@', '_at_')}_std"] = s[f"{m}_std"]
         sl.call(f"log metrics {meth}", _batch, client, cid, vals, params)
         safe = _key(meth).replace("/", "_").replace(" ", "_")
-        if plots_on and len(result.predictions):
+        (tmp / "plots").mkdir(exist_ok=True)
+        preds = result.predictions[result.predictions["method"] == meth] if len(result.predictions) else None
+        if plots_on and preds is not None and len(preds):
             with sl.step(f"scatter {meth}"):
-                p = plots.scatter_grid(result.predictions[result.predictions["method"] == meth],
-                                       tmp / f"scatter_{safe}.png", title=f"{meth}: predicted vs real")
-                client.log_artifact(cid, str(p), artifact_path="plots")
+                plots.scatter_grid(preds, tmp / "plots" / f"scatter_{safe}.png", title=f"{meth}: predicted vs real")
         fi = result.importances.get(meth)
         if fi is not None and len(fi):
             fi.to_csv(tmp / f"importance_{safe}.csv", index=False)
-            sl.call("log importances", client.log_artifact, cid, str(tmp / f"importance_{safe}.csv"))
             if plots_on:
                 with sl.step(f"importance chart {meth}"):
-                    p = plots.importance_chart(fi, tmp / f"importance_{safe}.png", title=f"{meth} importances")
-                    client.log_artifact(cid, str(p), artifact_path="plots")
+                    plots.importance_chart(fi, tmp / "plots" / f"importance_{safe}.png", title=f"{meth} importances")
+        if any(tmp.rglob("*.*")):
+            sl.call(f"log artifacts {meth}", client.log_artifacts, cid, str(tmp))
     finally:
         with sl.step(f"end run {meth}"):
             client.set_terminated(cid, status="FINISHED" if sl.ok else "FAILED")

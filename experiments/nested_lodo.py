@@ -1,6 +1,11 @@
 """Nested leave-one-dataset-out: choose the recommender configuration without looking at
 the held-out dataset (``python -m experiments.nested_lodo``).
 
+``python -m recommender evaluate --select nested`` is the general form (any source and
+protocol, inner folds of the engine's ``kfold`` protocol); this command is the exact LODO
+variant for TransferGraph-image, with post-hoc score blends and two optimistic bounds. It
+fits on the same training frames and scores with the same code as ``evaluate``.
+
 Plain LODO (``experiments.quick_lodo``, ``experiments.report``) reports every configuration
 side by side; picking the best row afterwards uses the held-out results to choose. This
 command measures what a user would get if the choice itself were part of the method:
@@ -42,7 +47,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.baselines import model_mean, ms_scores
-from experiments.metrics import METRICS, compute_all
+from recommender.metrics import METRICS, score_dataset
 from experiments.quick_lodo import DEFAULT_DATA, load_tg_image
 from recommender.registry import create_recommender
 
@@ -106,19 +111,19 @@ class _Fits:
         key = (base, excluded)
         truth = self.history.targets[self.history.targets["dataset"] == dataset]
         pairs = truth[["model", "dataset"]]
+        train = self.history.drop_targets(datasets=sorted(excluded))  # the fold's frame, as in evaluate
         if name == "model-mean":
-            pred = model_mean(self.history.drop_targets(datasets=sorted(excluded)), pairs, self.history)
-            pred = np.where(np.isfinite(pred), pred, np.nanmin(pred) if np.isfinite(pred).any() else 0.0)
+            pred = model_mean(train, pairs, train)  # NaN for unseen models: ranked last by score_dataset
         else:
             rec = self._cache.get(key)
             if rec is None:
                 t0 = time.perf_counter()
                 rec = create_recommender(name, features=feats, random_state=self.random_state, **dict(params))
-                rec.fit(self.history.drop_targets(datasets=sorted(excluded)))
+                rec.fit(train)
                 self.fit_seconds += time.perf_counter() - t0
                 self.n_fits += 1
                 self._cache[key] = rec
-            pred = rec.predict(pairs, history=self.history)
+            pred = rec.predict(pairs, history=train)
         return pd.DataFrame({"model": pairs["model"].to_numpy(), "dataset": dataset, "pred": pred,
                              "value": truth["value"].to_numpy()})
 
@@ -139,7 +144,9 @@ REPORTED = ("regret@1", "regret@3", "pearson", "spearman")
 
 
 def _metrics(y, p) -> dict:
-    return compute_all(y, p, REPORTED)
+    """The engine's per-dataset scoring (:func:`recommender.metrics.score_dataset`)."""
+    sc = score_dataset(y, p, REPORTED)
+    return {k: sc[k] for k in REPORTED}
 
 
 def nested_lodo(history, candidates: list[Candidate], datasets=None, *, select_on: str = "regret@1",

@@ -37,7 +37,8 @@ def bar_chart(summary: pd.DataFrame, path, metrics=("pearson", "weighted_tau", "
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 0.35 * max(len(ok), 4) + 1.6),
                              squeeze=False)
     y = np.arange(len(ok))
-    colors = ["tab:blue" if k == "recommender" else "tab:gray" for k in ok.get("kind", ["baseline"] * len(ok))]
+    palette = {"recommender": "tab:blue", "nested": "tab:green"}
+    colors = [palette.get(k, "tab:gray") for k in ok.get("kind", ["baseline"] * len(ok))]
     for ax, m in zip(axes[0], metrics):
         ax.barh(y, ok[f"{m}_mean"].fillna(0), xerr=ok[f"{m}_std"].fillna(0), color=colors, alpha=0.85,
                 error_kw={"elinewidth": 0.8})

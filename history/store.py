@@ -7,6 +7,8 @@ processes importing at once are serialized instead of failing or doubling rows.
 """
 from __future__ import annotations
 
+import json
+
 import contextlib
 import os
 import sys
@@ -27,7 +29,9 @@ from .errors import NotFoundError, StoreError, closest
 
 #: How the training target of a (model, dataset, regime) is derived from its jobs.
 TARGET_RULES = {
-    "best": "the best completed job (each job is the best of its hyper-parameter sweep)",
+    "best": "the best configuration: completed jobs with identical hyper-parameters (repeats, e.g. seeds) are "
+            "averaged first, then the configuration with the highest mean is taken -- chosen on the reported "
+            "metric itself, as the published histories do",
     "mean": "the mean over completed jobs (e.g. over seeds)",
     "latest": "the most recently created completed job",
 }
@@ -465,6 +469,8 @@ class HistoryStore:
         res = CommitResult()
         jobs = list(jobs)
         scores = list(scores)
+        datasets = list(datasets)
+        explicit_datasets = [r for r in datasets if "num_classes" in r]
         # models / datasets referenced by jobs and scores, once per name (bare: nothing to merge)
         models = list(models) + [{"name": n} for n in dict.fromkeys(r["model"] for r in jobs + scores)]
         datasets = list(datasets) + [{"name": n} for n in dict.fromkeys(r["dataset"] for r in jobs + scores)]
@@ -562,6 +568,11 @@ class HistoryStore:
                 created_at=p.get("created_at") or now))
             res.probes_added += 1
 
+        if res.jobs_added or explicit_datasets:
+            from . import viability
+
+            res.details["viability"] = viability.update_models(conn)
+
         if import_log is not None:
             log = dict(import_log)
             conn.execute(
@@ -578,6 +589,13 @@ class HistoryStore:
                 )
             )
         return res
+
+    def refresh_viability(self) -> dict:
+        """Recompute the degenerate-model flag of every model (e.g. after a migration)."""
+        from . import viability
+
+        with self.write() as conn:
+            return viability.update_models(conn)
 
     # ------------------------------------------------------------------ single entities
     def add_dataset(self, name: str, *, exist_ok: bool = False, **fields) -> dict:
@@ -869,7 +887,7 @@ def aggregate_targets(jobs: pd.DataFrame, rule: str = "best") -> pd.DataFrame:
     n = g["value"].size().rename("n_jobs")
     srcs = g["source"].agg(lambda x: ",".join(sorted(set(x)))).rename("sources")
     if rule == "best":
-        val = g["value"].max()
+        val = _best_configuration(jobs, keys)
     elif rule == "mean":
         val = g["value"].mean()
     else:
@@ -877,3 +895,28 @@ def aggregate_targets(jobs: pd.DataFrame, rule: str = "best") -> pd.DataFrame:
         val = ordered.groupby(keys, sort=True)["value"].last()
     out = pd.concat([val.rename("value"), n, srcs], axis=1).reset_index()
     return out[cols]
+
+
+#: hyper-parameter keys that identify a repeat, not a configuration
+REPEAT_KEYS = frozenset({"seed", "random_state", "run", "repeat", "trial"})
+
+
+def _config_key(hp) -> str:
+    if isinstance(hp, str):
+        try:
+            hp = json.loads(hp)
+        except ValueError:
+            return hp
+    if not isinstance(hp, dict):
+        return "" if hp is None else str(hp)
+    return json.dumps({k: v for k, v in hp.items() if k not in REPEAT_KEYS}, sort_keys=True, default=str)
+
+
+def _best_configuration(jobs: pd.DataFrame, keys: list) -> pd.Series:
+    """Rule ``best``: mean over repeats of one configuration (same hyper-parameters, ignoring
+    :data:`REPEAT_KEYS`), then the maximum over configurations, per ``keys`` group."""
+    hp = jobs["hparams"] if "hparams" in jobs.columns else pd.Series(None, index=jobs.index)
+    cfg = hp.map(_config_key)
+    per_cfg = jobs.assign(_cfg=cfg).groupby(keys + ["_cfg"], sort=True)["value"].mean()
+    return per_cfg.groupby(level=list(range(len(keys))), sort=True).max()
+

@@ -9,7 +9,8 @@ Training (:func:`train_recommenders`)
 3. measure it: in-sample RMSE / Pearson, and a grouped (leave-datasets-out) CV with
    ``cv_folds`` folds: per held-out dataset, the Pearson correlation between predicted and
    real accuracies over its models, averaged over datasets (``cv_pearson``), the pooled
-   ``cv_rmse``, and the top-1 regret ``max_m y - y(argmax_m yhat)`` (``cv_regret1``);
+   ``cv_rmse``, weighted tau, and regret@1 / @3 in accuracy points (``cv_regret1``,
+   ``cv_regret3``), all with the evaluation engine's metric code (:func:`grouped_cv`);
 4. save it *atomically* under ``<home>/models/<name>/`` (written to a temporary folder,
    checked by loading it back, then swapped in; a failure leaves the previous model
    untouched), with ``training.json`` recording store, source, regime, features, target
@@ -164,12 +165,12 @@ def history_counts(hist) -> dict:
 
 # ------------------------------------------------------------------------------ metrics
 def _pearson(a, b) -> float:
+    """Pooled Pearson over finite pairs (:func:`recommender.metrics.pearson`; NaN if undefined)."""
+    from .metrics import pearson
+
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    return pearson(a[ok], b[ok])
 
 
 def _rmse(a, b) -> float:
@@ -185,40 +186,43 @@ def in_sample_metrics(rec, hist) -> dict:
 
 
 def grouped_cv(make, hist, folds: int = 5, progress: bool = False, desc: str = "cv") -> dict:
-    """Leave-datasets-out CV: ``make()`` returns an unfitted recommender.
+    """Leave-datasets-out CV with the evaluation engine: ``make()`` returns an unfitted recommender.
 
-    Datasets are split into ``min(folds, n_datasets)`` groups (sorted names, round robin);
-    each group's targets are dropped, the recommender is fitted on the rest and predicts
-    the dropped pairs (meta-features and MS scores of held-out datasets stay available).
+    The folds are those of protocol ``kfold`` (:mod:`recommender.protocols`: datasets sorted
+    by name, dealt round robin into ``min(folds, n_datasets)`` groups); each group's targets
+    are dropped, the recommender is fitted on the rest and predicts the dropped pairs with
+    the training frame as context (meta-features and MS scores of held-out datasets stay
+    available). Each held-out dataset is scored with :func:`recommender.metrics.score_dataset`
+    -- the same code and conventions as ``evaluate``: regret in accuracy points, ties broken
+    against the method. ``cv_<metric>`` is the mean over held-out datasets; ``cv_rmse`` is
+    pooled over all held-out pairs.
     """
     from tqdm.auto import tqdm
+
+    from .metrics import aggregate, score_dataset
+    from .protocols import make_folds
 
     ds = sorted(hist.targets["dataset"].unique())
     k = min(int(folds), len(ds))
     if k < 2:
         return {}
-    groups = [ds[i::k] for i in range(k)]
-    rows = []
-    for held in tqdm(groups, desc=desc, disable=not progress, leave=False):
-        train = hist.drop_targets(datasets=held)
-        rec = make().fit(train)
-        test = hist.targets[hist.targets["dataset"].isin(held)]
-        pred = np.asarray(rec.predict(test[["model", "dataset"]], history=train), dtype=float)
-        rows.append(test[["model", "dataset", "value"]].assign(pred=pred))
+    plan = make_folds(hist, "kfold", k=k, min_models=2, check_kind=False)
+    rows, per_ds = [], []
+    for fold in tqdm(plan.folds, desc=desc, disable=not progress, leave=False):
+        rec = make().fit(fold.train)
+        test = fold.test.reset_index(drop=True)
+        pred = np.asarray(rec.predict(test[["model", "dataset"]], history=fold.train), dtype=float)
+        rows.append(test.assign(pred=pred))
+        for _, idx in test.groupby("dataset", sort=True).indices.items():
+            per_ds.append(score_dataset(test["value"].to_numpy()[idx], pred[idx],
+                                        ("pearson", "spearman", "weighted_tau", "regret@1", "regret@3")))
+    if not rows:
+        return {}
     cv = pd.concat(rows, ignore_index=True)
-    per_ds = []
-    regret = []
-    for _, g in cv.groupby("dataset"):
-        per_ds.append(_pearson(g["pred"], g["value"]))
-        if g["pred"].notna().any():
-            regret.append(float(g["value"].max() - g["value"].iloc[int(np.nanargmax(g["pred"].to_numpy()))]))
-    per_ds = [p for p in per_ds if math.isfinite(p)]
-    return {
-        "cv_pearson": float(np.mean(per_ds)) if per_ds else float("nan"),
-        "cv_rmse": _rmse(cv["pred"], cv["value"]),
-        "cv_regret1": float(np.mean(regret)) if regret else float("nan"),
-        "cv_folds": float(k),
-    }
+    out = {f"cv_{m.replace('@', '')}": aggregate(r[m] for r in per_ds)[0]
+           for m in ("pearson", "spearman", "weighted_tau", "regret@1", "regret@3")}
+    out.update({"cv_rmse": _rmse(cv["pred"], cv["value"]), "cv_folds": float(len(plan.folds))})
+    return out
 
 
 # ------------------------------------------------------------------------------ saving
@@ -520,7 +524,8 @@ def check_dataset(store, dataset: str) -> None:
 
 
 def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=None, k: int | None = None,
-                          regime=None, source=None, include_finetuned: bool = False):
+                          regime=None, source=None, include_finetuned: bool = False,
+                          include_degenerate: bool = False):
     """Rank every model of the current store for ``dataset`` with a saved recommender.
 
     Returns ``(frame, meta)``: columns ``rank, model, predicted, std, real`` (``real`` is the
@@ -547,10 +552,20 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
         keep = [m for m in models if not isinstance(mods.get(m), str) or mods.get(m) in ("", ds_mod)]
         other_modality = len(models) - len(keep)
         models = keep
+    degenerate_excluded = 0
+    if not include_degenerate and "degenerate" in hist.models.columns:
+        # models flagged by history.viability (stored with the model) are not ranked unless asked
+        flagged = set(hist.models.loc[hist.models["degenerate"].fillna(False).astype(bool), "name"].astype(str))
+        keep = [m for m in models if m not in flagged]
+        degenerate_excluded = len(models) - len(keep)
+        models = keep
     exclude = () if include_finetuned else tuple(real.index)
     ranked = rec.recommend(dataset, k=None, history=hist, models=models, exclude=exclude)
     ranked["real"] = ranked["model"].map(real).astype(float)
     ranked["guess"] = ranked["model"].isin(uninformed_models(hist))
+    for col in ("predicted", "std"):  # shown / exported accuracies are clipped; metrics use raw values
+        if col in ranked.columns:
+            ranked[col] = np.clip(ranked[col].astype(float), 0.0, 1.0)
     if k is not None:
         ranked = ranked.head(int(k))
     meta = {
@@ -562,6 +577,7 @@ def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=
         "regime": reg,
         "candidates": len(models),
         "other_modality": other_modality,
+        "degenerate_excluded": degenerate_excluded,
         "modality": ds_mod if isinstance(ds_mod, str) else None,
         "finetuned": int(len(real)),
         "excluded_finetuned": 0 if include_finetuned else int(len(real)),

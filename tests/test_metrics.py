@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments import metrics as M
+from recommender import metrics as M
 
 
 def _rng_pair(seed, n=12):

@@ -9,7 +9,7 @@ from features.history_frame import HistoryFrame
 from history.errors import NotFoundError, RecommenderError
 from experiments import baselines as B
 from experiments.evaluate import evaluate, parse_feature_sets, score_dataset
-from experiments.protocols import PROTOCOLS, make_folds
+from recommender.protocols import PROTOCOLS, make_folds
 
 
 def synthetic(n_models=10, datasets=("a", "b", "c", "d"), small=None, scores=True, seed=0) -> HistoryFrame:

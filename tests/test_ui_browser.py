@@ -120,7 +120,7 @@ def _log_demo_evaluation(home: Path) -> dict:
     """A two-method, two-dataset evaluation logged the way ``evaluate`` logs it."""
     import pandas as pd
 
-    from experiments import metrics as M
+    from recommender import metrics as M
     from experiments.evaluate import EvaluationResult
     from experiments.mlflow_log import log_evaluation
 

@@ -176,6 +176,10 @@ class Importer:
         rep.probes_read, rep.probes_added = len(batch.probes), res.probes_added
         if not rep.rows_read:
             rep.notes.append("the file has no data rows: nothing imported")
+        v = res.details.get("viability") if isinstance(getattr(res, "details", None), dict) else None
+        if v:
+            rep.notes.append(f"viability: {v['degenerate']} of {v['assessed']} models in the store are degenerate "
+                             "(at chance on >= 80% of their datasets; see docs/evaluation.md)")
         return rep
 
     def _commit(self, store, **rows):

@@ -32,7 +32,8 @@ def add_parser(sub, name: str, **kw):
 
 
 def fmt_pct(v) -> str:
-    """A fraction as a percentage with one decimal ('' for a missing value)."""
+    """A fraction as a percentage with one decimal ('' for a missing value), clipped to [0, 100]%
+    (a regressor may predict slightly outside [0, 1]; metrics use the raw values)."""
     import math
 
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * min(max(float(v), 0.0), 1.0):.1f}%"

@@ -21,6 +21,8 @@ def register(sub):
     p.add_argument("--format", "-f", default="table", choices=["table", "csv", "json"], help="output format")
     p.add_argument("--include-finetuned", action="store_true",
                    help="also rank models that already have a job on the dataset (their real accuracy is shown)")
+    p.add_argument("--include-degenerate", action="store_true",
+                   help="also rank degenerate models (at chance on >= 80%% of their datasets; see docs/evaluation.md)")
     p.add_argument("--regime", default=None, help="regime of the history context (default: the training one)")
     p.add_argument("--source", default=None, help="source of the history context (default: the training one)")
     p.set_defaults(func=run)
@@ -41,7 +43,8 @@ def run(args) -> int:
     try:
         ranked, meta = recommend_for_dataset(
             store, args.dataset, name=args.recommender, home=args.home, k=args.top or None,
-            regime=args.regime, source=args.source, include_finetuned=args.include_finetuned)
+            regime=args.regime, source=args.source, include_finetuned=args.include_finetuned,
+            include_degenerate=args.include_degenerate)
     finally:
         store.dispose()
     if args.format == "csv":
@@ -100,6 +103,9 @@ def _table(ranked, meta) -> str:
         lines.append(f"? {int(ranked['guess'].sum())} models have no fine-tuning history and no meta-features "
                      "(e.g. added only by 'score'): their predictions are guesses. Add their meta-features "
                      "(generic import, model_<field> columns) to inform them.")
+    if meta.get("degenerate_excluded"):
+        lines.append(f"{meta['degenerate_excluded']} degenerate models (at chance on most datasets) are not ranked; "
+                     "pass --include-degenerate to rank them too.")
     if meta.get("other_modality"):
         lines.append(f"{meta['other_modality']} models of another modality than {meta['dataset']!r} "
                      f"({meta.get('modality')}) are not candidates.")

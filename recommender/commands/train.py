@@ -60,7 +60,8 @@ def run(args) -> int:
         if "cv_pearson" in m:
             line += (f"; {int(m['cv_folds'])}-fold leave-datasets-out CV: Pearson per dataset "
                      f"{_fmt(m.get('cv_pearson'))}, RMSE {_fmt(m.get('cv_rmse'))}, "
-                     f"top-1 regret {_fmt(m.get('cv_regret1'))} ({m.get('cv_seconds', 0):.1f} s)")
+                     f"weighted tau {_fmt(m.get('cv_weighted_tau'))}, regret@1 {_fmt(m.get('cv_regret1'))} / "
+                     f"@3 {_fmt(m.get('cv_regret3'))} points ({m.get('cv_seconds', 0):.1f} s)")
         print(line)
         print(f"  saved to {r.path}")
         if r.mlflow is None:

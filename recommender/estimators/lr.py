@@ -3,12 +3,15 @@
 ``min_w ||y' - Xw - b||^2 + alpha ||w||^2``; ``alpha`` is picked from ``alphas`` by
 leave-datasets-out CV (``cv_folds`` folds, each holding out whole datasets, so the choice
 mimics recommending for a new dataset), scored by mean squared error on held-out rows.
+The featurizer is refitted inside each inner fold on the fold's training targets only, so
+the collaborative features of the validation rows never see the validation targets.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from history.errors import RecommenderError
 
@@ -34,10 +37,42 @@ class LinearRecommender(TabularRecommender):
         self.interactions = interactions
         self.unpenalized = unpenalized
 
-    def _column_scale(self):
+    def fit(self, history):
+        self._cv_history = history  # the inner folds of the alpha choice refit the featurizer on it
+        try:
+            return super().fit(history)
+        finally:
+            del self._cv_history
+
+    def _fold_features(self, targets, tr, va):
+        """(X_train, X_val) of one inner fold, featurized by a featurizer fitted without the
+        validation rows' targets."""
+        from features.featurizer import Featurizer
+
+        hist = self._cv_history
+        val = targets.iloc[va]
+        if targets["dataset"].nunique() > 1:
+            sub = hist.drop_targets(datasets=sorted(val["dataset"].unique()))
+        else:  # one training dataset: the folds hold out models of it
+            sub = hist.drop_targets(pairs=val[["model", "dataset"]])
+        fz = Featurizer(groups=self.features,
+                        **{k: getattr(self, k) for k in self._featurizer_params if hasattr(self, k)})
+        fz.fit(sub)
+        cols = ["model", "dataset", "regime"]
+        scale = self._column_scale(fz)
+        import scipy.sparse as sp
+
+        both = pd.concat([targets.iloc[tr][cols], val[cols]], ignore_index=True)
+        X = fz.transform(both, sub)  # one call: the featurizer's per-call context is the costly part
+        Xtr, Xva = X[: len(tr)], X[len(tr):]
+        if (scale != 1).any():
+            Xtr, Xva = Xtr @ sp.diags(scale), Xva @ sp.diags(scale)
+        return Xtr, Xva
+
+    def _column_scale(self, fz=None):
         """Columns named in ``unpenalized`` are multiplied by 1e3 before the ridge (penalty / 1e6)."""
         names = [n.strip() for n in str(self.unpenalized or "").split(",") if n.strip()]
-        fn = self.featurizer_.feature_names_
+        fn = (fz or self.featurizer_).feature_names_
         unknown = [n for n in names if n not in fn]
         if unknown:
             raise RecommenderError(f"lr: unpenalized feature(s) {unknown} are not among the {len(fn)} features "
@@ -58,12 +93,14 @@ class LinearRecommender(TabularRecommender):
         cv = {}
         folds = grouped_folds(groups, self.cv_folds) if len(alphas) > 1 else []
         if folds:
-            for a in alphas:
-                err = []
-                for tr, va in folds:
-                    m = Ridge(alpha=a).fit(X[tr], y[tr])
-                    err.append(np.mean((m.predict(X[va]) - y[va]) ** 2))
-                cv[a] = float(np.mean(err))
+            errs = {a: [] for a in alphas}
+            refit = getattr(self, "_cv_history", None) is not None and targets is not None
+            for tr, va in folds:
+                Xtr, Xva = self._fold_features(targets, tr, va) if refit else (X[tr], X[va])
+                for a in alphas:
+                    m = Ridge(alpha=a).fit(Xtr, y[tr])
+                    errs[a].append(np.mean((m.predict(Xva) - y[va]) ** 2))
+            cv = {a: float(np.mean(e)) for a, e in errs.items()}
             alpha = min(cv, key=lambda a: (cv[a], a))
         else:  # one alpha, or too few rows to cross-validate: the median of the grid
             alpha = sorted(alphas)[len(alphas) // 2]

@@ -14,6 +14,9 @@ new dataset: a probe can be scored before any fine-tuning).
                a target on the training dataset) on every other dataset.
 ``lodo``       leave one dataset out (the headline): train on all other datasets,
                predict every model of the held-out dataset.
+``kfold``      leave a group of datasets out: the datasets (sorted by name) are dealt
+               round robin into ``k`` groups; each group is held out once. ``train``'s
+               cross-validation and the inner folds of nested selection use it.
 ``coldstart``  hold out a dataset AND a random 20% of its models together: their targets
                on *all* datasets are removed from training; predict the held-out models
                on the held-out dataset (new dataset x new models).
@@ -63,14 +66,23 @@ class ProtocolInfo:
     description: str
     make: Callable[..., FoldPlan]
     uses_seeds: bool
+    #: protocol of the inner folds that nested selection runs on an outer fold's training
+    #: frame (that frame never holds the outer fold's held-out targets)
+    inner: str = "kfold"
 
 
 PROTOCOLS: dict[str, ProtocolInfo] = {}
 
 
-def register_protocol(name: str, description: str, uses_seeds: bool = False):
+def register_protocol(name: str, description: str, uses_seeds: bool = False, inner: str = "kfold"):
+    """Register a fold maker ``fn(history, targets, held, all_datasets, **options) -> FoldPlan``.
+
+    Options passed to every maker: seeds, test_fraction, min_models, base_seed, k (accept
+    the ones you need and ``**_`` for the rest). ``inner`` names the protocol nested
+    selection uses inside each outer fold.
+    """
     def deco(fn):
-        PROTOCOLS[name] = ProtocolInfo(name, description, fn, uses_seeds)
+        PROTOCOLS[name] = ProtocolInfo(name, description, fn, uses_seeds, inner)
         return fn
 
     return deco
@@ -112,13 +124,16 @@ def _n_held(n: int, fraction: float, min_models: int) -> int:
 
 
 def make_folds(history, protocol: str, *, seeds: int = 5, test_fraction: float = 0.2, min_models: int = 3,
-               datasets=None, base_seed: int = 0) -> FoldPlan:
+               datasets=None, base_seed: int = 0, k: int = 5, check_kind: bool = True) -> FoldPlan:
     """Folds of ``protocol`` over ``history`` (a HistoryFrame).
 
     ``datasets`` restricts which datasets are held out (default: every dataset with targets).
+    ``check_kind=False`` skips the refusal of mixed regimes / metrics (``train`` checks
+    that itself, per (model, dataset) pair).
     """
     info = get_protocol(protocol)
-    check_single_target_kind(history)
+    if check_kind:
+        check_single_target_kind(history)
     t = history.targets.dropna(subset=["value"])
     all_ds = sorted(t["dataset"].unique())
     if not all_ds:
@@ -133,7 +148,7 @@ def make_folds(history, protocol: str, *, seeds: int = 5, test_fraction: float =
     else:
         held = all_ds
     return info.make(history, t, held, all_ds, seeds=seeds, test_fraction=test_fraction,
-                     min_models=min_models, base_seed=base_seed)
+                     min_models=min_models, base_seed=base_seed, k=k)
 
 
 @register_protocol("lodo", "leave one dataset out: train on all other datasets, predict the held-out one")
@@ -154,7 +169,7 @@ def _lodo(history, t, held, all_ds, *, min_models, **_):
     return plan
 
 
-def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, name, cold):
+def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, name, cold, **_):
     plan = FoldPlan(name, [])
     for d in held:
         models = _models_of(t, d)
@@ -182,7 +197,8 @@ def _stable_hash(s: str) -> int:
     return zlib.crc32(s.encode())
 
 
-@register_protocol("setting1", "unseen models on a seen dataset: hold out 20% of a dataset's models", True)
+@register_protocol("setting1", "unseen models on a seen dataset: hold out 20% of a dataset's models", True,
+                   inner="setting1")
 def _setting1(history, t, held, all_ds, **kw):
     return _seeded(history, t, held, name="setting1", cold=False, **kw)
 
@@ -196,7 +212,8 @@ def _coldstart(history, t, held, all_ds, **kw):
     return _seeded(history, t, held, name="coldstart", cold=True, **kw)
 
 
-@register_protocol("setting2", "train on one dataset's history, predict its models on every other dataset")
+@register_protocol("setting2", "train on one dataset's history, predict its models on every other dataset",
+                   inner="setting1")
 def _setting2(history, t, held, all_ds, *, min_models, **_):
     if len(all_ds) < 2:
         raise RecommenderError(
@@ -220,6 +237,32 @@ def _setting2(history, t, held, all_ds, *, min_models, **_):
         train = history.keep_targets(datasets=[d])
         test = _test_frame(pd.concat(tests, ignore_index=True))
         plan.folds.append(Fold(f"setting2:{d}", train, test, sorted(test["dataset"].unique()), [], None))
+    return plan
+
+
+@register_protocol("kfold", "leave a group of datasets out: datasets dealt round robin into k groups")
+def _kfold(history, t, held, all_ds, *, min_models, k=5, **_):
+    if len(all_ds) < 2:
+        raise RecommenderError(
+            f"protocol kfold needs at least 2 datasets with targets, this history has only {all_ds[0]!r}; "
+            "use --protocol setting1 instead.")
+    k = max(2, min(int(k), len(held)))
+    plan = FoldPlan("kfold", [])
+    for i in range(k):
+        group = held[i::k]
+        tests, kept = [], []
+        for d in group:
+            rows = t[t["dataset"] == d]
+            if rows["model"].nunique() < min_models:
+                plan.skipped.append({"dataset": d, "reason": f"only {rows['model'].nunique()} model(s) with a "
+                                                             f"target (need >= {min_models})"})
+                continue
+            tests.append(rows)
+            kept.append(d)
+        if not tests:
+            continue
+        train = history.drop_targets(datasets=group)
+        plan.folds.append(Fold(f"kfold:{i}", train, _test_frame(pd.concat(tests, ignore_index=True)), kept))
     return plan
 
 

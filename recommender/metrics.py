@@ -9,6 +9,14 @@ Ties in the predicted score are broken *against* the method (the model with the 
 real accuracy is ranked first among tied ones), so a constant predictor cannot look good
 by the luck of the input order.
 
+This module is the one metric implementation of the project: ``experiments.evaluate``
+(and so ``python -m recommender evaluate`` and ``experiments.report``),
+``experiments.quick_lodo``, ``experiments.nested_lodo`` and ``train``'s grouped
+cross-validation (:func:`recommender.training.grouped_cv`) all score a held-out dataset
+with :func:`score_dataset`. Regret is in accuracy points everywhere. Metrics use the raw
+predicted values (a regressor may predict slightly outside [0, 1]); only what is shown to
+a user or exported is clipped to [0, 1] (:func:`clip_accuracy`).
+
 Pure numpy / scipy; every formula is written in the docstring and tested against an
 independent computation in ``tests/test_metrics.py``.
 """
@@ -183,3 +191,84 @@ def aggregate(values) -> tuple[float, float, int]:
     if v.size == 0:
         return float("nan"), float("nan"), 0
     return float(v.mean()), float(v.std()), int(v.size)
+
+
+#: Correlation metrics use the covered models only; ranking metrics rank uncovered models last.
+CORRELATION_METRICS = ("pearson", "spearman", "kendall", "weighted_tau")
+
+
+def score_dataset(y_true, y_pred, metrics=None) -> dict:
+    """Every (or the named) metric for ONE held-out dataset, with missing predictions handled.
+
+    A NaN prediction (a baseline without a score for some model) is never dropped silently:
+    ``n_missing`` counts them; correlations use the covered models (NaN with fewer than 2),
+    regret / NDCG rank the uncovered models last (below every covered one, so they can only
+    hurt the method). ``n_test`` is the number of candidate models.
+    """
+    t = np.asarray(y_true, dtype=float).ravel()
+    p = np.asarray(y_pred, dtype=float).ravel()
+    ok = np.isfinite(p)
+    out = {"n_test": int(t.size), "n_missing": int((~ok).sum())}
+    for name in (list(METRICS) if metrics is None else list(metrics)):
+        info = METRICS[name]
+        if name in CORRELATION_METRICS:
+            out[name] = info.fn(t[ok], p[ok]) if ok.sum() >= 2 else float("nan")
+        elif not ok.any():
+            out[name] = float("nan")
+        else:
+            out[name] = info.fn(t, np.where(ok, p, np.nanmin(p[ok]) - 1.0))
+    return out
+
+
+def clip_accuracy(x):
+    """Predicted accuracies as shown or exported: clipped to [0, 1] (NaN stays NaN).
+
+    Metrics are computed on the raw values; clipping only changes what a user reads.
+    """
+    return np.clip(np.asarray(x, dtype=float), 0.0, 1.0)
+
+
+def improvement(method_values, reference_values, metric: str) -> np.ndarray:
+    """Paired per-dataset improvement of a method over a reference on ``metric``.
+
+    Positive means the method is better: ``reference - method`` for metrics where lower
+    is better (regret), ``method - reference`` otherwise.
+    """
+    a = np.asarray(method_values, dtype=float)
+    b = np.asarray(reference_values, dtype=float)
+    return (b - a) if not METRICS[metric].higher_is_better else (a - b)
+
+
+def bootstrap_ci(diffs, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    r"""Percentile bootstrap confidence interval of the mean of ``diffs`` (NaN dropped).
+
+    ``n_boot`` resamples of the held-out datasets with replacement (numpy
+    ``default_rng(seed)``, so the interval is reproducible); the interval is the
+    :math:`(1-\text{level})/2` and :math:`(1+\text{level})/2` quantiles of the resampled
+    means. ``(nan, nan)`` with fewer than 2 values.
+    """
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(int(n_boot), d.size))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def paired_lift(method_values, reference_values, metric: str, *, tol: float = 1e-9, n_boot: int = 2000,
+                seed: int = 0) -> dict:
+    """Lift of a method over a reference on one metric, paired by held-out dataset.
+
+    Inputs are aligned per-dataset values; a dataset where either side is NaN is left out
+    (``n`` counts the pairs used). Returns ``mean`` (mean improvement, see
+    :func:`improvement`), ``ci_low`` / ``ci_high`` (:func:`bootstrap_ci`), and
+    ``wins`` / ``ties`` / ``losses`` (improvement > tol, within tol, < -tol).
+    """
+    d = improvement(method_values, reference_values, metric)
+    d = d[np.isfinite(d)]
+    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
+    return {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"), "ci_low": lo, "ci_high": hi,
+            "wins": int((d > tol).sum()), "ties": int((np.abs(d) <= tol).sum()), "losses": int((d < -tol).sum())}

@@ -1,0 +1,117 @@
+"""Viable candidates: which models are degenerate (score at chance nearly everywhere).
+
+Rule (documented in docs/evaluation.md):
+
+* only accuracy-like metrics (``accuracy``, ``test_accuracy``, ``top1``, any name
+  containing ``acc``) on datasets with a known class count C >= 2 are assessed, with a
+  model's best completed result per dataset;
+* a result is **at chance** when it is at or below ``CHANCE_FACTOR`` (1.5) x 1/C, **or**
+  when it sits on the dataset's *constant-predictor floor*: at least ``FLOOR_MODELS`` (2)
+  different models are within ``FLOOR_TOL`` (0.5 accuracy points) of the dataset's lowest
+  accuracy, and this result is one of them. On an imbalanced test set a model that
+  predicts one class scores the majority share, far above 1/C (TransferGraph: eurosat
+  0.873, svhn 0.190, diabetic retinopathy 0.736); two unrelated models tied at the very
+  bottom are the signature of that;
+* a model is **degenerate** when it is at chance on at least ``MIN_SHARE`` (80%) of the
+  assessed datasets it was run on. Models with no assessed dataset are not flagged.
+
+The flag is stored with the model (``models.degenerate``, ``models.degenerate_reason``) and
+recomputed for every model by :meth:`history.store.HistoryStore.commit` whenever a commit
+adds jobs or dataset facts, so it follows the histories. ``evaluate --candidates viable``
+and ``predict`` leave flagged models out of the ranking.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+CHANCE_FACTOR = 1.5
+MIN_SHARE = 0.8
+FLOOR_MODELS = 2
+FLOOR_TOL = 0.005
+
+
+def is_accuracy_metric(name) -> bool:
+    n = str(name or "").lower()
+    return "acc" in n or n in ("top1", "top-1", "top_1")
+
+
+def assess(results: pd.DataFrame, num_classes) -> pd.DataFrame:
+    """Apply the rule to ``results`` (columns model, dataset, metric, value: jobs or targets).
+
+    ``num_classes`` maps dataset -> class count (dict or Series). Returns one row per model
+    of ``results``: ``model, n_assessed, n_at_chance, degenerate, reason``.
+    """
+    cols = ["model", "n_assessed", "n_at_chance", "degenerate", "reason"]
+    if results is None or len(results) == 0:
+        return pd.DataFrame(columns=cols)
+    r = results[["model", "dataset", "metric", "value"]].copy()
+    r["value"] = pd.to_numeric(r["value"], errors="coerce")
+    nc = pd.Series(num_classes, dtype=float) if not isinstance(num_classes, pd.Series) else num_classes.astype(float)
+    r["classes"] = r["dataset"].map(nc).astype(float)
+    ok = r["metric"].map(is_accuracy_metric) & r["value"].notna() & (r["classes"] >= 2)
+    best = r[ok].groupby(["model", "dataset"]).agg(value=("value", "max"), classes=("classes", "first"))
+    best["chance"] = 1.0 / best["classes"]
+    low = best.groupby(level="dataset")["value"].transform("min")
+    on_floor = best["value"] <= low + FLOOR_TOL + 1e-12
+    n_floor = on_floor.groupby(level="dataset").transform("sum")
+    best["at_chance"] = (best["value"] <= CHANCE_FACTOR * best["chance"] + 1e-12) | (
+        on_floor & (n_floor >= FLOOR_MODELS))
+    per = best.groupby(level="model").agg(n_assessed=("at_chance", "size"), n_at_chance=("at_chance", "sum"))
+    out = pd.DataFrame({"model": sorted(r["model"].astype(str).unique())})
+    out = out.merge(per.reset_index(), on="model", how="left")
+    out["n_assessed"] = out["n_assessed"].fillna(0).astype(int)
+    out["n_at_chance"] = out["n_at_chance"].fillna(0).astype(int)
+    share = np.where(out["n_assessed"] > 0, out["n_at_chance"] / out["n_assessed"].clip(lower=1), 0.0)
+    out["degenerate"] = (out["n_assessed"] > 0) & (share >= MIN_SHARE - 1e-12)
+    out["reason"] = [
+        (f"at chance (<= {CHANCE_FACTOR:g}/classes or on the constant-predictor floor) on {a} of {n} datasets"
+         if d else None)
+        for d, a, n in zip(out["degenerate"], out["n_at_chance"], out["n_assessed"])]
+    return out[cols]
+
+
+def update_models(conn) -> dict:
+    """Recompute and store the flag of every model inside ``conn``'s transaction (the floor
+    of a dataset depends on all its models). Returns ``{"assessed": models updated,
+    "degenerate": how many are flagged}``."""
+    from sqlalchemy import bindparam, func, select, update
+
+    from . import schema as S
+
+    j, m, d = S.jobs, S.models, S.datasets
+    q = (select(m.c.id.label("model_id"), m.c.name.label("model"), d.c.name.label("dataset"),
+                d.c.num_classes, j.c.metric, func.max(j.c.value).label("value"))
+         .join(m, m.c.id == j.c.model_id).join(d, d.c.id == j.c.dataset_id)
+         .where(j.c.status == "completed").where(j.c.value.is_not(None))
+         .group_by(m.c.id, m.c.name, d.c.name, d.c.num_classes, j.c.metric))
+    df = pd.DataFrame(conn.execute(q).mappings().all())
+    if df.empty:
+        return {"assessed": 0, "degenerate": 0}
+    nc = df.drop_duplicates("dataset").set_index("dataset")["num_classes"]
+    res = assess(df, pd.to_numeric(nc, errors="coerce"))
+    mid = df.drop_duplicates("model").set_index("model")["model_id"]
+    rows = [{"mid": int(mid[r.model]), "deg": bool(r.degenerate), "why": r.reason}
+            for r in res.itertuples(index=False)]
+    stmt = update(m).where(m.c.id == bindparam("mid")).values(degenerate=bindparam("deg"),
+                                                              degenerate_reason=bindparam("why"))
+    for i in range(0, len(rows), 5000):
+        conn.execute(stmt, rows[i:i + 5000])
+    return {"assessed": len(rows), "degenerate": int(res["degenerate"].sum())}
+
+
+def degenerate_models(models: pd.DataFrame, targets: pd.DataFrame | None = None,
+                      datasets: pd.DataFrame | None = None) -> set:
+    """Names of flagged models in a models frame (``degenerate`` column, as stored).
+
+    When the frame carries no stored flag at all (an in-memory or older history), the rule
+    is applied to ``targets`` with ``datasets.num_classes`` instead.
+    """
+    if "degenerate" in models.columns and models["degenerate"].notna().any():
+        flag = models["degenerate"].fillna(False).astype(bool)
+        return set(models.loc[flag, "name"].astype(str))
+    if targets is None or datasets is None or "num_classes" not in datasets.columns:
+        return set()
+    nc = pd.to_numeric(datasets.set_index("name")["num_classes"], errors="coerce")
+    res = assess(targets, nc)
+    return set(res.loc[res["degenerate"], "model"].astype(str))
