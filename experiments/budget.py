@@ -84,8 +84,15 @@ def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisi
 
 
 def run_protocol(history, *, budget: int = 10, recommender: str = "lr", features: str = "d,m",
-                 ms_method: str = "logme", seeds: int = 20, datasets=None, progress: bool = True) -> pd.DataFrame:
-    """One row per (dataset, strategy): regret@1..budget and ``within1``."""
+                 ms_method: str = "logme", seeds: int = 20, datasets=None, progress: bool = True,
+                 viable_only: bool = True) -> pd.DataFrame:
+    """One row per (dataset, strategy): regret@1..budget and ``within1``.
+
+    With ``viable_only`` (default) the candidates of a held-out dataset are its viable models:
+    degenerate ones (``history.viability``: at chance on >= 80% of their datasets) are left
+    out, judged on the training datasets only, so the held-out results never decide it.
+    """
+    from history.viability import assess
     from tqdm.auto import tqdm
 
     from experiments.baselines import BaselineUnavailable, hybrid, model_mean
@@ -95,11 +102,15 @@ def run_protocol(history, *, budget: int = 10, recommender: str = "lr", features
     for held in tqdm(datasets or history.target_datasets(), desc="budget", disable=not progress, leave=False):
         truth = history.targets[history.targets["dataset"] == held]
         y = truth.groupby("model")["value"].max()
+        train = history.drop_targets(datasets=[held])
+        if viable_only:
+            nc = pd.to_numeric(train.datasets.set_index("name")["num_classes"], errors="coerce")
+            res = assess(train.targets, nc)
+            y = y[~y.index.isin(set(res.loc[res["degenerate"], "model"].astype(str)))]
         if len(y) < 2:
             continue
         models = list(y.index)
         pairs = pd.DataFrame({"model": models, "dataset": held})
-        train = history.drop_targets(datasets=[held])
         rec = create_recommender(recommender, features=features).fit(train)
         pred = pd.Series(np.asarray(rec.predict(pairs, history=history), float), index=models)
         mm = pd.Series(model_mean(train, pairs, history), index=models)

@@ -28,7 +28,11 @@ def register_evaluate(sub) -> None:
     p.add_argument("--regime", help="training regime (e.g. vtab-1k for shift); required when the source has several")
     p.add_argument("--metric", help="target metric (default: the most frequent, e.g. accuracy)")
     p.add_argument("--rule", default="best", help="target rule: best | mean | latest (default best)")
-    p.add_argument("--protocol", default="lodo", help=f"one of {', '.join(list_protocols())} (default lodo)")
+    p.add_argument("--protocol", default="lodo",
+                   help=f"one of {', '.join(list_protocols())}, or budget (default lodo)")
+    p.add_argument("--budget", type=int, default=10,
+                   help="with --protocol budget: the largest number of fine-tunes b (default 10); each held-out "
+                        "dataset replays strategies that pick models one at a time (experiments/budget.py)")
     p.add_argument("--recommenders", default="lr,fm,lgbm,lgbm-rank",
                    help="comma-separated recommender names, or 'none' (default lr,fm,lgbm,lgbm-rank)")
     p.add_argument("--features", action="append", default=None,
@@ -87,6 +91,50 @@ def _print_wall(t_start: float, log_s: float) -> None:
           f"({100 * log_s / wall if wall > 0 else 0:.0f}%)")
 
 
+def _run_budget(args) -> int:
+    """``evaluate --protocol budget``: the budget protocol of experiments/budget.py on one history."""
+    from recommender.commands import open_store
+
+    from .budget import _table, run_protocol, summarize
+    from .evaluate import parse_feature_sets
+    from .histories import load_history
+
+    if args.budget < 1:
+        raise RecommenderError(f"--budget must be >= 1, got {args.budget}")
+    recs = [r.strip() for r in str(args.recommenders).split(",") if r.strip() and r.strip() != "none"]
+    feature_sets = parse_feature_sets(args.features) if args.features else ["d,m"]
+    store = open_store(args)
+    history, source, regime, notes = load_history(store, source=args.source, regime=args.regime, rule=args.rule,
+                                                  metric=args.metric, modality=args.modality)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    rec, feats = (recs or ["lr"])[0], feature_sets[0]
+    if len(recs) > 1 or len(feature_sets) > 1:
+        print(f"note: the budget protocol uses one recommender for its static and adaptive orders: {rec}[{feats}]",
+              file=sys.stderr)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    rows = run_protocol(history, budget=args.budget, recommender=rec, features=feats, datasets=datasets,
+                        progress=not args.no_progress, viable_only=args.candidates == "viable")
+    if rows.empty:
+        raise RecommenderError("no held-out dataset has at least 2 candidate models with results")
+    summary = summarize(rows, args.budget)
+    print(f"{source}" + (f" / {regime}" if regime else "") + f" -- budget {args.budget}, "
+          f"{args.candidates} candidates, {int(summary['datasets'].max())} held-out datasets "
+          "(regret in accuracy points after b fine-tunes)")
+    print(_table(summary, args.budget))
+    if args.json_file:
+        path = Path(args.json_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": {"protocol": "budget", "budget": args.budget, "source": source,
+                                               "regime": regime, "recommender": rec, "features": feats,
+                                               "candidates": args.candidates},
+                                    "per_dataset": rows.to_dict(orient="records"),
+                                    "summary": summary.reset_index().to_dict(orient="records")},
+                                   indent=1, default=str))
+        print(f"results written to {path}")
+    return 0
+
+
 def run_evaluate(args) -> int:
     t_start = time.perf_counter()
     from recommender.commands import open_store
@@ -95,6 +143,8 @@ def run_evaluate(args) -> int:
     from .evaluate import evaluate, format_per_dataset, format_summary, parse_feature_sets
     from recommender.protocols import get_protocol
 
+    if args.protocol == "budget":
+        return _run_budget(args)
     get_protocol(args.protocol)  # fail fast with the list of valid protocols
     if args.seeds < 1:
         raise RecommenderError(f"--seeds must be >= 1, got {args.seeds}")

@@ -99,3 +99,28 @@ def test_mlflow_parent_and_child_runs(capsys, parc_store, home):
     assert {"results.csv", "summary.md", "methods.png"} <= arts
     child_arts = {a.path for a in client.list_artifacts(children["lr[d,m]"].info.run_id, "plots")}
     assert any(p.endswith(".png") and "scatter" in p for p in child_arts)
+
+
+def test_budget_protocol_through_evaluate(capsys, parc_store, tmp_path):
+    """``evaluate --protocol budget`` replays the real PARC history and matches experiments.budget."""
+    from experiments.budget import run_protocol
+    from experiments.histories import load_history
+
+    out_json = tmp_path / "budget.json"
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "budget", "--budget", "3",
+                        "--recommenders", "lr", "--features", "d,m", "--json", str(out_json))
+    assert rc == 0, err
+    res = json.loads(out_json.read_text())
+    assert res["config"]["protocol"] == "budget" and res["config"]["candidates"] == "viable"
+    summary = pd.DataFrame(res["summary"]).set_index("strategy")
+    assert {"static", "adaptive", "model-mean", "random"} <= set(summary.index)
+    assert "regret@3" in out and "adaptive" in out
+    hist, *_ = load_history(parc_store, source="parc-controlled")
+    direct = run_protocol(hist, budget=3, recommender="lr", features="d,m", progress=False)
+    per = pd.DataFrame(res["per_dataset"])
+    pd.testing.assert_frame_equal(per.reset_index(drop=True), direct.reset_index(drop=True), check_dtype=False)
+
+
+def test_budget_protocol_bad_budget(capsys, parc_store):
+    rc, _, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "budget", "--budget", "0")
+    assert rc == 2 and "--budget must be >= 1" in err
