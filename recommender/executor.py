@@ -15,6 +15,7 @@ with its reason. Ray is imported only when a ``RayExecutor`` starts (``pip insta
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -142,6 +143,7 @@ class RayExecutor(Executor):
         self.address, self.max_retries, self.runtime_env = address, int(max_retries), runtime_env
         self._ray = None
         self._started = False
+        self._stdout = None
         self._remote: dict = {}
 
     def _init(self):
@@ -162,6 +164,9 @@ class RayExecutor(Executor):
                 raise RecommenderError(f"cannot connect to the Ray cluster at {self.address!r}: {_reason(exc)}; "
                                        "start one with `ray start --head` or pass --address HOST:PORT") from None
             self._started = True
+        # Ray prints its own diagnostics ("(raylet) A worker died ...") to sys.stdout from a background
+        # thread: send them to stderr while the executor is up, so that stdout stays ours (--format json)
+        self._stdout, sys.stdout = sys.stdout, sys.stderr
         self._ray = ray
         return ray
 
@@ -229,6 +234,8 @@ class RayExecutor(Executor):
     def shutdown(self):
         if self._ray is not None and self._started:
             self._ray.shutdown()
+        if self._stdout is not None:
+            sys.stdout, self._stdout = self._stdout, None
         self._ray, self._started, self._remote = None, False, {}
 
 
