@@ -21,6 +21,7 @@ import pytest
 from experiments.tinyzoo import build_zoo, write_image_folder, zoo_models_meta
 from history.store import HistoryStore
 from recommender.cli import main
+from test_postgres import pg_url  # noqa: F401 - the fixture that starts a real PostgreSQL server
 from recommender.finetune import PID_DIR_ENV, SLOW_ENV, TrialConfig, load_task, run_trial
 
 ray = pytest.importorskip("ray")
@@ -106,40 +107,80 @@ def bed(tmp_path_factory):
     return {"root": root, "specs": specs}
 
 
-def _home(bed, tmp_path, name):
-    h = tmp_path / name
-    h.mkdir()
-    shutil.copy(bed["root"] / "history.db", h / "history.db")
-    return h
+@pytest.fixture(scope="module")
+def pg_template(bed, request):
+    """A PostgreSQL database holding the bed's history (copied per test with CREATE DATABASE ... TEMPLATE)."""
+    import psycopg
+
+    url = request.getfixturevalue("pg_url")
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
+        c.execute('CREATE DATABASE "bed"')
+    bed_url = url.rsplit("/", 1)[0] + "/bed"
+    store = HistoryStore(bed_url)
+    store.commit(models=zoo_models_meta(bed["root"] / "zoo"))
+    cfg = TrialConfig(lr=3e-2, epochs=8, mode="linear", patience=3)
+    for task in HISTORY_TASKS:
+        data = load_task(bed["root"] / "data" / task)
+        for spec in bed["specs"].values():
+            assert run_trial(store, spec, task, data, cfg, home=bed["root"] / "home", mlflow=False).status == "completed"
+    store.dispose()
+    return url
 
 
-def _cli(home, capsys, *args):
-    rc = main(["--home", str(home), *map(str, args)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request):
+    return request.param
+
+
+class Ctx:
+    """A fresh home and history store (a copy of the bed's history) for one run of a command."""
+
+    def __init__(self, bed, tmp_path, name, backend="sqlite", request=None):
+        self.home = tmp_path / name
+        self.home.mkdir()
+        if backend == "postgres":
+            import psycopg
+
+            url = request.getfixturevalue("pg_template")
+            db = f"{request.node.name}-{name}".replace("[", "_").replace("]", "")[-60:]
+            with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as c:
+                c.execute(f'CREATE DATABASE "{db}" TEMPLATE "bed"')
+            self.url = url.rsplit("/", 1)[0] + "/" + db
+        else:
+            shutil.copy(bed["root"] / "history.db", self.home / "history.db")
+            self.url = f"sqlite:///{self.home / 'history.db'}"
+
+    def store(self):
+        return HistoryStore(self.url)
+
+
+def _cli(ctx, capsys, *args):
+    rc = main(["--home", str(ctx.home), "--store", ctx.url, *map(str, args)])
     out, err = capsys.readouterr()
     assert rc == 0, err
     return out
 
 
-def _scores(home):
-    s = HistoryStore(f"sqlite:///{home / 'history.db'}")
+def _scores(ctx):
+    s = ctx.store()
     df = s.scores_frame()
     s.dispose()
     return {(r.model, r.dataset, r.method): r.value for r in df.itertuples()}
 
 
-def _jobs(home, dataset):
-    s = HistoryStore(f"sqlite:///{home / 'history.db'}")
+def _jobs(ctx, dataset):
+    s = ctx.store()
     runs = s.runs_frame(dataset=dataset)
     s.dispose()
     return runs
 
 
-def test_score_on_ray_equals_local(bed, cluster, tmp_path, capsys):
+def test_score_on_ray_equals_local(bed, cluster, tmp_path, capsys, backend, request):
     args = ["score", "--dataset", "digits-new", "--data", bed["root"] / "data" / "digits-new", "--models",
             ",".join(bed["specs"].values()), "--methods", METHODS, "--probe-size", 60, "--no-progress", "--no-cache",
             "--format", "json"]
     assert len(bed["specs"]) >= 6
-    local, remote = _home(bed, tmp_path, "local"), _home(bed, tmp_path, "ray")
+    local, remote = Ctx(bed, tmp_path, "local", backend, request), Ctx(bed, tmp_path, "ray", backend, request)
     _cli(local, capsys, *args)
     out = json.loads(_cli(remote, capsys, *args, "--executor", "ray", "--address", cluster["address"]))
     assert out["failed"] == []
@@ -158,13 +199,13 @@ def _search_args(bed, budget=3):
             ",".join(bed["specs"].values()), "--budget", budget, *SEARCH_ARGS, "--format", "json"]
 
 
-def _trials(home):
-    runs = _jobs(home, "digits-new")
+def _trials(ctx):
+    runs = _jobs(ctx, "digits-new")
     return sorted((r.model, r.status, round(float(r.value), 9), r.extra["trial"]) for r in runs.itertuples())
 
 
-def test_search_on_ray_equals_local(bed, cluster, tmp_path, capsys):
-    local, remote = _home(bed, tmp_path, "local"), _home(bed, tmp_path, "ray")
+def test_search_on_ray_equals_local(bed, cluster, tmp_path, capsys, backend, request):
+    local, remote = Ctx(bed, tmp_path, "local", backend, request), Ctx(bed, tmp_path, "ray", backend, request)
     _train(local, capsys)
     _train(remote, capsys)
     a = json.loads(_cli(local, capsys, *_search_args(bed)))
@@ -186,7 +227,7 @@ def _wait(cond, timeout=180, what="condition"):
 
 
 def test_a_killed_worker_is_retried_and_the_store_holds_one_job_per_trial(bed, cluster, tmp_path, capsys):
-    home = _home(bed, tmp_path, "kill-worker")
+    home = Ctx(bed, tmp_path, "kill-worker")
     _train(home, capsys)
     piddir, flag = cluster["piddir"], cluster["flag"]
     for f in piddir.iterdir():
@@ -221,12 +262,12 @@ def test_a_killed_worker_is_retried_and_the_store_holds_one_job_per_trial(bed, c
 
 
 def test_a_killed_driver_is_resumed_without_duplicates(bed, cluster, tmp_path, capsys):
-    home = _home(bed, tmp_path, "kill-driver")
+    home = Ctx(bed, tmp_path, "kill-driver")
     _train(home, capsys)
     piddir, flag = cluster["piddir"], cluster["flag"]
     for f in piddir.iterdir():
         f.unlink()
-    env = {**cluster["env"], "RECOMMENDER_HOME": str(home)}
+    env = {**cluster["env"], "RECOMMENDER_HOME": str(home.home)}
     argv = [sys.executable, "-m", "recommender", *map(str, _search_args(bed)), "--executor", "ray", "--address",
             cluster["address"]]
     proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
