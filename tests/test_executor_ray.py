@@ -216,6 +216,19 @@ def test_search_on_ray_equals_local(bed, cluster, tmp_path, capsys, backend, req
     assert len(_trials(remote)) == 3
 
 
+def test_static_search_runs_its_trials_in_parallel_with_the_same_results(bed, cluster, tmp_path, capsys):
+    """static on Ray submits the whole budget (3 models x 2 learning rates) at once."""
+    local, remote = Ctx(bed, tmp_path, "local"), Ctx(bed, tmp_path, "ray")
+    args = [*_search_args(bed), "--strategy", "static", "--lrs", "1e-2,3e-2"]
+    for c in (local, remote):
+        _train(c, capsys)
+    a = json.loads(_cli(local, capsys, *args))
+    b = json.loads(_cli(remote, capsys, *args, "--executor", "ray", "--address", cluster["address"]))
+    assert a["new_trials"] == b["new_trials"] == 6
+    assert [p["model"] for p in a["picks"]] == [p["model"] for p in b["picks"]]
+    assert _trials(local) == _trials(remote)
+
+
 def _wait(cond, timeout=180, what="condition"):
     t0 = time.time()
     while time.time() - t0 < timeout:
