@@ -155,6 +155,7 @@ class RayExecutor(Executor):
             raise RecommenderError("--executor ray needs Ray: pip install 'finetune-recommender[ray]' "
                                    "(ray==2.60.0)") from None
         if not ray.is_initialized():
+            _check_reachable(self.address)
             kw = {"log_to_driver": False, "logging_level": "ERROR"}
             if self.runtime_env:
                 kw["runtime_env"] = self.runtime_env
@@ -237,6 +238,23 @@ class RayExecutor(Executor):
         if self._stdout is not None:
             sys.stdout, self._stdout = self._stdout, None
         self._ray, self._started, self._remote = None, False, {}
+
+
+def _check_reachable(address, timeout: float = 5.0):
+    """A HOST:PORT address that nothing listens on is one clear error now, not minutes of retries."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise RecommenderError(f"invalid Ray address {address!r}; use auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise RecommenderError(f"cannot reach the Ray cluster at {address!r} ({exc.strerror or exc}); is "
+                               "`ray start --head` running there, and is the port open?") from None
 
 
 def make_executor(name: str = "local", *, address: str | None = None, max_retries: int = 2) -> Executor:

@@ -734,7 +734,7 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             if executor.in_process and progress is not None:
                 kw["progress"] = (lambda e, a, s=spec: progress(s, e, a))
             tasks.append(Task(key, train_trial, (spec, data, cfg), kw, resources or Resources()))
-        for o in executor.map(tasks):
+        for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
             out[i] = finish_trial(store, p, data, o.value if o.ok else None, None if o.ok else o.error, home=home,
                                   mlflow=mlflow, tracking_uri=tracking_uri)

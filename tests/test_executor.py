@@ -76,3 +76,25 @@ except RecommenderError as e:
 """)
     assert r.returncode == 0, r.stderr
     assert "ERR --executor ray needs Ray: pip install 'finetune-recommender[ray]'" in r.stdout
+
+
+def test_an_unreachable_cluster_is_one_clear_error_before_anything_is_written(home, tmp_path, capsys):
+    import socket
+
+    import numpy as np
+
+    from features.data import save_features_npz
+    from recommender.cli import main
+
+    pytest.importorskip("ray")
+    rng = np.random.default_rng(0)
+    npz = save_features_npz(tmp_path / "f.npz", labels=rng.integers(0, 3, 60),
+                            features={"a": rng.normal(size=(60, 5))})
+    with socket.socket() as s:  # a free port: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = main(["--home", str(home), "score", "--dataset", "x", "--features", str(npz), "--executor", "ray",
+               "--address", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot reach the Ray cluster" in err and len(err.strip().splitlines()) == 1
+    assert not (home / "history.db").exists()

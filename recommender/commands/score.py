@@ -120,6 +120,11 @@ def run(args) -> int:
     if not precomputed:
         resolve_device(args.device)  # a bad --device is a user error before anything is written
 
+    from recommender.executor import Task, executor_from_args
+
+    executor, resources = executor_from_args(args)
+    if not executor.in_process:
+        log(f"executor: {executor.describe()}")  # an unreachable cluster is an error before anything is written
     store = open_store(args)
     if not store.has_dataset(args.dataset):
         notes.append(f"dataset {args.dataset!r} was not in the store: created")
@@ -159,9 +164,6 @@ def run(args) -> int:
             ref_reason = "needs a reference model: pass --reference-model SPEC"
 
     # ---- scores: one task per model (feature extraction + every method), run by the executor
-    from recommender.executor import Task, executor_from_args
-
-    executor, resources = executor_from_args(args)
     inputs = None if precomputed else probe_inputs(data, probe.indices)
     opts = {"dataset": args.dataset, "probe_hash": probe.hash, "batch_size": args.batch_size, "device": args.device,
             "cache": not args.no_cache, "home": str(args.home) if args.home else None,
@@ -172,8 +174,6 @@ def run(args) -> int:
              else data.probs[name][probe.indices]) if precomputed else inputs
         tasks.append(Task(name, score_model, (name, spec, x, y, [m.name for m in methods], reference, ref_reason,
                                               opts), resources=resources))
-    if not executor.in_process:
-        log(f"executor: {executor.describe()}")
     by_model = {}
     try:
         for o in executor.map(tasks, progress=not args.no_progress and not executor.in_process, desc="models"):
