@@ -740,10 +740,10 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
                                   mlflow=mlflow, tracking_uri=tracking_uri)
             if on_result:
                 on_result(out[i])
-    except KeyboardInterrupt:
+    except BaseException as exc:  # interrupted, or the executor itself failed (e.g. the cluster went away)
+        why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
         for i, p in pending.values():
-            store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0,
-                             extra={"error": "interrupted (KeyboardInterrupt)"})
+            store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
         raise
     return out
 
