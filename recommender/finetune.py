@@ -48,6 +48,8 @@ EXPERIMENT = "recommender-finetune"
 MODES = ("full", "linear")
 #: test hook: when this file exists, every training epoch sleeps this long (kill -9 tests)
 SLOW_ENV = "RECOMMENDER_TEST_EPOCH_SLEEP"
+#: test hook: a folder where every trial task writes ``<pid>-<trial key>`` when it starts (worker-kill tests)
+PID_DIR_ENV = "RECOMMENDER_TEST_PID_DIR"
 
 
 class FineTuneError(RecommenderError):
@@ -538,21 +540,36 @@ def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: 
     return run_id, (sl.message() or None)
 
 
-def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, home=None, device="auto",
-              mlflow: bool = True, tracking_uri=None, source: str = SOURCE, tags: dict | None = None,
-              progress=None, adapter=None) -> TrialResult:
-    """Run (or reuse) one trial of ``spec`` on ``data`` and record it; never leaves a half-written job.
+@dataclass
+class PendingTrial:
+    """A trial whose job is started in the store (``running``) and whose training is to run."""
 
-    ``spec`` is a model spec string (see :mod:`features.extract`), or, with ``adapter`` given
-    (any adapter, e.g. ``TorchAdapter(module, name)`` for an in-memory ``nn.Module``), just the
-    model's name.
+    ms: object
+    spec: str
+    dataset: str
+    config: TrialConfig
+    key: str
+    fingerprint: str
+    job_id: int
+    extra: dict
+    t0: float
+    t_store: float
 
-    A completed trial with the same model spec, dataset, data fingerprint and hyper-parameters
-    is reused. A running job of this trial whose process is gone is marked failed first.
-    Errors in training are recorded as a failed job and returned (``status="failed"``);
-    ``KeyboardInterrupt`` is recorded and re-raised.
-    """
-    from features.extract import load_adapter, parse_model_spec
+
+def fail_stale(store, dataset: str):
+    """Mark ``running`` jobs on ``dataset`` whose process is gone as failed."""
+    store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
+                          reason="stale: its process ended without finishing the trial (killed or crashed)")
+
+
+def prepare_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, adapter=None,
+                  source: str = SOURCE, tags: dict | None = None, check_stale: bool = True):
+    """Driver side, before training: the reused :class:`TrialResult` of a completed identical
+    trial, or a :class:`PendingTrial` whose job is now ``running`` in the store.
+
+    ``check_stale`` first fails the jobs left ``running`` by a dead process (pass False when
+    this process has started other jobs that are still running)."""
+    from features.extract import parse_model_spec
 
     config.check()
     if adapter is not None and ":" not in str(spec):
@@ -565,8 +582,8 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
         ms = parse_model_spec(spec)
     fp = data.fingerprint()
     key = trial_key(f"{ms.prefix}:{ms.target}", dataset, fp, config)
-    store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
-                          reason="stale: its process ended without finishing the trial (killed or crashed)")
+    if check_stale:
+        fail_stale(store, dataset)
     old = reusable(store, dataset, key)
     if old is not None:
         ex = old.extra or {}
@@ -583,48 +600,152 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
                              model_fields={"modality": modality},
                              dataset_fields={"modality": modality, "num_samples": len(data),
                                              "num_classes": data.num_classes})
-    t_store = time.perf_counter() - t0
-    res = TrialResult(ms.name, spec, dataset, config, "failed", job_id=job_id)
-    try:
-        adapter = adapter or load_adapter(ms)
-        out = train_classifier(adapter, data, config, device=device, progress=progress)
-        t = time.perf_counter()
-        folder = weights_dir(home, dataset, ms.name, key)
-        info = {"model": ms.name, "spec": spec, "dataset": dataset, "data": data.ref, "data_fingerprint": fp,
-                "classes": [str(c) for c in data.class_names], "hparams": config.hparams(), "job_id": job_id,
-                "val_accuracy": out["value"], "curve": out["curve"], "best_epoch": out["best_epoch"],
-                "feature_dim": out["feature_dim"], "layout": "head/<param>: new linear head; backbone/<param>: "
-                "fine-tuned backbone state dict (full mode only)"}
-        wpath = save_weights(folder, out["state"], info)
-        res.timings = {**out["timings"], "save_s": time.perf_counter() - t}
-        res.status, res.value, res.curve, res.best_epoch = "completed", float(out["value"]), out["curve"], out["best_epoch"]
-        res.weights = str(wpath)
-        extra_done = {"curve": out["curve"], "train_loss": out["train_loss"], "best_epoch": out["best_epoch"],
-                      "weights": str(wpath), "n_train": out["n_train"], "n_val": out["n_val"]}
-    except KeyboardInterrupt:
-        store.finish_job(job_id, status="failed", duration_s=time.perf_counter() - t0,
-                         extra={"error": "interrupted (KeyboardInterrupt)"})
-        raise
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a failed job with its message
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        res.error = f"{type(exc).__name__}: {msg}"
-        log.debug("trial failed", exc_info=True)
-        extra_done = {"error": res.error}
+    return PendingTrial(ms, spec, dataset, config, key, fp, job_id, extra, t0, time.perf_counter() - t0)
+
+
+_ADAPTER: dict = {}  # the last model loaded by train_trial in this process (a grid reuses it)
+
+
+def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto", adapter=None, progress=None,
+                key: str | None = None) -> dict:
+    """The training part of a trial, pure (writes nothing): runs in the driver or on a Ray worker.
+
+    Returns :func:`train_classifier`'s dict (best accuracy, curve, best weights as arrays);
+    raises on failure.
+    """
+    from features.extract import load_adapter
+
+    pid_dir = os.environ.get(PID_DIR_ENV)
+    if pid_dir and Path(pid_dir).is_dir():
+        (Path(pid_dir) / f"{os.getpid()}-{key}").touch()
+    if adapter is None:
+        if spec not in _ADAPTER:
+            _ADAPTER.clear()
+            _ADAPTER[spec] = load_adapter(spec)
+        adapter = _ADAPTER[spec]
+    return train_classifier(adapter, data, config, device=device, progress=progress)
+
+
+def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error: str | None = None, *, home=None,
+                 mlflow: bool = True, tracking_uri=None) -> TrialResult:
+    """Driver side, after training: save the weights, log MLflow, mark the job completed or failed."""
+    res = TrialResult(p.ms.name, p.spec, p.dataset, p.config, "failed", job_id=p.job_id, error=error)
+    extra_done = {"error": error}
+    if out is not None:
+        try:
+            t = time.perf_counter()
+            folder = weights_dir(home, p.dataset, p.ms.name, p.key)
+            info = {"model": p.ms.name, "spec": p.spec, "dataset": p.dataset, "data": data.ref,
+                    "data_fingerprint": p.fingerprint, "classes": [str(c) for c in data.class_names],
+                    "hparams": p.config.hparams(), "job_id": p.job_id, "val_accuracy": out["value"],
+                    "curve": out["curve"], "best_epoch": out["best_epoch"], "feature_dim": out["feature_dim"],
+                    "layout": "head/<param>: new linear head; backbone/<param>: fine-tuned backbone state dict "
+                              "(full mode only)"}
+            wpath = save_weights(folder, out["state"], info)
+            res.timings = {**out["timings"], "save_s": time.perf_counter() - t}
+            res.status, res.value, res.curve = "completed", float(out["value"]), out["curve"]
+            res.best_epoch, res.weights, res.error = out["best_epoch"], str(wpath), None
+            extra_done = {"curve": out["curve"], "train_loss": out["train_loss"], "best_epoch": out["best_epoch"],
+                          "weights": str(wpath), "n_train": out["n_train"], "n_val": out["n_val"]}
+        except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the job is failed, not left running
+            res.error = _reason(exc)
+            extra_done = {"error": res.error}
     if mlflow:
         t = time.perf_counter()
         res.mlflow_run, err = _log_mlflow(tracking_uri=tracking_uri, home=home, res=res, data=data,
-                                          extra={**extra, **extra_done})
+                                          extra={**p.extra, **extra_done})
         res.timings["mlflow_s"] = time.perf_counter() - t
         extra_done["mlflow_run"] = res.mlflow_run
         if err:
             extra_done["mlflow_error"] = err
     t = time.perf_counter()
-    res.duration_s = time.perf_counter() - t0
+    res.duration_s = time.perf_counter() - p.t0
     res.timings["total_s"] = res.duration_s
     extra_done["timings"] = res.timings
-    store.finish_job(job_id, status=res.status, value=res.value, duration_s=res.duration_s, extra=extra_done)
-    res.timings["store_s"] = t_store + time.perf_counter() - t
+    store.finish_job(p.job_id, status=res.status, value=res.value, duration_s=res.duration_s, extra=extra_done)
+    res.timings["store_s"] = p.t_store + time.perf_counter() - t
     return res
+
+
+def _reason(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}"
+
+
+def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, home=None, device="auto",
+              mlflow: bool = True, tracking_uri=None, source: str = SOURCE, tags: dict | None = None,
+              progress=None, adapter=None) -> TrialResult:
+    """Run (or reuse) one trial of ``spec`` on ``data`` and record it; never leaves a half-written job.
+
+    ``spec`` is a model spec string (see :mod:`features.extract`), or, with ``adapter`` given
+    (any adapter, e.g. ``TorchAdapter(module, name)`` for an in-memory ``nn.Module``), just the
+    model's name.
+
+    A completed trial with the same model spec, dataset, data fingerprint and hyper-parameters
+    is reused. A running job of this trial whose process is gone is marked failed first.
+    Errors in training are recorded as a failed job and returned (``status="failed"``);
+    ``KeyboardInterrupt`` is recorded and re-raised.
+    """
+    from features.extract import load_adapter
+
+    p = prepare_trial(store, spec, dataset, data, config, adapter=adapter, source=source, tags=tags)
+    if isinstance(p, TrialResult):
+        return p
+    out, error = None, None
+    try:
+        out = train_classifier(adapter or load_adapter(p.ms), data, config, device=device, progress=progress)
+    except KeyboardInterrupt:
+        store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0,
+                         extra={"error": "interrupted (KeyboardInterrupt)"})
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a failed job with its message
+        error = _reason(exc)
+        log.debug("trial failed", exc_info=True)
+    return finish_trial(store, p, data, out, error, home=home, mlflow=mlflow, tracking_uri=tracking_uri)
+
+
+def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, home=None, device="auto",
+               mlflow: bool = True, tracking_uri=None, tags: dict | None = None, resources=None,
+               progress=None, on_result=None) -> list[TrialResult]:
+    """Run ``trials`` (a list of ``(spec, TrialConfig)``) with ``executor``: one task per trial.
+
+    The driver (this process) starts every job in the store, the tasks only train, and the
+    driver saves the weights, logs MLflow and finishes each job as its result comes back, so
+    that a task retried after a lost worker still makes one job. ``progress(spec, epoch,
+    acc)`` only works in process (the local executor). ``on_result(TrialResult)`` is called as
+    each trial ends. Returns the results in the order of ``trials``.
+    """
+    from .executor import Resources, Task
+
+    out: list = [None] * len(trials)
+    pending, tasks = {}, []
+    fail_stale(store, dataset)
+    try:
+        for i, (spec, cfg) in enumerate(trials):
+            p = prepare_trial(store, spec, dataset, data, cfg, tags=tags, check_stale=False)
+            if isinstance(p, TrialResult):
+                out[i] = p
+                if on_result:
+                    on_result(p)
+                continue
+            key = f"{i}:{p.key}"
+            pending[key] = (i, p)
+            kw = {"device": device, "key": p.key}
+            if executor.in_process and progress is not None:
+                kw["progress"] = (lambda e, a, s=spec: progress(s, e, a))
+            tasks.append(Task(key, train_trial, (spec, data, cfg), kw, resources or Resources()))
+        for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
+            i, p = pending.pop(o.key)
+            out[i] = finish_trial(store, p, data, o.value if o.ok else None, None if o.ok else o.error, home=home,
+                                  mlflow=mlflow, tracking_uri=tracking_uri)
+            if on_result:
+                on_result(out[i])
+    except BaseException as exc:  # interrupted, or the executor itself failed (e.g. the cluster went away)
+        why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
+        for i, p in pending.values():
+            store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
+        raise
+    return out
 
 
 def finetune_model(store, spec: str, dataset: str, data: TaskData, grid: list[TrialConfig], **kw) -> list[TrialResult]:

@@ -34,7 +34,7 @@ import pandas as pd
 
 from history.errors import RecommenderError
 
-from .finetune import SOURCE, TaskData, TrialConfig, TrialResult, best_of, finetune_model
+from .finetune import SOURCE, TaskData, TrialConfig, TrialResult, best_of, run_trials
 
 STRATEGIES = ("adaptive", "static", "halving")
 
@@ -130,11 +130,18 @@ def observed_on(store, dataset: str, models, exclude_search: str | None = None) 
 
 def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = "adaptive",
            grid: list[TrialConfig], time_budget_s: float | None = None, recommender=None, home=None,
-           device="auto", mlflow: bool = True, tracking_uri=None, on_event=None) -> SearchResult:
+           device="auto", mlflow: bool = True, tracking_uri=None, on_event=None, executor=None,
+           resources=None) -> SearchResult:
     """Fine-tune up to ``budget`` of ``specs`` (``{name: spec}``) on ``data``; see the module doc.
 
     ``on_event(kind, payload)`` is called with ``("prior", Series)``, ``("start", Pick)``,
-    ``("epoch", (Pick, epoch, acc))``, ``("trial", (Pick, TrialResult))`` and ``("done", Pick)``.
+    ``("epoch", (Pick, epoch, acc))`` (local executor only), ``("trial", (Pick, TrialResult))`` and
+    ``("done", Pick)``.
+
+    ``executor`` (default :class:`~recommender.executor.LocalExecutor`) runs one task per trial
+    with ``resources``; the store and MLflow are written here, by the driver. The trials of
+    one pick (the grid) run together; so do the models of one halving rung and, with an
+    executor that is not in process, the picks of the static strategy.
     """
     from .adaptive import AdaptiveRanker
 
@@ -160,8 +167,11 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
         warm_tracking(tracking_uri, home)
     seen = observed_on(store, dataset, models, exclude_search=sid)
     ranker = AdaptiveRanker().fit(prior, targets, exclude=[dataset])
+    from .executor import LocalExecutor
+
+    executor = executor or LocalExecutor()
     kw = dict(home=home, device=device, mlflow=mlflow, tracking_uri=tracking_uri,
-              tags={"search": sid, "strategy": strategy})
+              tags={"search": sid, "strategy": strategy}, resources=resources)
 
     picks: list[Pick] = []
     stopped = "budget reached"
@@ -169,16 +179,26 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     def out_of_time() -> bool:
         return time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s
 
-    def run(pick: Pick, configs):
-        emit("start", pick)
+    def run_many(jobs):
+        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial."""
+        trials, owner = [], []
+        for pick, configs in jobs:
+            emit("start", pick)
+            trials += [(specs[pick.model], c) for c in configs]
+            owner += [pick] * len(configs)
+        by_spec = {specs[p.model]: p for p, _ in jobs}
         t = time.perf_counter()
-        trials = finetune_model(store, specs[pick.model], dataset, data, configs,
-                                progress=lambda e, a: emit("epoch", (pick, e, a)), **kw)
-        pick.trials += trials
-        pick.seconds += time.perf_counter() - t
-        for tr in trials:
+        res = run_trials(store, executor, trials, dataset, data,
+                         progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), **kw)
+        for pick, tr in zip(owner, res):
+            pick.trials.append(tr)
             emit("trial", (pick, tr))
-        emit("done", pick)
+        for pick, _ in jobs:
+            pick.seconds += time.perf_counter() - t
+            emit("done", pick)
+
+    def run(pick: Pick, configs):
+        run_many([(pick, configs)])
 
     if strategy == "halving":
         order = list(prior.drop(list(seen), errors="ignore").sort_values(ascending=False, kind="mergesort").index)
@@ -193,11 +213,16 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
             configs = [TrialConfig(lr=lr, epochs=epochs, mode=base.mode, batch_size=base.batch_size, seed=base.seed,
                                    val_fraction=base.val_fraction, patience=base.patience,
                                    weight_decay=base.weight_decay) for lr in lrs]
-            for m in alive:
-                if out_of_time():
-                    stopped = "time budget reached"
-                    break
-                run(by_model[m], configs)
+            if executor.in_process:
+                for m in alive:
+                    if out_of_time():
+                        stopped = "time budget reached"
+                        break
+                    run(by_model[m], configs)
+            elif out_of_time():
+                stopped = "time budget reached"
+            else:  # the whole rung at once
+                run_many([(by_model[m], configs) for m in alive])
             if stopped != "budget reached" or len(alive) == 1 or epochs >= max_epochs:
                 break
             score = {m: max([t.value for t in by_model[m].trials[-len(configs):] if t.value is not None],
@@ -220,13 +245,15 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
             if left.empty:
                 stopped = "no candidate left"
                 break
-            best = left.max()
-            m = sorted(left.index[left == best])[0]
-            pick = Pick(len(picks) + 1, m, float(best))
-            picks.append(pick)
-            run(pick, grid)
-            if pick.best is not None:
-                observed[m] = pick.best.value
-            else:
-                failed.add(m)
+            # one model at a time, except the static order on a parallel executor: the rest of the budget at once
+            width = 1 if strategy == "adaptive" or executor.in_process else int(budget) - len(picks)
+            ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
+            batch = [Pick(len(picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
+            picks += batch
+            run_many([(p, grid) for p in batch])
+            for pick in batch:
+                if pick.best is not None:
+                    observed[pick.model] = pick.best.value
+                else:
+                    failed.add(pick.model)
     return SearchResult(dataset, strategy, picks, prior, time.perf_counter() - t0, stopped, sid)

@@ -20,7 +20,10 @@ PACKAGES = ("history", "features", "recommender", "experiments")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
 #: Flags of other programs that the code passes on (``mlflow server``).
 EXTERNAL = {"--backend-store-uri", "--default-artifact-root", "--artifacts-destination", "--workers",
-            "--host", "--port"}
+            "--host", "--port",
+            # `ray start` (docs and the Ray executor's hints, the executor benchmark's cluster)
+            "--head", "--node-ip-address", "--num-cpus", "--object-store-memory", "--disable-usage-stats",
+            "--include-dashboard", "--temp-dir"}
 
 
 def _parser_options(p, acc):

@@ -48,6 +48,9 @@ def register(sub):
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    from recommender.executor import add_executor_args
+
+    add_executor_args(p, what="model")
     p.set_defaults(func=run)
     return p
 
@@ -77,7 +80,6 @@ def run(args) -> int:
     from features.extract import (ExtractionError, extract_features, load_adapter, parse_model_spec, probe_inputs,
                                   resolve_device)
     from features.probe import record_probe, sample_probe
-    from features.scores import compute_score
 
     _check_args(args)
     methods = _methods(args.methods)
@@ -102,7 +104,8 @@ def run(args) -> int:
         models = []
         for s in specs:
             ms = parse_model_spec(s)
-            models.append((ms.name, load_adapter(ms)))
+            load_adapter(ms)  # a bad spec is a user error before anything is written
+            models.append((ms.name, s))
         dup = sorted({n for n, _ in models if [m for m, _ in models].count(n) > 1})
         if dup:
             raise RecommenderError(f"model name(s) {dup} given twice in --models; use NAME=SPEC to tell them apart")
@@ -117,6 +120,11 @@ def run(args) -> int:
     if not precomputed:
         resolve_device(args.device)  # a bad --device is a user error before anything is written
 
+    from recommender.executor import Task, executor_from_args
+
+    executor, resources = executor_from_args(args)
+    if not executor.in_process:
+        log(f"executor: {executor.describe()}")  # an unreachable cluster is an error before anything is written
     store = open_store(args)
     if not store.has_dataset(args.dataset):
         notes.append(f"dataset {args.dataset!r} was not in the store: created")
@@ -159,37 +167,42 @@ def run(args) -> int:
         else:
             ref_reason = "needs a reference model: pass --reference-model SPEC"
 
-    # ---- scores
+    # ---- scores: one task per model (feature extraction + every method), run by the executor
+    inputs = None if precomputed else probe_inputs(data, probe.indices)
+    opts = {"dataset": args.dataset, "probe_hash": probe.hash, "batch_size": args.batch_size, "device": args.device,
+            "cache": not args.no_cache, "home": str(args.home) if args.home else None,
+            "image_size": args.image_size, "progress": not args.no_progress and executor.in_process}
+    tasks = []
+    for name, spec in models:
+        x = (data.features[name][probe.indices], None if data.probs.get(name) is None
+             else data.probs[name][probe.indices]) if precomputed else inputs
+        tasks.append(Task(name, score_model, (name, spec, x, y, [m.name for m in methods], reference, ref_reason,
+                                              opts), resources=resources))
+    by_model = {}
+    try:
+        for o in executor.map(tasks, progress=not args.no_progress and not executor.in_process, desc="models"):
+            by_model[o.key] = o
+    finally:
+        executor.shutdown()
     rows, results, skipped, failed, model_meta = [], [], [], [], []
-    for name, adapter in models:
-        try:
-            X, P, secs, cached = features_of(name, adapter)
-        except (ExtractionError, RecommenderError) as exc:
-            failed.append({"model": name, "method": "*", "error": f"feature extraction failed: {exc}"})
+    for name, _ in models:  # the order of --models, whatever order the tasks finished in
+        o = by_model[name]
+        if not o.ok:
+            failed.append({"model": name, "method": "*", "error": f"task failed: {o.error}"})
             continue
-        log(f"{name}: features {X.shape[1]}-d" + (f", {P.shape[1]} source classes" if P is not None else
-                                                   ", no source-class probabilities")
-            + ("" if precomputed else (" (cached)" if cached else f" in {secs:.1f}s")))
-        model_meta.append({"name": name, "feature_dim": int(X.shape[1])})
-        for spec in methods:
-            if spec.needs_probs and P is None:
-                skipped.append({"model": name, "method": spec.name,
-                                "reason": "needs source-class probabilities; the model has no classification head"})
-                continue
-            if spec.needs_reference and reference is None:
-                skipped.append({"model": name, "method": spec.name, "reason": ref_reason})
-                continue
-            t0 = time.perf_counter()
-            try:
-                v = compute_score(spec.name, X, y, probs=P if spec.needs_probs else None,
-                                  reference=reference if spec.needs_reference else None)
-            except Exception as exc:  # one failing method must not lose the others
-                failed.append({"model": name, "method": spec.name, "error": f"{type(exc).__name__}: {exc}"})
-                continue
-            dt = time.perf_counter() - t0
-            rows.append({"model": name, "dataset": args.dataset, "method": spec.name, "value": v,
+        r = o.value
+        notes.extend(r["notes"])
+        skipped.extend(r["skipped"])
+        failed.extend(r["failed"])
+        if r["error"]:
+            failed.append({"model": name, "method": "*", "error": r["error"]})
+            continue
+        log(r["log"])
+        model_meta.append({"name": name, "feature_dim": r["feature_dim"]})
+        for method, v, dt in r["scores"]:
+            rows.append({"model": name, "dataset": args.dataset, "method": method, "value": v,
                          "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE})
-            results.append({"model": name, "method": spec.name, "value": v, "runtime_s": dt})
+            results.append({"model": name, "method": method, "value": v, "runtime_s": dt})
     res = store.commit(models=model_meta, scores=rows) if rows else None
     store.dispose()
 
@@ -227,6 +240,54 @@ def dataset_mismatches(registered: dict, name: str, num_samples: int, num_classe
             out.append(f"the data has {have:,} {what} but dataset {name!r} is registered with {int(reg):,}; "
                        f"the registered value is kept. Check --dataset / --data, or fix it with 'history add-dataset "
                        f"{name} --update --num-samples N --num-classes C'")
+    return out
+
+
+def score_model(name, spec, x, y, methods, reference, ref_reason, opts) -> dict:
+    """One model's task: extract its probe features (``x`` = probe inputs, or ``(features,
+    probs)`` when precomputed) and compute every method. Pure: nothing is written but the
+    feature cache; runs in the driver or on a Ray worker."""
+    from features.extract import ExtractionError, extract_features, load_adapter
+    from features.scores import compute_score, get_score
+
+    out = {"notes": [], "skipped": [], "failed": [], "scores": [], "error": None, "log": "", "feature_dim": None}
+    try:
+        if spec is None:
+            (X, P), secs, cached = x, 0.0, True
+        else:
+            adapter = load_adapter(spec)
+            if opts.get("image_size"):
+                adapter.override_size = opts["image_size"]
+            inputs, kind = x
+            r = extract_features(adapter, inputs, dataset=opts["dataset"], probe_hash=opts["probe_hash"],
+                                 data_kind=kind, batch_size=opts["batch_size"], device=opts["device"],
+                                 progress=opts["progress"], cache=opts["cache"], home=opts["home"])
+            out["notes"] += [f"{name}: {n}" for n in r.notes]
+            X, P, secs, cached = r.features, r.probs, r.seconds, r.cached
+    except (ExtractionError, RecommenderError) as exc:
+        out["error"] = f"feature extraction failed: {exc}"
+        return out
+    out["feature_dim"] = int(X.shape[1])
+    out["log"] = (f"{name}: features {X.shape[1]}-d" + (f", {P.shape[1]} source classes" if P is not None else
+                                                        ", no source-class probabilities")
+                  + ("" if spec is None else (" (cached)" if cached else f" in {secs:.1f}s")))
+    for method in methods:
+        m = get_score(method)
+        if m.needs_probs and P is None:
+            out["skipped"].append({"model": name, "method": method,
+                                   "reason": "needs source-class probabilities; the model has no classification head"})
+            continue
+        if m.needs_reference and reference is None:
+            out["skipped"].append({"model": name, "method": method, "reason": ref_reason})
+            continue
+        t0 = time.perf_counter()
+        try:
+            v = compute_score(method, X, y, probs=P if m.needs_probs else None,
+                              reference=reference if m.needs_reference else None)
+        except Exception as exc:  # noqa: BLE001 - one failing method must not lose the others
+            out["failed"].append({"model": name, "method": method, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        out["scores"].append((method, v, time.perf_counter() - t0))
     return out
 
 

@@ -39,6 +39,9 @@ def _common(p):
     p.add_argument("--path-column", default="path")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the trials to MLflow")
     p.add_argument("--format", "-f", default="table", choices=["table", "json"], help="output format")
+    from recommender.executor import add_executor_args
+
+    add_executor_args(p, what="trial")
 
 
 def register(sub):
@@ -165,16 +168,23 @@ def run_search(args) -> int:
     tb = parse_duration(args.time_budget)
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1 (models to fine-tune), got {args.budget}")
+    from recommender.executor import executor_from_args
+
     specs, grid, data = _setup(args)
+    executor, resources = executor_from_args(args)
+    if not executor.in_process:
+        print(f"executor: {executor.describe()}", file=sys.stderr)
     store = open_store(args)
     live = _Live(f"search {args.dataset!r}: {args.strategy}, budget {args.budget}", args.format == "table")
     try:
         res = search(store, args.dataset, data, specs, budget=args.budget, strategy=args.strategy, grid=grid,
                      time_budget_s=tb, recommender=args.recommender, home=args.home, device=args.device,
-                     mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, on_event=live.event)
+                     mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, on_event=live.event,
+                     executor=executor, resources=resources)
     finally:
         live.close()
         store.dispose()
+        executor.shutdown()
     out = res.to_dict()
     if args.format == "json":
         print(json.dumps(out, indent=2, default=str))
@@ -194,9 +204,11 @@ def run_search(args) -> int:
 
 
 def run_finetune(args) -> int:
-    from recommender.finetune import best_of, finetune_model
+    from recommender.executor import executor_from_args
+    from recommender.finetune import best_of, run_trials
 
     specs, grid, data = _setup(args)
+    executor, resources = executor_from_args(args)
     store = open_store(args)
     live = _Live(f"fine-tune on {args.dataset!r}", args.format == "table")
     from recommender.search import Pick
@@ -206,15 +218,16 @@ def run_finetune(args) -> int:
         for i, (name, spec) in enumerate(specs.items(), 1):
             pick = Pick(i, name, None)
             live.event("start", pick)
-            trials = finetune_model(store, spec, args.dataset, data, grid, home=args.home, device=args.device,
-                                    mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri,
-                                    progress=lambda e, a, p=pick: live.event("epoch", (p, e, a)))
+            trials = run_trials(store, executor, [(spec, c) for c in grid], args.dataset, data, home=args.home,
+                                device=args.device, mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri,
+                                resources=resources, progress=lambda s, e, a, p=pick: live.event("epoch", (p, e, a)))
             for tr in trials:
                 live.event("trial", (pick, tr))
             results += trials
     finally:
         live.close()
         store.dispose()
+        executor.shutdown()
     if args.format == "json":
         print(json.dumps([{"model": t.model, "job_id": t.job_id, "status": t.status, "value": t.value,
                            "hparams": t.config.hparams(), "curve": t.curve, "weights": t.weights,
