@@ -485,3 +485,16 @@ def test_etran_energy_fraction_averages_lowest_energies():
     assert full - low == pytest.approx(lse.mean() - lse[:5].mean(), rel=1e-9)
     with pytest.raises(ScoreInputError, match="etran: energy_fraction"):
         compute_score("etran", X, y, energy_fraction=0.0)
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_etran_sample_and_feature_routes_agree(case):
+    """etran picks the n x n or the d x d Gram matrix by shape; both routes give one value."""
+    from features.scores.etran import _etran_value
+
+    X, y = _slow_case(*case)
+    X = X + 0.7
+    a = _etran_value(X, y, 1.0, 0.8, 1e-4, "samples")
+    b = _etran_value(X, y, 1.0, 0.8, 1e-4, "features")
+    assert a == pytest.approx(b, rel=1e-9)
+    assert compute_score("etran", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
