@@ -14,9 +14,9 @@ from history.errors import NotFoundError, RecommenderError
 
 REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore", "knn1",
             "split_lr", "rsa", "dds"}
-EXTRA = {"gbc", "transrate", "nleep", "sfda", "etran"}
+EXTRA = {"gbc", "gbc_diag", "transrate", "nleep", "sfda", "etran"}
 #: scores documented (docs/scores.md) as invariant to isotropic feature scaling
-SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran"}
+SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran", "gbc"}
 #: scores documented as invariant to duplicating every sample
 DUP_INVARIANT = {"lfc", "lgc", "hscore", "leep", "nce", "transrate"}
 ALL = sorted(SCORES)
@@ -107,7 +107,7 @@ def test_isotropic_scaling_invariance(name, factor):
     assert score(name, factor * X, y, P, R) == pytest.approx(score(name, X, y, P, R), rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("name", ["transrate", "sfda", "etran"])
+@pytest.mark.parametrize("name", ["transrate", "sfda", "etran", "gbc"])
 def test_scale_dependent_scores_do_depend_on_scale(name):
     X, y = make_problem(seed=3, sep=2.0)
     assert score(name, 1e-3 * X, y) != pytest.approx(score(name, X, y), rel=1e-3)
@@ -394,10 +394,10 @@ def test_sfda_matches_direct_lda_reference(case):
 
 
 @pytest.mark.parametrize("case", SLOW_CASES)
-def test_gbc_matches_pairwise_loop_reference(case):
+def test_gbc_diag_matches_pairwise_loop_reference(case):
     X, y = _slow_case(*case)
     C = int(y.max()) + 1
-    got = compute_score("gbc", X, y, pca_dim=None)
+    got = compute_score("gbc_diag", X, y, pca_dim=None)
     pooled = np.mean([(X[i] - X[y == y[i]].mean(0)) ** 2 for i in range(len(y))], axis=0)
     mu, var = [], []
     for c in range(C):
@@ -498,3 +498,43 @@ def test_etran_sample_and_feature_routes_agree(case):
     b = _etran_value(X, y, 1.0, 0.8, 1e-4, "features")
     assert a == pytest.approx(b, rel=1e-9)
     assert compute_score("etran", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
+
+
+def _gbc_official(X, y, gaussian, floor=1e-4):
+    """The official GBC algorithm (google-research stable_transfer gbc.py), one class pair at a time."""
+    stats = {}
+    for c in np.unique(y):
+        Xc = X[y == c]
+        stats[c] = (Xc.mean(0), np.maximum(Xc.var(0), floor))
+    total = 0.0
+    for c1 in stats:
+        for c2 in stats:
+            if c1 == c2:
+                continue
+            (m1, v1), (m2, v2) = stats[c1], stats[c2]
+            if gaussian == "spherical":
+                v1, v2 = np.mean(v1), np.mean(v2)
+            avg = (v1 + v2) / 2
+            db = np.sum((m1 - m2) ** 2 / avg) / 8 + 0.5 * (
+                np.sum(np.log(avg)) - 0.5 * np.sum(np.log(v1)) - 0.5 * np.sum(np.log(v2)))
+            total -= np.exp(-db)
+    return total
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+@pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
+def test_gbc_matches_official_algorithm(case, gaussian):
+    X, y = _slow_case(*case)
+    got = compute_score("gbc", X, y, pca_dim=None, gaussian=gaussian)
+    assert got == pytest.approx(_gbc_official(X, y, gaussian), rel=1e-9)
+
+
+def test_gbc_default_is_official_pca64_spherical():
+    """Default options = the official configuration: PCA to 64 dims (exact, as sklearn's full
+    SVD), spherical Gaussians, 1e-4 variance floor; five samples per class as in the issue."""
+    from sklearn.decomposition import PCA
+
+    X, y = make_problem(seed=23, n=150, d=90, C=30, sep=1.5)
+    Z = PCA(n_components=64, svd_solver="full").fit_transform(X)
+    assert compute_score("gbc", X, y) == pytest.approx(_gbc_official(Z, y, "spherical"), rel=1e-7)
+    assert compute_score("gbc_diag", X, y) != pytest.approx(compute_score("gbc", X, y), rel=1e-2)

@@ -5,7 +5,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ._linalg import class_counts_means, corr_rdm, pca, pearson, ranks, spearman, standardize, upper
+from ._linalg import class_counts_means, one_hot, corr_rdm, pca, pearson, ranks, spearman, standardize, upper
 from .registry import ScoreInputError, register_score
 
 PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
@@ -183,47 +183,105 @@ def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", bl
     return hits / n
 
 
-@register_score("gbc",
-                paper="Pandy et al. 2022, 'Transferability estimation using Bhattacharyya class "
-                      "separability', CVPR",
-                summary="minus the summed Bhattacharyya coefficients between per-class diagonal Gaussians")
-def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="diagonal"):
-    """Gaussian Bhattacharyya Coefficient (Pandy et al. 2022).
+GBC_PAPER = ("Pandy et al. 2022, 'Transferability estimation using Bhattacharyya class "
+             "separability', CVPR")
 
-    Each class is a Gaussian ``N(mu_c, diag(v_c))`` (``gaussian="spherical"``: one variance)
-    in the PCA-``pca_dim`` space; with ``v = (v_i + v_j)/2``
 
-        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk)),
+def _pair_sum(C: int, dist) -> float:
+    """``-sum_{i != j} exp(-D_B(i, j))`` with ``dist(i, j)`` evaluated once per unordered pair."""
+    i, j = np.triu_indices(C, k=1)  # D_B is symmetric: each unordered pair once, counted twice
+    return -2.0 * float(np.exp(-dist(i, j)).sum())
+
+
+@register_score("gbc", paper=GBC_PAPER,
+                summary="minus the summed Bhattacharyya coefficients between per-class spherical "
+                        "Gaussians (official configuration)")
+def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="spherical",
+        variance_floor=1e-4):
+    """Gaussian Bhattacharyya Coefficient (Pandy et al. 2022), the official configuration.
+
+    Features are reduced by PCA to ``pca_dim`` (64, as in the official configuration; None:
+    off). Each class gets its mean ``mu_c`` and per-dimension population variance
+    ``v_ck = max(var_k(class c), variance_floor)`` (floor 1e-4, as in the official code).
+    ``gaussian="spherical"`` (the official default) replaces ``v_c`` by its mean
+    ``s_c = mean_k v_ck`` and, with ``s = (s_i + s_j) / 2``,
+
+        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / s + 1/2 (log s - 1/2 log s_i - 1/2 log s_j),
+
+    exactly as the official code evaluates it (the log term is that of one dimension, not
+    multiplied by the number of dimensions). ``gaussian="diagonal"``: with ``v = (v_i + v_j)/2``,
+    ``D_B = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk))``. Then
+
         GBC = - sum_{i != j} exp(-D_B(i, j))  in [-C(C-1), 0].
 
-    Class variances get a one-sample prior toward the pooled within-class variance
-    (``v_c <- (n_c v_c + v_pool) / (n_c + 1)``) so classes with one sample are defined.
-    Invariant to label permutation, isotropic scaling and translation. Cost O(n d f + C^2 f)
-    (each unordered class pair evaluated once; D_B is symmetric).
+    Invariant to label permutation, translation and rotation; *not* to scaling (the
+    variance floor is absolute). Cost O(n d f + C^2 f).
     """
     if gaussian not in ("diagonal", "spherical"):
         raise ScoreInputError(f"gbc: gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")
+    if not float(variance_floor) > 0:
+        raise ScoreInputError(f"gbc: variance_floor must be > 0; got {variance_floor!r}.")
     Z = _reduce(features, pca_dim, "gbc")
     C = int(labels.max()) + 1
     counts, mu = class_counts_means(Z, labels, C)
     resid = Z - mu[labels]
-    onehot = np.zeros((Z.shape[0], C))
-    onehot[np.arange(Z.shape[0]), labels] = 1.0
-    var = onehot.T @ (resid * resid) / counts[:, None]
+    var = np.maximum(one_hot(labels, C).T @ (resid * resid) / counts[:, None], float(variance_floor))
+    if gaussian == "spherical":
+        s = var.mean(axis=1)
+
+        def dist(i, j):
+            avg = 0.5 * (s[i] + s[j])
+            diff = mu[i] - mu[j]
+            return (0.125 * np.einsum("pk,pk->p", diff, diff) / avg
+                    + 0.5 * (np.log(avg) - 0.5 * (np.log(s[i]) + np.log(s[j]))))
+    else:
+        logv = np.log(var).sum(axis=1)
+
+        def dist(i, j):
+            avg = 0.5 * (var[i] + var[j])
+            diff = mu[i] - mu[j]
+            return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
+                    + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
+    return _pair_sum(C, dist)
+
+
+@register_score("gbc_diag", paper=GBC_PAPER,
+                summary="GBC with per-class diagonal Gaussians shrunk toward the pooled variance "
+                        "(this project's variant)")
+def gbc_diag(features, labels, *, probs=None, reference=None, pca_dim=64):
+    """GBC with diagonal class Gaussians and a scale-free variance prior (this project's variant).
+
+    Each class is ``N(mu_c, diag(v_c))`` in the PCA-``pca_dim`` space, with the class
+    variances given a one-sample prior toward the pooled within-class variance,
+    ``v_c <- (n_c v_c + v_pool) / (n_c + 1)`` (so classes with one sample are defined, and
+    no absolute floor is needed); with ``v = (v_i + v_j)/2``
+
+        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk)),
+        GBC_diag = - sum_{i != j} exp(-D_B(i, j)).
+
+    It differs from :func:`gbc` (official spherical, 1e-4 floor) when classes have few
+    samples (the prior dominates) or unequal spreads per dimension (the diagonal log term
+    counts every dimension). Invariant to label permutation, isotropic scaling and
+    translation. Cost O(n d f + C^2 f).
+    """
+    Z = _reduce(features, pca_dim, "gbc_diag")
+    C = int(labels.max()) + 1
+    counts, mu = class_counts_means(Z, labels, C)
+    resid = Z - mu[labels]
+    var = one_hot(labels, C).T @ (resid * resid) / counts[:, None]
     pooled = (resid * resid).mean(axis=0)
     floor = 1e-12 * max(float(Z.var(axis=0).mean()), 1e-300)
     pooled = np.maximum(pooled, floor)
     var = (counts[:, None] * var + pooled) / (counts[:, None] + 1.0)
     var = np.maximum(var, floor)
-    if gaussian == "spherical":
-        var = np.repeat(var.mean(axis=1, keepdims=True), Z.shape[1], axis=1)
-    i, j = np.triu_indices(C, k=1)  # D_B is symmetric: each unordered pair once, counted twice
-    avg = 0.5 * (var[i] + var[j])
-    diff = mu[i] - mu[j]
-    d1 = 0.125 * np.einsum("pk,pk->p", diff, diff / avg)
     logv = np.log(var).sum(axis=1)
-    d2 = 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j]))
-    return -2.0 * float(np.exp(-(d1 + d2)).sum())
+
+    def dist(i, j):
+        avg = 0.5 * (var[i] + var[j])
+        diff = mu[i] - mu[j]
+        return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
+                + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
+    return _pair_sum(C, dist)
 
 
 def _coding_rate(Z: np.ndarray, eps: float) -> float:
