@@ -538,3 +538,27 @@ def test_gbc_default_is_official_pca64_spherical():
     Z = PCA(n_components=64, svd_solver="full").fit_transform(X)
     assert compute_score("gbc", X, y) == pytest.approx(_gbc_official(Z, y, "spherical"), rel=1e-7)
     assert compute_score("gbc_diag", X, y) != pytest.approx(compute_score("gbc", X, y), rel=1e-2)
+
+
+# ------------------------------------------------------------------ degenerate-score flags
+def test_hscore_at_n_below_d_is_flagged_and_params_recorded():
+    from features.scores import score_with_flag
+
+    X, y = make_problem(seed=24, n=30, d=50, C=3)
+    r = score_with_flag("hscore", X, y)
+    assert r.value == pytest.approx(2.0, rel=1e-9)
+    assert r.flag and "n <= d" in r.flag and "C - 1 = 2" in r.flag
+    X, y = make_problem(seed=24, n=80, d=10, C=3)
+    r = score_with_flag("hscore", X, y)
+    assert r.flag is None and r.value < 2.0
+    assert r.params == {}
+    p = score_with_flag("parc", X, y, pca_dim=8).params
+    assert p["pca_dim"] == 8 and "seed" in p
+
+
+def test_constant_flag():
+    from features.scores import constant_flag
+
+    assert constant_flag([99.0, 99.0, 99.0 * (1 + 1e-13)]).startswith("constant across the 3 models")
+    assert constant_flag([1.0, 1.1]) is None
+    assert constant_flag([5.0]) is None

@@ -75,17 +75,30 @@ def lgc(features, labels, *, probs=None, reference=None):
     return _safe_ratio(num, np.sqrt(max(hgh2, 0.0)) * hlh)
 
 
+def _hscore_saturated(X, y, value) -> str | None:
+    """H-score equals its maximum C - 1: the centered features span every class indicator."""
+    n, d = X.shape
+    C = int(y.max()) + 1
+    if value < (C - 1) * (1.0 - 1e-9):
+        return None
+    why = (f"n <= d ({n} samples, {d} dims), so any features of full rank give it"
+           if n <= d else "the classes have no within-class variance in the feature span, so it is")
+    return f"hscore saturates at C - 1 = {C - 1}: {why}; the value cannot rank models (use reg_hscore)"
+
+
 @register_score("hscore",
                 paper="Bao et al. 2019, 'An information-theoretic approach to transferability "
                       "in task transfer learning', ICIP",
-                summary="tr(cov(f)^+ cov(E[f|y])): class-mean variance relative to feature covariance")
+                summary="tr(cov(f)^+ cov(E[f|y])): class-mean variance relative to feature covariance",
+                degenerate=_hscore_saturated)
 def hscore(features, labels, *, probs=None, reference=None):
     """H-score (Bao et al. 2019): ``H = tr(cov(f)^+ cov(E[f|y]))``.
 
     With the thin SVD of the centered features ``Xc = U S V^T`` (numerical rank r) this is
     exactly ``H = sum_c ||U^T y_c||^2 / n_c`` (``y_c``: class indicator), i.e. the fraction of
     each class indicator explained by a linear map of the features. Range [0, C - 1]; it
-    saturates at C - 1 whenever n <= d (use ``reg_hscore`` there). Invariant to label
+    saturates at C - 1 whenever n <= d (use ``reg_hscore`` there); such a value is flagged
+    as degenerate (:func:`features.scores.score_with_flag`). Invariant to label
     permutation, any invertible linear map of the features (so isotropic scaling),
     translation and sample duplication. Cost O(n d min(n, d)).
     """

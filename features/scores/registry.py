@@ -33,6 +33,9 @@ class ScoreSpec:
     needs_reference: bool = False  # needs reference features (RSA, DDS)
     iterative: bool = False  # inherently iterative (see docs/scores.md)
     higher_is_better: bool = True
+    #: ``degenerate(X, y, value, **options) -> str | None``: why the value carries no
+    #: information for this input (e.g. H-score at n <= d), or None
+    degenerate: Callable | None = None
 
     def options(self) -> list[str]:
         """Names of the keyword options the score function accepts."""
@@ -45,7 +48,7 @@ SCORES: dict[str, ScoreSpec] = {}
 
 
 def register_score(name, *, paper, summary, needs_probs=False, needs_reference=False,
-                   iterative=False, higher_is_better=True):
+                   iterative=False, higher_is_better=True, degenerate=None):
     """Decorator registering ``fn`` in :data:`SCORES` under ``name`` (names are unique)."""
 
     def deco(fn):
@@ -53,7 +56,8 @@ def register_score(name, *, paper, summary, needs_probs=False, needs_reference=F
             raise ValueError(f"score {name!r} is already registered")
         SCORES[name] = ScoreSpec(name=name, fn=fn, paper=paper, summary=summary,
                                  needs_probs=needs_probs, needs_reference=needs_reference,
-                                 iterative=iterative, higher_is_better=higher_is_better)
+                                 iterative=iterative, higher_is_better=higher_is_better,
+                                 degenerate=degenerate)
         return fn
 
     return deco
@@ -177,6 +181,16 @@ def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
     return X, y, P, R
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """A computed score: ``value``, ``flag`` (why it is degenerate for this input, or None)
+    and ``params`` (every option it was computed with, defaults included)."""
+
+    value: float
+    flag: str | None
+    params: dict
+
+
 def compute_score(name, features, labels, *, probs=None, reference=None, **kwargs) -> float:
     """Validate the inputs once and return score ``name`` as a finite float.
 
@@ -186,6 +200,11 @@ def compute_score(name, features, labels, *, probs=None, reference=None, **kwarg
     ``kwargs``: score options (see ``get_score(name).options()``).
     Raises :class:`ScoreInputError` for unusable inputs, never returns NaN.
     """
+    return score_with_flag(name, features, labels, probs=probs, reference=reference, **kwargs).value
+
+
+def score_with_flag(name, features, labels, *, probs=None, reference=None, **kwargs) -> ScoreResult:
+    """:func:`compute_score`, plus the degeneracy flag and the effective options (:class:`ScoreResult`)."""
     spec = get_score(name)
     valid = spec.options()
     unknown = sorted(set(kwargs) - set(valid))
@@ -201,4 +220,26 @@ def compute_score(name, features, labels, *, probs=None, reference=None, **kwarg
         raise ScoreInputError(
             f"{name}: the score is not finite ({value}) for these inputs (n={X.shape[0]}, "
             f"d={X.shape[1]}, classes={int(y.max()) + 1}); check for degenerate features.")
-    return value
+    sig = inspect.signature(spec.fn)
+    params = {p: sig.parameters[p].default for p in valid}
+    params.update(kwargs)
+    flag = None
+    if spec.degenerate is not None:
+        with np.errstate(all="ignore"):
+            flag = spec.degenerate(X, y, value, **kwargs)
+    return ScoreResult(value=value, flag=flag, params=params)
+
+
+def constant_flag(values, rel: float = 1e-9) -> str | None:
+    """Flag for one method's scores of several models on one dataset that are all equal.
+
+    ``values``: the scores of the models (two or more). A score that gives every model the
+    same value cannot rank them; returns the reason, or None (fewer than 2 values, or not
+    constant).
+    """
+    v = np.asarray([float(x) for x in values], dtype=float)
+    if v.size < 2:
+        return None
+    if float(v.max() - v.min()) <= rel * max(1.0, float(np.abs(v).max())):
+        return f"constant across the {v.size} models scored on this dataset (value {v[0]:.6g})"
+    return None

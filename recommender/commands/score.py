@@ -8,7 +8,9 @@ Steps: draw a seeded, class-stratified probe of the dataset (recorded in the ``p
 table), extract each model's penultimate features and source-class probabilities on it
 (cached), compute every method, and write one row per (model, method) to the ``scores``
 table with source ``score-cli`` (re-running replaces the values). ``runtime_s`` is the time
-of the score computation alone; feature extraction time is printed per model.
+of the score computation alone; feature extraction time is printed per model. A score that
+is degenerate for its input (H-score at n <= d, or one value for every model of the run)
+is stored with a ``flag``, and the command warns; each row also records its ``params``.
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def run(args) -> int:
     from features.extract import (ExtractionError, extract_features, load_adapter, parse_model_spec, probe_inputs,
                                   resolve_device)
     from features.probe import record_probe, sample_probe
-    from features.scores import compute_score
+    from features.scores import score_with_flag
 
     _check_args(args)
     methods = _methods(args.methods)
@@ -177,15 +179,17 @@ def run(args) -> int:
                 continue
             t0 = time.perf_counter()
             try:
-                v = compute_score(spec.name, X, y, probs=P if spec.needs_probs else None,
-                                  reference=reference if spec.needs_reference else None)
+                r = score_with_flag(spec.name, X, y, probs=P if spec.needs_probs else None,
+                                    reference=reference if spec.needs_reference else None)
             except Exception as exc:  # one failing method must not lose the others
                 failed.append({"model": name, "method": spec.name, "error": f"{type(exc).__name__}: {exc}"})
                 continue
             dt = time.perf_counter() - t0
-            rows.append({"model": name, "dataset": args.dataset, "method": spec.name, "value": v,
-                         "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE})
-            results.append({"model": name, "method": spec.name, "value": v, "runtime_s": dt})
+            rows.append({"model": name, "dataset": args.dataset, "method": spec.name, "value": r.value,
+                         "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE,
+                         "flag": r.flag, "params": r.params})
+            results.append({"model": name, "method": spec.name, "value": r.value, "runtime_s": dt, "flag": r.flag})
+    warnings = _flag_degenerate(rows, results)
     res = store.commit(models=model_meta, scores=rows) if rows else None
     store.dispose()
 
@@ -206,12 +210,39 @@ def run(args) -> int:
         if res is not None:
             print(f"stored {len(rows)} score(s) in {store!r}: {res.scores_added} added, "
                   f"{res.scores_replaced} replaced, {res.scores_unchanged} unchanged")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     for f in failed:
         print(f"failed {f['method']} for {f['model']}: {f['error']}", file=sys.stderr)
     if not rows:
         print("error: no score could be computed (see the messages above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _flag_degenerate(rows, results) -> list[str]:
+    """Flag every method whose value is the same for all (>= 2) models of this run, and
+    return one warning per degenerate method (the flagged rows are stored with their flag;
+    the featurizer treats them as missing)."""
+    from features.scores import constant_flag
+
+    warnings = []
+    by_method: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_method.setdefault(r["method"], []).append(i)
+    for method, idx in by_method.items():
+        flag = constant_flag([rows[i]["value"] for i in idx])
+        if flag:
+            for i in idx:
+                rows[i]["flag"] = rows[i]["flag"] or flag
+                results[i]["flag"] = rows[i]["flag"]
+        flagged = [rows[i]["model"] for i in idx if rows[i]["flag"]]
+        if flagged:
+            why = sorted({rows[i]["flag"] for i in idx if rows[i]["flag"]})
+            warnings.append(f"{method} is degenerate for {len(flagged)} of {len(idx)} model(s) "
+                            f"({', '.join(flagged[:5])}{' ...' if len(flagged) > 5 else ''}): {'; '.join(why)}. "
+                            "Stored with its flag; recommenders treat it as missing.")
+    return warnings
 
 
 def _print_table(results, models, methods):
