@@ -562,3 +562,58 @@ def test_constant_flag():
     assert constant_flag([99.0, 99.0, 99.0 * (1 + 1e-13)]).startswith("constant across the 3 models")
     assert constant_flag([1.0, 1.1]) is None
     assert constant_flag([5.0]) is None
+
+
+# --------------------------------------------------------------------- PARC vs official code
+def test_spearman_binary_equals_scipy_with_and_without_ties():
+    from features.scores._linalg import spearman_binary
+
+    rng = np.random.default_rng(25)
+    a = rng.standard_normal(2000)
+    for frac in (0.1, 0.5, 0.9):
+        g = rng.random(2000) < frac
+        for vals in (a, np.round(a, 1)):  # no ties / many ties
+            ref = scipy.stats.spearmanr(vals, g.astype(float))[0]
+            assert spearman_binary(vals, g) == pytest.approx(ref, rel=1e-10, abs=1e-12)
+    assert spearman_binary(a, np.zeros(2000, dtype=bool)) == 0.0
+
+
+def _parc_official(X, y, f=32):
+    """PARC as the official dbolya/parc code computes it (methods.PARC with n_dims=f): sklearn
+    randomized PCA (random_state 1919, one power iteration), StandardScaler, 1 - np.corrcoef
+    of the rows for features and one-hot labels, Spearman of the upper triangles, / 100."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    f = min(f, X.shape[0])
+    Z = PCA(n_components=f, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(X)
+    Z = StandardScaler().fit_transform(Z)
+    tri = np.triu_indices(len(y), 1)
+    rdm1 = (1 - np.corrcoef(Z))[tri]
+    rdm2 = (1 - np.corrcoef(np.eye(int(y.max()) + 1)[y]))[tri]
+    return scipy.stats.spearmanr(rdm1, np.round(rdm2, 9))[0]
+
+
+@pytest.mark.parametrize("n,d", [(60, 200), (300, 128)])
+def test_parc_matches_official_algorithm_where_pca_is_exact(n, d):
+    """Features of exact rank 32 (distinct spectrum): the official randomized PCA and ours
+    both recover the exact 32 principal components, so the values must agree."""
+    rng = np.random.default_rng(26)
+    C = 5
+    y = np.arange(n) % C
+    rng.shuffle(y)
+    A = rng.standard_normal((n, 32)) * np.linspace(6.0, 1.0, 32) + 1.5 * np.eye(C)[y] @ rng.standard_normal((C, 32))
+    X = A @ np.linalg.qr(rng.standard_normal((d, 32)))[0].T
+    got = compute_score("parc", X, y)
+    assert got == pytest.approx(_parc_official(X, y), rel=1e-6)
+
+
+def test_parc_uses_every_sample_unless_capped():
+    from features.scores import score_with_flag
+
+    X, y = make_problem(seed=27, n=120, d=40, C=4, sep=1.0)
+    full = score_with_flag("parc", X, y)
+    assert full.params["max_samples"] is None
+    capped = score_with_flag("parc", X, y, max_samples=60)
+    assert capped.params["max_samples"] == 60 and capped.value != pytest.approx(full.value, rel=1e-6)
+    assert compute_score("parc", X, y, max_samples=120) == pytest.approx(full.value, rel=1e-12)

@@ -5,7 +5,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ._linalg import class_counts_means, one_hot, corr_rdm, pca, pearson, ranks, spearman, standardize, upper
+from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_binary, standardize,
+                      upper)
 from .registry import ScoreInputError, register_score
 
 PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
@@ -31,7 +32,7 @@ def _reduce(X: np.ndarray, pca_dim, name: str) -> np.ndarray:
 
 @register_score("parc", paper=PARC_PAPER,
                 summary="Spearman correlation of feature and label dissimilarity matrices (PCA to 32 dims)")
-def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=3000, seed=0):
+def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=None, seed=0):
     """Pairwise Annotation Representation Comparison (Bolya et al. 2021).
 
         PARC = spearman( triu(1 - corrcoef(Z)), triu(1 - corrcoef(onehot(y))) ),
@@ -41,16 +42,20 @@ def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_sample
     label dissimilarity takes two values (same class: 0, different: 1 + 1/(C-1)), so the
     Spearman correlation equals the Pearson correlation of the ranked feature
     dissimilarities with the "different class" indicator. Returned in [-1, 1] (the paper
-    prints x100). More than ``max_samples`` samples: a seeded, label-independent subset is
-    used (the n x n matrices grow quadratically). Invariant to label permutation and
+    prints x100). All samples are used by default; ``max_samples`` (a stated cap, recorded
+    with the stored score's ``params``) scores a seeded, label-independent subset instead,
+    which changes the value (the n x n matrices grow quadratically: about 1 GB of memory at
+    n = 5,000). Invariant to label permutation and
     isotropic scaling; cost O(n d f + n^2 (f + log n)).
     """
     sub = _subsample(features.shape[0], max_samples, seed, "parc")
     if sub is not None:
         features, labels = features[sub], labels[sub]
     Z = standardize(_reduce(features, pca_dim, "parc"))
-    diff = (labels[:, None] != labels[None, :]).astype(float)
-    return pearson(ranks(upper(corr_rdm(Z))), upper(diff))
+    n = Z.shape[0]
+    tri = np.triu(np.ones((n, n), dtype=bool), k=1)
+    corr = np.clip(corr_matrix(Z)[tri], -1.0, 1.0)  # the dissimilarity 1 - corr ranks in reverse
+    return -spearman_binary(corr, (labels[:, None] != labels[None, :])[tri])
 
 
 def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
@@ -85,7 +90,7 @@ def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
                 paper="Dwivedi & Roig 2019, 'Representation similarity analysis for efficient "
                       "task taxonomy & transfer learning', CVPR",
                 summary="Spearman correlation of the model's and a reference model's dissimilarity matrices")
-def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_samples=3000, seed=0):
+def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_samples=None, seed=0):
     """Representation Similarity Analysis score (Dwivedi & Roig 2019).
 
         RSA = spearman( triu(1 - corrcoef(z(F))), triu(1 - corrcoef(z(R))) )
@@ -130,7 +135,7 @@ def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
                       "initialization selection in task transfer learning', ECCV",
                 summary="CKA between cosine dissimilarity matrices of z-scored model and reference features")
 def dds(features, labels, *, probs=None, reference=None, distance="cosine", debiased=True,
-        pca_dim=None, max_samples=3000, seed=0):
+        pca_dim=None, max_samples=None, seed=0):
     """Duality Diagram Similarity (Dwivedi et al. 2020).
 
     Both inputs are z-scored per column (the duality-diagram weighting), turned into
