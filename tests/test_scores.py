@@ -16,7 +16,7 @@ REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore"
             "split_lr", "rsa", "dds"}
 EXTRA = {"gbc", "gbc_diag", "transrate", "nleep", "sfda", "etran"}
 #: scores documented (docs/scores.md) as invariant to isotropic feature scaling
-SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran", "gbc"}
+SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran", "gbc", "split_lr"}
 #: scores documented as invariant to duplicating every sample
 DUP_INVARIANT = {"lfc", "lgc", "hscore", "leep", "nce", "transrate"}
 ALL = sorted(SCORES)
@@ -323,15 +323,23 @@ def test_dds_matches_explicit_cka():
     assert compute_score("dds", X, y, reference=R, debiased=False) == pytest.approx(ref, rel=1e-9)
 
 
-def test_split_lr_split_is_stratified_and_seeded():
-    from features.scores.probabilistic import stratified_half
+def _split_logistic_official(X, y, percent_train=0.5):
+    """PARC's SplitLogistic.forward (dbolya/parc methods.py, n_dims=None): contiguous split
+    ``data[:n - int(p n)]`` / ``data[n - int(p n):]``, raw features, lbfgs, max_iter 20, tol 0.1."""
+    from sklearn.linear_model import LogisticRegression
 
-    y = np.repeat(np.arange(4), [10, 7, 1, 4])
-    tr, te = stratified_half(y, 0)
-    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(len(y)))
-    assert np.bincount(y[tr], minlength=4).tolist() == [5, 4, 1, 2]
-    assert np.array_equal(stratified_half(y, 0)[0], tr)
-    assert not np.array_equal(stratified_half(y, 1)[0], tr)
+    split = X.shape[0] - int(percent_train * X.shape[0])
+    clf = LogisticRegression(random_state=0, solver="lbfgs", max_iter=20, tol=1e-1).fit(X[:split], y[:split])
+    return 100 * (clf.predict(X[split:]) == y[split:]).mean()
+
+
+@pytest.mark.parametrize("seed,n,d,C", [(0, 90, 12, 3), (1, 101, 30, 5), (2, 64, 100, 4)])
+def test_split_lr_follows_parc_split_logistic(seed, n, d, C):
+    X, y = make_problem(seed=seed, n=n, d=d, C=C, sep=1.0)
+    X = 3.0 * X + 1.0  # raw features: no scaling in the protocol
+    perm = np.random.default_rng(7).permutation(n)  # split_lr's seeded sample order
+    ref = _split_logistic_official(X[perm], y[perm]) / 100
+    assert compute_score("split_lr", X, y, seed=7) == pytest.approx(ref, abs=1e-12)
 
 
 def test_parc_ensemble_adds_depth_prior():
