@@ -118,13 +118,16 @@ def main(argv=None) -> int:
     ap.add_argument("--naive", action="store_true", help="time the per-class LogME (default only at n <= 1000)")
     args = ap.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
-    ref_repeats = args.ref_repeats or (repeats if args.n <= 1000 else 1)
+    ref_repeats = max(1, args.ref_repeats or (repeats if args.n <= 1000 else 1))
     if args.threads:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(args.threads)
     names = args.scores or list_scores()
     refs = None if args.no_references else load_references()
+    if refs:  # import what the references use before timing them
+        import sklearn.covariance, sklearn.decomposition, sklearn.linear_model, sklearn.metrics  # noqa: F401,E401
+        import sklearn.preprocessing  # noqa: F401
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     X, y, P, R = make_inputs(args.n, args.d, args.classes, args.source_classes)
@@ -157,17 +160,28 @@ def main(argv=None) -> int:
                 ms = _interleaved([lambda: compute_score(name, X, y, **kw())], repeats)[0]
                 tail = ""
             else:
-                what, fn = ref
-                X64, P64, R64 = X.astype(np.float64), P.astype(np.float64), R.astype(np.float64)
-                ms, _ = _interleaved([lambda: compute_score(name, X, y, **kw())], repeats)[0], None
-                rms = _interleaved([lambda: fn(X64, y, P64, R64)], ref_repeats)[0] if ref_repeats else float("nan")
-                rv = float(fn(X64, y, P64, R64))
+                what, fn64 = ref
+
+                def fn(X, y, P, R, fn64=fn64):  # same float32 inputs; cast to float64 inside the timing
+                    return fn64(X.astype(np.float64), y, P.astype(np.float64), R.astype(np.float64))
+
+                ours_t, ref_t = [], []
+                compute_score(name, X, y, **kw())  # warm-up of ours (references can take minutes: none)
+                for r in range(max(repeats, ref_repeats)):  # interleaved: same load for both
+                    if r < repeats:
+                        t0 = time.perf_counter()
+                        compute_score(name, X, y, **kw())
+                        ours_t.append((time.perf_counter() - t0) * 1e3)
+                    if r < ref_repeats:
+                        t0 = time.perf_counter()
+                        rv = float(fn(X, y, P, R))
+                        ref_t.append((time.perf_counter() - t0) * 1e3)
+                ms, rms = statistics.median(ours_t), statistics.median(ref_t)
                 rel = abs(value - rv) / max(abs(rv), 1e-300)
                 rho = "-"
                 if sets:
                     ours = [compute_score(name, Xk, yk, **kw(Pk, Rk)) for Xk, yk, Pk, Rk in sets]
-                    theirs = [fn(Xk.astype(np.float64), yk, Pk.astype(np.float64), Rk.astype(np.float64))
-                              for Xk, yk, Pk, Rk in sets]
+                    theirs = [fn(Xk, yk, Pk, Rk) for Xk, yk, Pk, Rk in sets]
                     rho = _spearman(ours, theirs)
                 tail = f"{rms:>11.1f}  {rms / ms:>7.1f}x  {rel:>9.2e}  {rho:>8}  {what}"
             if label != name:  # an extra reference row: no target verdict of its own

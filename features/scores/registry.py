@@ -100,8 +100,10 @@ def _finite_matrix(name: str, what: str, arr, n: int | None = None) -> np.ndarra
     if a.shape[1] == 0:
         raise ScoreInputError(f"{name}: {what} has no columns (shape {a.shape}).")
     a = a.astype(np.float64, copy=False)
-    bad = ~np.isfinite(a)
-    if bad.any():
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.add.reduce(a, axis=None))  # one pass; NaN/inf make it non-finite
+    bad = ~np.isfinite(a) if not np.isfinite(total) else None  # (or a finite overflow: checked below)
+    if bad is not None and bad.any():
         n_nan = int(np.isnan(a).sum())
         n_inf = int(bad.sum()) - n_nan
         r, c = np.argwhere(bad)[0]
@@ -141,7 +143,7 @@ def _labels(name: str, labels, n_min: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def _probs(name: str, probs, n: int) -> np.ndarray:
     p = _finite_matrix(name, "probs", probs, n)
-    if (p < 0).any():
+    if p.min() < 0:
         r, c = np.argwhere(p < 0)[0]
         raise ScoreInputError(
             f"{name}: probs must be source-class probabilities (>= 0); probs[{r}, {c}] = "
@@ -153,7 +155,10 @@ def _probs(name: str, probs, n: int) -> np.ndarray:
         raise ScoreInputError(
             f"{name}: each row of probs must sum to 1 ({int(off.sum())} rows do not; row {r} "
             f"sums to {s[r]:.6g}). Pass softmax probabilities, not logits.")
-    return p / s[:, None]
+    if p is probs or (isinstance(probs, np.ndarray) and np.shares_memory(p, probs)):
+        return p / s[:, None]  # never modify the caller's array
+    p /= s[:, None]
+    return p
 
 
 def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
