@@ -190,23 +190,27 @@ def test_logme_fast_equals_naive(shape):
     assert compute_score("logme", X, y) == pytest.approx(logme_naive(X, y), rel=1e-6)
 
 
-@pytest.mark.parametrize("d", [5, 12])
-def test_hscore_equals_closed_form(d):
+@pytest.mark.parametrize("d,const,n", [(5, True, 70), (12, True, 70), (12, False, 70), (90, False, 70),
+                                       (90, True, 40)])
+def test_hscore_equals_closed_form(d, const, n):
+    """Every route: full column rank (Cholesky), rank-deficient (SVD), n <= d (saturated)."""
     rng = np.random.default_rng(8)
-    n = 70
     y = np.arange(n) % 4
     f = rng.standard_normal((n, d)) + np.eye(4, d)[y] * 2
-    f[:, -1] = 3.0  # a constant column: pinv must ignore it
+    if const:
+        f[:, -1] = 3.0  # a constant column: pinv must ignore it
+    if n < 50:  # rank 20 < n - 1 although n <= d: not saturated
+        f = f[:, :20] @ rng.standard_normal((20, d))
     g = np.stack([f[y == y[i]].mean(axis=0) for i in range(n)])
     closed = np.trace(np.linalg.pinv(np.cov(f, rowvar=False, bias=True)) @ np.cov(g, rowvar=False, bias=True))
     assert compute_score("hscore", f, y) == pytest.approx(closed, rel=1e-7)
 
 
-def test_reg_hscore_matches_sklearn_ledoit_wolf():
+@pytest.mark.parametrize("n,d", [(40, 25), (30, 60)])
+def test_reg_hscore_matches_sklearn_ledoit_wolf(n, d):
     from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage as sk_shrink
 
     rng = np.random.default_rng(9)
-    n, d = 40, 25
     y = np.arange(n) % 3
     f = rng.standard_normal((n, d)) + np.eye(3, d)[y]
     assert ledoit_wolf_shrinkage(f) == pytest.approx(sk_shrink(f - f.mean(0)), rel=1e-9)
