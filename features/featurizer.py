@@ -120,7 +120,6 @@ def _merge_meta(saved: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:
     return out.reindex(columns=cols)
 
 
-
 def _informative_scores(scores: pd.DataFrame) -> pd.DataFrame:
     """``scores`` without the (dataset, method) groups whose value is the same for every one
     of two or more models: such a score cannot rank models, so it is missing, not information
@@ -131,6 +130,7 @@ def _informative_scores(scores: pd.DataFrame) -> pd.DataFrame:
     lo, hi, size = g.transform("min"), g.transform("max"), g.transform("size")
     const = (size >= 2) & ((hi - lo) <= 1e-9 * np.maximum(1.0, np.maximum(hi.abs(), lo.abs())))
     return scores[~const.to_numpy()]
+
 
 class Featurizer:
     """Learns vocabularies, imputation values, scalers and collaborative statistics from a
