@@ -120,6 +120,17 @@ def nce_official(X, y, P, R=None, eps=1e-5):
     return float((joint * np.log(joint / marg[None, :])).sum())
 
 
+def nce_formula(X, y, P, R=None):
+    """The NCE of Tran et al. 2019 as dbolya/parc computes it, without the 1e-5 smoothing of
+    every (target, source) cell (with 1000 source classes that smoothing outweighs the data)."""
+    z = P.argmax(axis=-1)
+    n, nz = len(y), P.shape[1]
+    joint = (np.eye(int(y.max()) + 1)[y].T @ np.eye(nz)[z]) / n
+    marg = np.broadcast_to(np.eye(nz)[z].sum(axis=0)[None, :] / n, joint.shape)
+    nzm = joint > 0
+    return float((joint[nzm] * np.log(joint[nzm] / marg[nzm])).sum())
+
+
 # ------------------------------------------------------------------- thuml/LogME LogME.py
 def logme_thuml(X, y, P=None, R=None):
     """LogME._fit_fixed_point: 11 iterations at most, stop at |dt|/t <= 1e-3, 1e-5 guards,
@@ -330,7 +341,7 @@ REFERENCES = {
     "split_lr": ("dbolya/parc methods.SplitLogistic (same sample order)", split_lr_official),
     "hscore": ("dbolya/parc methods.HScore (fast)", hscore_official),
     "leep": ("dbolya/parc methods.LEEP", leep_official),
-    "nce": ("dbolya/parc methods.NegativeCrossEntropy (eps 1e-5)", nce_official),
+    "nce": ("Tran et al. formula (dbolya/parc NCE without eps)", nce_formula),
     "logme": ("thuml/LogME fixed point", logme_thuml),
     "gbc": ("google-research stable_transfer gbc (PCA 64, spherical)", gbc_official),
     "transrate": ("TransRate authors' code", transrate_official),
@@ -342,4 +353,5 @@ REFERENCES = {
 #: further references of one score (printed as extra rows)
 EXTRA_REFERENCES = {
     "logme": [("tllib / LogME._fit_icml (1% tolerance)", logme_tllib)],
+    "nce": [("dbolya/parc methods.NegativeCrossEntropy (eps 1e-5)", nce_official)],
 }
