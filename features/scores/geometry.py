@@ -5,8 +5,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_binary, standardize,
-                      upper)
+from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_binary,
+                      standardize)
 from .registry import ScoreInputError, register_score
 
 PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
@@ -103,9 +103,12 @@ def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_sampl
     sub = _subsample(features.shape[0], max_samples, seed, "rsa")
     if sub is not None:
         features, reference = features[sub], reference[sub]
-    a = corr_rdm(standardize(_reduce(features, pca_dim, "rsa")))
-    b = corr_rdm(standardize(_reduce(reference, pca_dim, "rsa")))
-    return spearman(upper(a), upper(b))
+    n = features.shape[0]
+    tri = np.triu(np.ones((n, n), dtype=bool), k=1)
+    # 1 - corr ranks both sides in reverse, which leaves the Spearman correlation unchanged
+    a = np.clip(corr_matrix(standardize(_reduce(features, pca_dim, "rsa")))[tri], -1.0, 1.0)
+    b = np.clip(corr_matrix(standardize(_reduce(reference, pca_dim, "rsa")))[tri], -1.0, 1.0)
+    return spearman(a, b)
 
 
 def _cosine_rdm(X: np.ndarray) -> np.ndarray:
