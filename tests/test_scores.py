@@ -629,3 +629,29 @@ def test_parc_uses_every_sample_unless_capped():
     capped = score_with_flag("parc", X, y, max_samples=60)
     assert capped.params["max_samples"] == 60 and capped.value != pytest.approx(full.value, rel=1e-6)
     assert compute_score("parc", X, y, max_samples=120) == pytest.approx(full.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "pearson"])
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_dds_debiased_equals_explicit_u_centering(case, distance):
+    """The n x n-free debiased DDS equals U-centering the explicit dissimilarity matrices
+    (the official DDS code, dbolya/parc methods.DDS, for distance='cosine')."""
+    from features.scores._linalg import corr_rdm, standardize
+    from features.scores.geometry import _center_gram, _cosine_rdm
+
+    X, y = _slow_case(*case)
+    _, R = aux(X, y)
+    X[:, 0] = 1.0  # a constant column, z-scored to 0
+    rdm = _cosine_rdm if distance == "cosine" else corr_rdm
+    a = _center_gram(rdm(standardize(X)), True)
+    b = _center_gram(rdm(standardize(R)), True)
+    ref = np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    assert compute_score("dds", X, y, reference=R, distance=distance) == pytest.approx(ref, rel=1e-9)
+    if distance == "cosine":
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
+        from score_references import dds_official
+
+        assert compute_score("dds", X, y, reference=R) == pytest.approx(dds_official(X, y, None, R), rel=1e-9)

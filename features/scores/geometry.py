@@ -118,6 +118,51 @@ def _cosine_rdm(X: np.ndarray) -> np.ndarray:
     return 1.0 - Z @ Z.T
 
 
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), so ``A A^T`` is the cosine similarity."""
+    norm = np.sqrt(np.sum(X * X, axis=1))
+    ok = norm > 0
+    return np.where(ok[:, None], X / np.where(ok, norm, 1.0)[:, None], 0.0)
+
+
+def _unit_centered_rows(X: np.ndarray) -> np.ndarray:
+    """Rows centered and scaled to unit length, as in :func:`corr_matrix` (``A A^T`` = row correlations)."""
+    Z = X - X.mean(axis=1, keepdims=True)
+    norm = np.sqrt(np.sum(Z * Z, axis=1))
+    ok = norm > 1e-12 * max(float(norm.max(initial=0.0)), 1e-300)
+    return np.where(ok[:, None], Z / np.where(ok, norm, 1.0)[:, None], 0.0)
+
+
+def _debiased_linear_cka(A: np.ndarray, B: np.ndarray) -> float:
+    """CKA of the U-centered Gram matrices ``K = A A^T`` and ``L = B B^T`` without forming them.
+
+    With ``K~ = K - diag(K)`` the U-centered inner product is proportional to (Song et al. 2012)
+    ``tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1``, and every term follows from
+    ``||A^T B||_F^2``, the row norms and ``A^T 1``; ``||K~||`` likewise. Equals centering
+    ``1 - K`` and ``1 - L`` with :func:`_center_gram` (``debiased=True``): U-centering removes
+    the constant and the sign cancels in the ratio.
+    """
+    from ._linalg import sq_frobenius_gram
+
+    n = A.shape[0]
+
+    def parts(X):
+        kd = np.sum(X * X, axis=1)  # diag(K)
+        k1 = X @ X.sum(axis=0) - kd  # K~ 1
+        return kd, k1, float(k1.sum())
+
+    def hsic(tr, s1, s2, v12):
+        return tr + s1 * s2 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * v12
+
+    ad, a1, as_ = parts(A)
+    bd, b1, bs = parts(B)
+    AB = A.T @ B
+    hab = hsic(float(np.sum(AB * AB)) - float(ad @ bd), as_, bs, float(a1 @ b1))
+    haa = hsic(sq_frobenius_gram(A) - float(ad @ ad), as_, as_, float(a1 @ a1))
+    hbb = hsic(sq_frobenius_gram(B) - float(bd @ bd), bs, bs, float(b1 @ b1))
+    return float(hab / np.sqrt(haa * hbb)) if haa > 0 and hbb > 0 else 0.0
+
+
 def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
     """Centered Gram matrix; ``debiased``: U-centering (Szekely & Rizzo 2014), zero diagonal."""
     K = K.copy()
@@ -147,8 +192,12 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
 
         DDS = <HDH, HD'H> / (||HDH|| ||HD'H||)
 
-    using U-centering when ``debiased`` (needs n >= 4). Labels are not used. Invariant to
-    isotropic scaling and label permutation. Cost O(n^2 d).
+    using U-centering when ``debiased`` (needs n >= 4). U-centering removes constants and
+    ignores the diagonal, so with ``D = 1 - A A^T`` (``A``: unit rows) the debiased DDS is the
+    debiased linear CKA of ``A`` and ``A'``, evaluated from ``A^T A'``, the smaller Gram
+    matrices and row sums (:func:`_debiased_linear_cka`): no n x n matrix. Labels are not
+    used. Invariant to isotropic scaling and label permutation. Cost O(n d min(n, d) + n d d')
+    debiased, O(n^2 d) otherwise.
     """
     if distance not in ("cosine", "pearson"):
         raise ScoreInputError(f"dds: distance must be 'cosine' or 'pearson'; got {distance!r}.")
@@ -157,6 +206,10 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
         features, reference = features[sub], reference[sub]
     if debiased and features.shape[0] < 4:
         raise ScoreInputError("dds: the debiased estimator needs at least 4 samples; pass debiased=False.")
+    if debiased:  # U-centering ignores the diagonal: the linear-kernel form, no n x n matrix
+        unit = _unit_rows if distance == "cosine" else _unit_centered_rows
+        return _debiased_linear_cka(unit(standardize(_reduce(features, pca_dim, "dds"))),
+                                    unit(standardize(_reduce(reference, pca_dim, "dds"))))
     rdm = _cosine_rdm if distance == "cosine" else corr_rdm
     a = _center_gram(rdm(standardize(_reduce(features, pca_dim, "dds"))), debiased)
     b = _center_gram(rdm(standardize(_reduce(reference, pca_dim, "dds"))), debiased)
