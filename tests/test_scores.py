@@ -655,3 +655,8 @@ def test_dds_debiased_equals_explicit_u_centering(case, distance):
         from score_references import dds_official
 
         assert compute_score("dds", X, y, reference=R) == pytest.approx(dds_official(X, y, None, R), rel=1e-9)
+
+
+def test_knn1_blocks_give_the_same_value():
+    X, y = make_problem(seed=28, n=45, d=5, C=3, sep=1.2)
+    assert compute_score("knn1", X, y, block=7) == compute_score("knn1", X, y)

@@ -219,11 +219,12 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
 
 @register_score("knn1", paper="1-nearest-neighbour baseline, as benchmarked in " + PARC_PAPER,
                 summary="leave-one-out 1-nearest-neighbour accuracy (Euclidean)")
-def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", block=2048):
+def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", block=8192):
     """Leave-one-out 1-NN accuracy: ``mean_i [y_{nn(i)} = y_i]``, ``nn(i) = argmin_{j != i} dist``.
 
     ``metric``: "euclidean" or "cosine". Ties go to the lowest index. Distances are
-    computed in row blocks of ``block`` (memory O(block n)). Invariant to label
+    computed in row blocks of ``block`` (memory O(block n); up to 8192 samples in one
+    symmetric product). Invariant to label
     permutation, isotropic scaling, translation and rotation (euclidean); *not* to sample
     duplication (a duplicate is its own nearest neighbour). Cost O(n^2 d).
     """
