@@ -12,14 +12,16 @@ from .registry import ScoreInputError, register_score
 
 def _leep_from_probs(theta: np.ndarray, labels: np.ndarray) -> float:
     n = theta.shape[0]
-    joint = one_hot(labels).T @ theta / n  # P(y, z): (C, Z)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], np.arange(int(labels.max()) + 1))
+    joint = np.add.reduceat(theta[order], starts, axis=0) / n  # P(y, z): (C, Z), class sums
     marginal = theta.sum(axis=0) / n  # P(z)
     cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P(y | z)
-    eep = np.sum(theta * cond[labels], axis=1)
+    eep = np.einsum("iz,iz->i", theta, cond[labels])
     return float(np.mean(np.log(np.maximum(eep, 1e-300))))
 
 
-@register_score("leep", needs_probs=True,
+@register_score("leep", needs_probs=True, uses_features=False,
                 paper="Nguyen et al. 2020, 'LEEP: A new measure to evaluate transferability of "
                       "learned representations', ICML",
                 summary="log expected empirical prediction of the source head through P(y|z)")
@@ -37,7 +39,7 @@ def leep(features, labels, *, probs=None, reference=None):
     return _leep_from_probs(probs, labels)
 
 
-@register_score("nce", needs_probs=True,
+@register_score("nce", needs_probs=True, uses_features=False,
                 paper="Tran et al. 2019, 'Transferability and hardness of supervised "
                       "classification tasks', ICCV",
                 summary="negative conditional entropy of target labels given the source argmax label")

@@ -31,6 +31,7 @@ class ScoreSpec:
     summary: str
     needs_probs: bool = False  # needs source-class probabilities (LEEP, NCE)
     needs_reference: bool = False  # needs reference features (RSA, DDS)
+    uses_features: bool = True  # False: features are only validated, never cast (LEEP, NCE)
     iterative: bool = False  # inherently iterative (see docs/scores.md)
     higher_is_better: bool = True
     #: ``degenerate(X, y, value, **options) -> str | None``: why the value carries no
@@ -48,7 +49,7 @@ SCORES: dict[str, ScoreSpec] = {}
 
 
 def register_score(name, *, paper, summary, needs_probs=False, needs_reference=False,
-                   iterative=False, higher_is_better=True, degenerate=None):
+                   iterative=False, higher_is_better=True, degenerate=None, uses_features=True):
     """Decorator registering ``fn`` in :data:`SCORES` under ``name`` (names are unique)."""
 
     def deco(fn):
@@ -57,7 +58,7 @@ def register_score(name, *, paper, summary, needs_probs=False, needs_reference=F
         SCORES[name] = ScoreSpec(name=name, fn=fn, paper=paper, summary=summary,
                                  needs_probs=needs_probs, needs_reference=needs_reference,
                                  iterative=iterative, higher_is_better=higher_is_better,
-                                 degenerate=degenerate)
+                                 degenerate=degenerate, uses_features=uses_features)
         return fn
 
     return deco
@@ -81,7 +82,7 @@ def get_score(name) -> ScoreSpec:
 
 
 # ----------------------------------------------------------------------------- validation
-def _finite_matrix(name: str, what: str, arr, n: int | None = None) -> np.ndarray:
+def _finite_matrix(name: str, what: str, arr, n: int | None = None, cast: bool = True) -> np.ndarray:
     try:
         a = np.asarray(arr)
     except Exception as exc:  # ragged lists etc.
@@ -99,7 +100,8 @@ def _finite_matrix(name: str, what: str, arr, n: int | None = None) -> np.ndarra
             f"{name}: {what} has {a.shape[0]} rows but there are {n} labels; they must match.")
     if a.shape[1] == 0:
         raise ScoreInputError(f"{name}: {what} has no columns (shape {a.shape}).")
-    a = a.astype(np.float64, copy=False)
+    if cast:
+        a = a.astype(np.float64, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
         total = float(np.add.reduce(a, axis=None))  # one pass; NaN/inf make it non-finite
     bad = ~np.isfinite(a) if not np.isfinite(total) else None  # (or a finite overflow: checked below)
@@ -165,7 +167,7 @@ def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
     """Validated ``(X float64 [n,d], y int [n] in 0..C-1, probs, reference)`` for score ``name``."""
     spec = get_score(name)
     y, _ = _labels(name, labels)
-    X = _finite_matrix(name, "features", features, len(y))
+    X = _finite_matrix(name, "features", features, len(y), cast=spec.uses_features)
     P = R = None
     if spec.needs_probs:
         if probs is None:
