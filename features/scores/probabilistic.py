@@ -13,11 +13,13 @@ from .registry import ScoreInputError, register_score
 def _leep_from_probs(theta: np.ndarray, labels: np.ndarray) -> float:
     n = theta.shape[0]
     order = np.argsort(labels, kind="stable")
-    starts = np.searchsorted(labels[order], np.arange(int(labels.max()) + 1))
-    joint = np.add.reduceat(theta[order], starts, axis=0) / n  # P(y, z): (C, Z), class sums
-    marginal = theta.sum(axis=0) / n  # P(z)
+    C = int(labels.max()) + 1
+    b = np.searchsorted(labels[order], np.arange(C + 1))  # class c: rows b[c]:b[c+1] of ts
+    ts = theta[order]  # rows grouped by class: contiguous blocks, no one-hot product
+    joint = np.stack([ts[b[c]:b[c + 1]].sum(axis=0) for c in range(C)]) / n  # P(y, z): (C, Z)
+    marginal = joint.sum(axis=0)  # P(z)
     cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P(y | z)
-    eep = np.einsum("iz,iz->i", theta, cond[labels])
+    eep = np.concatenate([ts[b[c]:b[c + 1]] @ cond[c] for c in range(C)])  # (sorted order)
     return float(np.mean(np.log(np.maximum(eep, 1e-300))))
 
 
