@@ -30,7 +30,8 @@ Feature groups (select with ``groups="d,m,s"``, as in the ablations of Li et al.
 ``s`` -- model-selection scores
     per method ``s:z:<method>``: the score standardized PER DATASET (z-score across the
     models scored on that dataset; raw scales of different datasets are incomparable);
-    ``s:missing:<method>`` = 1 where the pair has no score.
+    ``s:missing:<method>`` = 1 where the pair has no score. A score flagged as degenerate
+    when computed, or equal for all (>= 2) models of a dataset, counts as missing.
 
 Missing meta values get an explicit ``...:missing`` indicator column and are imputed with
 the training median (never a silent zero). Dense columns are standardized with the
@@ -117,6 +118,18 @@ def _merge_meta(saved: pd.DataFrame, new: pd.DataFrame | None) -> pd.DataFrame:
     a = a.reindex(columns=cols)
     out = b.combine_first(a)
     return out.reindex(columns=cols)
+
+
+def _informative_scores(scores: pd.DataFrame) -> pd.DataFrame:
+    """``scores`` without the (dataset, method) groups whose value is the same for every one
+    of two or more models: such a score cannot rank models, so it is missing, not information
+    (like a score flagged as degenerate when it was computed, see docs/scores.md)."""
+    if scores.empty:
+        return scores
+    g = scores.groupby(["dataset", "method"])["value"]
+    lo, hi, size = g.transform("min"), g.transform("max"), g.transform("size")
+    const = (size >= 2) & ((hi - lo) <= 1e-9 * np.maximum(1.0, np.maximum(hi.abs(), lo.abs())))
+    return scores[~const.to_numpy()]
 
 
 class Featurizer:
@@ -296,7 +309,7 @@ class Featurizer:
                 new = new[new["dataset"].isin(only_datasets)]
             scores = pd.concat([scores, new], ignore_index=True)
             scores = scores.drop_duplicates(["model", "dataset", "method"], keep="last")
-        return models, datasets, scores
+        return models, datasets, _informative_scores(scores)
 
     def _dense_block(self, pairs: pd.DataFrame, history, fitting: bool):
         models, datasets, scores = self._context(history, only_datasets=pd.unique(pairs["dataset"]))

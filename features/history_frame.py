@@ -89,6 +89,8 @@ class HistoryFrame:
             models = models[models["name"].isin(keep_models)]
             scores = scores[scores["model"].isin(keep_models)]
         datasets = store.datasets_frame().drop(columns=["id"], errors="ignore")
+        if "flag" in scores:  # a degenerate score (flagged when computed) is missing, not information
+            scores = scores[scores["flag"].isna()]
         if not scores.empty:
             scores = (scores.groupby(["model", "dataset", "method"], sort=True)["value"].mean().reset_index())
         return cls(targets=targets, models=models, datasets=datasets, scores=scores)
@@ -189,6 +191,8 @@ def _normalize_scores(s) -> pd.DataFrame:
     for c in SCORE_COLUMNS:
         if c not in s.columns:
             raise RecommenderError(f"history scores need columns {SCORE_COLUMNS}; missing {c!r}")
+    if "flag" in s.columns:  # flagged (degenerate) scores are missing, not information
+        s = s[s["flag"].isna()]
     s = s[SCORE_COLUMNS].copy()
     s["model"] = s["model"].astype(str)
     s["dataset"] = s["dataset"].astype(str)

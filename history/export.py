@@ -3,7 +3,7 @@
 The export is lossless: importing the file with the ``generic`` importer into a fresh
 store reproduces the same models (with all meta-features and ``extra``), datasets, jobs
 (hyper-parameters, status, provenance, timestamps) and scores (method, probe size, seed,
-runtime, source). Layout, one table with a ``record`` column:
+runtime, source, degeneracy flag, parameters). Layout, one table with a ``record`` column:
 
 * one ``model`` row per model and one ``dataset`` row per dataset (all meta columns),
 * one ``job`` row per job (all hyper-parameters in the ``hparams`` JSON column),
@@ -35,7 +35,8 @@ from .importers.generic import DATASET_COLUMNS, MODEL_COLUMNS, PROBE_COLUMNS
 FORMATS = ("csv", "parquet")
 COLUMNS = (
     ["record", "model", "dataset", "accuracy", "regime", "metric", "status", "hparams", "source",
-     "provenance", "created_at", "method", "score", "probe_size", "seed", "runtime_s", *PROBE_COLUMNS]
+     "provenance", "created_at", "method", "score", "probe_size", "seed", "runtime_s", "flag", "params",
+     *PROBE_COLUMNS]
     + list(MODEL_COLUMNS) + ["model_extra"] + list(DATASET_COLUMNS) + ["dataset_extra"]
 )
 _INT_COLUMNS = {"probe_size", "seed", "probe_num_classes"} | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
@@ -142,6 +143,7 @@ def history_frame(store, *, source=None) -> pd.DataFrame:
             "record": "score", "model": s["model"], "dataset": s["dataset"], "method": s["method"],
             "score": _none(s["value"]), "probe_size": _none(s["probe_size"]), "seed": _none(s["seed"]),
             "runtime_s": _none(s["runtime_s"]), "source": s["source"], "created_at": _iso(_none(s["created_at"])),
+            "flag": _none(s.get("flag")), "params": _json(_none(s.get("params")), empty_as_none=True),
         })
     probes = store.probes_frame()
     if len(probes) and source is not None:

@@ -457,7 +457,9 @@ class HistoryStore:
         ``key`` (its :func:`schema.job_key`, when the caller computed it already);
         a job whose content key already exists is skipped (idempotent imports).
         ``scores``: dicts with ``model``, ``dataset``, ``method``, ``value`` and optional
-        ``probe_size``, ``seed``, ``runtime_s``, ``source``; an existing key is replaced.
+        ``probe_size``, ``seed``, ``runtime_s``, ``source``, ``flag`` (why the value is
+        degenerate, or None) and ``params`` (options it was computed with, JSON); an
+        existing key is replaced.
         Models/datasets referenced by jobs or scores but not listed are created bare.
         """
         if conn is None:
@@ -525,6 +527,8 @@ class HistoryStore:
                     "runtime_s": None if r.get("runtime_s") is None else float(r["runtime_s"]),
                     "source": str(r.get("source") or "unknown"),
                     "created_at": r.get("created_at") or now,
+                    "flag": str(r["flag"]) if r.get("flag") else None,
+                    "params": S._clean(r.get("params")) or None,
                 }
                 row["key"] = S.score_key(
                     model=str(r["model"]), dataset=str(r["dataset"]), method=row["method"],
@@ -534,22 +538,26 @@ class HistoryStore:
             keys = list(rows)
             have = {}
             for i in range(0, len(keys), 900):
-                for k, v in conn.execute(
-                    select(S.scores.c.key, S.scores.c.value).where(S.scores.c.key.in_(keys[i : i + 900]))
+                for k, v, fl, pa in conn.execute(
+                    select(S.scores.c.key, S.scores.c.value, S.scores.c.flag, S.scores.c.params)
+                    .where(S.scores.c.key.in_(keys[i : i + 900]))
                 ):
-                    have[k] = v
+                    have[k] = (v, fl, pa)
             new = [rows[k] for k in keys if k not in have]
             for i in range(0, len(new), _CHUNK):
                 conn.execute(insert(S.scores), new[i : i + _CHUNK])
             for k in keys:
                 if k in have:
-                    if have[k] is not None and abs(have[k] - rows[k]["value"]) <= 1e-12 * max(1.0, abs(have[k])):
+                    v, fl, pa = have[k]
+                    r = rows[k]
+                    if (v is not None and abs(v - r["value"]) <= 1e-12 * max(1.0, abs(v))
+                            and fl == r["flag"] and (pa or None) == r["params"]):
                         res.scores_unchanged += 1
                         continue
-                    r = rows[k]
                     conn.execute(
                         update(S.scores).where(S.scores.c.key == k).values(
-                            value=r["value"], runtime_s=r["runtime_s"], created_at=r["created_at"])
+                            value=r["value"], runtime_s=r["runtime_s"], created_at=r["created_at"],
+                            flag=r["flag"], params=r["params"])
                     )
                     res.scores_replaced += 1
             res.scores_added = len(new)
@@ -789,7 +797,7 @@ class HistoryStore:
         m, d, s = S.models, S.datasets, S.scores
         q = (
             select(m.c.name.label("model"), d.c.name.label("dataset"), s.c.method, s.c.value, s.c.probe_size,
-                   s.c.seed, s.c.runtime_s, s.c.source, s.c.created_at)
+                   s.c.seed, s.c.runtime_s, s.c.source, s.c.created_at, s.c.flag, s.c.params)
             .join(m, m.c.id == s.c.model_id).join(d, d.c.id == s.c.dataset_id).order_by(s.c.id)
         )
         q = _filter(q, s.c.method, method)
@@ -798,7 +806,7 @@ class HistoryStore:
             df = pd.DataFrame(conn.execute(q).mappings().all())
         if df.empty:
             df = pd.DataFrame(columns=["model", "dataset", "method", "value", "probe_size", "seed",
-                                       "runtime_s", "source", "created_at"])
+                                       "runtime_s", "source", "created_at", "flag", "params"])
         return df
 
     def imports_frame(self) -> pd.DataFrame:

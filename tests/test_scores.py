@@ -14,9 +14,9 @@ from history.errors import NotFoundError, RecommenderError
 
 REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore", "knn1",
             "split_lr", "rsa", "dds"}
-EXTRA = {"gbc", "transrate", "nleep", "sfda", "etran"}
+EXTRA = {"gbc", "gbc_diag", "transrate", "nleep", "sfda", "etran"}
 #: scores documented (docs/scores.md) as invariant to isotropic feature scaling
-SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran"}
+SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran", "gbc", "split_lr"}
 #: scores documented as invariant to duplicating every sample
 DUP_INVARIANT = {"lfc", "lgc", "hscore", "leep", "nce", "transrate"}
 ALL = sorted(SCORES)
@@ -107,7 +107,7 @@ def test_isotropic_scaling_invariance(name, factor):
     assert score(name, factor * X, y, P, R) == pytest.approx(score(name, X, y, P, R), rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("name", ["transrate", "sfda", "etran"])
+@pytest.mark.parametrize("name", ["transrate", "sfda", "etran", "gbc"])
 def test_scale_dependent_scores_do_depend_on_scale(name):
     X, y = make_problem(seed=3, sep=2.0)
     assert score(name, 1e-3 * X, y) != pytest.approx(score(name, X, y), rel=1e-3)
@@ -190,23 +190,27 @@ def test_logme_fast_equals_naive(shape):
     assert compute_score("logme", X, y) == pytest.approx(logme_naive(X, y), rel=1e-6)
 
 
-@pytest.mark.parametrize("d", [5, 12])
-def test_hscore_equals_closed_form(d):
+@pytest.mark.parametrize("d,const,n", [(5, True, 70), (12, True, 70), (12, False, 70), (90, False, 70),
+                                       (90, True, 40)])
+def test_hscore_equals_closed_form(d, const, n):
+    """Every route: full column rank (Cholesky), rank-deficient (SVD), n <= d (saturated)."""
     rng = np.random.default_rng(8)
-    n = 70
     y = np.arange(n) % 4
     f = rng.standard_normal((n, d)) + np.eye(4, d)[y] * 2
-    f[:, -1] = 3.0  # a constant column: pinv must ignore it
+    if const:
+        f[:, -1] = 3.0  # a constant column: pinv must ignore it
+    if n < 50:  # rank 20 < n - 1 although n <= d: not saturated
+        f = f[:, :20] @ rng.standard_normal((20, d))
     g = np.stack([f[y == y[i]].mean(axis=0) for i in range(n)])
     closed = np.trace(np.linalg.pinv(np.cov(f, rowvar=False, bias=True)) @ np.cov(g, rowvar=False, bias=True))
     assert compute_score("hscore", f, y) == pytest.approx(closed, rel=1e-7)
 
 
-def test_reg_hscore_matches_sklearn_ledoit_wolf():
+@pytest.mark.parametrize("n,d", [(40, 25), (30, 60)])
+def test_reg_hscore_matches_sklearn_ledoit_wolf(n, d):
     from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage as sk_shrink
 
     rng = np.random.default_rng(9)
-    n, d = 40, 25
     y = np.arange(n) % 3
     f = rng.standard_normal((n, d)) + np.eye(3, d)[y]
     assert ledoit_wolf_shrinkage(f) == pytest.approx(sk_shrink(f - f.mean(0)), rel=1e-9)
@@ -323,15 +327,23 @@ def test_dds_matches_explicit_cka():
     assert compute_score("dds", X, y, reference=R, debiased=False) == pytest.approx(ref, rel=1e-9)
 
 
-def test_split_lr_split_is_stratified_and_seeded():
-    from features.scores.probabilistic import stratified_half
+def _split_logistic_official(X, y, percent_train=0.5):
+    """PARC's SplitLogistic.forward (dbolya/parc methods.py, n_dims=None): contiguous split
+    ``data[:n - int(p n)]`` / ``data[n - int(p n):]``, raw features, lbfgs, max_iter 20, tol 0.1."""
+    from sklearn.linear_model import LogisticRegression
 
-    y = np.repeat(np.arange(4), [10, 7, 1, 4])
-    tr, te = stratified_half(y, 0)
-    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(len(y)))
-    assert np.bincount(y[tr], minlength=4).tolist() == [5, 4, 1, 2]
-    assert np.array_equal(stratified_half(y, 0)[0], tr)
-    assert not np.array_equal(stratified_half(y, 1)[0], tr)
+    split = X.shape[0] - int(percent_train * X.shape[0])
+    clf = LogisticRegression(random_state=0, solver="lbfgs", max_iter=20, tol=1e-1).fit(X[:split], y[:split])
+    return 100 * (clf.predict(X[split:]) == y[split:]).mean()
+
+
+@pytest.mark.parametrize("seed,n,d,C", [(0, 90, 12, 3), (1, 101, 30, 5), (2, 64, 100, 4)])
+def test_split_lr_follows_parc_split_logistic(seed, n, d, C):
+    X, y = make_problem(seed=seed, n=n, d=d, C=C, sep=1.0)
+    X = 3.0 * X + 1.0  # raw features: no scaling in the protocol
+    perm = np.random.default_rng(7).permutation(n)  # split_lr's seeded sample order
+    ref = _split_logistic_official(X[perm], y[perm]) / 100
+    assert compute_score("split_lr", X, y, seed=7) == pytest.approx(ref, abs=1e-12)
 
 
 def test_parc_ensemble_adds_depth_prior():
@@ -394,10 +406,10 @@ def test_sfda_matches_direct_lda_reference(case):
 
 
 @pytest.mark.parametrize("case", SLOW_CASES)
-def test_gbc_matches_pairwise_loop_reference(case):
+def test_gbc_diag_matches_pairwise_loop_reference(case):
     X, y = _slow_case(*case)
     C = int(y.max()) + 1
-    got = compute_score("gbc", X, y, pca_dim=None)
+    got = compute_score("gbc_diag", X, y, pca_dim=None)
     pooled = np.mean([(X[i] - X[y == y[i]].mean(0)) ** 2 for i in range(len(y))], axis=0)
     mu, var = [], []
     for c in range(C):
@@ -485,3 +497,166 @@ def test_etran_energy_fraction_averages_lowest_energies():
     assert full - low == pytest.approx(lse.mean() - lse[:5].mean(), rel=1e-9)
     with pytest.raises(ScoreInputError, match="etran: energy_fraction"):
         compute_score("etran", X, y, energy_fraction=0.0)
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_etran_sample_and_feature_routes_agree(case):
+    """etran picks the n x n or the d x d Gram matrix by shape; both routes give one value."""
+    from features.scores.etran import _etran_value
+
+    X, y = _slow_case(*case)
+    X = X + 0.7
+    a = _etran_value(X, y, 1.0, 0.8, 1e-4, "samples")
+    b = _etran_value(X, y, 1.0, 0.8, 1e-4, "features")
+    assert a == pytest.approx(b, rel=1e-9)
+    assert compute_score("etran", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
+
+
+def _gbc_official(X, y, gaussian, floor=1e-4):
+    """The official GBC algorithm (google-research stable_transfer gbc.py), one class pair at a time."""
+    stats = {}
+    for c in np.unique(y):
+        Xc = X[y == c]
+        stats[c] = (Xc.mean(0), np.maximum(Xc.var(0), floor))
+    total = 0.0
+    for c1 in stats:
+        for c2 in stats:
+            if c1 == c2:
+                continue
+            (m1, v1), (m2, v2) = stats[c1], stats[c2]
+            if gaussian == "spherical":
+                v1, v2 = np.mean(v1), np.mean(v2)
+            avg = (v1 + v2) / 2
+            db = np.sum((m1 - m2) ** 2 / avg) / 8 + 0.5 * (
+                np.sum(np.log(avg)) - 0.5 * np.sum(np.log(v1)) - 0.5 * np.sum(np.log(v2)))
+            total -= np.exp(-db)
+    return total
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+@pytest.mark.parametrize("gaussian", ["spherical", "diagonal"])
+def test_gbc_matches_official_algorithm(case, gaussian):
+    X, y = _slow_case(*case)
+    got = compute_score("gbc", X, y, pca_dim=None, gaussian=gaussian)
+    assert got == pytest.approx(_gbc_official(X, y, gaussian), rel=1e-9)
+
+
+def test_gbc_default_is_official_pca64_spherical():
+    """Default options = the official configuration: PCA to 64 dims (exact, as sklearn's full
+    SVD), spherical Gaussians, 1e-4 variance floor; five samples per class as in the issue."""
+    from sklearn.decomposition import PCA
+
+    X, y = make_problem(seed=23, n=150, d=90, C=30, sep=1.5)
+    Z = PCA(n_components=64, svd_solver="full").fit_transform(X)
+    assert compute_score("gbc", X, y) == pytest.approx(_gbc_official(Z, y, "spherical"), rel=1e-7)
+    assert compute_score("gbc_diag", X, y) != pytest.approx(compute_score("gbc", X, y), rel=1e-2)
+
+
+# ------------------------------------------------------------------ degenerate-score flags
+def test_hscore_at_n_below_d_is_flagged_and_params_recorded():
+    from features.scores import score_with_flag
+
+    X, y = make_problem(seed=24, n=30, d=50, C=3)
+    r = score_with_flag("hscore", X, y)
+    assert r.value == pytest.approx(2.0, rel=1e-9)
+    assert r.flag and "n <= d" in r.flag and "C - 1 = 2" in r.flag
+    X, y = make_problem(seed=24, n=80, d=10, C=3)
+    r = score_with_flag("hscore", X, y)
+    assert r.flag is None and r.value < 2.0
+    assert r.params == {}
+    p = score_with_flag("parc", X, y, pca_dim=8).params
+    assert p["pca_dim"] == 8 and "seed" in p
+
+
+def test_constant_flag():
+    from features.scores import constant_flag
+
+    assert constant_flag([99.0, 99.0, 99.0 * (1 + 1e-13)]).startswith("constant across the 3 models")
+    assert constant_flag([1.0, 1.1]) is None
+    assert constant_flag([5.0]) is None
+
+
+# --------------------------------------------------------------------- PARC vs official code
+def test_spearman_binary_equals_scipy_with_and_without_ties():
+    from features.scores._linalg import spearman_binary
+
+    rng = np.random.default_rng(25)
+    a = rng.standard_normal(2000)
+    for frac in (0.1, 0.5, 0.9):
+        g = rng.random(2000) < frac
+        for vals in (a, np.round(a, 1)):  # no ties / many ties
+            ref = scipy.stats.spearmanr(vals, g.astype(float))[0]
+            assert spearman_binary(vals, g) == pytest.approx(ref, rel=1e-10, abs=1e-12)
+    assert spearman_binary(a, np.zeros(2000, dtype=bool)) == 0.0
+
+
+def _parc_official(X, y, f=32):
+    """PARC as the official dbolya/parc code computes it (methods.PARC with n_dims=f): sklearn
+    randomized PCA (random_state 1919, one power iteration), StandardScaler, 1 - np.corrcoef
+    of the rows for features and one-hot labels, Spearman of the upper triangles, / 100."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    f = min(f, X.shape[0])
+    Z = PCA(n_components=f, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(X)
+    Z = StandardScaler().fit_transform(Z)
+    tri = np.triu_indices(len(y), 1)
+    rdm1 = (1 - np.corrcoef(Z))[tri]
+    rdm2 = (1 - np.corrcoef(np.eye(int(y.max()) + 1)[y]))[tri]
+    return scipy.stats.spearmanr(rdm1, np.round(rdm2, 9))[0]
+
+
+@pytest.mark.parametrize("n,d", [(60, 200), (300, 128)])
+def test_parc_matches_official_algorithm_where_pca_is_exact(n, d):
+    """Features of exact rank 32 (distinct spectrum): the official randomized PCA and ours
+    both recover the exact 32 principal components, so the values must agree."""
+    rng = np.random.default_rng(26)
+    C = 5
+    y = np.arange(n) % C
+    rng.shuffle(y)
+    A = rng.standard_normal((n, 32)) * np.linspace(6.0, 1.0, 32) + 1.5 * np.eye(C)[y] @ rng.standard_normal((C, 32))
+    X = A @ np.linalg.qr(rng.standard_normal((d, 32)))[0].T
+    got = compute_score("parc", X, y)
+    assert got == pytest.approx(_parc_official(X, y), rel=1e-6)
+
+
+def test_parc_uses_every_sample_unless_capped():
+    from features.scores import score_with_flag
+
+    X, y = make_problem(seed=27, n=120, d=40, C=4, sep=1.0)
+    full = score_with_flag("parc", X, y)
+    assert full.params["max_samples"] is None
+    capped = score_with_flag("parc", X, y, max_samples=60)
+    assert capped.params["max_samples"] == 60 and capped.value != pytest.approx(full.value, rel=1e-6)
+    assert compute_score("parc", X, y, max_samples=120) == pytest.approx(full.value, rel=1e-12)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "pearson"])
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_dds_debiased_equals_explicit_u_centering(case, distance):
+    """The n x n-free debiased DDS equals U-centering the explicit dissimilarity matrices
+    (the official DDS code, dbolya/parc methods.DDS, for distance='cosine')."""
+    from features.scores._linalg import corr_rdm, standardize
+    from features.scores.geometry import _center_gram, _cosine_rdm
+
+    X, y = _slow_case(*case)
+    _, R = aux(X, y)
+    X[:, 0] = 1.0  # a constant column, z-scored to 0
+    rdm = _cosine_rdm if distance == "cosine" else corr_rdm
+    a = _center_gram(rdm(standardize(X)), True)
+    b = _center_gram(rdm(standardize(R)), True)
+    ref = np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    assert compute_score("dds", X, y, reference=R, distance=distance) == pytest.approx(ref, rel=1e-9)
+    if distance == "cosine":
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
+        from score_references import dds_official
+
+        assert compute_score("dds", X, y, reference=R) == pytest.approx(dds_official(X, y, None, R), rel=1e-9)
+
+
+def test_knn1_blocks_give_the_same_value():
+    X, y = make_problem(seed=28, n=45, d=5, C=3, sep=1.2)
+    assert compute_score("knn1", X, y, block=7) == compute_score("knn1", X, y)

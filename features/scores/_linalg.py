@@ -51,13 +51,24 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
     """Scores of the top ``dim`` principal components of ``X`` (n, min(dim, rank)).
 
     Deterministic sign: each component's loading vector has its largest-|.| entry positive
-    (so the result does not depend on the eigen-solver). When ``dim`` is small against
-    ``min(n, d)`` the top eigenvectors of the Gram matrix come from seeded subspace
-    iteration (8 power steps, 10 extra columns; Halko et al. 2011), else from LAPACK.
+    (so the result does not depend on the eigen-solver). When ``4 dim <= min(n, d)`` the top
+    eigenvectors of the Gram matrix come from seeded subspace iteration (8 power steps, 10
+    extra columns; Halko et al. 2011; for n > d through products with ``Xc`` and ``Xc^T``,
+    never forming the d x d matrix), else from LAPACK (exact).
     """
     Xc = X - X.mean(axis=0)
     n, d = Xc.shape
     k = min(dim, n, d)
+    if n > d and 4 * k <= d:  # subspace iteration on Xc'Xc without forming it (2 n d (k+10) a step)
+        Q = np.random.default_rng(0).standard_normal((d, k + 10))
+        for _ in range(8):
+            Q, _ = np.linalg.qr(Xc.T @ (Xc @ Q))
+        B = Xc @ Q
+        lam, W = np.linalg.eigh(B.T @ B)
+        lam, W = lam[::-1][:k], W[:, ::-1][:, :k]
+        keep = lam > max(lam[0], 0.0) * RANK_TOL
+        W = W[:, keep]
+        return _signed_scores(Q @ W, B @ W, n)
     if n <= d and 4 * k <= n:
         G = Xc @ Xc.T
         Q = np.random.default_rng(0).standard_normal((n, k + 10))
@@ -110,11 +121,11 @@ def standardize(X: np.ndarray) -> np.ndarray:
     return Xc
 
 
-def corr_rdm(X: np.ndarray) -> np.ndarray:
-    """Representational dissimilarity matrix ``1 - corrcoef(rows of X)`` (n, n).
+def corr_matrix(X: np.ndarray) -> np.ndarray:
+    """Correlations between the rows of ``X`` (n, n), ``np.corrcoef(X)`` with a unit diagonal.
 
     A row with zero variance across its entries gets correlation 0 with every other row
-    (dissimilarity 1) instead of NaN.
+    instead of NaN. Values may exceed [-1, 1] by rounding.
     """
     Z = X - X.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.sum(Z * Z, axis=1))
@@ -122,7 +133,15 @@ def corr_rdm(X: np.ndarray) -> np.ndarray:
     Z = np.where(ok[:, None], Z / np.where(ok, norm, 1.0)[:, None], 0.0)
     R = Z @ Z.T
     np.fill_diagonal(R, 1.0)
-    return 1.0 - np.clip(R, -1.0, 1.0)
+    return R
+
+
+def corr_rdm(X: np.ndarray) -> np.ndarray:
+    """Representational dissimilarity matrix ``1 - corrcoef(rows of X)`` (n, n); see :func:`corr_matrix`."""
+    R = corr_matrix(X)
+    np.clip(R, -1.0, 1.0, out=R)
+    np.subtract(1.0, R, out=R)
+    return R
 
 
 def upper(M: np.ndarray) -> np.ndarray:
@@ -154,6 +173,37 @@ def ranks(a: np.ndarray) -> np.ndarray:
     r = np.empty(a.shape[0])
     r[order] = np.arange(1, a.shape[0] + 1)
     return r
+
+
+def spearman_binary(a: np.ndarray, group: np.ndarray) -> float:
+    """Spearman correlation of ``a`` with a two-valued variable (``group``: bool, True = high).
+
+    Equals ``pearson(rankdata(a), group)`` (average ranks for ties), from one ``np.sort`` of
+    ``a`` instead of an argsort: the ranks enter only through the rank sum of the smaller
+    group (two binary searches per member, keys sorted) and their variance
+    ``(N^2 - 1)/12 - sum_t (t^3 - t) / (12 N)`` over the tie groups ``t`` of the sorted values.
+    """
+    N = a.shape[0]
+    m = int(np.count_nonzero(group))
+    sign = 1.0
+    if 2 * m > N:  # rank the smaller group: corr(r, 1 - g) = -corr(r, g)
+        group, m, sign = ~group, N - m, -1.0
+    if m == 0 or N < 2:
+        return 0.0
+    s = np.sort(a)
+    xs = np.sort(a[group])
+    rank_sum = 0.5 * float(np.sum(np.searchsorted(s, xs, "left") + np.searchsorted(s, xs, "right") + 1,
+                                  dtype=np.float64))
+    eq = s[1:] == s[:-1]
+    var_r = (N * N - 1.0) / 12.0
+    if eq.any():  # tie groups: runs of equal neighbours
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], eq.view(np.int8), [0]))))
+        t = (edges[1::2] - edges[0::2] + 1).astype(np.float64)
+        var_r -= float(np.sum(t**3 - t)) / (12.0 * N)
+    p = m / N
+    cov = rank_sum / N - 0.5 * (N + 1) * p
+    den = np.sqrt(max(var_r, 0.0) * p * (1.0 - p))
+    return float(np.clip(sign * cov / den, -1.0, 1.0)) if den > 0 else 0.0
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -80,8 +80,11 @@ def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, 
       truncated SVD keeping the fewest left singular vectors ``U_k`` that hold ``variance``
       (0.8) of ``sum s^2``: the least-squares fit through the truncated pseudo-inverse.
 
-    One eigendecomposition of ``F F^T`` (n x n) serves both S_reg and, through the row-space
-    coordinates ``Z = U diag(s)``, the LDA (r <= n dimensions, exact). Deviations from the
+    When n <= d, one eigendecomposition of ``F F^T`` (n x n) serves both S_reg and, through
+    the row-space coordinates ``Z = U diag(s)``, the LDA (r <= n dimensions, exact); when
+    n > d, the eigendecomposition of ``F^T F`` (d x d, built from the within-class scatter
+    that the LDA needs anyway) gives ``U_k = F V_k / s_k`` and the LDA is solved in the d
+    original coordinates (same value, cheaper matrix). Deviations from the
     authors' code, all deliberate: the LDA uses its posteriors as defined (their
     implementation multiplies by a full orthogonal eigenbasis, which reduces it to a
     nearest-mean rule); ``S_reg`` regresses the one-hot labels (their code regresses the
@@ -90,7 +93,7 @@ def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, 
     directions below 1e-10 of the largest squared one are dropped; the energy averages all
     samples by default. The three terms are added unweighted, as in the paper. Invariant to
     label permutation; *not* to feature scaling (energy and adaptive shrinkage are
-    scale-dependent). Cost O(n^2 d / 2 + n^3).
+    scale-dependent). Cost O(n d min(n, d) + min(n, d)^3).
     """
     if not 0 < float(energy_fraction) <= 1:
         raise ScoreInputError(f"etran: energy_fraction must be in (0, 1]; got {energy_fraction!r}.")
@@ -100,19 +103,65 @@ def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, 
         raise ScoreInputError(f"etran: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
     X = features
     n, d = X.shape
-    C = int(labels.max()) + 1
-    s_en = energy_score(X, float(energy_fraction))
+    route = "samples" if n <= d else "features"
+    return _etran_value(X, labels, float(energy_fraction), float(variance), float(min_shrinkage), route)
 
-    lam, U = np.linalg.eigh(X @ X.T)
-    lam, U = lam[::-1], U[:, ::-1]
-    keep = lam > max(float(lam[0]), 0.0) * RANK_TOL if lam[0] > 0 else np.zeros(n, dtype=bool)
-    lam, U = lam[keep], U[:, keep]
+
+def _etran_value(X, labels, energy_fraction, variance, min_shrinkage, route):
+    """ETran through the ``n x n`` Gram matrix (``route="samples"``) or the ``d x d`` one
+    (``"features"``); both give the same value, :func:`etran` picks the smaller matrix."""
+    n, d = X.shape
+    C = int(labels.max()) + 1
+    s_en = energy_score(X, energy_fraction)
     Y = one_hot(labels, C)
+    if route == "samples":
+        lam, U = np.linalg.eigh(X @ X.T)
+    else:
+        counts = Y.sum(axis=0)
+        Mraw = (Y.T @ X) / counts[:, None]
+        Xw = X - Mraw[labels]
+        W = Xw.T @ Xw  # within-class scatter (d, d)
+        # X'X = Xw'Xw + sum_c n_c m_c m_c' (the cross terms vanish): no second n x d x d product
+        lam, V = np.linalg.eigh(W + (Mraw.T * counts) @ Mraw)
+    lam = lam[::-1]
+    keep = lam > max(float(lam[0]), 0.0) * RANK_TOL if lam[0] > 0 else np.zeros(lam.size, dtype=bool)
+    lam = lam[keep]
     if lam.size == 0:  # all-zero features: the least-squares prediction is 0
         s_reg = -1.0 / C
     else:
-        k = int(np.searchsorted(np.cumsum(lam) / lam.sum(), float(variance) - 1e-12)) + 1
-        proj = U[:, :min(k, lam.size)].T @ Y
+        k = min(int(np.searchsorted(np.cumsum(lam) / lam.sum(), variance - 1e-12)) + 1, lam.size)
+        if route == "samples":
+            U = U[:, ::-1][:, keep]
+            proj = U[:, :k].T @ Y
+        else:  # U_k = X V_k / s_k
+            Vk = V[:, ::-1][:, keep][:, :k]
+            proj = (Vk.T @ (X.T @ Y)) / np.sqrt(lam[:k])[:, None]
         s_reg = -(n - float(np.sum(proj * proj))) / (n * C)
-    s_cls = _lda_accuracy_coords(U * np.sqrt(lam), labels, C, d, float(min_shrinkage))
+    if route == "samples":
+        s_cls = _lda_accuracy_coords(U * np.sqrt(lam), labels, C, d, min_shrinkage)
+    else:
+        s_cls = _lda_accuracy_scatter(X, labels, Y, counts, Mraw, W, min_shrinkage)
     return s_en + s_cls + s_reg
+
+
+def _lda_accuracy_scatter(X, y, Y, counts, Mraw, W, min_shrinkage):
+    """``S_cls`` of :func:`_lda_accuracy_coords` in the original d coordinates, from the
+    within-class scatter ``W = Xw' Xw`` (d, d) and the raw class means ``Mraw`` (C, d)."""
+    n, d = X.shape
+    m = (counts @ Mraw) / n
+    M = Mraw - m
+    Sw = W / n
+    lam = adaptive_shrinkage(Sw, min_shrinkage)
+    mu = float(np.trace(Sw)) / d
+    total = (float(np.trace(W)) + float(counts @ np.sum(M * M, axis=1))) / (n * d)
+    a, b = 1.0 - lam, lam * mu
+    if mu <= 1e-12 * total or b <= 0:
+        b = total or 1.0
+    S = a * Sw
+    S[np.diag_indices(d)] += b
+    Q = sla.cho_solve(sla.cho_factor(S, lower=True, check_finite=False), M.T, check_finite=False)
+    logits = (X - m) @ Q - 0.5 * np.sum(M * Q.T, axis=1) + np.log(counts / n)
+    logits -= logits.max(axis=1, keepdims=True)
+    P = np.exp(logits)
+    P /= P.sum(axis=1, keepdims=True)
+    return float(np.mean(P[np.arange(n), y]))

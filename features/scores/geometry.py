@@ -5,7 +5,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ._linalg import class_counts_means, corr_rdm, pca, pearson, ranks, spearman, standardize, upper
+from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_binary,
+                      standardize)
 from .registry import ScoreInputError, register_score
 
 PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
@@ -31,7 +32,7 @@ def _reduce(X: np.ndarray, pca_dim, name: str) -> np.ndarray:
 
 @register_score("parc", paper=PARC_PAPER,
                 summary="Spearman correlation of feature and label dissimilarity matrices (PCA to 32 dims)")
-def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=3000, seed=0):
+def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=None, seed=0):
     """Pairwise Annotation Representation Comparison (Bolya et al. 2021).
 
         PARC = spearman( triu(1 - corrcoef(Z)), triu(1 - corrcoef(onehot(y))) ),
@@ -41,16 +42,20 @@ def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_sample
     label dissimilarity takes two values (same class: 0, different: 1 + 1/(C-1)), so the
     Spearman correlation equals the Pearson correlation of the ranked feature
     dissimilarities with the "different class" indicator. Returned in [-1, 1] (the paper
-    prints x100). More than ``max_samples`` samples: a seeded, label-independent subset is
-    used (the n x n matrices grow quadratically). Invariant to label permutation and
+    prints x100). All samples are used by default; ``max_samples`` (a stated cap, recorded
+    with the stored score's ``params``) scores a seeded, label-independent subset instead,
+    which changes the value (the n x n matrices grow quadratically: about 1 GB of memory at
+    n = 5,000). Invariant to label permutation and
     isotropic scaling; cost O(n d f + n^2 (f + log n)).
     """
     sub = _subsample(features.shape[0], max_samples, seed, "parc")
     if sub is not None:
         features, labels = features[sub], labels[sub]
     Z = standardize(_reduce(features, pca_dim, "parc"))
-    diff = (labels[:, None] != labels[None, :]).astype(float)
-    return pearson(ranks(upper(corr_rdm(Z))), upper(diff))
+    n = Z.shape[0]
+    tri = np.triu(np.ones((n, n), dtype=bool), k=1)
+    corr = np.clip(corr_matrix(Z)[tri], -1.0, 1.0)  # the dissimilarity 1 - corr ranks in reverse
+    return -spearman_binary(corr, (labels[:, None] != labels[None, :])[tri])
 
 
 def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
@@ -85,7 +90,7 @@ def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
                 paper="Dwivedi & Roig 2019, 'Representation similarity analysis for efficient "
                       "task taxonomy & transfer learning', CVPR",
                 summary="Spearman correlation of the model's and a reference model's dissimilarity matrices")
-def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_samples=3000, seed=0):
+def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_samples=None, seed=0):
     """Representation Similarity Analysis score (Dwivedi & Roig 2019).
 
         RSA = spearman( triu(1 - corrcoef(z(F))), triu(1 - corrcoef(z(R))) )
@@ -98,9 +103,12 @@ def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_sampl
     sub = _subsample(features.shape[0], max_samples, seed, "rsa")
     if sub is not None:
         features, reference = features[sub], reference[sub]
-    a = corr_rdm(standardize(_reduce(features, pca_dim, "rsa")))
-    b = corr_rdm(standardize(_reduce(reference, pca_dim, "rsa")))
-    return spearman(upper(a), upper(b))
+    n = features.shape[0]
+    tri = np.triu(np.ones((n, n), dtype=bool), k=1)
+    # 1 - corr ranks both sides in reverse, which leaves the Spearman correlation unchanged
+    a = np.clip(corr_matrix(standardize(_reduce(features, pca_dim, "rsa")))[tri], -1.0, 1.0)
+    b = np.clip(corr_matrix(standardize(_reduce(reference, pca_dim, "rsa")))[tri], -1.0, 1.0)
+    return spearman(a, b)
 
 
 def _cosine_rdm(X: np.ndarray) -> np.ndarray:
@@ -108,6 +116,51 @@ def _cosine_rdm(X: np.ndarray) -> np.ndarray:
     ok = norm > 0
     Z = np.where(ok[:, None], X / np.where(ok, norm, 1.0)[:, None], 0.0)
     return 1.0 - Z @ Z.T
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), so ``A A^T`` is the cosine similarity."""
+    norm = np.sqrt(np.sum(X * X, axis=1))
+    ok = norm > 0
+    return np.where(ok[:, None], X / np.where(ok, norm, 1.0)[:, None], 0.0)
+
+
+def _unit_centered_rows(X: np.ndarray) -> np.ndarray:
+    """Rows centered and scaled to unit length, as in :func:`corr_matrix` (``A A^T`` = row correlations)."""
+    Z = X - X.mean(axis=1, keepdims=True)
+    norm = np.sqrt(np.sum(Z * Z, axis=1))
+    ok = norm > 1e-12 * max(float(norm.max(initial=0.0)), 1e-300)
+    return np.where(ok[:, None], Z / np.where(ok, norm, 1.0)[:, None], 0.0)
+
+
+def _debiased_linear_cka(A: np.ndarray, B: np.ndarray) -> float:
+    """CKA of the U-centered Gram matrices ``K = A A^T`` and ``L = B B^T`` without forming them.
+
+    With ``K~ = K - diag(K)`` the U-centered inner product is proportional to (Song et al. 2012)
+    ``tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1``, and every term follows from
+    ``||A^T B||_F^2``, the row norms and ``A^T 1``; ``||K~||`` likewise. Equals centering
+    ``1 - K`` and ``1 - L`` with :func:`_center_gram` (``debiased=True``): U-centering removes
+    the constant and the sign cancels in the ratio.
+    """
+    from ._linalg import sq_frobenius_gram
+
+    n = A.shape[0]
+
+    def parts(X):
+        kd = np.sum(X * X, axis=1)  # diag(K)
+        k1 = X @ X.sum(axis=0) - kd  # K~ 1
+        return kd, k1, float(k1.sum())
+
+    def hsic(tr, s1, s2, v12):
+        return tr + s1 * s2 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * v12
+
+    ad, a1, as_ = parts(A)
+    bd, b1, bs = parts(B)
+    AB = A.T @ B
+    hab = hsic(float(np.sum(AB * AB)) - float(ad @ bd), as_, bs, float(a1 @ b1))
+    haa = hsic(sq_frobenius_gram(A) - float(ad @ ad), as_, as_, float(a1 @ a1))
+    hbb = hsic(sq_frobenius_gram(B) - float(bd @ bd), bs, bs, float(b1 @ b1))
+    return float(hab / np.sqrt(haa * hbb)) if haa > 0 and hbb > 0 else 0.0
 
 
 def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
@@ -130,7 +183,7 @@ def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
                       "initialization selection in task transfer learning', ECCV",
                 summary="CKA between cosine dissimilarity matrices of z-scored model and reference features")
 def dds(features, labels, *, probs=None, reference=None, distance="cosine", debiased=True,
-        pca_dim=None, max_samples=3000, seed=0):
+        pca_dim=None, max_samples=None, seed=0):
     """Duality Diagram Similarity (Dwivedi et al. 2020).
 
     Both inputs are z-scored per column (the duality-diagram weighting), turned into
@@ -139,8 +192,12 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
 
         DDS = <HDH, HD'H> / (||HDH|| ||HD'H||)
 
-    using U-centering when ``debiased`` (needs n >= 4). Labels are not used. Invariant to
-    isotropic scaling and label permutation. Cost O(n^2 d).
+    using U-centering when ``debiased`` (needs n >= 4). U-centering removes constants and
+    ignores the diagonal, so with ``D = 1 - A A^T`` (``A``: unit rows) the debiased DDS is the
+    debiased linear CKA of ``A`` and ``A'``, evaluated from ``A^T A'``, the smaller Gram
+    matrices and row sums (:func:`_debiased_linear_cka`): no n x n matrix. Labels are not
+    used. Invariant to isotropic scaling and label permutation. Cost O(n d min(n, d) + n d d')
+    debiased, O(n^2 d) otherwise.
     """
     if distance not in ("cosine", "pearson"):
         raise ScoreInputError(f"dds: distance must be 'cosine' or 'pearson'; got {distance!r}.")
@@ -149,6 +206,10 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
         features, reference = features[sub], reference[sub]
     if debiased and features.shape[0] < 4:
         raise ScoreInputError("dds: the debiased estimator needs at least 4 samples; pass debiased=False.")
+    if debiased:  # U-centering ignores the diagonal: the linear-kernel form, no n x n matrix
+        unit = _unit_rows if distance == "cosine" else _unit_centered_rows
+        return _debiased_linear_cka(unit(standardize(_reduce(features, pca_dim, "dds"))),
+                                    unit(standardize(_reduce(reference, pca_dim, "dds"))))
     rdm = _cosine_rdm if distance == "cosine" else corr_rdm
     a = _center_gram(rdm(standardize(_reduce(features, pca_dim, "dds"))), debiased)
     b = _center_gram(rdm(standardize(_reduce(reference, pca_dim, "dds"))), debiased)
@@ -158,11 +219,12 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
 
 @register_score("knn1", paper="1-nearest-neighbour baseline, as benchmarked in " + PARC_PAPER,
                 summary="leave-one-out 1-nearest-neighbour accuracy (Euclidean)")
-def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", block=2048):
+def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", block=8192):
     """Leave-one-out 1-NN accuracy: ``mean_i [y_{nn(i)} = y_i]``, ``nn(i) = argmin_{j != i} dist``.
 
     ``metric``: "euclidean" or "cosine". Ties go to the lowest index. Distances are
-    computed in row blocks of ``block`` (memory O(block n)). Invariant to label
+    computed in row blocks of ``block`` (memory O(block n); up to 8192 samples in one
+    symmetric product). Invariant to label
     permutation, isotropic scaling, translation and rotation (euclidean); *not* to sample
     duplication (a duplicate is its own nearest neighbour). Cost O(n^2 d).
     """
@@ -177,53 +239,112 @@ def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", bl
     hits = 0
     for start in range(0, n, int(block)):
         stop = min(n, start + int(block))
-        D = sq[start:stop, None] - 2.0 * X[start:stop] @ X.T + sq[None, :]
+        G = X @ X.T if (start, stop) == (0, n) else X[start:stop] @ X.T  # X X^T: one symmetric product
+        D = sq[start:stop, None] + sq[None, :] - 2.0 * G
         D[np.arange(stop - start), np.arange(start, stop)] = np.inf
         hits += int(np.sum(labels[np.argmin(D, axis=1)] == labels[start:stop]))
     return hits / n
 
 
-@register_score("gbc",
-                paper="Pandy et al. 2022, 'Transferability estimation using Bhattacharyya class "
-                      "separability', CVPR",
-                summary="minus the summed Bhattacharyya coefficients between per-class diagonal Gaussians")
-def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="diagonal"):
-    """Gaussian Bhattacharyya Coefficient (Pandy et al. 2022).
+GBC_PAPER = ("Pandy et al. 2022, 'Transferability estimation using Bhattacharyya class "
+             "separability', CVPR")
 
-    Each class is a Gaussian ``N(mu_c, diag(v_c))`` (``gaussian="spherical"``: one variance)
-    in the PCA-``pca_dim`` space; with ``v = (v_i + v_j)/2``
 
-        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk)),
+def _pair_sum(C: int, dist) -> float:
+    """``-sum_{i != j} exp(-D_B(i, j))`` with ``dist(i, j)`` evaluated once per unordered pair."""
+    i, j = np.triu_indices(C, k=1)  # D_B is symmetric: each unordered pair once, counted twice
+    return -2.0 * float(np.exp(-dist(i, j)).sum())
+
+
+@register_score("gbc", paper=GBC_PAPER,
+                summary="minus the summed Bhattacharyya coefficients between per-class spherical "
+                        "Gaussians (official configuration)")
+def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="spherical",
+        variance_floor=1e-4):
+    """Gaussian Bhattacharyya Coefficient (Pandy et al. 2022), the official configuration.
+
+    Features are reduced by PCA to ``pca_dim`` (64, as in the official configuration; None:
+    off). Each class gets its mean ``mu_c`` and per-dimension population variance
+    ``v_ck = max(var_k(class c), variance_floor)`` (floor 1e-4, as in the official code).
+    ``gaussian="spherical"`` (the official default) replaces ``v_c`` by its mean
+    ``s_c = mean_k v_ck`` and, with ``s = (s_i + s_j) / 2``,
+
+        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / s + 1/2 (log s - 1/2 log s_i - 1/2 log s_j),
+
+    exactly as the official code evaluates it (the log term is that of one dimension, not
+    multiplied by the number of dimensions). ``gaussian="diagonal"``: with ``v = (v_i + v_j)/2``,
+    ``D_B = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk))``. Then
+
         GBC = - sum_{i != j} exp(-D_B(i, j))  in [-C(C-1), 0].
 
-    Class variances get a one-sample prior toward the pooled within-class variance
-    (``v_c <- (n_c v_c + v_pool) / (n_c + 1)``) so classes with one sample are defined.
-    Invariant to label permutation, isotropic scaling and translation. Cost O(n d f + C^2 f)
-    (each unordered class pair evaluated once; D_B is symmetric).
+    Invariant to label permutation, translation and rotation; *not* to scaling (the
+    variance floor is absolute). Cost O(n d f + C^2 f).
     """
     if gaussian not in ("diagonal", "spherical"):
         raise ScoreInputError(f"gbc: gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")
+    if not float(variance_floor) > 0:
+        raise ScoreInputError(f"gbc: variance_floor must be > 0; got {variance_floor!r}.")
     Z = _reduce(features, pca_dim, "gbc")
     C = int(labels.max()) + 1
     counts, mu = class_counts_means(Z, labels, C)
     resid = Z - mu[labels]
-    onehot = np.zeros((Z.shape[0], C))
-    onehot[np.arange(Z.shape[0]), labels] = 1.0
-    var = onehot.T @ (resid * resid) / counts[:, None]
+    var = np.maximum(one_hot(labels, C).T @ (resid * resid) / counts[:, None], float(variance_floor))
+    if gaussian == "spherical":
+        s = var.mean(axis=1)
+
+        def dist(i, j):
+            avg = 0.5 * (s[i] + s[j])
+            diff = mu[i] - mu[j]
+            return (0.125 * np.einsum("pk,pk->p", diff, diff) / avg
+                    + 0.5 * (np.log(avg) - 0.5 * (np.log(s[i]) + np.log(s[j]))))
+    else:
+        logv = np.log(var).sum(axis=1)
+
+        def dist(i, j):
+            avg = 0.5 * (var[i] + var[j])
+            diff = mu[i] - mu[j]
+            return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
+                    + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
+    return _pair_sum(C, dist)
+
+
+@register_score("gbc_diag", paper=GBC_PAPER,
+                summary="GBC with per-class diagonal Gaussians shrunk toward the pooled variance "
+                        "(this project's variant)")
+def gbc_diag(features, labels, *, probs=None, reference=None, pca_dim=64):
+    """GBC with diagonal class Gaussians and a scale-free variance prior (this project's variant).
+
+    Each class is ``N(mu_c, diag(v_c))`` in the PCA-``pca_dim`` space, with the class
+    variances given a one-sample prior toward the pooled within-class variance,
+    ``v_c <- (n_c v_c + v_pool) / (n_c + 1)`` (so classes with one sample are defined, and
+    no absolute floor is needed); with ``v = (v_i + v_j)/2``
+
+        D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk)),
+        GBC_diag = - sum_{i != j} exp(-D_B(i, j)).
+
+    It differs from :func:`gbc` (official spherical, 1e-4 floor) when classes have few
+    samples (the prior dominates) or unequal spreads per dimension (the diagonal log term
+    counts every dimension). Invariant to label permutation, isotropic scaling and
+    translation. Cost O(n d f + C^2 f).
+    """
+    Z = _reduce(features, pca_dim, "gbc_diag")
+    C = int(labels.max()) + 1
+    counts, mu = class_counts_means(Z, labels, C)
+    resid = Z - mu[labels]
+    var = one_hot(labels, C).T @ (resid * resid) / counts[:, None]
     pooled = (resid * resid).mean(axis=0)
     floor = 1e-12 * max(float(Z.var(axis=0).mean()), 1e-300)
     pooled = np.maximum(pooled, floor)
     var = (counts[:, None] * var + pooled) / (counts[:, None] + 1.0)
     var = np.maximum(var, floor)
-    if gaussian == "spherical":
-        var = np.repeat(var.mean(axis=1, keepdims=True), Z.shape[1], axis=1)
-    i, j = np.triu_indices(C, k=1)  # D_B is symmetric: each unordered pair once, counted twice
-    avg = 0.5 * (var[i] + var[j])
-    diff = mu[i] - mu[j]
-    d1 = 0.125 * np.einsum("pk,pk->p", diff, diff / avg)
     logv = np.log(var).sum(axis=1)
-    d2 = 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j]))
-    return -2.0 * float(np.exp(-(d1 + d2)).sum())
+
+    def dist(i, j):
+        avg = 0.5 * (var[i] + var[j])
+        diff = mu[i] - mu[j]
+        return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
+                + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
+    return _pair_sum(C, dist)
 
 
 def _coding_rate(Z: np.ndarray, eps: float) -> float:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
 
-from ._linalg import one_hot, sq_frobenius_gram, thin_svd
+from ._linalg import RANK_TOL, one_hot, sq_frobenius_gram, thin_svd
 from .registry import register_score
 
 DESHPANDE = ("Deshpande et al. 2021, 'A linearized framework and a new benchmark for model "
@@ -75,26 +76,49 @@ def lgc(features, labels, *, probs=None, reference=None):
     return _safe_ratio(num, np.sqrt(max(hgh2, 0.0)) * hlh)
 
 
+def _hscore_saturated(X, y, value) -> str | None:
+    """H-score equals its maximum C - 1: the centered features span every class indicator."""
+    n, d = X.shape
+    C = int(y.max()) + 1
+    if value < (C - 1) * (1.0 - 1e-9):
+        return None
+    why = (f"n <= d ({n} samples, {d} dims), so any features of full rank give it"
+           if n <= d else "the classes have no within-class variance in the feature span, so it is")
+    return f"hscore saturates at C - 1 = {C - 1}: {why}; the value cannot rank models (use reg_hscore)"
+
+
 @register_score("hscore",
                 paper="Bao et al. 2019, 'An information-theoretic approach to transferability "
                       "in task transfer learning', ICIP",
-                summary="tr(cov(f)^+ cov(E[f|y])): class-mean variance relative to feature covariance")
+                summary="tr(cov(f)^+ cov(E[f|y])): class-mean variance relative to feature covariance",
+                degenerate=_hscore_saturated)
 def hscore(features, labels, *, probs=None, reference=None):
     """H-score (Bao et al. 2019): ``H = tr(cov(f)^+ cov(E[f|y]))``.
 
     With the thin SVD of the centered features ``Xc = U S V^T`` (numerical rank r) this is
     exactly ``H = sum_c ||U^T y_c||^2 / n_c`` (``y_c``: class indicator), i.e. the fraction of
     each class indicator explained by a linear map of the features. Range [0, C - 1]; it
-    saturates at C - 1 whenever n <= d (use ``reg_hscore`` there). Invariant to label
+    saturates at C - 1 whenever n <= d (use ``reg_hscore`` there); such a value is flagged
+    as degenerate (:func:`features.scores.score_with_flag`). Invariant to label
     permutation, any invertible linear map of the features (so isotropic scaling),
     translation and sample duplication. Cost O(n d min(n, d)).
     """
     Xc = features - features.mean(axis=0)
-    U, _ = thin_svd(Xc)
-    if U.shape[1] == 0:
+    n, d = Xc.shape
+    G = Xc @ Xc.T if n <= d else Xc.T @ Xc
+    lam = np.linalg.eigvalsh(G)  # values only: the numerical rank decides the route
+    if lam[-1] <= 0:
         return 0.0
+    r = int(np.sum(lam > lam[-1] * RANK_TOL))
     Y = one_hot(labels)
     counts = Y.sum(axis=0)
+    if n <= d and r == n - 1:  # U spans every centered vector: sum_c (n_c - n_c^2/n) / n_c
+        return float(np.sum(1.0 - counts / n))
+    if n > d and r == d:  # full column rank: sum_c m_c' (Xc'Xc)^-1 m_c / n_c, m_c = Xc' y_c
+        M = Xc.T @ Y
+        Q = sla.cho_solve(sla.cho_factor(G, lower=True, check_finite=False), M, check_finite=False)
+        return float(np.sum(M * Q / counts))
+    U, _ = thin_svd(Xc)
     return float(np.sum((U.T @ Y) ** 2 / counts))
 
 
@@ -132,24 +156,38 @@ def reg_hscore(features, labels, *, probs=None, reference=None, shrinkage=None):
 
         H_a = (1 - a) sum_c sum_k s_k^2 (u_k' y_c)^2 / (n n_c ((1 - a) s_k^2 / n + a mu)).
 
-    ``a = 0`` gives the H-score. Invariant to label permutation, isotropic scaling,
+    ``a = 0`` gives the H-score. For ``a > 0`` it is evaluated without an eigendecomposition:
+    ``K = (1 - a)/n G + a mu I`` on the smaller Gram matrix ``G`` is positive definite, and
+    ``Xc S_a^-1 Xc^T = G K^-1`` (n <= d) or ``S_a = K`` (n > d), so one Cholesky solve gives
+    the trace. Invariant to label permutation, isotropic scaling,
     translation, rotation and (up to the shrinkage estimate) duplication.
     """
     Xc = features - features.mean(axis=0)
     n, d = Xc.shape
-    U, s = thin_svd(Xc)
-    if shrinkage is None:  # ||Xc'Xc||_F^2 = sum s^4 (dropped directions are ~0)
-        a = ledoit_wolf_shrinkage(Xc, sq_gram=float(np.sum(s**4)))
+    G = Xc @ Xc.T if n <= d else Xc.T @ Xc  # the smaller Gram matrix
+    if shrinkage is None:
+        a = ledoit_wolf_shrinkage(Xc, sq_gram=float(np.sum(G * G)))
     else:
         a = float(shrinkage)
     if not 0.0 <= a <= 1.0:
         from .registry import ScoreInputError
         raise ScoreInputError(f"reg_hscore: shrinkage must be in [0, 1]; got {shrinkage!r}.")
-    mu = float(np.sum(Xc * Xc)) / (n * d)
-    if U.shape[1] == 0 or mu <= 0 or a >= 1.0:
+    mu = float(np.trace(G)) / (n * d)
+    if mu <= 0 or a >= 1.0:
         return 0.0
     Y = one_hot(labels)
     counts = Y.sum(axis=0)
+    if a > 0:  # K = (1-a)/n G + a mu I is positive definite: one Cholesky, no eigendecomposition
+        K = ((1.0 - a) / n) * G
+        K[np.diag_indices(K.shape[0])] += a * mu
+        cho = sla.cho_factor(K, lower=True, check_finite=False)
+        if n <= d:  # Xc S_a^-1 Xc' = G K^-1 (push-through identity)
+            F = G @ sla.cho_solve(cho, Y, check_finite=False)
+            return float((1.0 - a) * np.sum(Y * F / counts) / n)
+        M = Xc.T @ Y
+        return float((1.0 - a) * np.sum(M * sla.cho_solve(cho, M, check_finite=False) / counts) / n)
+    U, s = thin_svd(Xc)
+    if U.shape[1] == 0:
+        return 0.0
     proj2 = (U.T @ Y) ** 2  # (r, C)
-    w = s**2 / ((1.0 - a) * s**2 / n + a * mu)  # (r,)
-    return float((1.0 - a) * np.sum(w[:, None] * proj2 / counts) / n)
+    return float(np.sum(proj2 / counts))  # a = 0: the H-score

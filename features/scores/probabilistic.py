@@ -12,14 +12,18 @@ from .registry import ScoreInputError, register_score
 
 def _leep_from_probs(theta: np.ndarray, labels: np.ndarray) -> float:
     n = theta.shape[0]
-    joint = one_hot(labels).T @ theta / n  # P(y, z): (C, Z)
-    marginal = theta.sum(axis=0) / n  # P(z)
+    order = np.argsort(labels, kind="stable")
+    C = int(labels.max()) + 1
+    b = np.searchsorted(labels[order], np.arange(C + 1))  # class c: rows b[c]:b[c+1] of ts
+    ts = theta[order]  # rows grouped by class: contiguous blocks, no one-hot product
+    joint = np.stack([ts[b[c]:b[c + 1]].sum(axis=0) for c in range(C)]) / n  # P(y, z): (C, Z)
+    marginal = joint.sum(axis=0)  # P(z)
     cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P(y | z)
-    eep = np.sum(theta * cond[labels], axis=1)
+    eep = np.concatenate([ts[b[c]:b[c + 1]] @ cond[c] for c in range(C)])  # (sorted order)
     return float(np.mean(np.log(np.maximum(eep, 1e-300))))
 
 
-@register_score("leep", needs_probs=True,
+@register_score("leep", needs_probs=True, uses_features=False,
                 paper="Nguyen et al. 2020, 'LEEP: A new measure to evaluate transferability of "
                       "learned representations', ICML",
                 summary="log expected empirical prediction of the source head through P(y|z)")
@@ -37,7 +41,7 @@ def leep(features, labels, *, probs=None, reference=None):
     return _leep_from_probs(probs, labels)
 
 
-@register_score("nce", needs_probs=True,
+@register_score("nce", needs_probs=True, uses_features=False,
                 paper="Tran et al. 2019, 'Transferability and hardness of supervised "
                       "classification tasks', ICCV",
                 summary="negative conditional entropy of target labels given the source argmax label")
@@ -101,57 +105,48 @@ def nleep(features, labels, *, probs=None, reference=None, n_components=None, va
     return _leep_from_probs(gmm.predict_proba(Z), labels)
 
 
-def stratified_half(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split: ceil(n_c / 2) samples of every class train, the rest test.
-
-    The random order is drawn over *samples*, not classes, so relabelling the classes gives
-    the same split. Classes with one sample go to the training half.
-    """
-    order = np.random.default_rng(seed).permutation(labels.shape[0])
-    counts = np.bincount(labels)
-    quota = np.ceil(counts / 2.0).astype(int)
-    taken = np.zeros_like(counts)
-    train = np.zeros(labels.shape[0], dtype=bool)
-    for i in order:
-        c = labels[i]
-        if taken[c] < quota[c]:
-            train[i] = True
-            taken[c] += 1
-    return np.flatnonzero(train), np.flatnonzero(~train)
-
-
 @register_score("split_lr", iterative=True,
-                paper="logistic-regression baseline, as benchmarked in Bolya et al. 2021, NeurIPS",
-                summary="accuracy of a logistic regression trained on a stratified half, tested on the other")
-def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=100, seed=0):
-    """Split logistic regression: train multinomial L2 logistic regression (inverse strength
-    ``C``, lbfgs, ``max_iter``) on a seeded stratified half (:func:`stratified_half`) of the
-    z-scored features and return its accuracy on the other half,
+                paper="split logistic-regression baseline of Bolya et al. 2021, NeurIPS (PARC), "
+                      "with its protocol",
+                summary="accuracy of a logistic regression trained on one half of the (shuffled) "
+                        "samples and tested on the other (PARC's split-logistic protocol)")
+def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=20, tol=0.1,
+             train_fraction=0.5, seed=0):
+    """Split logistic regression with the protocol of PARC's ``SplitLogistic`` baseline.
 
-        split_lr = 1/|test| sum_{i in test} [argmax_c (W x_i + b)_c = y_i].
+    The samples are put in a seeded random order (``seed``; PARC's probe sets come in
+    random order, ours may be sorted by class), the first ``n - floor(train_fraction n)``
+    train and the rest test (PARC's split, not stratified); the raw features (no scaling)
+    fit scikit-learn's multinomial L2 logistic regression with PARC's solver settings
+    (lbfgs, ``C=1``, ``max_iter=20``, ``tol=0.1``, ``random_state=0``), and
 
-    Iterative (lbfgs).
-    Invariant to label permutation and isotropic scaling (z-scoring); not to duplication.
+        split_lr = 1/|test| sum_{i in test} [argmax_c (W x_i + b)_c = y_i]
+
+    (PARC prints x100). A training half with a single class predicts that class. With two
+    classes scikit-learn >= 1.8 fits a binary logistic regression (PARC's code asked for a
+    two-class softmax, whose penalty is half as strong). Iterative (lbfgs). Invariant to
+    label permutation; *not* to scaling (the stopping rule and penalty see raw scales) or
+    duplication.
     """
     from sklearn.linear_model import LogisticRegression
 
-    tr, te = stratified_half(labels, int(seed))
-    if te.size == 0:
-        raise ScoreInputError("split_lr: every class has a single sample, so the test half is empty; "
-                              "needs at least one class with 2 samples.")
-    X = features
-    mu = X[tr].mean(axis=0)
-    sd = X[tr].std(axis=0)
-    sd[sd <= 0] = 1.0
-    X = (X - mu) / sd
+    if not 0 < float(train_fraction) < 1:
+        raise ScoreInputError(f"split_lr: train_fraction must be in (0, 1); got {train_fraction!r}.")
+    n = labels.shape[0]
+    order = np.random.default_rng(int(seed)).permutation(n)
+    cut = n - int(float(train_fraction) * n)
+    tr, te = order[:cut], order[cut:]
+    if te.size == 0 or tr.size == 0:
+        raise ScoreInputError(f"split_lr: {n} samples cannot be split into non-empty train and test halves "
+                              f"with train_fraction={train_fraction}.")
     if np.unique(labels[tr]).size < 2:
         pred = np.full(te.size, labels[tr][0])
     else:
-        clf = LogisticRegression(C=float(C), max_iter=int(max_iter))
+        clf = LogisticRegression(C=float(C), max_iter=int(max_iter), tol=float(tol), random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clf.fit(X[tr], labels[tr])
-        pred = clf.predict(X[te])
+            clf.fit(features[tr], labels[tr])
+        pred = clf.predict(features[te])
     return float(np.mean(pred == labels[te]))
 
 

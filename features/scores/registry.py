@@ -31,8 +31,12 @@ class ScoreSpec:
     summary: str
     needs_probs: bool = False  # needs source-class probabilities (LEEP, NCE)
     needs_reference: bool = False  # needs reference features (RSA, DDS)
+    uses_features: bool = True  # False: features are only validated, never cast (LEEP, NCE)
     iterative: bool = False  # inherently iterative (see docs/scores.md)
     higher_is_better: bool = True
+    #: ``degenerate(X, y, value, **options) -> str | None``: why the value carries no
+    #: information for this input (e.g. H-score at n <= d), or None
+    degenerate: Callable | None = None
 
     def options(self) -> list[str]:
         """Names of the keyword options the score function accepts."""
@@ -45,7 +49,7 @@ SCORES: dict[str, ScoreSpec] = {}
 
 
 def register_score(name, *, paper, summary, needs_probs=False, needs_reference=False,
-                   iterative=False, higher_is_better=True):
+                   iterative=False, higher_is_better=True, degenerate=None, uses_features=True):
     """Decorator registering ``fn`` in :data:`SCORES` under ``name`` (names are unique)."""
 
     def deco(fn):
@@ -53,7 +57,8 @@ def register_score(name, *, paper, summary, needs_probs=False, needs_reference=F
             raise ValueError(f"score {name!r} is already registered")
         SCORES[name] = ScoreSpec(name=name, fn=fn, paper=paper, summary=summary,
                                  needs_probs=needs_probs, needs_reference=needs_reference,
-                                 iterative=iterative, higher_is_better=higher_is_better)
+                                 iterative=iterative, higher_is_better=higher_is_better,
+                                 degenerate=degenerate, uses_features=uses_features)
         return fn
 
     return deco
@@ -77,7 +82,7 @@ def get_score(name) -> ScoreSpec:
 
 
 # ----------------------------------------------------------------------------- validation
-def _finite_matrix(name: str, what: str, arr, n: int | None = None) -> np.ndarray:
+def _finite_matrix(name: str, what: str, arr, n: int | None = None, cast: bool = True) -> np.ndarray:
     try:
         a = np.asarray(arr)
     except Exception as exc:  # ragged lists etc.
@@ -95,9 +100,12 @@ def _finite_matrix(name: str, what: str, arr, n: int | None = None) -> np.ndarra
             f"{name}: {what} has {a.shape[0]} rows but there are {n} labels; they must match.")
     if a.shape[1] == 0:
         raise ScoreInputError(f"{name}: {what} has no columns (shape {a.shape}).")
-    a = a.astype(np.float64, copy=False)
-    bad = ~np.isfinite(a)
-    if bad.any():
+    if cast:
+        a = a.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.add.reduce(a, axis=None))  # one pass; NaN/inf make it non-finite
+    bad = ~np.isfinite(a) if not np.isfinite(total) else None  # (or a finite overflow: checked below)
+    if bad is not None and bad.any():
         n_nan = int(np.isnan(a).sum())
         n_inf = int(bad.sum()) - n_nan
         r, c = np.argwhere(bad)[0]
@@ -137,7 +145,7 @@ def _labels(name: str, labels, n_min: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def _probs(name: str, probs, n: int) -> np.ndarray:
     p = _finite_matrix(name, "probs", probs, n)
-    if (p < 0).any():
+    if p.min() < 0:
         r, c = np.argwhere(p < 0)[0]
         raise ScoreInputError(
             f"{name}: probs must be source-class probabilities (>= 0); probs[{r}, {c}] = "
@@ -149,14 +157,17 @@ def _probs(name: str, probs, n: int) -> np.ndarray:
         raise ScoreInputError(
             f"{name}: each row of probs must sum to 1 ({int(off.sum())} rows do not; row {r} "
             f"sums to {s[r]:.6g}). Pass softmax probabilities, not logits.")
-    return p / s[:, None]
+    if p is probs or (isinstance(probs, np.ndarray) and np.shares_memory(p, probs)):
+        return p / s[:, None]  # never modify the caller's array
+    p /= s[:, None]
+    return p
 
 
 def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
     """Validated ``(X float64 [n,d], y int [n] in 0..C-1, probs, reference)`` for score ``name``."""
     spec = get_score(name)
     y, _ = _labels(name, labels)
-    X = _finite_matrix(name, "features", features, len(y))
+    X = _finite_matrix(name, "features", features, len(y), cast=spec.uses_features)
     P = R = None
     if spec.needs_probs:
         if probs is None:
@@ -177,6 +188,16 @@ def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
     return X, y, P, R
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """A computed score: ``value``, ``flag`` (why it is degenerate for this input, or None)
+    and ``params`` (every option it was computed with, defaults included)."""
+
+    value: float
+    flag: str | None
+    params: dict
+
+
 def compute_score(name, features, labels, *, probs=None, reference=None, **kwargs) -> float:
     """Validate the inputs once and return score ``name`` as a finite float.
 
@@ -186,6 +207,11 @@ def compute_score(name, features, labels, *, probs=None, reference=None, **kwarg
     ``kwargs``: score options (see ``get_score(name).options()``).
     Raises :class:`ScoreInputError` for unusable inputs, never returns NaN.
     """
+    return score_with_flag(name, features, labels, probs=probs, reference=reference, **kwargs).value
+
+
+def score_with_flag(name, features, labels, *, probs=None, reference=None, **kwargs) -> ScoreResult:
+    """:func:`compute_score`, plus the degeneracy flag and the effective options (:class:`ScoreResult`)."""
     spec = get_score(name)
     valid = spec.options()
     unknown = sorted(set(kwargs) - set(valid))
@@ -201,4 +227,26 @@ def compute_score(name, features, labels, *, probs=None, reference=None, **kwarg
         raise ScoreInputError(
             f"{name}: the score is not finite ({value}) for these inputs (n={X.shape[0]}, "
             f"d={X.shape[1]}, classes={int(y.max()) + 1}); check for degenerate features.")
-    return value
+    sig = inspect.signature(spec.fn)
+    params = {p: sig.parameters[p].default for p in valid}
+    params.update(kwargs)
+    flag = None
+    if spec.degenerate is not None:
+        with np.errstate(all="ignore"):
+            flag = spec.degenerate(X, y, value, **kwargs)
+    return ScoreResult(value=value, flag=flag, params=params)
+
+
+def constant_flag(values, rel: float = 1e-9) -> str | None:
+    """Flag for one method's scores of several models on one dataset that are all equal.
+
+    ``values``: the scores of the models (two or more). A score that gives every model the
+    same value cannot rank them; returns the reason, or None (fewer than 2 values, or not
+    constant).
+    """
+    v = np.asarray([float(x) for x in values], dtype=float)
+    if v.size < 2:
+        return None
+    if float(v.max() - v.min()) <= rel * max(1.0, float(np.abs(v).max())):
+        return f"constant across the {v.size} models scored on this dataset (value {v[0]:.6g})"
+    return None

@@ -15,7 +15,8 @@ A ``record`` column (optional, default ``job``) says what a row holds:
               ``source``, ``provenance``, ``created_at``, and ``score_<method>`` columns
               (a model-selection score of the (model, dataset) pair).
 * ``score``   one score in long form: ``model``, ``dataset``, ``method``, ``score``,
-              ``probe_size``, ``seed``, ``runtime_s``, ``source``, ``created_at``.
+              ``probe_size``, ``seed``, ``runtime_s``, ``source``, ``created_at``,
+              ``flag`` (why the score is degenerate), ``params`` (JSON options).
 * ``model``   a model and its meta-features only (``model_<field>`` columns).
 * ``dataset`` a dataset and its meta-features only (``dataset_<field>`` columns).
 * ``probe``   a probe set: ``dataset``, ``probe_size``, ``seed``, ``probe_indices`` (JSON list
@@ -60,7 +61,7 @@ REQUIRED = ("model", "dataset", "accuracy")
 JOB_COLUMNS = ("regime", "metric", "status", "hparams", "source", "provenance", "created_at")
 #: Hyper-parameter columns merged into ``hparams`` (name -> python type).
 HPARAM_COLUMNS = {"lr": float, "epochs": int, "batch_size": int, "seed": int}
-SCORE_COLUMNS = ("method", "score", "probe_size", "runtime_s")  # + seed, source, created_at
+SCORE_COLUMNS = ("method", "score", "probe_size", "runtime_s", "flag", "params")  # + seed, source, created_at
 #: A ``probe`` row: the probe set drawn from ``dataset`` with (``probe_size``, ``seed``).
 PROBE_COLUMNS = ("probe_indices", "probe_num_classes", "probe_data_ref")
 MODEL_COLUMNS = {f"model_{f}": f for f in S.MODEL_FIELDS}
@@ -490,6 +491,7 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
                 "seed": None if seed is None or np.isnan(seed[i]) else _as_int(seed[i], "seed", path, i, r["seed"]),
                 "runtime_s": None if rt is None or np.isnan(rt[i]) else float(rt[i]),
                 "source": src, "created_at": created,
+                "flag": _text(r.get("flag")), "params": _json_object(r.get("params"), "params", path, i),
             }
             _add_score(rec, i, scores, score_rows, report)
             continue

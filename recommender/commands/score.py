@@ -8,7 +8,9 @@ Steps: draw a seeded, class-stratified probe of the dataset (recorded in the ``p
 table), extract each model's penultimate features and source-class probabilities on it
 (cached), compute every method, and write one row per (model, method) to the ``scores``
 table with source ``score-cli`` (re-running replaces the values). ``runtime_s`` is the time
-of the score computation alone; feature extraction time is printed per model.
+of the score computation alone; feature extraction time is printed per model. A score that
+is degenerate for its input (H-score at n <= d, or one value for every model of the run)
+is stored with a ``flag``, and the command warns; each row also records its ``params``.
 """
 from __future__ import annotations
 
@@ -199,10 +201,12 @@ def run(args) -> int:
             continue
         log(r["log"])
         model_meta.append({"name": name, "feature_dim": r["feature_dim"]})
-        for method, v, dt in r["scores"]:
+        for method, v, dt, flag, params in r["scores"]:
             rows.append({"model": name, "dataset": args.dataset, "method": method, "value": v,
-                         "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE})
-            results.append({"model": name, "method": method, "value": v, "runtime_s": dt})
+                         "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE,
+                         "flag": flag, "params": params})
+            results.append({"model": name, "method": method, "value": v, "runtime_s": dt, "flag": flag})
+    warnings = _flag_degenerate(rows, results)
     res = store.commit(models=model_meta, scores=rows) if rows else None
     store.dispose()
 
@@ -223,6 +227,8 @@ def run(args) -> int:
         if res is not None:
             print(f"stored {len(rows)} score(s) in {store!r}: {res.scores_added} added, "
                   f"{res.scores_replaced} replaced, {res.scores_unchanged} unchanged")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     for f in failed:
         print(f"failed {f['method']} for {f['model']}: {f['error']}", file=sys.stderr)
     if not rows:
@@ -248,7 +254,7 @@ def score_model(name, spec, x, y, methods, reference, ref_reason, opts) -> dict:
     probs)`` when precomputed) and compute every method. Pure: nothing is written but the
     feature cache; runs in the driver or on a Ray worker."""
     from features.extract import ExtractionError, extract_features, load_adapter
-    from features.scores import compute_score, get_score
+    from features.scores import get_score, score_with_flag
 
     out = {"notes": [], "skipped": [], "failed": [], "scores": [], "error": None, "log": "", "feature_dim": None}
     try:
@@ -282,13 +288,38 @@ def score_model(name, spec, x, y, methods, reference, ref_reason, opts) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            v = compute_score(method, X, y, probs=P if m.needs_probs else None,
-                              reference=reference if m.needs_reference else None)
+            r = score_with_flag(method, X, y, probs=P if m.needs_probs else None,
+                                reference=reference if m.needs_reference else None)
         except Exception as exc:  # noqa: BLE001 - one failing method must not lose the others
             out["failed"].append({"model": name, "method": method, "error": f"{type(exc).__name__}: {exc}"})
             continue
-        out["scores"].append((method, v, time.perf_counter() - t0))
+        out["scores"].append((method, r.value, time.perf_counter() - t0, r.flag, r.params))
     return out
+
+
+def _flag_degenerate(rows, results) -> list[str]:
+    """Flag every method whose value is the same for all (>= 2) models of this run, and
+    return one warning per degenerate method (the flagged rows are stored with their flag;
+    the featurizer treats them as missing)."""
+    from features.scores import constant_flag
+
+    warnings = []
+    by_method: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_method.setdefault(r["method"], []).append(i)
+    for method, idx in by_method.items():
+        flag = constant_flag([rows[i]["value"] for i in idx])
+        if flag:
+            for i in idx:
+                rows[i]["flag"] = rows[i]["flag"] or flag
+                results[i]["flag"] = rows[i]["flag"]
+        flagged = [rows[i]["model"] for i in idx if rows[i]["flag"]]
+        if flagged:
+            why = sorted({rows[i]["flag"] for i in idx if rows[i]["flag"]})
+            warnings.append(f"{method} is degenerate for {len(flagged)} of {len(idx)} model(s) "
+                            f"({', '.join(flagged[:5])}{' ...' if len(flagged) > 5 else ''}): {'; '.join(why)}. "
+                            "Stored with its flag; recommenders treat it as missing.")
+    return warnings
 
 
 def _print_table(results, models, methods):
