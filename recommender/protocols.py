@@ -23,6 +23,12 @@ new dataset: a probe can be scored before any fine-tuning).
 
 A held-out dataset with fewer than ``min_models`` models is skipped with a stated reason
 (:class:`FoldPlan.skipped`), never silently.
+
+Twins. A store filled from several sources may hold the same task under two names (an old store,
+or a user's own import named ``pets`` next to the public ``oxford_iiit_pet``). Holding a dataset
+out holds out every name the dataset registry gives the same task (:func:`twins_in`), so no twin's
+target stays in training; ``setting1`` drops the held-out models' targets on the twins too, and
+``setting2`` never tests on a twin of its training dataset.
 """
 from __future__ import annotations
 
@@ -118,6 +124,17 @@ def _models_of(targets: pd.DataFrame, dataset: str) -> list[str]:
     return sorted(targets.loc[targets["dataset"] == dataset, "model"].unique())
 
 
+def twins_in(datasets, all_ds) -> list[str]:
+    """``datasets`` plus every name in ``all_ds`` that the dataset registry says is the same task
+    (:func:`history.datasets_registry.groups`), sorted. Unknown names are their own only twin."""
+    from history.datasets_registry import groups
+
+    by_task = groups(sorted(set(all_ds) | set(datasets)))
+    task_of = {n: k for k, names in by_task.items() for n in names}
+    want = {task_of[d] for d in datasets}
+    return sorted(n for k in want for n in by_task[k])
+
+
 def _n_held(n: int, fraction: float, min_models: int) -> int:
     """Number of models to hold out: ``round(fraction * n)`` but at least ``min_models``."""
     return max(min_models, int(round(fraction * n)))
@@ -164,14 +181,16 @@ def _lodo(history, t, held, all_ds, *, min_models, **_):
             plan.skipped.append({"dataset": d, "reason": f"only {len(models)} model(s) with a target "
                                                          f"(need >= {min_models})"})
             continue
-        train = history.drop_targets(datasets=[d])
+        train = history.drop_targets(datasets=twins_in([d], all_ds))
         plan.folds.append(Fold(f"lodo:{d}", train, _test_frame(t[t["dataset"] == d]), [d]))
     return plan
 
 
 def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, name, cold, **_):
     plan = FoldPlan(name, [])
+    all_ds = sorted(t["dataset"].unique())
     for d in held:
+        twins = twins_in([d], all_ds)
         models = _models_of(t, d)
         n_test = _n_held(len(models), test_fraction, min_models)
         if len(models) < min_models or n_test >= len(models):
@@ -184,9 +203,9 @@ def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, na
             test_models = sorted(rng.choice(models, size=n_test, replace=False).tolist())
             test = _test_frame(t[(t["dataset"] == d) & t["model"].isin(test_models)])
             if cold:
-                train = history.drop_targets(datasets=[d], models=test_models)
+                train = history.drop_targets(datasets=twins, models=test_models)
             else:
-                train = history.drop_targets(pairs=test[["model", "dataset"]])
+                train = history.drop_targets(pairs=[(m, x) for m in test_models for x in twins])
             plan.folds.append(Fold(f"{name}:{d}:seed{seed}", train, test, [d], test_models, seed))
     return plan
 
@@ -223,7 +242,7 @@ def _setting2(history, t, held, all_ds, *, min_models, **_):
         known = _models_of(t, d)
         tests = []
         for other in held:
-            if other == d:
+            if other in twins_in([d], all_ds):  # the training dataset itself, under any of its names
                 continue
             rows = t[(t["dataset"] == other) & t["model"].isin(known)]
             if rows["model"].nunique() < min_models:
@@ -261,7 +280,7 @@ def _kfold(history, t, held, all_ds, *, min_models, k=5, **_):
             kept.append(d)
         if not tests:
             continue
-        train = history.drop_targets(datasets=group)
+        train = history.drop_targets(datasets=twins_in(group, all_ds))
         plan.folds.append(Fold(f"kfold:{i}", train, _test_frame(pd.concat(tests, ignore_index=True)), kept))
     return plan
 
@@ -276,4 +295,4 @@ def describe_plan(plan: FoldPlan) -> str:
 
 
 __all__ = ["Fold", "FoldPlan", "ProtocolInfo", "PROTOCOLS", "make_folds", "list_protocols", "get_protocol",
-           "describe_plan", "check_single_target_kind"]
+           "describe_plan", "check_single_target_kind", "twins_in"]
