@@ -89,3 +89,28 @@ def test_pooled_public_histories_share_dataset_rows(shared_data, tmp_path):
     fold = next(f for f in make_folds(pool, "lodo", datasets=["oxford_iiit_pet"], check_kind=False).folds)
     assert "oxford_iiit_pet" not in set(fold.train.targets["dataset"])
     pooled.dispose()
+
+
+@pytest.mark.slow
+def test_a_store_from_before_the_registry_is_upgraded_on_reimport(shared_data, tmp_path, monkeypatch):
+    """A store that holds TransferGraph's datasets under its own names (written before the registry):
+    importing the same files again moves them to the canonical names and adds nothing."""
+    from history.importers.transfergraph import TransferGraphImporter
+
+    s = HistoryStore(f"sqlite:///{tmp_path / 'old.db'}")
+    monkeypatch.setattr(TransferGraphImporter, "canonical_datasets", False)
+    first = get_importer("transfergraph").run(s, shared_data / "transfergraph-image")
+    assert "pets" in set(s.datasets_frame()["name"])
+    n_jobs, n_scores = len(s.jobs_frame()), len(s.scores_frame())
+    monkeypatch.setattr(TransferGraphImporter, "canonical_datasets", True)
+    again = get_importer("transfergraph").run(s, shared_data / "transfergraph-image")
+    assert (again.jobs_added, again.jobs_existing, again.scores_added) == (0, first.jobs_read, 0)
+    names = set(s.datasets_frame()["name"])
+    assert {"oxford_iiit_pet", "svhn_cropped", "oxford_flowers102"} <= names and not {"pets", "svhn", "flowers"} & names
+    assert len(s.jobs_frame()) == n_jobs and len(s.scores_frame()) == n_scores
+    assert any("store upgraded: dataset 'pets'" in n for n in again.notes)
+    assert s.get_dataset("oxford_iiit_pet")["extra"]["aliases"] == {"transfergraph-image": ["pets"]}
+    # a third import changes nothing
+    third = get_importer("transfergraph").run(s, shared_data / "transfergraph-image")
+    assert third.jobs_added == 0 and not any("store upgraded" in n for n in third.notes)
+    s.dispose()

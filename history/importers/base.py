@@ -197,9 +197,10 @@ class Importer:
         with a dataset plan, merge the aliases and per-source facts in the same transaction."""
         if _plan is None:
             return store.commit(**rows)
-        from .canonical import apply_to_store
+        from .canonical import adopt_source_named_rows, apply_to_store
 
         with store.write() as conn:
+            adopt_source_named_rows(conn, _plan, _report)
             res = store.commit(conn=conn, **rows)
             apply_to_store(conn, _plan, _report)
         return res

@@ -214,3 +214,90 @@ def apply_to_store(conn, plan: DatasetPlan, report) -> None:
         if changes:
             conn.execute(update(d).where(d.c.id == row["id"]).values(**changes))
     report.notes.extend(plan.conflicts)
+
+
+def adopt_source_named_rows(conn, plan: DatasetPlan, report) -> None:
+    """Upgrade a store written before the registry: move the rows an earlier import stored under a
+    source's name (``pets``) into the canonical row, re-keying their jobs and scores, so that
+    importing the same file again adds nothing. Runs in the import's transaction, before the write.
+
+    Only a row whose jobs and scores all come from the sources that use that name is moved; a row
+    with other sources' data (a user's own ``pets``) stays as it is (evaluation still holds it out
+    with its twins, see ``recommender.protocols.twins_in``)."""
+    from sqlalchemy import delete
+
+    d, j, sc, pr = S.datasets, S.jobs, S.scores, S.probes
+    for alias, canon in sorted(plan.renamed.items()):
+        if alias == canon:
+            continue
+        old = conn.execute(select(d).where(d.c.name == alias)).mappings().first()
+        if old is None:
+            continue
+        srcs = set(plan.aliases.get(canon, {}))
+        used = set(conn.execute(select(j.c.source).where(j.c.dataset_id == old["id"]).distinct()).scalars())
+        used |= set(conn.execute(select(sc.c.source).where(sc.c.dataset_id == old["id"]).distinct()).scalars())
+        if not used <= srcs:
+            report.notes.append(f"dataset {alias!r} in the store also holds data of {', '.join(sorted(used - srcs))}: "
+                                f"left as it is (not merged into {canon!r}); evaluation holds both out together")
+            continue
+        new = conn.execute(select(d).where(d.c.name == canon)).mappings().first()
+        if new is None:
+            conn.execute(update(d).where(d.c.id == old["id"]).values(name=canon))
+            tid = old["id"]
+        else:
+            tid = new["id"]
+            fill = {k: old[k] for k in S.DATASET_FIELDS if new[k] is None and old[k] is not None}
+            if old["extra"]:
+                fill["extra"] = S._clean({**dict(old["extra"]), **dict(new["extra"] or {})})
+            if fill:
+                conn.execute(update(d).where(d.c.id == tid).values(**fill))
+            have = {(r.size, r.seed) for r in conn.execute(select(pr.c.size, pr.c.seed).where(pr.c.dataset_id == tid))}
+            for r in conn.execute(select(pr.c.id, pr.c.size, pr.c.seed).where(pr.c.dataset_id == old["id"])).all():
+                if (r.size, r.seed) in have:
+                    conn.execute(delete(pr).where(pr.c.id == r.id))
+            for t in (j, sc, pr):
+                conn.execute(update(t).where(t.c.dataset_id == old["id"]).values(dataset_id=tid))
+            conn.execute(delete(d).where(d.c.id == old["id"]))
+        n_jobs, n_scores, n_dup = _rekey(conn, tid, canon)
+        report.notes.append(f"store upgraded: dataset {alias!r} (stored under the source's name by an earlier "
+                            f"version) is now {canon!r}: {n_jobs} job(s) and {n_scores} score(s) re-keyed"
+                            + (f", {n_dup} exact duplicate(s) of rows already under {canon!r} removed" if n_dup else ""))
+
+
+def _rekey(conn, dataset_id: int, name: str) -> tuple[int, int, int]:
+    """Recompute the keys of a dataset's jobs and scores after a rename; drop exact duplicates."""
+    from sqlalchemy import bindparam, delete
+
+    j, sc, m = S.jobs, S.scores, S.models
+    out, n_dup = [], 0
+    for table, q, keyf in (
+        (j, select(j.c.id, j.c.key, m.c.name.label("model"), j.c.regime, j.c.hparams, j.c.metric, j.c.value,
+                   j.c.status, j.c.source, j.c.provenance).join(m, m.c.id == j.c.model_id)
+         .where(j.c.dataset_id == dataset_id),
+         lambda r: S.job_key(model=r["model"], dataset=name, regime=r["regime"], hparams=r["hparams"],
+                             metric=r["metric"], value=r["value"], status=r["status"], source=r["source"],
+                             provenance=r["provenance"])),
+        (sc, select(sc.c.id, sc.c.key, m.c.name.label("model"), sc.c.method, sc.c.probe_size, sc.c.seed,
+                    sc.c.source).join(m, m.c.id == sc.c.model_id).where(sc.c.dataset_id == dataset_id),
+         lambda r: S.score_key(model=r["model"], dataset=name, method=r["method"], probe_size=r["probe_size"],
+                               seed=r["seed"], source=r["source"])),
+    ):
+        rows = list(conn.execute(q).mappings())
+        keep = {r["key"] for r in rows}
+        changes, dups = [], []
+        for r in rows:
+            k = keyf(r)
+            if k == r["key"]:
+                continue
+            if k in keep:
+                dups.append(r["id"])
+            else:
+                keep.add(k)
+                changes.append({"_id": r["id"], "_key": k})
+        if dups:
+            conn.execute(delete(table).where(table.c.id.in_(dups)))
+            n_dup += len(dups)
+        if changes:
+            conn.execute(update(table).where(table.c.id == bindparam("_id")).values(key=bindparam("_key")), changes)
+        out.append(len(changes))
+    return out[0], out[1], n_dup
