@@ -124,6 +124,18 @@ def register(sub):
     q.add_argument("--description", default=None, help="a one-line description of the dataset")
     q.add_argument("--update", action="store_true", help="overwrite the meta-features of an existing dataset")
     q.set_defaults(func=cmd_add_dataset)
+
+    q = add_parser(hs, "enrich", help="fill missing model meta-features offline (params, GMACs, input size, ...)",
+                   description="Fill the model meta-features the store lacks (params, GMACs, input size, depth, "
+                               "feature dim, family, pretraining dataset and domain) from timm's published tables, "
+                               "stated tables and transformers configs built without weights (no network). Only "
+                               "missing values are written, so running it again changes nothing. Prints per source "
+                               "what was filled, what stayed unknown and why, and the coverage. "
+                               "See docs/datasets-and-models.md.")
+    q.add_argument("--timm-dir", default=None,
+                   help="folder with timm's benchmark-infer-*.csv (default: found through the timm import)")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.set_defaults(func=cmd_enrich)
     return p
 
 
@@ -514,6 +526,41 @@ def cmd_add_dataset(args) -> int:
     if ent is not None and ent.name != args.name:
         print(f"note: {args.name!r} is the dataset registry's alias of {ent.name!r}; evaluation holds them out "
               "together", file=sys.stderr)
+    return 0
+
+
+def cmd_enrich(args) -> int:
+    from history.enrich import BENCHMARK_GLOB, FIELDS, enrich
+
+    if args.timm_dir is not None:
+        d = Path(args.timm_dir).expanduser()
+        if not (d.is_dir() and any(d.glob(BENCHMARK_GLOB))) and not (d.is_file() and d.suffix == ".csv"):
+            raise CliUsageError(f"--timm-dir {args.timm_dir}: no {BENCHMARK_GLOB} there (timm's published "
+                                "benchmark table, e.g. ../shared/data/timm)")
+    store = open_store(args)
+    try:
+        if store.models_frame().empty:
+            print("the store has no models: fill it first with 'history pull NAME' or 'history import PATH'")
+            return 0
+        rep = enrich(store, timm_dir=args.timm_dir, progress=sys.stderr.isatty() and not args.json)
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps({
+            "models_updated": rep.models_updated, "seconds": round(rep.seconds, 2), "timm_table": rep.timm_table,
+            "architectures_counted": rep.configs_counted,
+            "sources": {s: {"models": r.models, "coverage": {f: round(c, 4) for f, c in r.coverage().items()},
+                            "filled": dict(r.filled), "repaired": dict(r.repaired),
+                            "unknown": {f: dict(c) for f, c in r.unknown.items() if c}}
+                        for s, r in sorted(rep.sources.items())},
+        }, indent=2))
+        return 0
+    print(rep.summary())
+    cov = rep.coverage_table()
+    _table("coverage after enrich: % of each source's models with the field", ["source", "models", *FIELDS],
+           [[r["source"], r["models"], *[f"{r[f]:.1f}" for f in FIELDS]] for r in cov.to_dict("records")])
+    if not rep.models_updated:
+        print("nothing new to fill: every fact these sources allow is already stored (enrich is idempotent)")
     return 0
 
 
