@@ -108,3 +108,11 @@ def test_a_user_alias_is_held_out_with_its_dataset():
     assert set(folds["lodo:leaves"].train.targets["dataset"]) == {"dtd", "cifar100"}
     assert set(folds["lodo:foliage"].train.targets["dataset"]) == {"dtd", "cifar100"}
     assert set(folds["lodo:dtd"].train.targets["dataset"]) == {"leaves", "foliage", "cifar100"}
+
+
+def test_show_and_predict_accept_a_source_name(url, shared_data, capsys):
+    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--format", "parc") == 0
+    capsys.readouterr()
+    assert cli(url, "show", "dataset", "oxford_pets") == 0
+    cap = capsys.readouterr()
+    assert "dataset oxford_iiit_pet" in cap.out and "'oxford_pets' is stored as 'oxford_iiit_pet'" in cap.err

@@ -114,3 +114,12 @@ def test_a_store_from_before_the_registry_is_upgraded_on_reimport(shared_data, t
     third = get_importer("transfergraph").run(s, shared_data / "transfergraph-image")
     assert third.jobs_added == 0 and not any("store upgraded" in n for n in third.notes)
     s.dispose()
+
+
+def test_resolve_name():
+    from history.datasets_registry import resolve_name
+
+    stored = ["oxford_iiit_pet", "svhn_cropped", "leaves"]
+    assert resolve_name("pets", stored) == "oxford_iiit_pet" and resolve_name("svhn", stored) == "svhn_cropped"
+    assert resolve_name("leaves", stored) == "leaves" and resolve_name("dtd", stored) is None
+    assert resolve_name("oxford_pets", ["pets"]) == "pets"  # an old store: the twin that is there

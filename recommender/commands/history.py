@@ -408,6 +408,13 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     store = open_store(args, write=False)
     try:
+        if args.kind == "dataset" and not store.has_dataset(args.name):
+            from history.datasets_registry import resolve_name
+
+            stored = resolve_name(args.name, store.datasets_frame()["name"])
+            if stored is not None:  # a source's name of a dataset stored under its canonical name
+                print(f"note: {args.name!r} is stored as {stored!r} (dataset registry)", file=sys.stderr)
+                args.name = stored
         rec = store.get_model(args.name) if args.kind == "model" else store.get_dataset(args.name)
         jobs = store.jobs_frame(include_failed=True)
         scores = store.scores_frame()
