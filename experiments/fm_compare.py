@@ -156,7 +156,9 @@ def main(argv=None) -> int:
     datasets = None
     if args.quick:
         datasets = ["cifar100", "dtd", "flowers", "svhn", "stanfordcars", "kitti"]
-        datasets = [d for d in hist.target_datasets() if any(d.startswith(q) for q in datasets)]
+        from history.datasets_registry import resolve_name  # TransferGraph's names -> the stored (canonical) ones
+
+        datasets = [d for d in (resolve_name(q, hist.target_datasets()) for q in datasets) if d is not None]
     print(f"# {hist!r}; held out: {len(datasets or hist.target_datasets())} datasets; "
           f"inner CV: {args.inner_cv} (L2 scales {L2_SCALES})")
     for n in names:

@@ -144,11 +144,16 @@ class Featurizer:
     collab : include the collaborative statistics in the ``m`` group.
     collab_bandwidth : kernel bandwidth ``h`` of ``m:collab_kernel`` (standardized units).
     min_category_count : a categorical value seen on fewer models / datasets maps to ``other``.
+    dataset_columns : extra numeric dataset-meta columns used as dense ``d:<column>`` features
+        (with ``:missing`` indicators and training-median imputation), e.g. the text embedding
+        of :func:`features.dataset_text.add_text_embedding`. Default: none.
     """
 
     def __init__(self, groups="d,m,s", *, dataset_ids: bool = True, model_ids=None, collab: bool = True,
-                 collab_bandwidth: float = 1.0, min_category_count: int = 2, interactions: bool = False):
+                 collab_bandwidth: float = 1.0, min_category_count: int = 2, interactions: bool = False,
+                 dataset_columns=()):
         self.groups = groups
+        self.dataset_columns = dataset_columns
         self.interactions = interactions
         self.dataset_ids = dataset_ids
         self.model_ids = model_ids
@@ -160,7 +165,8 @@ class Featurizer:
         return {"groups": self.groups, "dataset_ids": self.dataset_ids, "model_ids": self.model_ids,
                 "collab": self.collab,
                 "collab_bandwidth": self.collab_bandwidth, "min_category_count": self.min_category_count,
-                "interactions": self.interactions}
+                "interactions": self.interactions,
+                **({"dataset_columns": list(self.dataset_columns)} if self.dataset_columns else {})}
 
     # ------------------------------------------------------------------ fit
     def fit(self, history: HistoryFrame) -> "Featurizer":
@@ -205,7 +211,7 @@ class Featurizer:
         td = dm[dm["name"].isin(self.train_datasets_)]
         draw = self._dataset_raw(td)
         self.dataset_medians_ = {k: (float(np.nanmedian(v)) if np.isfinite(v).any() else 0.0)
-                                 for k, v in draw.items()}
+                                 for k, v in {**draw, **self._dataset_extra(td)}.items()}
         # standardization of the dataset-similarity space (for the collaborative kernel)
         u = np.column_stack([np.where(np.isnan(draw[k]), self.dataset_medians_[k], draw[k])
                              for k in ("log_num_samples", "log_num_classes")]) if len(td) else np.zeros((0, 2))
@@ -249,6 +255,10 @@ class Featurizer:
             ls = np.where(ns > 0, np.log(np.where(ns > 0, ns, 1)), np.nan)
             lc = np.where(nc > 0, np.log(np.where(nc > 0, nc, 1)), np.nan)
         return {"log_num_samples": ls, "log_num_classes": lc, "log_samples_per_class": ls - lc}
+
+    def _dataset_extra(self, dm: pd.DataFrame) -> dict:
+        """The ``dataset_columns`` values of ``dm`` (NaN where missing or absent)."""
+        return {str(c): _num(dm, str(c)) for c in (self.dataset_columns or ())}
 
     def _use_model_ids(self) -> bool:
         """Model-id one-hots default to off when the collaborative statistics are on: the
@@ -321,7 +331,7 @@ class Featurizer:
         cols, names = [], []
 
         if "d" in self.groups_:
-            raw = self._dataset_raw(drows)
+            raw = {**self._dataset_raw(drows), **self._dataset_extra(drows)}
             for key, v in raw.items():
                 miss = np.isnan(v)
                 cols.append(np.where(miss, self.dataset_medians_[key], v)[dcodes]); names.append(f"d:{key}")

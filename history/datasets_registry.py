@@ -429,6 +429,19 @@ def twins(name: str, source: str | None = None, *, same_images: bool = False) ->
     return _default().twins(name, source, same_images=same_images)
 
 
+def resolve_name(name: str, names) -> str | None:
+    """The name among ``names`` (e.g. a store's datasets) that denotes the same task as ``name``:
+    ``name`` itself when present, else its registry twin that is present (canonical first), else
+    None. Lets a user type ``pets`` for a store that holds ``oxford_iiit_pet``."""
+    have = set(names)
+    if name in have:
+        return name
+    for n in twins(name):
+        if n in have:
+            return n
+    return None
+
+
 def conflicts() -> list[Conflict]:
     return _default().conflicts()
 

@@ -23,6 +23,13 @@ new dataset: a probe can be scored before any fine-tuning).
 
 A held-out dataset with fewer than ``min_models`` models is skipped with a stated reason
 (:class:`FoldPlan.skipped`), never silently.
+
+Twins. A store filled from several sources may hold the same task under two names (an old store,
+or a user's own import named ``pets`` next to the public ``oxford_iiit_pet``). Holding a dataset
+out holds out every name the dataset registry gives the same task, and every alias the store
+records for it (``history add-dataset --alias``; :func:`twins_in`), so no twin's
+target stays in training; ``setting1`` drops the held-out models' targets on the twins too, and
+``setting2`` never tests on a twin of its training dataset.
 """
 from __future__ import annotations
 
@@ -118,6 +125,49 @@ def _models_of(targets: pd.DataFrame, dataset: str) -> list[str]:
     return sorted(targets.loc[targets["dataset"] == dataset, "model"].unique())
 
 
+def twins_in(datasets, all_ds, aliases=None) -> list[str]:
+    """``datasets`` plus every name in ``all_ds`` of the same task, sorted: the names the dataset
+    registry gives one task (:func:`history.datasets_registry.groups`), joined with ``aliases``
+    ({name: [other names]}, e.g. a user's ``history add-dataset --alias``; see
+    :func:`store_aliases`). Unknown names are their own only twin."""
+    from history.datasets_registry import groups
+
+    names = sorted(set(all_ds) | set(datasets))
+    parent = {n: n for n in names}
+
+    def find(n):
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    for group in groups(names).values():
+        for n in group[1:]:
+            union(group[0], n)
+    for n, other in (aliases or {}).items():
+        for a in other:
+            if n in parent and a in parent:
+                union(n, a)
+    want = {find(d) for d in datasets}
+    return sorted(n for n in names if find(n) in want)
+
+
+def store_aliases(history) -> dict:
+    """{dataset: [aliases]} recorded in the history's dataset meta (``extra.aliases`` of any source)."""
+    ds = history.datasets
+    if "extra" not in ds.columns:
+        return {}
+    out = {}
+    for name, extra in zip(ds["name"], ds["extra"]):
+        al = (extra or {}).get("aliases") if isinstance(extra, dict) else None
+        if al:
+            out[name] = sorted({a for v in al.values() for a in (v if isinstance(v, list) else [v])})
+    return out
+
+
 def _n_held(n: int, fraction: float, min_models: int) -> int:
     """Number of models to hold out: ``round(fraction * n)`` but at least ``min_models``."""
     return max(min_models, int(round(fraction * n)))
@@ -158,20 +208,23 @@ def _lodo(history, t, held, all_ds, *, min_models, **_):
             f"protocol lodo needs at least 2 datasets with targets, this history has only {all_ds[0]!r}; "
             "use --protocol setting1 (unseen models on a seen dataset) instead.")
     plan = FoldPlan("lodo", [])
+    al = store_aliases(history)
     for d in held:
         models = _models_of(t, d)
         if len(models) < min_models:
             plan.skipped.append({"dataset": d, "reason": f"only {len(models)} model(s) with a target "
                                                          f"(need >= {min_models})"})
             continue
-        train = history.drop_targets(datasets=[d])
+        train = history.drop_targets(datasets=twins_in([d], all_ds, al))
         plan.folds.append(Fold(f"lodo:{d}", train, _test_frame(t[t["dataset"] == d]), [d]))
     return plan
 
 
 def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, name, cold, **_):
     plan = FoldPlan(name, [])
+    all_ds, al = sorted(t["dataset"].unique()), store_aliases(history)
     for d in held:
+        twins = twins_in([d], all_ds, al)
         models = _models_of(t, d)
         n_test = _n_held(len(models), test_fraction, min_models)
         if len(models) < min_models or n_test >= len(models):
@@ -184,9 +237,9 @@ def _seeded(history, t, held, *, seeds, test_fraction, min_models, base_seed, na
             test_models = sorted(rng.choice(models, size=n_test, replace=False).tolist())
             test = _test_frame(t[(t["dataset"] == d) & t["model"].isin(test_models)])
             if cold:
-                train = history.drop_targets(datasets=[d], models=test_models)
+                train = history.drop_targets(datasets=twins, models=test_models)
             else:
-                train = history.drop_targets(pairs=test[["model", "dataset"]])
+                train = history.drop_targets(pairs=[(m, x) for m in test_models for x in twins])
             plan.folds.append(Fold(f"{name}:{d}:seed{seed}", train, test, [d], test_models, seed))
     return plan
 
@@ -219,11 +272,12 @@ def _setting2(history, t, held, all_ds, *, min_models, **_):
         raise RecommenderError(
             f"protocol setting2 needs at least 2 datasets with targets, this history has only {all_ds[0]!r}.")
     plan = FoldPlan("setting2", [])
+    al = store_aliases(history)
     for d in all_ds:  # d = the single training dataset
         known = _models_of(t, d)
         tests = []
         for other in held:
-            if other == d:
+            if other in twins_in([d], all_ds, al):  # the training dataset itself, under any of its names
                 continue
             rows = t[(t["dataset"] == other) & t["model"].isin(known)]
             if rows["model"].nunique() < min_models:
@@ -248,6 +302,7 @@ def _kfold(history, t, held, all_ds, *, min_models, k=5, **_):
             "use --protocol setting1 instead.")
     k = max(2, min(int(k), len(held)))
     plan = FoldPlan("kfold", [])
+    al = store_aliases(history)
     for i in range(k):
         group = held[i::k]
         tests, kept = [], []
@@ -261,7 +316,7 @@ def _kfold(history, t, held, all_ds, *, min_models, k=5, **_):
             kept.append(d)
         if not tests:
             continue
-        train = history.drop_targets(datasets=group)
+        train = history.drop_targets(datasets=twins_in(group, all_ds, al))
         plan.folds.append(Fold(f"kfold:{i}", train, _test_frame(pd.concat(tests, ignore_index=True)), kept))
     return plan
 
@@ -276,4 +331,4 @@ def describe_plan(plan: FoldPlan) -> str:
 
 
 __all__ = ["Fold", "FoldPlan", "ProtocolInfo", "PROTOCOLS", "make_folds", "list_protocols", "get_protocol",
-           "describe_plan", "check_single_target_kind"]
+           "describe_plan", "check_single_target_kind", "twins_in", "store_aliases"]

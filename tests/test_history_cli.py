@@ -16,7 +16,7 @@ from history.importers import get_importer
 from recommender.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-ACTIONS = ["pull", "import", "export", "stats", "list-models", "list-datasets", "show", "add-dataset"]
+ACTIONS = ["pull", "import", "export", "stats", "list-models", "list-datasets", "show", "add-dataset", "enrich"]
 
 
 def cli(store_url, *argv):

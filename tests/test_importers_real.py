@@ -111,7 +111,9 @@ def test_transfergraph_include_food101(shared_data):
 def test_transfergraph_repairs_and_meta(imported):
     s, r, _ = imported["transfergraph"]
     d = s.datasets_frame().set_index("name")
-    assert d.loc["flowers", "num_classes"] == 102
+    # stored under the registry's canonical name; TransferGraph's own name is kept as an alias
+    assert d.loc["oxford_flowers102", "num_classes"] == 102 and "flowers" not in d.index
+    assert d.loc["oxford_flowers102", "extra"]["aliases"] == {"transfergraph-image": ["flowers"]}
     assert d.loc["cifar100", "num_samples"] == 50000
     assert any("flowers" in k for k in r.repaired)
     m = s.models_frame().set_index("name").loc["google/vit-base-patch16-224"]
@@ -206,7 +208,9 @@ def test_shift_tasks_regimes_and_modalities(imported):
     # every task gets its published class count and VTAB group (none are in the records)
     assert d["num_classes"].notna().all(), d.index[d["num_classes"].isna()].tolist()
     assert d.loc["clevr_count", "num_classes"] == 8 and d.loc["smallnorb_elevation", "num_classes"] == 9
-    assert set(d.loc[sorted(VTAB_TASKS), "domain"]) == {"natural", "specialized", "structured"}
+    # SHiFT's domain column held the VTAB group; the registry's domain is stored, the group kept
+    assert {d.loc[t, "extra"]["registry"]["vtab_group"] for t in VTAB_TASKS} == {"natural", "specialized", "structured"}
+    assert d.loc["eurosat", "domain"] == "remote-sensing"
 
 
 @pytest.mark.slow  # shares the module fixture that imports every real history twice (~5 s)
@@ -280,7 +284,11 @@ def test_parc_placeholders_percent_and_meta(imported, shared_data):
     assert row["extra"]["source_num_samples"] == 150_000
     assert m.loc["resnet18@oxford_pets", "extra"]["source_num_classes"] == 37
     d = s.datasets_frame().set_index("name")
-    assert d.loc["nabird", "num_samples"] == 24_633 and d.loc["voc2007", "num_classes"] == 21
+    # the registry's canonical facts in the columns; PARC's own counts kept per source (conflict rule)
+    assert d.loc["nabird", "num_samples"] == 23_929 and d.loc["voc2007", "num_classes"] == 20
+    assert d.loc["nabird", "extra"]["source_facts"]["parc"]["num_samples"] == 24_633
+    assert d.loc["voc2007", "extra"]["source_facts"]["parc-controlled"]["num_classes"] == 21
+    assert any("voc2007 num_classes" in n and "parc" in n for n in r.notes)
 
 
 def test_parc_single_file(shared_data):

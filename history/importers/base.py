@@ -138,6 +138,10 @@ class Importer:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Store the datasets the dataset registry knows under their canonical names (the source's
+    #: names become aliases; see :mod:`history.importers.canonical`). Set by the importers of the
+    #: public histories; a user's own files keep the names they use.
+    canonical_datasets: ClassVar[bool] = False
 
     def read(self, path, **options) -> ImportBatch:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -161,6 +165,11 @@ class Importer:
         rep = batch.report
         rep.jobs_read = len(batch.jobs)
         rep.scores_read = len(batch.scores)
+        plan = None
+        if self.canonical_datasets:
+            from .canonical import canonicalize
+
+            plan = canonicalize(batch)
         res = self._commit(
             store,
             models=batch.models, datasets=batch.datasets, jobs=batch.jobs, scores=batch.scores,
@@ -169,6 +178,7 @@ class Importer:
                 "importer": rep.importer, "source": rep.source, "path": rep.path, "sha256": rep.sha256,
                 "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
             },
+            **({"_plan": plan, "_report": rep} if plan is not None else {}),
         )
         rep.jobs_added, rep.jobs_existing = res.jobs_added, res.jobs_existing
         rep.scores_added, rep.scores_replaced = res.scores_added, res.scores_replaced
@@ -182,9 +192,18 @@ class Importer:
                              "(at chance on >= 80% of their datasets; see docs/evaluation.md)")
         return rep
 
-    def _commit(self, store, **rows):
-        """Write one import's rows (``store.commit`` keyword arguments) in one transaction."""
-        return store.commit(**rows)
+    def _commit(self, store, _plan=None, _report=None, **rows):
+        """Write one import's rows (``store.commit`` keyword arguments) in one transaction;
+        with a dataset plan, merge the aliases and per-source facts in the same transaction."""
+        if _plan is None:
+            return store.commit(**rows)
+        from .canonical import adopt_source_named_rows, apply_to_store
+
+        with store.write() as conn:
+            adopt_source_named_rows(conn, _plan, _report)
+            res = store.commit(conn=conn, **rows)
+            apply_to_store(conn, _plan, _report)
+        return res
 
 
 # ---------------------------------------------------------------------- parsing helpers

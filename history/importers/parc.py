@@ -61,6 +61,7 @@ class ParcImporter(Importer):
     """PARC ``oracles/all.csv`` and/or ``oracles/controlled.csv``."""
 
     name = "parc"
+    canonical_datasets = True
     description = "PARC oracles folder (all.csv -> source parc, controlled.csv -> parc-controlled) or one of them"
 
     def read(self, path, **options) -> ImportBatch:

@@ -130,6 +130,7 @@ class ShiftImporter(Importer):
     """SHiFT ``ftrecords.csv`` (+ ``huggingface_cv_models.csv``)."""
 
     name = "shift"
+    canonical_datasets = True
     description = "SHiFT folder (ftrecords.csv, huggingface_cv_models.csv): VTAB image + text tasks"
 
     def read(self, path, **options) -> ImportBatch:

@@ -80,6 +80,7 @@ class TimmImporter(Importer):
     """timm ``results/`` folder: ImageNet top-1 per model + GMACs + pretraining domain."""
 
     name = "timm"
+    canonical_datasets = True
     description = ("timm results folder (results-imagenet.csv [+ benchmark-infer-*.csv, "
                    "model_metadata-in1k.csv]): ImageNet-1k top-1 of ~1,500 models")
 

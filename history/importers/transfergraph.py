@@ -131,6 +131,7 @@ class TransferGraphImporter(Importer):
     """TransferGraph folder (records + model config + dataset features + LogME scores)."""
 
     name = "transfergraph"
+    canonical_datasets = True
     description = (
         "TransferGraph experiment folder (records.csv, model_config_dataset.csv, "
         "target_dataset_features.csv, transferability_score_records.csv); image or text layout"

@@ -90,6 +90,9 @@ def run(args) -> int:
         print(f"      {_report_line(rep)} ({time.perf_counter() - t0:.1f} s)")
 
         hist = build_history(store, source=HISTORY)
+        from history.datasets_registry import resolve_name
+
+        args.holdout = resolve_name(args.holdout, hist.targets["dataset"]) or args.holdout  # pets -> oxford_iiit_pet
         if args.holdout not in set(hist.targets["dataset"]):
             from history.errors import NotFoundError, closest
 

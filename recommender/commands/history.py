@@ -1,6 +1,6 @@
 """``python -m recommender history ...``: fill, inspect and export the history store.
 
-Sub-commands: pull, import, export, stats, list-models, list-datasets, show, add-dataset.
+Sub-commands: pull, import, export, stats, list-models, list-datasets, show, add-dataset, enrich.
 User errors raise :class:`history.errors.RecommenderError` subclasses (the CLI prints
 ``error: ...`` and exits 2).
 """
@@ -94,6 +94,10 @@ def register(sub):
                        description=f"List the {kind} in the store with their meta-features and job counts.")
         q.add_argument("--source", default=None, help=f"only {kind} with jobs or scores of this source")
         q.add_argument("--format", choices=LIST_FORMATS, default="table", help="output format (default table)")
+        if kind == "datasets":
+            q.add_argument("--aliases", action="store_true",
+                           help="show the name mapping instead: each name a source (or you) used -> the "
+                                "canonical name it is stored under (dataset registry + the store's aliases)")
         q.set_defaults(func=cmd_list, kind=kind[:-1])
 
     q = add_parser(hs, "show", help="show one model or dataset: meta-features, job count, best jobs",
@@ -111,8 +115,27 @@ def register(sub):
     q.add_argument("--num-classes", type=int, required=True, help="number of classes")
     q.add_argument("--modality", choices=["image", "text"], default="image", help="default image")
     q.add_argument("--domain", default=None, help="e.g. natural, medical, satellite")
+    q.add_argument("--alias", action="append", default=[], metavar="NAME",
+                   help="another name of this dataset (repeat, or comma-separate); evaluation holds it out "
+                        "together with the dataset")
+    q.add_argument("--class-names", default=None, metavar="A,B,...|@FILE",
+                   help="the class names, comma-separated or @FILE with one name per line (as many as "
+                        "--num-classes)")
+    q.add_argument("--description", default=None, help="a one-line description of the dataset")
     q.add_argument("--update", action="store_true", help="overwrite the meta-features of an existing dataset")
     q.set_defaults(func=cmd_add_dataset)
+
+    q = add_parser(hs, "enrich", help="fill missing model meta-features offline (params, GMACs, input size, ...)",
+                   description="Fill the model meta-features the store lacks (params, GMACs, input size, depth, "
+                               "feature dim, family, pretraining dataset and domain) from timm's published tables, "
+                               "stated tables and transformers configs built without weights (no network). Only "
+                               "missing values are written, so running it again changes nothing. Prints per source "
+                               "what was filled, what stayed unknown and why, and the coverage. "
+                               "See docs/datasets-and-models.md.")
+    q.add_argument("--timm-dir", default=None,
+                   help="folder with timm's benchmark-infer-*.csv (default: found through the timm import)")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.set_defaults(func=cmd_enrich)
     return p
 
 
@@ -323,10 +346,50 @@ def _listing(store, kind, source):
     return out.reset_index(drop=True)
 
 
+def _alias_listing(store, source):
+    """Rows (name, source, canonical, in_store, jobs): the registry's names and the aliases the store
+    records (imports under ``extra.aliases``, a user's under source ``user``)."""
+    import pandas as pd
+
+    from history.datasets_registry import load_registry
+
+    reg = load_registry()
+    frame = store.datasets_frame()
+    jobs = store.jobs_frame(include_failed=True)
+    counts = jobs.groupby("dataset").size() if not jobs.empty else pd.Series(dtype=int)
+    stored = set(frame["name"])
+    rows = {}
+    for r in reg.aliases_table():
+        rows[(r["name"], r["source"], r["canonical"])] = "registry"
+    for name, extra in zip(frame["name"], frame["extra"]):
+        for src, names in ((extra or {}).get("aliases") or {}).items():
+            for n in names if isinstance(names, list) else [names]:
+                key = (n, src, name)
+                rows[key] = "registry, store" if key in rows else "store"
+    out = [{"name": n, "source": src, "canonical": c, "from": how, "in_store": c in stored,
+            "jobs": int(counts.get(c, 0))} for (n, src, c), how in rows.items()]
+    if source is not None:
+        out = [r for r in out if r["source"] == source]
+        if not out:
+            have = sorted({s for _, s, _ in rows})
+            raise NotFoundError(f"no dataset aliases of source {source!r}; sources: {', '.join(have)}")
+    out.sort(key=lambda r: (not r["in_store"], r["canonical"], r["source"], r["name"]))
+    return pd.DataFrame(out, columns=["name", "source", "canonical", "from", "in_store", "jobs"])
+
+
 def cmd_list(args) -> int:
     store = open_store(args, write=False)
     try:
-        df = _listing(store, args.kind, args.source)
+        if getattr(args, "aliases", False):
+            df = _alias_listing(store, args.source)
+            if args.format == "table":
+                _table(f"{len(df)} dataset names -> canonical names (source 'user': history add-dataset --alias)",
+                       ["name", "source", "canonical", "from", "in store", "jobs"],
+                       [[r.name, r.source, r.canonical, r._3, "yes" if r.in_store else "no", r.jobs]
+                        for r in df.itertuples(index=False)])
+                return 0
+        else:
+            df = _listing(store, args.kind, args.source)
     finally:
         store.dispose()
     if args.format == "csv":
@@ -345,6 +408,13 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     store = open_store(args, write=False)
     try:
+        if args.kind == "dataset" and not store.has_dataset(args.name):
+            from history.datasets_registry import resolve_name
+
+            stored = resolve_name(args.name, store.datasets_frame()["name"])
+            if stored is not None:  # a source's name of a dataset stored under its canonical name
+                print(f"note: {args.name!r} is stored as {stored!r} (dataset registry)", file=sys.stderr)
+                args.name = stored
         rec = store.get_model(args.name) if args.kind == "model" else store.get_dataset(args.name)
         jobs = store.jobs_frame(include_failed=True)
         scores = store.scores_frame()
@@ -369,23 +439,135 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _class_names(spec: str, num_classes: int) -> list[str]:
+    if spec.startswith("@"):
+        p = Path(spec[1:]).expanduser()
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CliUsageError(f"--class-names {spec}: file {p} not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliUsageError(f"--class-names {spec}: cannot read {p} as UTF-8 text ({exc})") from None
+        names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    else:
+        names = [n.strip() for n in spec.split(",")]
+    if not names or any(not n for n in names):
+        raise CliUsageError(f"--class-names: empty class name in {spec!r}; give one name per class")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise CliUsageError(f"--class-names: repeated class name(s) {', '.join(dup)}")
+    if len(names) != num_classes:
+        raise CliUsageError(f"--class-names gives {len(names)} names but --num-classes is {num_classes}")
+    return names
+
+
+def _aliases(args, store) -> list[str]:
+    from history.datasets_registry import load_registry
+
+    out = []
+    for a in args.alias:
+        out += [x.strip() for x in a.split(",") if x.strip()]
+    out = list(dict.fromkeys(out))
+    reg = load_registry()
+    mine = reg.canonical_name(args.name)
+    frame = store.datasets_frame()
+    for a in out:
+        if a == args.name:
+            raise CliUsageError(f"--alias {a!r} is the dataset's own name")
+        other = reg.canonical_name(a)
+        if other is not None and other != mine:
+            raise CliUsageError(f"--alias {a!r} is the dataset registry's name of {other!r}, another dataset; "
+                                "an alias maps to one dataset (see history list-datasets --aliases)")
+        if a in set(frame["name"]):
+            raise CliUsageError(f"--alias {a!r} is already a dataset in the store; pick another alias")
+        for name, extra in zip(frame["name"], frame["extra"]):
+            used = ((extra or {}).get("aliases") or {}).values()
+            if name != args.name and any(a in (v if isinstance(v, list) else [v]) for v in used):
+                raise CliUsageError(f"--alias {a!r} is already an alias of dataset {name!r} in the store")
+    return out
+
+
 def cmd_add_dataset(args) -> int:
     for flag, v in (("--num-samples", args.num_samples), ("--num-classes", args.num_classes)):
         if v <= 0:
             raise CliUsageError(f"{flag} must be a positive whole number, got {v}")
+    if args.description is not None and (not args.description.strip() or "\n" in args.description):
+        raise CliUsageError("--description must be one non-empty line")
+    names = _class_names(args.class_names, args.num_classes) if args.class_names is not None else None
     store = open_store(args)
     try:
-        if store.has_dataset(args.name) and not args.update:
+        exists = store.has_dataset(args.name)
+        if exists and not args.update:
             raise StoreError(f"dataset {args.name!r} already exists in the store; pass --update to overwrite "
                              f"its meta-features, or see 'history show dataset {args.name}'")
+        aliases = _aliases(args, store)
         fields = {"num_samples": args.num_samples, "num_classes": args.num_classes, "modality": args.modality}
         if args.domain:
             fields["domain"] = args.domain
+        extra = dict(store.get_dataset(args.name).get("extra") or {}) if exists else {}
+        if aliases:
+            al = {k: list(v) if isinstance(v, list) else [v] for k, v in (extra.get("aliases") or {}).items()}
+            al["user"] = list(dict.fromkeys(al.get("user", []) + aliases))
+            extra["aliases"] = al
+        if names is not None:
+            extra["class_names"] = names
+        if args.description is not None:
+            extra["description"] = args.description.strip()
+        if extra:
+            fields["extra"] = extra
         rec = store.add_dataset(args.name, exist_ok=args.update, **fields)
     finally:
         store.dispose()
     print(f"{'updated' if args.update else 'added'} dataset {rec['name']}: "
           + ", ".join(f"{k}={rec[k]}" for k in ("num_samples", "num_classes", "modality", "domain") if rec.get(k)))
+    ex = rec.get("extra") or {}
+    if ex.get("aliases", {}).get("user"):
+        print(f"  aliases: {', '.join(ex['aliases']['user'])}")
+    if names is not None:
+        print(f"  class names: {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    if ex.get("description"):
+        print(f"  description: {ex['description']}")
+    from history.datasets_registry import lookup
+
+    ent = lookup(args.name)
+    if ent is not None and ent.name != args.name:
+        print(f"note: {args.name!r} is the dataset registry's alias of {ent.name!r}; evaluation holds them out "
+              "together", file=sys.stderr)
+    return 0
+
+
+def cmd_enrich(args) -> int:
+    from history.enrich import BENCHMARK_GLOB, FIELDS, enrich
+
+    if args.timm_dir is not None:
+        d = Path(args.timm_dir).expanduser()
+        if not (d.is_dir() and any(d.glob(BENCHMARK_GLOB))) and not (d.is_file() and d.suffix == ".csv"):
+            raise CliUsageError(f"--timm-dir {args.timm_dir}: no {BENCHMARK_GLOB} there (timm's published "
+                                "benchmark table, e.g. ../shared/data/timm)")
+    store = open_store(args)
+    try:
+        if store.models_frame().empty:
+            print("the store has no models: fill it first with 'history pull NAME' or 'history import PATH'")
+            return 0
+        rep = enrich(store, timm_dir=args.timm_dir, progress=sys.stderr.isatty() and not args.json)
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps({
+            "models_updated": rep.models_updated, "seconds": round(rep.seconds, 2), "timm_table": rep.timm_table,
+            "architectures_counted": rep.configs_counted,
+            "sources": {s: {"models": r.models, "coverage": {f: round(c, 4) for f, c in r.coverage().items()},
+                            "filled": dict(r.filled), "repaired": dict(r.repaired),
+                            "unknown": {f: dict(c) for f, c in r.unknown.items() if c}}
+                        for s, r in sorted(rep.sources.items())},
+        }, indent=2))
+        return 0
+    print(rep.summary())
+    cov = rep.coverage_table()
+    _table("coverage after enrich: % of each source's models with the field", ["source", "models", *FIELDS],
+           [[r["source"], r["models"], *[f"{r[f]:.1f}" for f in FIELDS]] for r in cov.to_dict("records")])
+    if not rep.models_updated:
+        print("nothing new to fill: every fact these sources allow is already stored (enrich is idempotent)")
     return 0
 
 

@@ -41,6 +41,13 @@ def run(args) -> int:
         raise RecommenderError(f"--top must be >= 0 (0 shows every model), got {args.top}")
     store = open_store(args, write=False)
     try:
+        if not store.has_dataset(args.dataset):  # a source's name of a dataset stored under its canonical name
+            from history.datasets_registry import resolve_name
+
+            stored = resolve_name(args.dataset, store.datasets_frame()["name"])
+            if stored is not None:
+                print(f"note: {args.dataset!r} is stored as {stored!r} (dataset registry)", file=sys.stderr)
+                args.dataset = stored
         ranked, meta = recommend_for_dataset(
             store, args.dataset, name=args.recommender, home=args.home, k=args.top or None,
             regime=args.regime, source=args.source, include_finetuned=args.include_finetuned,
