@@ -5,7 +5,6 @@ the ``recommender`` package never imports ``experiments``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -140,7 +139,7 @@ def run_evaluate(args) -> int:
     from recommender.commands import open_store
     from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
 
-    from .evaluate import evaluate, format_per_dataset, format_summary, parse_feature_sets
+    from .evaluate import evaluate, parse_feature_sets
     from recommender.protocols import get_protocol
 
     if args.protocol == "budget":
@@ -176,7 +175,6 @@ def run_evaluate(args) -> int:
         path.write_text(json.dumps(result.to_dict(), indent=1, default=str))
         print(f"results written to {path}")
     rc = 0
-    t_log = 0.0
     if result.config.get("failures"):
         print(f"error: {len(result.config['failures'])} method(s) raised an unexpected error on some folds "
               f"({', '.join(result.config['failures'])}); see 'failures' in the results (run with -vv for "

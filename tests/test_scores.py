@@ -1,6 +1,9 @@
 """Correctness of the model-selection score library (features.scores)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.optimize
@@ -514,23 +517,10 @@ def test_etran_sample_and_feature_routes_agree(case):
 
 def _gbc_official(X, y, gaussian, floor=1e-4):
     """The official GBC algorithm (google-research stable_transfer gbc.py), one class pair at a time."""
-    stats = {}
-    for c in np.unique(y):
-        Xc = X[y == c]
-        stats[c] = (Xc.mean(0), np.maximum(Xc.var(0), floor))
-    total = 0.0
-    for c1 in stats:
-        for c2 in stats:
-            if c1 == c2:
-                continue
-            (m1, v1), (m2, v2) = stats[c1], stats[c2]
-            if gaussian == "spherical":
-                v1, v2 = np.mean(v1), np.mean(v2)
-            avg = (v1 + v2) / 2
-            db = np.sum((m1 - m2) ** 2 / avg) / 8 + 0.5 * (
-                np.sum(np.log(avg)) - 0.5 * np.sum(np.log(v1)) - 0.5 * np.sum(np.log(v2)))
-            total -= np.exp(-db)
-    return total
+    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
+    from score_references import gbc_pairs
+
+    return gbc_pairs(X, y, gaussian, floor)
 
 
 @pytest.mark.parametrize("case", SLOW_CASES)

@@ -298,14 +298,21 @@ def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="s
             return (0.125 * np.einsum("pk,pk->p", diff, diff) / avg
                     + 0.5 * (np.log(avg) - 0.5 * (np.log(s[i]) + np.log(s[j]))))
     else:
-        logv = np.log(var).sum(axis=1)
-
-        def dist(i, j):
-            avg = 0.5 * (var[i] + var[j])
-            diff = mu[i] - mu[j]
-            return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
-                    + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
+        dist = _diagonal_bhattacharyya(mu, var)
     return _pair_sum(C, dist)
+
+
+def _diagonal_bhattacharyya(mu: np.ndarray, var: np.ndarray):
+    """``dist(i, j)``: Bhattacharyya distances between diagonal Gaussians ``N(mu_c, diag(var_c))``
+    for index arrays ``i``, ``j`` of class pairs."""
+    logv = np.log(var).sum(axis=1)
+
+    def dist(i, j):
+        avg = 0.5 * (var[i] + var[j])
+        diff = mu[i] - mu[j]
+        return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
+                + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
+    return dist
 
 
 @register_score("gbc_diag", paper=GBC_PAPER,
@@ -337,14 +344,7 @@ def gbc_diag(features, labels, *, probs=None, reference=None, pca_dim=64):
     pooled = np.maximum(pooled, floor)
     var = (counts[:, None] * var + pooled) / (counts[:, None] + 1.0)
     var = np.maximum(var, floor)
-    logv = np.log(var).sum(axis=1)
-
-    def dist(i, j):
-        avg = 0.5 * (var[i] + var[j])
-        diff = mu[i] - mu[j]
-        return (0.125 * np.einsum("pk,pk->p", diff, diff / avg)
-                + 0.5 * (np.log(avg).sum(axis=1) - 0.5 * (logv[i] + logv[j])))
-    return _pair_sum(C, dist)
+    return _pair_sum(C, _diagonal_bhattacharyya(mu, var))
 
 
 def _coding_rate(Z: np.ndarray, eps: float) -> float:

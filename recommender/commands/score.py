@@ -18,8 +18,6 @@ import json
 import sys
 import time
 
-import numpy as np
-
 from history.errors import NotFoundError, RecommenderError
 
 from . import add_parser, open_store
@@ -79,8 +77,7 @@ def _check_args(args):
 
 def run(args) -> int:
     from features.data import load_data, load_features_npz
-    from features.extract import (ExtractionError, extract_features, load_adapter, parse_model_spec, probe_inputs,
-                                  resolve_device)
+    from features.extract import extract_features, load_adapter, parse_model_spec, probe_inputs, resolve_device
     from features.probe import record_probe, sample_probe
 
     _check_args(args)

@@ -204,10 +204,15 @@ def gbc_official(X, y, P=None, R=None, pca_dim=64, gaussian="spherical"):
     from sklearn.decomposition import PCA
 
     Z = PCA(n_components=min(pca_dim, *X.shape)).fit_transform(X)
+    return gbc_pairs(Z, y, gaussian)
+
+
+def gbc_pairs(Z, y, gaussian="spherical", floor=1e-4):
+    """The official GBC class-pair loop on already reduced features (one pair at a time)."""
     stats = {}
     for c in np.unique(y):
         Zc = Z[y == c]
-        stats[c] = (Zc.mean(axis=0), np.maximum(Zc.var(axis=0), 1e-4))
+        stats[c] = (Zc.mean(axis=0), np.maximum(Zc.var(axis=0), floor))
     total = 0.0
     for c1 in stats:
         for c2 in stats:
