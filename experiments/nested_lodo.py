@@ -100,8 +100,12 @@ class _Fits:
     """Fits each (base, excluded datasets) once and serves its predictions for any dataset."""
 
     def __init__(self, history, random_state: int = 0):
+        from recommender.protocols import store_aliases
+
         self.history = history
         self.random_state = random_state
+        self._all_ds = sorted(history.targets["dataset"].unique())
+        self._aliases = store_aliases(history)
         self._cache: dict = {}
         self.n_fits = 0
         self.fit_seconds = 0.0
@@ -111,7 +115,10 @@ class _Fits:
         key = (base, excluded)
         truth = self.history.targets[self.history.targets["dataset"] == dataset]
         pairs = truth[["model", "dataset"]]
-        train = self.history.drop_targets(datasets=sorted(excluded))  # the fold's frame, as in evaluate
+        from recommender.protocols import twins_in
+
+        # the fold's frame, as the engine's lodo builds it: the excluded datasets and their twins
+        train = self.history.drop_targets(datasets=twins_in(sorted(excluded), self._all_ds, self._aliases))
         if name == "model-mean":
             pred = model_mean(train, pairs, train)  # NaN for unseen models: ranked last by score_dataset
         else:

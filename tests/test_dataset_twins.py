@@ -123,3 +123,21 @@ def test_resolve_name():
     assert resolve_name("pets", stored) == "oxford_iiit_pet" and resolve_name("svhn", stored) == "svhn_cropped"
     assert resolve_name("leaves", stored) == "leaves" and resolve_name("dtd", stored) is None
     assert resolve_name("oxford_pets", ["pets"]) == "pets"  # an old store: the twin that is there
+
+
+def test_nested_lodo_folds_take_the_twins_out_too(history, monkeypatch):
+    """experiments.nested_lodo builds its (inner and outer) training frames like the engine's lodo."""
+    from experiments import nested_lodo as N
+
+    seen = []
+    real = HistoryFrame.drop_targets
+
+    def spy(self, *, datasets=None, **kw):
+        seen.append(set(datasets or ()))
+        return real(self, datasets=datasets, **kw)
+
+    monkeypatch.setattr(HistoryFrame, "drop_targets", spy)
+    N._Fits(history).predict(("model-mean", "", ()), frozenset({"pets"}), "pets")
+    assert seen[-1] == {"pets", "oxford_iiit_pet"}
+    N._Fits(history).predict(("model-mean", "", ()), frozenset({"svhn", "dtd"}), "dtd")
+    assert seen[-1] == {"svhn", "svhn_cropped", "dtd"}
