@@ -186,6 +186,44 @@ def zoo_models_meta(folder) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- text
+def fill_history(store, root, specs: dict, tasks, cfg, home) -> None:
+    """Real fine-tunes (``cfg``) of every zoo model in ``specs`` on every task in ``tasks``
+    (image folders under ``root/data``), stored as the test bed's history."""
+    from recommender.finetune import load_task, run_trial
+
+    store.commit(models=zoo_models_meta(Path(root) / "zoo"))
+    for task in tasks:
+        data = load_task(Path(root) / "data" / task)
+        for spec in specs.values():
+            r = run_trial(store, spec, task, data, cfg, home=home, mlflow=False)
+            if r.status != "completed":
+                raise RuntimeError(f"test-bed fine-tune of {spec} on {task} failed: {r.error}")
+
+
+def build_bed(root, tasks, cfg, *, images: int, new_images: int) -> dict:
+    """The offline test bed: the zoo, ``tasks`` with ``images`` images each, a new target task
+    ``digits-new`` (``new_images``), and ``root/history.db`` holding the zoo's fine-tunes on
+    ``tasks``. One compute thread while it builds. Returns ``{"root", "specs"}``."""
+    import torch
+
+    from history.store import HistoryStore
+
+    root = Path(root)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        specs = build_zoo(root / "zoo")
+        for k, task in enumerate(tasks):
+            write_image_folder(root / "data" / task, task, images, seed=10 + k)
+        write_image_folder(root / "data" / "digits-new", "digits-all", new_images, seed=99)
+        store = HistoryStore(f"sqlite:///{root / 'history.db'}")
+        fill_history(store, root, specs, tasks, cfg, root / "home")
+        store.dispose()
+    finally:
+        torch.set_num_threads(threads)
+    return {"root": root, "specs": specs}
+
+
 TOPICS = {
     "sport": ["the team won the match", "a late goal decided the game", "the runner broke the record",
               "fans cheered at the stadium", "the coach praised the players"],

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from experiments.tinyzoo import build_zoo, write_image_folder, zoo_models_meta
+from experiments.tinyzoo import build_bed, fill_history
 from history.store import HistoryStore
 from recommender.cli import main
 from test_postgres import pg_url  # noqa: F401 - the fixture that starts a real PostgreSQL server
-from recommender.finetune import PID_DIR_ENV, SLOW_ENV, TrialConfig, load_task, run_trial
+from recommender.finetune import PID_DIR_ENV, SLOW_ENV, TrialConfig
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -84,27 +84,9 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     """The tiny zoo (6 CNNs), a target task and a history of real linear-probe fine-tunes."""
-    import torch
-
-    root = tmp_path_factory.mktemp("bed")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        specs = build_zoo(root / "zoo")
-        for k, task in enumerate(HISTORY_TASKS):
-            write_image_folder(root / "data" / task, task, 60, seed=10 + k)
-        write_image_folder(root / "data" / "digits-new", "digits-all", 100, seed=99)
-        store = HistoryStore(f"sqlite:///{root / 'history.db'}")
-        store.commit(models=zoo_models_meta(root / "zoo"))
-        cfg = TrialConfig(lr=3e-2, epochs=8, mode="linear", patience=3)
-        for task in HISTORY_TASKS:
-            data = load_task(root / "data" / task)
-            for spec in specs.values():
-                assert run_trial(store, spec, task, data, cfg, home=root / "home", mlflow=False).status == "completed"
-        store.dispose()
-    finally:
-        torch.set_num_threads(threads)
-    return {"root": root, "specs": specs}
+    return build_bed(tmp_path_factory.mktemp("bed"), HISTORY_TASKS, TrialConfig(lr=3e-2, epochs=8, mode="linear",
+                                                                                   patience=3),
+                     images=60, new_images=100)
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +99,8 @@ def pg_template(bed, request):
         c.execute('CREATE DATABASE "bed"')
     bed_url = url.rsplit("/", 1)[0] + "/bed"
     store = HistoryStore(bed_url)
-    store.commit(models=zoo_models_meta(bed["root"] / "zoo"))
-    cfg = TrialConfig(lr=3e-2, epochs=8, mode="linear", patience=3)
-    for task in HISTORY_TASKS:
-        data = load_task(bed["root"] / "data" / task)
-        for spec in bed["specs"].values():
-            assert run_trial(store, spec, task, data, cfg, home=bed["root"] / "home", mlflow=False).status == "completed"
+    fill_history(store, bed["root"], bed["specs"], HISTORY_TASKS, TrialConfig(lr=3e-2, epochs=8, mode="linear",
+                                                                               patience=3), bed["root"] / "home")
     store.dispose()
     return url
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.tinyzoo import build_zoo, write_image_folder, write_text_task, zoo_models_meta
+from experiments.tinyzoo import build_bed, write_text_task
 from history.store import HistoryStore
 from recommender.cli import main
 from recommender.finetune import SLOW_ENV, TrialConfig, finetune_model, load_task, run_trial
@@ -37,27 +37,7 @@ SEARCH_ARGS = ["--mode", "linear", "--lrs", "3e-2", "--epochs", "8", "--patience
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     """Zoo + tasks + a history store of real linear-probe fine-tunes (built once per module)."""
-    import torch
-
-    root = tmp_path_factory.mktemp("bed")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        specs = build_zoo(root / "zoo")
-        for k, task in enumerate(HISTORY_TASKS):
-            write_image_folder(root / "data" / task, task, 80, seed=10 + k)
-        write_image_folder(root / "data" / "digits-new", "digits-all", 120, seed=99)
-        store = HistoryStore(f"sqlite:///{root / 'history.db'}")
-        store.commit(models=zoo_models_meta(root / "zoo"))
-        for task in HISTORY_TASKS:
-            data = load_task(root / "data" / task)
-            for spec in specs.values():
-                r = run_trial(store, spec, task, data, LINEAR, home=root / "home", mlflow=False)
-                assert r.status == "completed", r.error
-        store.dispose()
-    finally:
-        torch.set_num_threads(threads)
-    return {"root": root, "specs": specs}
+    return build_bed(tmp_path_factory.mktemp("bed"), HISTORY_TASKS, LINEAR, images=80, new_images=120)
 
 
 @pytest.fixture()
