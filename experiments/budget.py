@@ -282,26 +282,44 @@ NOTES = """
 """
 
 
-def _run_store(args) -> int:
+def run_on_store(store, *, source=None, regime=None, rule: str = "best", metric=None, modality=None,
+                 budget: int = 10, recommender: str = "lr", features: str = "d,m", ms_method: str = "logme",
+                 datasets=None, progress: bool = True, viable_only: bool = True):
+    """The budget protocol on one history of ``store``: ``(rows, summary, source, regime)``.
+
+    Notes about the history go to stderr; a history where no held-out dataset has two
+    candidate models raises :class:`RecommenderError`. Shared by ``--store`` here and by
+    ``python -m recommender evaluate --protocol budget``.
+    """
     from experiments.histories import load_history
+    from history.errors import RecommenderError
+
+    hist, source, regime, notes = load_history(store, source=source, regime=regime, rule=rule, metric=metric,
+                                               modality=modality)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    rows = run_protocol(hist, budget=budget, recommender=recommender, features=features, ms_method=ms_method,
+                        datasets=datasets, progress=progress, viable_only=viable_only)
+    if rows.empty:
+        raise RecommenderError("no held-out dataset has at least 2 candidate models with results")
+    return rows, summarize(rows, budget), source, regime
+
+
+def _run_store(args) -> int:
     from history.errors import RecommenderError
     from history.store import HistoryStore
 
     try:
         store = HistoryStore(args.store)
-        hist, source, regime, notes = load_history(store, source=args.source, regime=args.regime)
-        store.dispose()
+        try:
+            rows, summary, source, regime = run_on_store(
+                store, source=args.source, regime=args.regime, budget=args.budget, recommender=args.recommender,
+                features=args.features, ms_method=args.ms_method, progress=not args.no_progress)
+        finally:
+            store.dispose()
     except RecommenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
-    rows = run_protocol(hist, budget=args.budget, recommender=args.recommender, features=args.features,
-                        ms_method=args.ms_method, progress=not args.no_progress)
-    if rows.empty:
-        print("error: no held-out dataset has at least 2 models with results", file=sys.stderr)
-        return 2
-    summary = summarize(rows, args.budget)
     print(f"## {source}" + (f" / {regime}" if regime else "") + f" ({int(summary['datasets'].max())} datasets)")
     print(_table(summary, args.budget))
     return 0

@@ -94,29 +94,22 @@ def _run_budget(args) -> int:
     """``evaluate --protocol budget``: the budget protocol of experiments/budget.py on one history."""
     from recommender.commands import open_store
 
-    from .budget import _table, run_protocol, summarize
+    from .budget import _table, run_on_store
     from .evaluate import parse_feature_sets
-    from .histories import load_history
 
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1, got {args.budget}")
     recs = [r.strip() for r in str(args.recommenders).split(",") if r.strip() and r.strip() != "none"]
     feature_sets = parse_feature_sets(args.features) if args.features else ["d,m"]
-    store = open_store(args)
-    history, source, regime, notes = load_history(store, source=args.source, regime=args.regime, rule=args.rule,
-                                                  metric=args.metric, modality=args.modality)
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
     rec, feats = (recs or ["lr"])[0], feature_sets[0]
     if len(recs) > 1 or len(feature_sets) > 1:
         print(f"note: the budget protocol uses one recommender for its static and adaptive orders: {rec}[{feats}]",
               file=sys.stderr)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    rows = run_protocol(history, budget=args.budget, recommender=rec, features=feats, datasets=datasets,
-                        progress=not args.no_progress, viable_only=args.candidates == "viable")
-    if rows.empty:
-        raise RecommenderError("no held-out dataset has at least 2 candidate models with results")
-    summary = summarize(rows, args.budget)
+    rows, summary, source, regime = run_on_store(
+        open_store(args), source=args.source, regime=args.regime, rule=args.rule, metric=args.metric,
+        modality=args.modality, budget=args.budget, recommender=rec, features=feats, datasets=datasets,
+        progress=not args.no_progress, viable_only=args.candidates == "viable")
     print(f"{source}" + (f" / {regime}" if regime else "") + f" -- budget {args.budget}, "
           f"{args.candidates} candidates, {int(summary['datasets'].max())} held-out datasets "
           "(regret in accuracy points after b fine-tunes)")
