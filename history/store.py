@@ -447,6 +447,7 @@ class HistoryStore:
         overwrite_meta: bool = False,
         conn=None,
         probes: Iterable[Mapping] = (),
+        viability: bool | None = None,
     ) -> CommitResult:
         """Write models, datasets, jobs and scores in ONE transaction.
 
@@ -461,12 +462,18 @@ class HistoryStore:
         degenerate, or None) and ``params`` (options it was computed with, JSON); an
         existing key is replaced.
         Models/datasets referenced by jobs or scores but not listed are created bare.
+        ``viability``: recompute every model's degenerate flag (``history.viability``) in
+        this transaction; ``None`` (default) does so when jobs were added or dataset facts
+        given. A caller that commits one file in several chunks of one transaction passes
+        ``False`` for the chunks and ``True`` for the last commit, so the flags are computed
+        once.
         """
         if conn is None:
             with self.write() as c:
                 return self.commit(
                     models=models, datasets=datasets, jobs=jobs, scores=scores,
                     import_log=import_log, overwrite_meta=overwrite_meta, conn=c, probes=probes,
+                    viability=viability,
                 )
         res = CommitResult()
         jobs = list(jobs)
@@ -576,10 +583,10 @@ class HistoryStore:
                 created_at=p.get("created_at") or now))
             res.probes_added += 1
 
-        if res.jobs_added or explicit_datasets:
-            from . import viability
+        if viability or (viability is None and (res.jobs_added or explicit_datasets)):
+            from . import viability as V
 
-            res.details["viability"] = viability.update_models(conn)
+            res.details["viability"] = V.update_models(conn)
 
         if import_log is not None:
             log = dict(import_log)

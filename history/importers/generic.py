@@ -695,7 +695,8 @@ class GenericImporter(Importer):
                     if bar is not None:
                         bar.set_postfix_str("writing")
                     add(store.commit(jobs=batch.jobs, scores=batch.scores,
-                                     **({"probes": batch.probes} if batch.probes else {}), conn=conn))
+                                     **({"probes": batch.probes} if batch.probes else {}), conn=conn,
+                                     viability=False))  # flags once, in the last commit below
                     if bar is not None:
                         bar.update(n)
                 if columns is None and p.suffix.lower() in (".parquet", ".pq"):
@@ -708,6 +709,7 @@ class GenericImporter(Importer):
                 rep.sha256 = sha256_of(p)
                 res = store.commit(
                     models=list(state.models.values()), datasets=list(state.datasets.values()), conn=conn,
+                    viability=totals["jobs_added"] > 0 or None,
                     import_log={"importer": rep.importer, "source": rep.source, "path": rep.path,
                                 "sha256": rep.sha256, "rows_read": rep.rows_read, "dropped": dict(rep.dropped),
                                 "jobs_added": totals["jobs_added"], "scores_added": totals["scores_added"]})
