@@ -62,11 +62,14 @@ def within(order, y: pd.Series, tol: float = 1.0) -> int:
     return int(hit[0] + 1) if len(hit) else len(order)
 
 
-def _order(scores: pd.Series) -> list:
+def _order(scores: pd.Series, y: pd.Series) -> list:
+    """Models by decreasing score, ties broken against the method (lower real accuracy first),
+    as the engine's metrics rank them (:func:`recommender.metrics.ranked_against_method`); unscored last."""
+    from recommender.metrics import ranked_against_method
+
     s = scores.astype(float).fillna(-np.inf)
-    df = pd.DataFrame({"m": s.index, "s": s.to_numpy()}).sort_values(["s", "m"], ascending=[False, True],
-                                                                      kind="mergesort")
-    return df["m"].tolist()
+    idx = ranked_against_method(y.reindex(s.index).to_numpy(float), s.to_numpy())
+    return list(s.index[idx])
 
 
 def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisition: str = "mean") -> list:
@@ -114,15 +117,15 @@ def run_protocol(history, *, budget: int = 10, recommender: str = "lr", features
         rec = create_recommender(recommender, features=features).fit(train)
         pred = pd.Series(np.asarray(rec.predict(pairs, history=history), float), index=models)
         mm = pd.Series(model_mean(train, pairs, history), index=models)
-        orders = {"static": _order(pred), "adaptive": _adaptive_order(pred, y, train.targets, held),
-                  "model-mean": _order(mm)}
+        orders = {"static": _order(pred, y), "adaptive": _adaptive_order(pred, y, train.targets, held),
+                  "model-mean": _order(mm, y)}
         mm_prior = mm.fillna(mm.mean() if mm.notna().any() else 0.0)
         orders["adaptive-mm"] = _adaptive_order(mm_prior, y, train.targets, held)
         orders["adaptive-ei"] = _adaptive_order(pred, y, train.targets, held, "ei")
         try:
             h = pd.Series(hybrid(train, pairs, history, method=ms_method), index=models)
             if h.notna().any():
-                orders["hybrid"] = _order(h)
+                orders["hybrid"] = _order(h, y)
         except (BaselineUnavailable, KeyError, ValueError):
             pass
         for name, order in orders.items():

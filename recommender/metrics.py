@@ -97,7 +97,7 @@ def weighted_tau(y_true, y_pred) -> float:
     return float(stats.weightedtau(t, p).statistic)
 
 
-def _ranked(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+def ranked_against_method(t: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Indices sorted by decreasing prediction, ties broken against the method (lower truth first)."""
     return np.lexsort((t, -p))
 
@@ -114,7 +114,7 @@ def regret_at_k(y_true, y_pred, k: int = 1, scale: float = 100.0) -> float:
     t, p = _pair(y_true, y_pred)
     if t.size == 0:
         return float("nan")
-    top = _ranked(t, p)[: max(1, int(k))]
+    top = ranked_against_method(t, p)[: max(1, int(k))]
     return float(scale * (t.max() - t[top].max()))
 
 
@@ -144,7 +144,7 @@ def ndcg_at_k(y_true, y_pred, k: int = 5, gain: str = "minmax") -> float:
         raise ValueError(f"unknown NDCG gain {gain!r}; valid: minmax, accuracy")
     k = max(1, min(int(k), t.size))
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = float(g[_ranked(t, p)[:k]] @ disc)
+    dcg = float(g[ranked_against_method(t, p)[:k]] @ disc)
     idcg = float(np.sort(g)[::-1][:k] @ disc)
     return float("nan") if idcg <= 0 else dcg / idcg
 
