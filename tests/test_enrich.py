@@ -188,3 +188,84 @@ def test_real_histories_structural_facts(shared_data, tmp_path):
         for f in E.FIELDS:
             assert r.have[f] + sum(r.unknown.get(f, {}).values()) == r.models, (s_name, f)
     s.dispose()
+
+
+# ---------------------------------------------------------------------- the model facts table
+_FACTS = E.load_model_facts()
+
+
+def test_facts_table_ships_and_every_entry_names_its_source():
+    assert len(_FACTS) >= 40
+    for name, f in _FACTS.items():
+        assert f["url"].startswith("https://"), name
+        assert f["evidence"], name
+        assert f.get("base") or (f.get("family") and int(f["params"]) > 0), name
+
+
+@pytest.mark.slow  # builds transformers configs on the meta device (~1 s per distinct architecture)
+@pytest.mark.parametrize("name", sorted(_FACTS))
+def test_every_fact_resolves(name):
+    """Each entry resolves to a counted architecture, or (family not modelled) says why; a
+    parameter count from the source agrees with the architecture it resolves to."""
+    f = _FACTS[name]
+    modality = "image" if f.get("base") else "text"
+    spec, why = E.spec_from_fact(f, modality)
+    if spec is None:
+        assert f["family"] not in ("bert", "distilbert", "roberta", "xlm-roberta", "electra"), why
+        assert "not modelled" in why
+        return
+    c = E.count(spec)
+    assert c["gmacs"] > 0 and c["depth"] and c["feature_dim"]
+    if f.get("params"):  # the implied vocabulary makes the counted backbone match the source's count
+        assert abs(c["params"] - f["params"]) / f["params"] < 0.01, (c["params"], f["params"])
+    if f.get("pretrain_dataset"):
+        assert E.pretrain_domain(E.pretrain_key(f["pretrain_dataset"])) is not None
+
+
+def test_text_variant_implies_the_known_vocabularies():
+    """Independent check of the params -> variant rule: the implied vocabulary of public
+    checkpoints is the vocabulary their tokenizers are known to have."""
+    spec, _ = E._text_variant_by_params("bert", 109483778)  # bert-base-uncased + 2-class head
+    assert (spec.variant, abs(spec.vocab - 30522) < 5) == ("base", True)
+    spec, _ = E._text_variant_by_params("xlm-roberta", 278044417)
+    assert (spec.variant, abs(spec.vocab - 250002) < 5) == ("base", True)
+    spec, why = E._text_variant_by_params("bert", 1e5)
+    assert spec is None and "no size variant" in why
+
+
+def test_malformed_facts_are_refused(tmp_path):
+    import json
+
+    p = tmp_path / "facts.json"
+    for bad, msg in (({"name": "a/b", "url": "https://x", "evidence": "e"}, "base checkpoint"),
+                     ({"name": "a/b", "base": "google/vit-base-patch16-224", "evidence": "e"}, "url"),
+                     ({"name": "a/b", "base": "x", "url": "https://x", "evidence": "e", "oops": 1}, "unknown")):
+        p.write_text(json.dumps({"models": [bad]}))
+        with pytest.raises(ValueError, match=msg):
+            E.load_model_facts.__wrapped__(p)
+
+
+@pytest.mark.slow  # builds transformers configs on the meta device
+def test_enrich_uses_the_facts_table_on_a_real_store(tmp_path):
+    s = HistoryStore(f"sqlite:///{tmp_path / 'f.db'}")
+    names = {"IMSyPP/hate_speech_it": "text", "osanseviero/hot_dog_or_sandwich": "image",
+             "warwickai/fin-perceiver": "text", "someone/unlisted_model": "image"}
+    s.commit(models=[{"name": n, "modality": m, **({"input_size": 224} if m == "image" else {})}
+                     for n, m in names.items()],
+             jobs=[{"model": n, "dataset": "cifar100", "value": 0.5, "source": "shift"} for n in names])
+    rep = E.enrich(s, timm_dir=tmp_path / "no-timm-here")
+    m = s.models_frame().set_index("name")
+    it = m.loc["IMSyPP/hate_speech_it"]
+    assert it["params"] == 184348420 and it["family"] == "bert" and it["input_size"] == 512
+    assert it["gmacs"] > 10 and it["depth"] == 12 and it["domain"] == "general-text"
+    assert it["extra"]["enrich_params"].startswith("model facts table (https://github.com/zLizy/transfergraph")
+    hd = m.loc["osanseviero/hot_dog_or_sandwich"]
+    assert hd["family"] == "vit" and hd["gmacs"] > 10 and hd["depth"] == 12
+    assert (hd["pretrain_dataset"], hd["domain"]) == ("hfpics", "web")
+    fp = m.loc["warwickai/fin-perceiver"]  # params and family from the table; GMACs stay unknown
+    assert fp["params"] == 206099971 and fp["family"] == "perceiver" and _nan(fp["gmacs"])
+    why = rep.sources["shift"].unknown["gmacs"]
+    assert any("perceiver: architecture not modelled" in w for w in why)
+    assert any("no architecture hint" in w for w in why)  # the unlisted model keeps its reason
+    assert E.enrich(s, timm_dir=tmp_path / "no-timm-here").models_updated == 0
+    s.dispose()
