@@ -111,14 +111,14 @@ def _small_store(tmp_path):
     jobs = [
         {"model": "google/vit-base-patch16-224", "dataset": "cifar100", "value": 0.9, "source": "tg"},
         {"model": "bert-base-uncased", "dataset": "glue/cola", "value": 0.8, "source": "shift"},
-        {"model": "osanseviero/hot_dog_or_sandwich", "dataset": "cifar100", "value": 0.5, "source": "shift"},
+        {"model": "someone/unlisted_classifier", "dataset": "cifar100", "value": 0.5, "source": "shift"},
         {"model": "resnet50@nabird", "dataset": "cub200", "value": 0.6, "source": "parc"},
     ]
     models = [
         {"name": "google/vit-base-patch16-224", "modality": "image", "family": "vit", "params": 86.6e6,
          "input_size": 224, "pretrain_dataset": "imagenet-21k"},
         {"name": "bert-base-uncased", "modality": "text", "params": 123.0},  # a stored value is kept
-        {"name": "osanseviero/hot_dog_or_sandwich", "modality": "image"},
+        {"name": "someone/unlisted_classifier", "modality": "image"},  # in no facts table
         {"name": "resnet50@nabird", "modality": "image", "architecture": "resnet50", "family": "resnet",
          "depth": 50, "pretrain_dataset": "nabird"},
     ]
@@ -143,7 +143,7 @@ def test_enrich_fills_only_missing_and_is_idempotent(tmp_path):
     r50 = after.loc["resnet50@nabird"]
     assert (r50["gmacs"], r50["params"], r50["domain"]) == (
         E.PARC_ARCH["resnet50"]["gmacs"], E.PARC_ARCH["resnet50"]["params"], "fine-grained")
-    assert _nan(after.at["osanseviero/hot_dog_or_sandwich", "gmacs"])
+    assert _nan(after.at["someone/unlisted_classifier", "gmacs"])
     why = rep.sources["shift"].unknown["gmacs"]
     assert sum(why.values()) == 1 and "no architecture" in next(iter(why))
     assert after.at["google/vit-base-patch16-224", "extra"]["enrich_gmacs"].startswith("transformers config")
