@@ -30,13 +30,20 @@ Where each fact comes from, in this order:
    ``extra.enrich_pretrain_dataset``. The pretraining *domain* comes from :data:`PRETRAIN_TABLE` (or the dataset
    registry's domain for a target dataset used as a source).
 
+5. **The model facts table** ``history/data/model_facts.json``: public facts about checkpoints
+   whose names carry no architecture, each with the page that states it -- the base checkpoint a
+   model fine-tunes (HuggingPics checkpoints fine-tune ``google/vit-base-patch16-224-in21k``) or
+   the config's family and parameter count (TransferGraph's table of text checkpoints). A text
+   checkpoint's size variant is the one whose implied vocabulary (from the parameter count) lies
+   between 1k and 300k tokens; it is then counted like any other config.
+
 The timm importer stores timm's ``pretrain`` tag (``in1k``, ``in21k-selfsl``) in ``domain``;
 enrich moves such a tag to ``pretrain_dataset`` (when missing) and replaces ``domain`` with the
 table's domain -- the one overwrite enrich does, counted as ``repaired`` in the report.
 
 What stays unknown is said per source: mostly community checkpoints whose name carries no
-architecture (``osanseviero/hot_dog_or_sandwich``); their ``config.json`` on the Hub would tell,
-which needs a network.
+architecture and which no public page in the facts table describes; their ``config.json`` on the
+Hub would tell, which needs a network.
 """
 from __future__ import annotations
 
@@ -750,7 +757,8 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
         if stored is None:
             if hint:
                 put("pretrain_dataset", hint, "name hint")
-            elif fam in FAMILY_PRETRAIN:
+            elif fam in FAMILY_PRETRAIN and not (modality == "text" and fam in IMAGE_FAMILIES):
+                # (an image family's reference data says nothing of a text checkpoint: Perceiver IO)
                 put("pretrain_dataset", FAMILY_PRETRAIN[fam], f"family default ({fam})")
             else:
                 why["pretrain_dataset"] = "no source, name hint or known family"

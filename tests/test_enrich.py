@@ -264,6 +264,7 @@ def test_enrich_uses_the_facts_table_on_a_real_store(tmp_path):
     assert (hd["pretrain_dataset"], hd["domain"]) == ("hfpics", "web")
     fp = m.loc["warwickai/fin-perceiver"]  # params and family from the table; GMACs stay unknown
     assert fp["params"] == 206099971 and fp["family"] == "perceiver" and _nan(fp["gmacs"])
+    assert _nan(fp["domain"])  # the vision Perceiver's ImageNet default is not a text model's data
     why = rep.sources["shift"].unknown["gmacs"]
     assert any("perceiver: architecture not modelled" in w for w in why)
     assert any("no architecture hint" in w for w in why)  # the unlisted model keeps its reason
