@@ -444,7 +444,7 @@ FACTS_FILE = Path(__file__).with_name("data") / "model_facts.json"
 #: families whose checkpoints read text of at most this many tokens (their position table)
 TEXT_MAX_TOKENS = {"bert": 512, "distilbert": 512, "roberta": 512, "xlm-roberta": 512, "electra": 512,
                    "albert": 512, "deberta-v2": 512, "perceiver": 2048}
-_FACT_KEYS = {"name", "base", "family", "params", "pretrain_dataset", "source", "url", "evidence"}
+_FACT_KEYS = {"name", "base", "family", "params", "weights_mb", "pretrain_dataset", "source", "url", "evidence"}
 
 
 @lru_cache(maxsize=4)
@@ -454,7 +454,9 @@ def load_model_facts(path=None) -> dict:
     An entry gives either ``base`` (the public checkpoint the model fine-tunes, whose name the
     parser resolves: ``google/vit-base-patch16-224-in21k``) or ``family`` and ``params`` (the
     model's own config: ``model_type`` and parameter count), optionally ``pretrain_dataset``;
-    ``url`` is where the fact is published, ``evidence`` what it says. Raises ValueError on a
+    ``weights_mb`` (the size of the checkpoint's weight file as its Hub page shows it) stands in
+    for a parameter count: see :func:`_spec_by_weights`. ``url`` is where the fact is published,
+    ``evidence`` what it says. Raises ValueError on a
     malformed entry (the table ships with the package; its tests check every entry)."""
     import json
 
@@ -473,8 +475,9 @@ def load_model_facts(path=None) -> dict:
             raise ValueError(f"{where}: needs a name and a url or a known source")
         if not e.get("evidence") and e.get("source") not in sources:
             raise ValueError(f"{where}: needs the evidence the source gives")
-        if not e.get("base") and not (e.get("family") and e.get("params")):
-            raise ValueError(f"{where}: needs a base checkpoint, or a family and a parameter count")
+        if not e.get("base") and not (e.get("family") and (e.get("params") or e.get("weights_mb"))):
+            raise ValueError(f"{where}: needs a base checkpoint, or a family and a parameter count "
+                             "or weight-file size")
         if e["name"] in out:
             raise ValueError(f"{where}: listed twice")
         src = sources.get(e.get("source"), {})
@@ -509,6 +512,37 @@ def _text_variant_by_params(family: str, params: float, **spec_kw) -> tuple[Spec
     return Spec(family, v, vocab=vocab, how="facts table (params)", **spec_kw), ""
 
 
+WEIGHTS_TOL = 0.02  # a weight file's size (3 significant digits, head included) vs a counted backbone
+
+
+def _spec_by_weights(family: str, mb: float, input_size=None) -> tuple[Spec | None, float | None, str]:
+    """(spec, params, why) for a checkpoint of ``family`` whose weight file has ``mb`` MB.
+
+    Every size variant (and, for ViT-like families, patch 16 and 32) is built and counted; a
+    candidate fits when its parameter count is within 2% of the file's at 4 bytes (float32) or
+    2 bytes (float16) per parameter. The spec is returned only when exactly one candidate fits:
+    ViT-B/16 (86.4M) and ViT-B/32 (88.2M) are told apart, a file that fits two sizes is not sized."""
+    img = int(input_size) if input_size and not pd.isna(input_size) else 224
+    patches = (16, 32) if family in ("vit", "deit", "beit") else (None,)
+    fits = []
+    for v in _CANDIDATES.get(family, []):
+        for patch in patches:
+            spec = Spec(family, v, image_size=img, patch=patch, how=f"facts table (weight file {mb:g} MB)")
+            try:
+                n = count(spec)["params"]
+            except (KeyError, ValueError, TypeError, RuntimeError):
+                continue
+            for nbytes in (4, 2):
+                p = float(mb) * 1e6 / nbytes
+                if abs(n - p) / p <= WEIGHTS_TOL:
+                    fits.append((spec, p))
+    if len(fits) != 1:
+        what = "no" if not fits else f"{len(fits)}"
+        return None, None, (f"{family}: {what} size variants fit a {mb:g} MB weight file "
+                            f"(within {WEIGHTS_TOL:.0%} at 4 or 2 bytes per parameter)")
+    return fits[0][0], fits[0][1], ""
+
+
 def spec_from_fact(fact: dict, modality: str | None, input_size=None) -> tuple[Spec | None, str]:
     """A :class:`Spec` for a model from its facts-table entry, or (None, why not)."""
     if fact.get("base"):
@@ -517,6 +551,9 @@ def spec_from_fact(fact: dict, modality: str | None, input_size=None) -> tuple[S
             return None, f"base checkpoint {fact['base']}: {why}"
         return Spec(**{**spec.__dict__, "how": f"facts table (base {fact['base']})"}), ""
     fam = str(fact["family"]).lower()
+    if fact.get("weights_mb") and not fact.get("params"):
+        spec, _, why = _spec_by_weights(fam, fact["weights_mb"], input_size)
+        return spec, why
     if modality == "text":
         if fam in ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert"):
             return _text_variant_by_params(fam, fact["params"])

@@ -199,7 +199,7 @@ def test_facts_table_ships_and_every_entry_names_its_source():
     for name, f in _FACTS.items():
         assert f["url"].startswith("https://"), name
         assert f["evidence"], name
-        assert f.get("base") or (f.get("family") and int(f["params"]) > 0), name
+        assert f.get("base") or (f.get("family") and (f.get("params") or 0) + (f.get("weights_mb") or 0) > 0), name
 
 
 @pytest.mark.slow  # builds transformers configs on the meta device (~1 s per distinct architecture)
@@ -218,8 +218,21 @@ def test_every_fact_resolves(name):
     assert c["gmacs"] > 0 and c["depth"] and c["feature_dim"]
     if f.get("params"):  # the implied vocabulary makes the counted backbone match the source's count
         assert abs(c["params"] - f["params"]) / f["params"] < 0.01, (c["params"], f["params"])
+    if f.get("weights_mb"):  # the weight file on the Hub agrees with the architecture (base or sized)
+        assert any(abs(c["params"] - f["weights_mb"] * 1e6 / b) / (f["weights_mb"] * 1e6 / b) <= E.WEIGHTS_TOL
+                   for b in (4, 2)), (c["params"], f["weights_mb"])
     if f.get("pretrain_dataset"):
         assert E.pretrain_domain(E.pretrain_key(f["pretrain_dataset"])) is not None
+
+
+@pytest.mark.slow  # builds transformers configs on the meta device
+def test_weight_file_size_picks_one_architecture_or_none():
+    spec, p, _ = E._spec_by_weights("vit", 343, 224)  # ViT-B/16 + a small head, float32
+    assert (spec.variant, spec.patch) == ("base", 16) and abs(p - 85.75e6) < 1
+    spec, _, _ = E._spec_by_weights("vit", 86.7, 224)  # ViT-S/16 (= DeiT-S), float32
+    assert (spec.variant, spec.patch) == ("small", 16)
+    spec, _, why = E._spec_by_weights("vit", 350, 224)  # fits B/16 and B/32: not sized
+    assert spec is None and "2 size variants" in why
 
 
 def test_text_variant_implies_the_known_vocabularies():
@@ -239,7 +252,8 @@ def test_malformed_facts_are_refused(tmp_path):
     p = tmp_path / "facts.json"
     for bad, msg in (({"name": "a/b", "url": "https://x", "evidence": "e"}, "base checkpoint"),
                      ({"name": "a/b", "base": "google/vit-base-patch16-224", "evidence": "e"}, "url"),
-                     ({"name": "a/b", "base": "x", "url": "https://x", "evidence": "e", "oops": 1}, "unknown")):
+                     ({"name": "a/b", "base": "x", "url": "https://x", "evidence": "e", "oops": 1}, "unknown"),
+                     ({"name": "a/b", "family": "vit", "url": "https://x", "evidence": "e"}, "weight-file")):
         p.write_text(json.dumps({"models": [bad]}))
         with pytest.raises(ValueError, match=msg):
             E.load_model_facts.__wrapped__(p)
