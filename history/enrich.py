@@ -33,9 +33,11 @@ Where each fact comes from, in this order:
 5. **The model facts table** ``history/data/model_facts.json``: public facts about checkpoints
    whose names carry no architecture, each with the page that states it -- the base checkpoint a
    model fine-tunes (HuggingPics checkpoints fine-tune ``google/vit-base-patch16-224-in21k``) or
-   the config's family and parameter count (TransferGraph's table of text checkpoints). A text
-   checkpoint's size variant is the one whose implied vocabulary (from the parameter count) lies
-   between 1k and 300k tokens; it is then counted like any other config.
+   the config's family and parameter count (TransferGraph's table of text checkpoints), or the
+   family and the weight file's size. A text checkpoint's size variant is the one whose implied
+   vocabulary (from the parameter count) lies between 1k and 300k tokens; a weight file sizes a
+   checkpoint when exactly one variant fits it (:func:`_spec_by_weights`). The spec is then
+   counted like any other config.
 
 The timm importer stores timm's ``pretrain`` tag (``in1k``, ``in21k-selfsl``) in ``domain``;
 enrich moves such a tag to ``pretrain_dataset`` (when missing) and replaces ``domain`` with the
