@@ -446,7 +446,11 @@ FACTS_FILE = Path(__file__).with_name("data") / "model_facts.json"
 #: families whose checkpoints read text of at most this many tokens (their position table)
 TEXT_MAX_TOKENS = {"bert": 512, "distilbert": 512, "roberta": 512, "xlm-roberta": 512, "electra": 512,
                    "albert": 512, "deberta-v2": 512, "perceiver": 2048}
-_FACT_KEYS = {"name", "base", "family", "params", "weights_mb", "pretrain_dataset", "source", "url", "evidence"}
+_FACT_KEYS = {"name", "base", "family", "params", "weights_mb", "config", "pretrain_dataset", "source", "url",
+              "evidence"}
+#: config.json fields a ``config`` entry gives for the ViT-like families (width, depth, heads, patch, image)
+CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+               "image_size")
 
 
 @lru_cache(maxsize=4)
@@ -457,7 +461,9 @@ def load_model_facts(path=None) -> dict:
     parser resolves: ``google/vit-base-patch16-224-in21k``) or ``family`` and ``params`` (the
     model's own config: ``model_type`` and parameter count), optionally ``pretrain_dataset``;
     ``weights_mb`` (the size of the checkpoint's weight file as its Hub page shows it) stands in
-    for a parameter count: see :func:`_spec_by_weights`. ``url`` is where the fact is published,
+    for a parameter count: see :func:`_spec_by_weights`; ``config`` (the architecture fields of
+    the checkpoint's own ``config.json``, :data:`CONFIG_KEYS`) names the size variant whose
+    dimensions it equals: see :func:`_spec_by_config`. ``url`` is where the fact is published,
     ``evidence`` what it says. Raises ValueError on a
     malformed entry (the table ships with the package; its tests check every entry)."""
     import json
@@ -477,9 +483,13 @@ def load_model_facts(path=None) -> dict:
             raise ValueError(f"{where}: needs a name and a url or a known source")
         if not e.get("evidence") and e.get("source") not in sources:
             raise ValueError(f"{where}: needs the evidence the source gives")
-        if not e.get("base") and not (e.get("family") and (e.get("params") or e.get("weights_mb"))):
-            raise ValueError(f"{where}: needs a base checkpoint, or a family and a parameter count "
-                             "or weight-file size")
+        if not e.get("base") and not (e.get("family") and (e.get("params") or e.get("weights_mb")
+                                                          or e.get("config"))):
+            raise ValueError(f"{where}: needs a base checkpoint, or a family and a parameter count, "
+                             "weight-file size or config")
+        if e.get("config") is not None and (not isinstance(e["config"], dict)
+                                            or set(e["config"]) != set(CONFIG_KEYS)):
+            raise ValueError(f"{where}: config must give exactly {', '.join(CONFIG_KEYS)}")
         if e["name"] in out:
             raise ValueError(f"{where}: listed twice")
         src = sources.get(e.get("source"), {})
@@ -545,6 +555,23 @@ def _spec_by_weights(family: str, mb: float, input_size=None) -> tuple[Spec | No
     return fits[0][0], fits[0][1], ""
 
 
+def _spec_by_config(family: str, cfg: dict) -> tuple[Spec | None, str]:
+    """The size variant of a ViT-like ``family`` whose dimensions equal the checkpoint's
+    ``config.json`` (width, depth, heads and a 4x MLP), at its patch and image size; None (with
+    the reason) when no variant has exactly those dimensions: nothing is rounded to a size."""
+    if family not in ("vit", "deit", "beit", "data2vec-vision", "dit"):
+        return None, f"{family}: sizing from config.json fields is modelled for ViT-like families only"
+    dims = (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"])
+    for v, d in _VIT.items():
+        if family == "deit" and v not in _CANDIDATES["deit"]:
+            continue
+        if d == tuple(dims) and cfg["intermediate_size"] == 4 * d[0]:
+            return Spec(family, v, image_size=int(cfg["image_size"]), patch=int(cfg["patch_size"]),
+                        how="facts table (config.json)"), ""
+    return None, (f"{family}: no size variant has the config's dimensions "
+                  f"(hidden {dims[0]}, {dims[1]} layers, {dims[2]} heads)")
+
+
 def spec_from_fact(fact: dict, modality: str | None, input_size=None) -> tuple[Spec | None, str]:
     """A :class:`Spec` for a model from its facts-table entry, or (None, why not)."""
     if fact.get("base"):
@@ -553,6 +580,8 @@ def spec_from_fact(fact: dict, modality: str | None, input_size=None) -> tuple[S
             return None, f"base checkpoint {fact['base']}: {why}"
         return Spec(**{**spec.__dict__, "how": f"facts table (base {fact['base']})"}), ""
     fam = str(fact["family"]).lower()
+    if fact.get("config"):
+        return _spec_by_config(fam, fact["config"])
     if fact.get("weights_mb") and not fact.get("params"):
         spec, _, why = _spec_by_weights(fam, fact["weights_mb"], input_size)
         return spec, why

@@ -199,7 +199,8 @@ def test_facts_table_ships_and_every_entry_names_its_source():
     for name, f in _FACTS.items():
         assert f["url"].startswith("https://"), name
         assert f["evidence"], name
-        assert f.get("base") or (f.get("family") and (f.get("params") or 0) + (f.get("weights_mb") or 0) > 0), name
+        assert f.get("base") or f.get("config") or (
+            f.get("family") and (f.get("params") or 0) + (f.get("weights_mb") or 0) > 0), name
 
 
 @pytest.mark.slow  # builds transformers configs on the meta device (~1 s per distinct architecture)
@@ -235,6 +236,23 @@ def test_weight_file_size_picks_one_architecture_or_none():
     assert spec is None and "2 size variants" in why
 
 
+def test_config_fields_pick_the_variant_with_exactly_those_dimensions():
+    cfg = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+           "patch_size": 16, "image_size": 224}
+    spec, _ = E._spec_by_config("vit", cfg)
+    assert (spec.variant, spec.patch, spec.image_size) == ("base", 16, 224)
+    spec, _ = E._spec_by_config("vit", {**cfg, "hidden_size": 384, "num_attention_heads": 6,
+                                        "intermediate_size": 1536, "patch_size": 32, "image_size": 384})
+    assert (spec.variant, spec.patch, spec.image_size) == ("small", 32, 384)
+    spec, why = E._spec_by_config("vit", {**cfg, "hidden_size": 32, "num_hidden_layers": 5,
+                                          "num_attention_heads": 4, "intermediate_size": 37})
+    assert spec is None and "no size variant" in why  # a tiny test config is not rounded to a size
+    spec, why = E._spec_by_config("vit", {**cfg, "intermediate_size": 2048})  # not a standard MLP
+    assert spec is None
+    spec, why = E._spec_by_config("convnext", cfg)
+    assert spec is None and "ViT-like" in why
+
+
 def test_text_variant_implies_the_known_vocabularies():
     """Independent check of the params -> variant rule: the implied vocabulary of public
     checkpoints is the vocabulary their tokenizers are known to have."""
@@ -253,7 +271,9 @@ def test_malformed_facts_are_refused(tmp_path):
     for bad, msg in (({"name": "a/b", "url": "https://x", "evidence": "e"}, "base checkpoint"),
                      ({"name": "a/b", "base": "google/vit-base-patch16-224", "evidence": "e"}, "url"),
                      ({"name": "a/b", "base": "x", "url": "https://x", "evidence": "e", "oops": 1}, "unknown"),
-                     ({"name": "a/b", "family": "vit", "url": "https://x", "evidence": "e"}, "weight-file")):
+                     ({"name": "a/b", "family": "vit", "url": "https://x", "evidence": "e"}, "weight-file"),
+                     ({"name": "a/b", "family": "vit", "config": {"hidden_size": 768}, "url": "https://x",
+                       "evidence": "e"}, "config must give")):
         p.write_text(json.dumps({"models": [bad]}))
         with pytest.raises(ValueError, match=msg):
             E.load_model_facts.__wrapped__(p)
