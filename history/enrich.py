@@ -30,13 +30,22 @@ Where each fact comes from, in this order:
    ``extra.enrich_pretrain_dataset``. The pretraining *domain* comes from :data:`PRETRAIN_TABLE` (or the dataset
    registry's domain for a target dataset used as a source).
 
+5. **The model facts table** ``history/data/model_facts.json``: public facts about checkpoints
+   whose names carry no architecture, each with the page that states it -- the base checkpoint a
+   model fine-tunes (HuggingPics checkpoints fine-tune ``google/vit-base-patch16-224-in21k``) or
+   the config's family and parameter count (TransferGraph's table of text checkpoints), or the
+   family and the weight file's size. A text checkpoint's size variant is the one whose implied
+   vocabulary (from the parameter count) lies between 1k and 300k tokens; a weight file sizes a
+   checkpoint when exactly one variant fits it (:func:`_spec_by_weights`). The spec is then
+   counted like any other config.
+
 The timm importer stores timm's ``pretrain`` tag (``in1k``, ``in21k-selfsl``) in ``domain``;
 enrich moves such a tag to ``pretrain_dataset`` (when missing) and replaces ``domain`` with the
 table's domain -- the one overwrite enrich does, counted as ``repaired`` in the report.
 
 What stays unknown is said per source: mostly community checkpoints whose name carries no
-architecture (``osanseviero/hot_dog_or_sandwich``); their ``config.json`` on the Hub would tell,
-which needs a network.
+architecture and which no public page in the facts table describes; their ``config.json`` on the
+Hub would tell, which needs a network.
 """
 from __future__ import annotations
 
@@ -432,6 +441,158 @@ def timm_name(spec: Spec, name: str) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- model facts table
+FACTS_FILE = Path(__file__).with_name("data") / "model_facts.json"
+#: families whose checkpoints read text of at most this many tokens (their position table)
+TEXT_MAX_TOKENS = {"bert": 512, "distilbert": 512, "roberta": 512, "xlm-roberta": 512, "electra": 512,
+                   "albert": 512, "deberta-v2": 512, "perceiver": 2048}
+_FACT_KEYS = {"name", "base", "family", "params", "weights_mb", "config", "pretrain_dataset", "source", "url",
+              "evidence"}
+#: config.json fields a ``config`` entry gives for the ViT-like families (width, depth, heads, patch, image)
+CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+               "image_size")
+
+
+@lru_cache(maxsize=4)
+def load_model_facts(path=None) -> dict:
+    """``history/data/model_facts.json`` as {model name: entry}; every entry names its source.
+
+    An entry gives either ``base`` (the public checkpoint the model fine-tunes, whose name the
+    parser resolves: ``google/vit-base-patch16-224-in21k``) or ``family`` and ``params`` (the
+    model's own config: ``model_type`` and parameter count), optionally ``pretrain_dataset``;
+    ``weights_mb`` (the size of the checkpoint's weight file as its Hub page shows it) stands in
+    for a parameter count: see :func:`_spec_by_weights`; ``config`` (the architecture fields of
+    the checkpoint's own ``config.json``, :data:`CONFIG_KEYS`) names the size variant whose
+    dimensions it equals: see :func:`_spec_by_config`. ``url`` is where the fact is published,
+    ``evidence`` what it says. Raises ValueError on a
+    malformed entry (the table ships with the package; its tests check every entry)."""
+    import json
+
+    p = Path(path) if path is not None else FACTS_FILE
+    if not p.exists():
+        return {}
+    doc = json.loads(p.read_text())
+    sources = doc.get("sources", {})
+    out = {}
+    for i, e in enumerate(doc.get("models", [])):
+        where = f"{p.name}: models[{i}] ({e.get('name', '?')})"
+        bad = set(e) - _FACT_KEYS
+        if bad:
+            raise ValueError(f"{where}: unknown keys {sorted(bad)}")
+        if not e.get("name") or not (e.get("url") or e.get("source") in sources):
+            raise ValueError(f"{where}: needs a name and a url or a known source")
+        if not e.get("evidence") and e.get("source") not in sources:
+            raise ValueError(f"{where}: needs the evidence the source gives")
+        if not e.get("base") and not (e.get("family") and (e.get("params") or e.get("weights_mb")
+                                                          or e.get("config"))):
+            raise ValueError(f"{where}: needs a base checkpoint, or a family and a parameter count, "
+                             "weight-file size or config")
+        if e.get("config") is not None and (not isinstance(e["config"], dict)
+                                            or set(e["config"]) != set(CONFIG_KEYS)):
+            raise ValueError(f"{where}: config must give exactly {', '.join(CONFIG_KEYS)}")
+        if e["name"] in out:
+            raise ValueError(f"{where}: listed twice")
+        src = sources.get(e.get("source"), {})
+        out[e["name"]] = {**e, "url": e.get("url") or src.get("url"),
+                          "evidence": "; ".join(x for x in (e.get("evidence"), src.get("evidence")) if x)}
+    return out
+
+
+def _text_variant_by_params(family: str, params: float, **spec_kw) -> tuple[Spec | None, str]:
+    """The size variant of a text family whose checkpoint has ``params`` parameters, with the
+    vocabulary the count implies (a checkpoint's vocabulary is its own: Italian, Arabic,
+    multilingual). Each candidate size is built with two vocabularies to get its non-embedding
+    parameters and its embedding width; the variant is the one candidate whose implied vocabulary
+    lies between 1,000 and 300,000 tokens. None (with the reason) when none or several fit."""
+    cands = _CANDIDATES.get(family) or ([DEFAULT_VARIANT[family]] if family in DEFAULT_VARIANT else [])
+    fits = []
+    for v in cands:
+        try:
+            a = count(Spec(family, v, vocab=1000, how="facts table", **spec_kw))["params"]
+            b = count(Spec(family, v, vocab=2000, how="facts table", **spec_kw))["params"]
+        except (KeyError, ValueError, TypeError):
+            continue
+        width = (b - a) / 1000
+        vocab = 1000 + (float(params) - a) / width if width > 0 else -1
+        if 1_000 <= vocab <= 300_000:
+            fits.append((v, int(round(vocab))))
+    if len(fits) != 1:
+        why = "no" if not fits else "more than one"
+        return None, (f"{family}: {why} size variant fits {float(params) / 1e6:.1f}M params "
+                      "with a vocabulary of 1k-300k tokens")
+    v, vocab = fits[0]
+    return Spec(family, v, vocab=vocab, how="facts table (params)", **spec_kw), ""
+
+
+WEIGHTS_TOL = 0.02  # a weight file's size (3 significant digits, head included) vs a counted backbone
+
+
+def _spec_by_weights(family: str, mb: float, input_size=None) -> tuple[Spec | None, float | None, str]:
+    """(spec, params, why) for a checkpoint of ``family`` whose weight file has ``mb`` MB.
+
+    Every size variant (and, for ViT-like families, patch 16 and 32) is built and counted; a
+    candidate fits when its parameter count is within 2% of the file's at 4 bytes (float32) or
+    2 bytes (float16) per parameter. The spec is returned only when exactly one candidate fits:
+    ViT-B/16 (86.4M) and ViT-B/32 (88.2M) are told apart, a file that fits two sizes is not sized."""
+    img = int(input_size) if input_size and not pd.isna(input_size) else 224
+    patches = (16, 32) if family in ("vit", "deit", "beit") else (None,)
+    fits = []
+    for v in _CANDIDATES.get(family, []):
+        for patch in patches:
+            spec = Spec(family, v, image_size=img, patch=patch, how=f"facts table (weight file {mb:g} MB)")
+            try:
+                n = count(spec)["params"]
+            except (KeyError, ValueError, TypeError, RuntimeError):
+                continue
+            for nbytes in (4, 2):
+                p = float(mb) * 1e6 / nbytes
+                if abs(n - p) / p <= WEIGHTS_TOL:
+                    fits.append((spec, p))
+    if len(fits) != 1:
+        what = "no" if not fits else f"{len(fits)}"
+        return None, None, (f"{family}: {what} size variants fit a {mb:g} MB weight file "
+                            f"(within {WEIGHTS_TOL:.0%} at 4 or 2 bytes per parameter)")
+    return fits[0][0], fits[0][1], ""
+
+
+def _spec_by_config(family: str, cfg: dict) -> tuple[Spec | None, str]:
+    """The size variant of a ViT-like ``family`` whose dimensions equal the checkpoint's
+    ``config.json`` (width, depth, heads and a 4x MLP), at its patch and image size; None (with
+    the reason) when no variant has exactly those dimensions: nothing is rounded to a size."""
+    if family not in ("vit", "deit", "beit", "data2vec-vision", "dit"):
+        return None, f"{family}: sizing from config.json fields is modelled for ViT-like families only"
+    dims = (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"])
+    for v, d in _VIT.items():
+        if family == "deit" and v not in _CANDIDATES["deit"]:
+            continue
+        if d == tuple(dims) and cfg["intermediate_size"] == 4 * d[0]:
+            return Spec(family, v, image_size=int(cfg["image_size"]), patch=int(cfg["patch_size"]),
+                        how="facts table (config.json)"), ""
+    return None, (f"{family}: no size variant has the config's dimensions "
+                  f"(hidden {dims[0]}, {dims[1]} layers, {dims[2]} heads)")
+
+
+def spec_from_fact(fact: dict, modality: str | None, input_size=None) -> tuple[Spec | None, str]:
+    """A :class:`Spec` for a model from its facts-table entry, or (None, why not)."""
+    if fact.get("base"):
+        spec, why = parse_hf_name(fact["base"], modality, None, input_size)
+        if spec is None:
+            return None, f"base checkpoint {fact['base']}: {why}"
+        return Spec(**{**spec.__dict__, "how": f"facts table (base {fact['base']})"}), ""
+    fam = str(fact["family"]).lower()
+    if fact.get("config"):
+        return _spec_by_config(fam, fact["config"])
+    if fact.get("weights_mb") and not fact.get("params"):
+        spec, _, why = _spec_by_weights(fam, fact["weights_mb"], input_size)
+        return spec, why
+    if modality == "text":
+        if fam in ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert"):
+            return _text_variant_by_params(fam, fact["params"])
+    elif fam in _STORED_FAMILIES:
+        return parse_hf_name(fact["name"], modality, fam, input_size, fact["params"])
+    return None, f"{fam}: architecture not modelled here (the facts table gives family and params)"
+
+
 # --------------------------------------------------------------------------- timm tables
 def load_timm_benchmark(folder) -> dict:
     """{(arch, img_size): (params, gmacs)} from a timm ``benchmark-infer-*.csv`` in ``folder``."""
@@ -568,8 +729,26 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
         for k, v in PARC_ARCH[arch].items():
             put(k, v, PARC_REF)
     else:
-        spec, reason = parse_hf_name(name, modality, m.get("family"), m.get("input_size"), m.get("params"))
-        if spec is None:
+        fact = load_model_facts().get(name)
+        if fact is not None:  # a public fact about this checkpoint (history/data/model_facts.json)
+            spec, reason = spec_from_fact(fact, modality, m.get("input_size"))
+            ref = f"model facts table ({fact['url']})"
+            if fact.get("params"):
+                put("params", float(fact["params"]), ref)
+            if fact.get("family"):
+                put("family", str(fact["family"]).lower(), ref)
+                if modality == "text" and str(fact["family"]).lower() in TEXT_MAX_TOKENS:
+                    put("input_size", TEXT_MAX_TOKENS[str(fact["family"]).lower()],
+                        "max sequence length of the family")
+            if spec is None:
+                for f in ("params", "gmacs", "depth", "feature_dim", "family"):
+                    if f not in facts:
+                        why[f] = reason
+        else:
+            spec, reason = parse_hf_name(name, modality, m.get("family"), m.get("input_size"), m.get("params"))
+        if spec is None and fact is not None:
+            pass  # what the fact gives is filled above; the rest stays unknown with the reason
+        elif spec is None:
             fam_only = reason.split(":", 1)[0] if ":" in reason else None
             if fam_only:  # the family is known, its size is not
                 put("family", fam_only, "name")
@@ -580,9 +759,10 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
             if modality == "image" and _missing(m.get("input_size")) and "input_size" not in facts:
                 why["input_size"] = reason
         else:
-            put("family", spec.family if spec.family != "minilm" else "bert", "name")
+            by = "name" if fact is None else f"model facts table ({fact['url']})"
+            put("family", spec.family if spec.family != "minilm" else "bert", by)
             if spec.family in IMAGE_FAMILIES:
-                put("input_size", spec.image_size, "name / default 224")
+                put("input_size", spec.image_size, f"{by} / default 224")
             if spec.family == "van":
                 for k, v in VAN[spec.variant].items():
                     put(k, v, VAN_REF)
@@ -630,9 +810,13 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
                     why.pop(f, None)
                 break
         stored = pretrain_key(m.get("pretrain_dataset"))
+        if stored is None and fact is not None and fact.get("pretrain_dataset"):
+            put("pretrain_dataset", pretrain_key(fact["pretrain_dataset"]) or fact["pretrain_dataset"],
+                f"model facts table ({fact['url']})")
         hint = None
+        hint_name = name + (" " + fact["base"] if fact is not None and fact.get("base") else "")
         for pat in (r"in21k|in22k|pt22k|22k", r"bertweet|twitter|tweet", r"biobert|pubmed", r"patent"):
-            mm = re.search(pat, name.lower())
+            mm = re.search(pat, hint_name.lower())
             if mm:
                 hint = {"in": "imagenet-21k", "pt": "imagenet-21k", "22": "imagenet-21k", "be": "tweets",
                         "tw": "tweets", "bi": "pubmed", "pu": "pubmed", "pa": "patents"}[mm.group(0)[:2]]
@@ -641,7 +825,8 @@ def _facts_for(m: dict, sources: set, bench: dict) -> tuple[dict, dict, dict]:
         if stored is None:
             if hint:
                 put("pretrain_dataset", hint, "name hint")
-            elif fam in FAMILY_PRETRAIN:
+            elif fam in FAMILY_PRETRAIN and not (modality == "text" and fam in IMAGE_FAMILIES):
+                # (an image family's reference data says nothing of a text checkpoint: Perceiver IO)
                 put("pretrain_dataset", FAMILY_PRETRAIN[fam], f"family default ({fam})")
             else:
                 why["pretrain_dataset"] = "no source, name hint or known family"

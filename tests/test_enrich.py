@@ -111,14 +111,14 @@ def _small_store(tmp_path):
     jobs = [
         {"model": "google/vit-base-patch16-224", "dataset": "cifar100", "value": 0.9, "source": "tg"},
         {"model": "bert-base-uncased", "dataset": "glue/cola", "value": 0.8, "source": "shift"},
-        {"model": "osanseviero/hot_dog_or_sandwich", "dataset": "cifar100", "value": 0.5, "source": "shift"},
+        {"model": "someone/unlisted_classifier", "dataset": "cifar100", "value": 0.5, "source": "shift"},
         {"model": "resnet50@nabird", "dataset": "cub200", "value": 0.6, "source": "parc"},
     ]
     models = [
         {"name": "google/vit-base-patch16-224", "modality": "image", "family": "vit", "params": 86.6e6,
          "input_size": 224, "pretrain_dataset": "imagenet-21k"},
         {"name": "bert-base-uncased", "modality": "text", "params": 123.0},  # a stored value is kept
-        {"name": "osanseviero/hot_dog_or_sandwich", "modality": "image"},
+        {"name": "someone/unlisted_classifier", "modality": "image"},  # in no facts table
         {"name": "resnet50@nabird", "modality": "image", "architecture": "resnet50", "family": "resnet",
          "depth": 50, "pretrain_dataset": "nabird"},
     ]
@@ -143,7 +143,7 @@ def test_enrich_fills_only_missing_and_is_idempotent(tmp_path):
     r50 = after.loc["resnet50@nabird"]
     assert (r50["gmacs"], r50["params"], r50["domain"]) == (
         E.PARC_ARCH["resnet50"]["gmacs"], E.PARC_ARCH["resnet50"]["params"], "fine-grained")
-    assert _nan(after.at["osanseviero/hot_dog_or_sandwich", "gmacs"])
+    assert _nan(after.at["someone/unlisted_classifier", "gmacs"])
     why = rep.sources["shift"].unknown["gmacs"]
     assert sum(why.values()) == 1 and "no architecture" in next(iter(why))
     assert after.at["google/vit-base-patch16-224", "extra"]["enrich_gmacs"].startswith("transformers config")
@@ -187,4 +187,120 @@ def test_real_histories_structural_facts(shared_data, tmp_path):
     for s_name, r in rep.sources.items():  # every model is counted, and every gap has a reason
         for f in E.FIELDS:
             assert r.have[f] + sum(r.unknown.get(f, {}).values()) == r.models, (s_name, f)
+    s.dispose()
+
+
+# ---------------------------------------------------------------------- the model facts table
+_FACTS = E.load_model_facts()
+
+
+def test_facts_table_ships_and_every_entry_names_its_source():
+    assert len(_FACTS) >= 40
+    for name, f in _FACTS.items():
+        assert f["url"].startswith("https://"), name
+        assert f["evidence"], name
+        assert f.get("base") or f.get("config") or (
+            f.get("family") and (f.get("params") or 0) + (f.get("weights_mb") or 0) > 0), name
+
+
+@pytest.mark.slow  # builds transformers configs on the meta device (~1 s per distinct architecture)
+@pytest.mark.parametrize("name", sorted(_FACTS))
+def test_every_fact_resolves(name):
+    """Each entry resolves to a counted architecture, or (family not modelled) says why; a
+    parameter count from the source agrees with the architecture it resolves to."""
+    f = _FACTS[name]
+    modality = "image" if f.get("base") else "text"
+    spec, why = E.spec_from_fact(f, modality)
+    if spec is None:
+        assert f["family"] not in ("bert", "distilbert", "roberta", "xlm-roberta", "electra"), why
+        assert "not modelled" in why
+        return
+    c = E.count(spec)
+    assert c["gmacs"] > 0 and c["depth"] and c["feature_dim"]
+    if f.get("params"):  # the implied vocabulary makes the counted backbone match the source's count
+        assert abs(c["params"] - f["params"]) / f["params"] < 0.01, (c["params"], f["params"])
+    if f.get("weights_mb"):  # the weight file on the Hub agrees with the architecture (base or sized)
+        assert any(abs(c["params"] - f["weights_mb"] * 1e6 / b) / (f["weights_mb"] * 1e6 / b) <= E.WEIGHTS_TOL
+                   for b in (4, 2)), (c["params"], f["weights_mb"])
+    if f.get("pretrain_dataset"):
+        assert E.pretrain_domain(E.pretrain_key(f["pretrain_dataset"])) is not None
+
+
+@pytest.mark.slow  # builds transformers configs on the meta device
+def test_weight_file_size_picks_one_architecture_or_none():
+    spec, p, _ = E._spec_by_weights("vit", 343, 224)  # ViT-B/16 + a small head, float32
+    assert (spec.variant, spec.patch) == ("base", 16) and abs(p - 85.75e6) < 1
+    spec, _, _ = E._spec_by_weights("vit", 86.7, 224)  # ViT-S/16 (= DeiT-S), float32
+    assert (spec.variant, spec.patch) == ("small", 16)
+    spec, _, why = E._spec_by_weights("vit", 350, 224)  # fits B/16 and B/32: not sized
+    assert spec is None and "2 size variants" in why
+
+
+def test_config_fields_pick_the_variant_with_exactly_those_dimensions():
+    cfg = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+           "patch_size": 16, "image_size": 224}
+    spec, _ = E._spec_by_config("vit", cfg)
+    assert (spec.variant, spec.patch, spec.image_size) == ("base", 16, 224)
+    spec, _ = E._spec_by_config("vit", {**cfg, "hidden_size": 384, "num_attention_heads": 6,
+                                        "intermediate_size": 1536, "patch_size": 32, "image_size": 384})
+    assert (spec.variant, spec.patch, spec.image_size) == ("small", 32, 384)
+    spec, why = E._spec_by_config("vit", {**cfg, "hidden_size": 32, "num_hidden_layers": 5,
+                                          "num_attention_heads": 4, "intermediate_size": 37})
+    assert spec is None and "no size variant" in why  # a tiny test config is not rounded to a size
+    spec, why = E._spec_by_config("vit", {**cfg, "intermediate_size": 2048})  # not a standard MLP
+    assert spec is None
+    spec, why = E._spec_by_config("convnext", cfg)
+    assert spec is None and "ViT-like" in why
+
+
+def test_text_variant_implies_the_known_vocabularies():
+    """Independent check of the params -> variant rule: the implied vocabulary of public
+    checkpoints is the vocabulary their tokenizers are known to have."""
+    spec, _ = E._text_variant_by_params("bert", 109483778)  # bert-base-uncased + 2-class head
+    assert (spec.variant, abs(spec.vocab - 30522) < 5) == ("base", True)
+    spec, _ = E._text_variant_by_params("xlm-roberta", 278044417)
+    assert (spec.variant, abs(spec.vocab - 250002) < 5) == ("base", True)
+    spec, why = E._text_variant_by_params("bert", 1e5)
+    assert spec is None and "no size variant" in why
+
+
+def test_malformed_facts_are_refused(tmp_path):
+    import json
+
+    p = tmp_path / "facts.json"
+    for bad, msg in (({"name": "a/b", "url": "https://x", "evidence": "e"}, "base checkpoint"),
+                     ({"name": "a/b", "base": "google/vit-base-patch16-224", "evidence": "e"}, "url"),
+                     ({"name": "a/b", "base": "x", "url": "https://x", "evidence": "e", "oops": 1}, "unknown"),
+                     ({"name": "a/b", "family": "vit", "url": "https://x", "evidence": "e"}, "weight-file"),
+                     ({"name": "a/b", "family": "vit", "config": {"hidden_size": 768}, "url": "https://x",
+                       "evidence": "e"}, "config must give")):
+        p.write_text(json.dumps({"models": [bad]}))
+        with pytest.raises(ValueError, match=msg):
+            E.load_model_facts.__wrapped__(p)
+
+
+@pytest.mark.slow  # builds transformers configs on the meta device
+def test_enrich_uses_the_facts_table_on_a_real_store(tmp_path):
+    s = HistoryStore(f"sqlite:///{tmp_path / 'f.db'}")
+    names = {"IMSyPP/hate_speech_it": "text", "osanseviero/hot_dog_or_sandwich": "image",
+             "warwickai/fin-perceiver": "text", "someone/unlisted_model": "image"}
+    s.commit(models=[{"name": n, "modality": m, **({"input_size": 224} if m == "image" else {})}
+                     for n, m in names.items()],
+             jobs=[{"model": n, "dataset": "cifar100", "value": 0.5, "source": "shift"} for n in names])
+    rep = E.enrich(s, timm_dir=tmp_path / "no-timm-here")
+    m = s.models_frame().set_index("name")
+    it = m.loc["IMSyPP/hate_speech_it"]
+    assert it["params"] == 184348420 and it["family"] == "bert" and it["input_size"] == 512
+    assert it["gmacs"] > 10 and it["depth"] == 12 and it["domain"] == "general-text"
+    assert it["extra"]["enrich_params"].startswith("model facts table (https://github.com/zLizy/transfergraph")
+    hd = m.loc["osanseviero/hot_dog_or_sandwich"]
+    assert hd["family"] == "vit" and hd["gmacs"] > 10 and hd["depth"] == 12
+    assert (hd["pretrain_dataset"], hd["domain"]) == ("hfpics", "web")
+    fp = m.loc["warwickai/fin-perceiver"]  # params and family from the table; GMACs stay unknown
+    assert fp["params"] == 206099971 and fp["family"] == "perceiver" and _nan(fp["gmacs"])
+    assert _nan(fp["domain"])  # the vision Perceiver's ImageNet default is not a text model's data
+    why = rep.sources["shift"].unknown["gmacs"]
+    assert any("perceiver: architecture not modelled" in w for w in why)
+    assert any("no architecture hint" in w for w in why)  # the unlisted model keeps its reason
+    assert E.enrich(s, timm_dir=tmp_path / "no-timm-here").models_updated == 0
     s.dispose()
