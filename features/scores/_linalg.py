@@ -216,3 +216,68 @@ def class_counts_means(X: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray
     counts = np.bincount(y, minlength=C).astype(float)
     sums = one_hot(y, C).T @ X
     return counts, sums / np.maximum(counts, 1.0)[:, None]
+
+
+def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TOL):
+    """Eigenvalues ``lam`` (descending, those above ``tol * lam_max``) of a PSD matrix ``G``
+    (n, n) and the projections ``U^T Y`` (r, C) of ``Y`` (n, C) on their eigenvectors ``U``,
+    without forming ``U``.
+
+    ``G = Q T Q^T`` (Householder tridiagonalization, LAPACK ``sytrd``) and ``T = W diag(lam) W^T``
+    (``stevd`` on the tridiagonal matrix) give ``U = Q W``, so ``U^T Y = W^T (Q^T Y)``: the
+    reflectors are applied to the C columns of ``Y`` (``ormqr``) instead of to n eigenvectors.
+    Same result as ``np.linalg.eigh`` (which runs ``sytrd`` and a tridiagonal solver too), about
+    half the work when C << n.
+    """
+    n = G.shape[0]
+    if n == 1:
+        lam, P = np.array([float(G[0, 0])]), Y[:1].astype(float)
+    else:
+        lwork, info = sla.lapack.dsytrd_lwork(n, lower=1)
+        c, d, e, tau, info = sla.lapack.dsytrd(G, lower=1, lwork=max(int(lwork), 64 * n))
+        if info != 0:  # pragma: no cover - LAPACK argument error
+            raise np.linalg.LinAlgError(f"dsytrd failed (info={info})")
+        QtY = np.array(Y, dtype=float, order="F")
+        if n > 1:  # reflector i lives in c[i+2:, i] with a unit at row i+1: QR storage of c[1:, :-1]
+            QtY[1:], _, info = sla.lapack.dormqr("L", "T", c[1:, :-1], tau, QtY[1:],
+                                                 lwork=max(1, 64 * Y.shape[1]))
+            if info != 0:  # pragma: no cover
+                raise np.linalg.LinAlgError(f"dormqr failed (info={info})")
+        lam, W = sla.eigh_tridiagonal(d, e, lapack_driver="stevd", check_finite=False)
+        P = W.T @ QtY
+    lam, P = lam[::-1], P[::-1]
+    top = lam[0] if lam.size else 0.0
+    keep = lam > max(top, 0.0) * tol if top > 0 else np.zeros(lam.shape, dtype=bool)
+    return lam[keep], P[keep]
+
+
+def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
+    """Counts (C,), one-hot ``Y`` (n, C) and the Gram blocks of ``[Xw; M]`` from ``Gc = Xc Xc^T``
+    (``Xc``: the globally centered features).
+
+    ``M``: class means of ``Xc`` (C, d); ``Xw = Xc - M[y]``: the within-class residuals. With
+    ``A = Y diag(1/n_c)`` (so ``M = A^T Xc``):
+
+        Gww = Xw Xw^T = (I - Y A^T) Gc (I - A Y^T),   Gwm = Xw M^T = (I - Y A^T) Gc A,
+        Gmm = M M^T = A^T Gc A,
+
+    all from ``Gc A`` (n, C): O(n^2 C), no product with the d feature columns. Classes whose
+    samples coincide (``tr(Gww) <= 1e-12 tr(Gc)``, rounding of the subtraction) get exactly
+    zero residuals (the nearest-class-mean case of the LDAs).
+    """
+    Y = one_hot(y, C)
+    counts = Y.sum(axis=0)
+    A = Y / np.maximum(counts, 1.0)
+    GA = Gc @ A  # (n, C)
+    Gmm = A.T @ GA  # (C, C)
+    Gmm = 0.5 * (Gmm + Gmm.T)
+    R = GA[:, y]  # (Gc A Y^T)_{ij} = (Gc A)_{i, y_j}
+    Gww = Gc - R
+    Gww -= R.T
+    Gww += Gmm[np.ix_(y, y)]
+    Gww = 0.5 * (Gww + Gww.T)
+    Gwm = GA - Gmm[y]
+    if float(np.trace(Gww)) <= 1e-12 * float(np.trace(Gc)):
+        Gww = np.zeros_like(Gww)
+        Gwm = np.zeros_like(Gwm)
+    return counts, Y, Gww, Gwm, Gmm

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import RANK_TOL, one_hot
-from .probabilistic import adaptive_shrinkage
+from ._linalg import RANK_TOL, class_gram_blocks, gram_spectrum_projections, one_hot
+from .probabilistic import adaptive_shrinkage, lda_posteriors_gram
 from .registry import ScoreInputError, register_score
 
 ETRAN_PAPER = ("Gholami et al. 2023, 'ETran: Energy-based transferability estimation', ICCV "
@@ -113,35 +113,61 @@ def _etran_value(X, labels, energy_fraction, variance, min_shrinkage, route):
     n, d = X.shape
     C = int(labels.max()) + 1
     s_en = energy_score(X, energy_fraction)
-    Y = one_hot(labels, C)
     if route == "samples":
-        lam, U = np.linalg.eigh(X @ X.T)
-    else:
-        counts = Y.sum(axis=0)
-        Mraw = (Y.T @ X) / counts[:, None]
-        Xw = X - Mraw[labels]
-        W = Xw.T @ Xw  # within-class scatter (d, d)
-        # X'X = Xw'Xw + sum_c n_c m_c m_c' (the cross terms vanish): no second n x d x d product
-        lam, V = np.linalg.eigh(W + (Mraw.T * counts) @ Mraw)
+        return s_en + _etran_samples(X, labels, C, variance, min_shrinkage)
+    Y = one_hot(labels, C)
+    counts = Y.sum(axis=0)
+    Mraw = (Y.T @ X) / counts[:, None]
+    Xw = X - Mraw[labels]
+    W = Xw.T @ Xw  # within-class scatter (d, d)
+    # X'X = Xw'Xw + sum_c n_c m_c m_c' (the cross terms vanish): no second n x d x d product
+    lam, V = np.linalg.eigh(W + (Mraw.T * counts) @ Mraw)
     lam = lam[::-1]
     keep = lam > max(float(lam[0]), 0.0) * RANK_TOL if lam[0] > 0 else np.zeros(lam.size, dtype=bool)
     lam = lam[keep]
     if lam.size == 0:  # all-zero features: the least-squares prediction is 0
         s_reg = -1.0 / C
     else:
-        k = min(int(np.searchsorted(np.cumsum(lam) / lam.sum(), variance - 1e-12)) + 1, lam.size)
-        if route == "samples":
-            U = U[:, ::-1][:, keep]
-            proj = U[:, :k].T @ Y
-        else:  # U_k = X V_k / s_k
-            Vk = V[:, ::-1][:, keep][:, :k]
-            proj = (Vk.T @ (X.T @ Y)) / np.sqrt(lam[:k])[:, None]
+        k = _components(lam, variance)
+        Vk = V[:, ::-1][:, keep][:, :k]  # U_k = X V_k / s_k
+        proj = (Vk.T @ (X.T @ Y)) / np.sqrt(lam[:k])[:, None]
         s_reg = -(n - float(np.sum(proj * proj))) / (n * C)
-    if route == "samples":
-        s_cls = _lda_accuracy_coords(U * np.sqrt(lam), labels, C, d, min_shrinkage)
-    else:
-        s_cls = _lda_accuracy_scatter(X, labels, Y, counts, Mraw, W, min_shrinkage)
+    s_cls = _lda_accuracy_scatter(X, labels, Y, counts, Mraw, W, min_shrinkage)
     return s_en + s_cls + s_reg
+
+
+def _components(lam, variance):
+    """Fewest leading eigenvalues (descending ``lam``) whose sum reaches ``variance`` of the total."""
+    return min(int(np.searchsorted(np.cumsum(lam) / lam.sum(), variance - 1e-12)) + 1, lam.size)
+
+
+def _etran_samples(X, labels, C, variance, min_shrinkage):
+    """``S_reg + S_cls`` from the n x n Gram matrices only (n <= d).
+
+    ``Gc = Xc Xc^T`` of the centered features gives the LDA's Gram blocks
+    (:func:`class_gram_blocks`, :func:`lda_posteriors_gram`: exact, no eigenvectors) and the
+    raw ``G = X X^T = Gc + (Xc m) 1^T + 1 (Xc m)^T + ||m||^2`` (``m``: feature mean) gives
+    ``S_reg`` through its eigenvalues and the projections ``U^T Y``
+    (:func:`gram_spectrum_projections`, no n x n eigenvector matrix).
+    """
+    n, d = X.shape
+    m = X.mean(axis=0)
+    Xc = X - m
+    Gc = Xc @ Xc.T
+    u = Xc @ m
+    G = Gc + u[:, None]
+    G += u[None, :]
+    G += float(m @ m)
+    counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Gc, labels, C)
+    lam, proj = gram_spectrum_projections(G, Y)
+    if lam.size == 0:  # all-zero features: the least-squares prediction is 0
+        s_reg = -1.0 / C
+    else:
+        k = _components(lam, variance)
+        s_reg = -(n - float(np.sum(proj[:k] ** 2))) / (n * C)
+    shrink = adaptive_shrinkage(Gww / n, min_shrinkage) if np.any(Gww) else 1.0
+    P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, shrink)
+    return s_reg + float(np.mean(P[np.arange(n), labels]))
 
 
 def _lda_accuracy_scatter(X, y, Y, counts, Mraw, W, min_shrinkage):

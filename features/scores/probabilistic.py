@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import one_hot, pca
+from ._linalg import class_gram_blocks, one_hot, pca
 from .registry import ScoreInputError, register_score
 
 
@@ -254,7 +254,8 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
         raise ScoreInputError(f"sfda: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
     n, d = features.shape
     C = int(labels.max()) + 1
-    counts, Y, Gww, Gwm, Gmm = class_gram(features, labels, C)
+    Xc = features - features.mean(axis=0)
+    counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, labels, C)
     lam = adaptive_shrinkage(Gww / n, float(min_shrinkage))
     P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, lam)
     soft = np.exp(P)
