@@ -61,8 +61,8 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
     k = min(dim, n, d)
     if n > d and 4 * k <= d:  # subspace iteration on Xc'Xc without forming it (2 n d (k+10) a step)
         Q = np.random.default_rng(0).standard_normal((d, k + 10))
-        for _ in range(8):
-            Q, _ = np.linalg.qr(Xc.T @ (Xc @ Q))
+        for step in range(8):
+            Q = _orthonormal(Xc.T @ (Xc @ Q), final=step == 7)
         B = Xc @ Q
         lam, W = np.linalg.eigh(B.T @ B)
         lam, W = lam[::-1][:k], W[:, ::-1][:, :k]
@@ -72,8 +72,8 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
     if n <= d and 4 * k <= n:
         G = Xc @ Xc.T
         Q = np.random.default_rng(0).standard_normal((n, k + 10))
-        for _ in range(8):
-            Q, _ = np.linalg.qr(G @ Q)
+        for step in range(8):
+            Q = _orthonormal(G @ Q, final=step == 7)
         lam, W = np.linalg.eigh(Q.T @ G @ Q)
         lam, U = lam[::-1][:k], (Q @ W[:, ::-1])[:, :k]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
@@ -96,6 +96,26 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
         keep = lam > max(lam[0], 0.0) * RANK_TOL
         V = V[:, keep]
     return _signed_scores(V, Xc @ V, n)
+
+
+def _orthonormal(B: np.ndarray, final: bool) -> np.ndarray:
+    """An orthonormal basis of the columns of ``B`` (n, m), n >= m, for subspace iteration.
+
+    Intermediate steps only need a well-conditioned basis of the same span: Cholesky QR
+    (``B R^-1`` with ``R^T R = B^T B``: two thin products instead of Householder QR) when
+    ``B^T B`` is safely positive definite, Householder QR otherwise and on the ``final`` step
+    (whose basis enters the Rayleigh-Ritz step and must be orthonormal to rounding).
+    """
+    if not final:
+        S = B.T @ B
+        dmax = float(np.max(np.diag(S))) if S.size else 0.0
+        try:
+            R = sla.cholesky(S, lower=False, check_finite=False)
+        except np.linalg.LinAlgError:
+            R = None
+        if R is not None and float(np.min(np.abs(np.diag(R)))) ** 2 > 1e-8 * dmax:
+            return sla.solve_triangular(R, B.T, trans="T", lower=False, check_finite=False).T
+    return np.linalg.qr(B)[0]
 
 
 def _signed_scores(V: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
@@ -272,10 +292,9 @@ def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
     Gmm = A.T @ GA  # (C, C)
     Gmm = 0.5 * (Gmm + Gmm.T)
     R = GA[:, y]  # (Gc A Y^T)_{ij} = (Gc A)_{i, y_j}
-    Gww = Gc - R
-    Gww -= R.T
+    Gww = R + R.T  # exactly symmetric, as Gc and Gmm[y][:, y] are: no symmetrizing pass
+    np.subtract(Gc, Gww, out=Gww)
     Gww += Gmm[np.ix_(y, y)]
-    Gww = 0.5 * (Gww + Gww.T)
     Gwm = GA - Gmm[y]
     if float(np.trace(Gww)) <= 1e-12 * float(np.trace(Gc)):
         Gww = np.zeros_like(Gww)

@@ -206,9 +206,11 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
 
         logits = X S^-1 M^T - 1/2 diag(M S^-1 M^T) + log(n_c / n)
 
-    needs only ``X Xw^T = Gww + Gwm^T[y]``, ``X M^T = Gwm + Gmm[y]`` and ``M Xw^T``: O(n^2 C +
-    n^3/3), no n x d product. No within-class variance at all (``b = 0``): ``b`` becomes
-    the mean squared feature (nearest-class-mean rule).
+    needs only ``X Xw^T = Gww + Gwm^T[y]``, ``X M^T = Gwm + Gmm[y]`` and ``M Xw^T``; with
+    ``T = K^-1 Xw M^T`` and ``a/n Gww T = Xw M^T - b T`` the logits are
+    ``X S^-1 M^T = (Gmm[y] + b T - a/n (Gwm^T T)[y]) / b``: O(n^3/3 + n^2 C), no n x d
+    product. No within-class variance at all (``b = 0``): ``b`` becomes the mean squared
+    feature (nearest-class-mean rule).
     """
     n = Gww.shape[0]
     a = 1.0 - s
@@ -220,7 +222,8 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     K = (a / n) * Gww
     K[np.diag_indices(n)] += b
     T = sla.cho_solve(sla.cho_factor(K, lower=True, check_finite=False), Gwm, check_finite=False)
-    XQ = (Gwm + Gmm[y] - (a / n) * (Gww @ T + (Gwm.T @ T)[y])) / b
+    # a/n Gww T = K T - b T = Gwm - b T: no n x n x C product, and no cancellation
+    XQ = (Gmm[y] + b * T - (a / n) * (Gwm.T @ T)[y]) / b
     mq = (np.diag(Gmm) - (a / n) * np.sum(Gwm * T, axis=0)) / b
     logits = XQ - 0.5 * mq + np.log(counts / n)
     logits -= logits.max(axis=1, keepdims=True)
