@@ -690,3 +690,37 @@ def test_dds_debiased_equals_explicit_u_centering(case, distance):
 def test_knn1_blocks_give_the_same_value():
     X, y = make_problem(seed=28, n=45, d=5, C=3, sep=1.2)
     assert compute_score("knn1", X, y, block=7) == compute_score("knn1", X, y)
+
+
+@pytest.mark.parametrize("shape", [(40, 200), (1, 5), (30, 3)])
+def test_gram_spectrum_projections_equal_eigh(shape):
+    """Tridiagonalization + tridiagonal eigenpairs give eigh's eigenvalues and |U^T Y|."""
+    from features.scores._linalg import RANK_TOL, gram_spectrum_projections
+
+    rng = np.random.default_rng(25)
+    X = rng.standard_normal(shape) + 0.5
+    Y = np.eye(3)[np.arange(shape[0]) % 3]
+    G = X @ X.T
+    lam, proj = gram_spectrum_projections(G, Y)
+    ref, U = np.linalg.eigh(G)
+    ref, U = ref[::-1], U[:, ::-1]
+    keep = ref > ref[0] * RANK_TOL
+    np.testing.assert_allclose(lam, ref[keep], rtol=1e-10, atol=1e-12 * ref[0])
+    np.testing.assert_allclose(np.abs(proj), np.abs(U[:, keep].T @ Y), atol=1e-9)
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_class_gram_blocks_equal_explicit_products(case):
+    from features.scores._linalg import class_gram_blocks
+
+    X, y = _slow_case(*case)
+    X = X + 3.0
+    C = int(y.max()) + 1
+    Xc = X - X.mean(0)
+    M = np.stack([Xc[y == c].mean(0) for c in range(C)])
+    Xw = Xc - M[y]
+    counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, y, C)
+    scale = np.abs(Xc @ Xc.T).max()
+    for got, ref in ((Gww, Xw @ Xw.T), (Gwm, Xw @ M.T), (Gmm, M @ M.T)):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_array_equal(Gww, Gww.T)

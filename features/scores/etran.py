@@ -29,37 +29,6 @@ def energy_score(X: np.ndarray, fraction: float = 1.0) -> float:
     return float(np.partition(lse, m - 1)[:m].mean())
 
 
-def _lda_accuracy_coords(Z: np.ndarray, y: np.ndarray, C: int, d: int, min_shrinkage: float) -> float:
-    """``S_cls``: mean correct-class posterior of shrunk LDA, computed in coordinates ``Z``.
-
-    ``Z`` (n, r) holds the features in an orthonormal basis of their row space (``X = Z V^T``).
-    All class means and residuals lie in that span, where ``(1-l) S_w + l tr(S_w)/d I_d`` acts
-    as ``(1-l) S_w^Z + l tr(S_w)/d I_r`` (``d``: the original dimension), so the LDA logits
-    are exact in r <= n dimensions.
-    """
-    n, r = Z.shape
-    Zc = Z - Z.mean(axis=0)
-    Y = one_hot(y, C)
-    counts = Y.sum(axis=0)
-    M = (Y.T @ Zc) / counts[:, None]
-    Zw = Zc - M[y]
-    Sw = Zw.T @ Zw / n
-    lam = adaptive_shrinkage(Sw, min_shrinkage) if r else 1.0
-    mu = float(np.trace(Sw)) / d
-    total = float(np.sum(Zc * Zc)) / (n * d)
-    a, b = 1.0 - lam, lam * mu
-    if mu <= 1e-12 * total or b <= 0:  # classes are points: nearest-class-mean rule
-        b = total or 1.0
-    S = a * Sw
-    S[np.diag_indices(r)] += b
-    Q = sla.cho_solve(sla.cho_factor(S, lower=True, check_finite=False), M.T, check_finite=False)
-    logits = Zc @ Q - 0.5 * np.sum(M * Q.T, axis=1) + np.log(counts / n)
-    logits -= logits.max(axis=1, keepdims=True)
-    P = np.exp(logits)
-    P /= P.sum(axis=1, keepdims=True)
-    return float(np.mean(P[np.arange(n), y]))
-
-
 @register_score("etran", paper=ETRAN_PAPER,
                 summary="energy (logsumexp of features) + shrunk-LDA correct-class posterior "
                         "+ truncated-SVD least-squares fit of the one-hot labels")
@@ -80,8 +49,10 @@ def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, 
       truncated SVD keeping the fewest left singular vectors ``U_k`` that hold ``variance``
       (0.8) of ``sum s^2``: the least-squares fit through the truncated pseudo-inverse.
 
-    When n <= d, one eigendecomposition of ``F F^T`` (n x n) serves both S_reg and, through
-    the row-space coordinates ``Z = U diag(s)``, the LDA (r <= n dimensions, exact); when
+    When n <= d, everything comes from the n x n Gram matrices: the LDA from the Gram
+    blocks of the centered features (:func:`class_gram_blocks`, :func:`lda_posteriors_gram`,
+    exact, no eigenvectors) and S_reg from the eigenvalues of ``F F^T`` and the projections
+    ``U^T Y`` (:func:`gram_spectrum_projections`, no n x n eigenvector matrix); when
     n > d, the eigendecomposition of ``F^T F`` (d x d, built from the within-class scatter
     that the LDA needs anyway) gives ``U_k = F V_k / s_k`` and the LDA is solved in the d
     original coordinates (same value, cheaper matrix). Deviations from the
@@ -171,8 +142,10 @@ def _etran_samples(X, labels, C, variance, min_shrinkage):
 
 
 def _lda_accuracy_scatter(X, y, Y, counts, Mraw, W, min_shrinkage):
-    """``S_cls`` of :func:`_lda_accuracy_coords` in the original d coordinates, from the
-    within-class scatter ``W = Xw' Xw`` (d, d) and the raw class means ``Mraw`` (C, d)."""
+    """``S_cls``, the mean correct-class posterior of the shrunk LDA (the LDA of
+    :func:`features.scores.probabilistic.lda_posteriors_gram`), in the original d
+    coordinates from the within-class scatter ``W = Xw' Xw`` (d, d) and the raw class
+    means ``Mraw`` (C, d): the n > d route."""
     n, d = X.shape
     m = (counts @ Mraw) / n
     M = Mraw - m

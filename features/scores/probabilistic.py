@@ -181,22 +181,6 @@ def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float) -> float:
     return max(float(np.exp(-5.0 * _top_eig_gram(Gw, stop_above=stop))), float(min_shrinkage))
 
 
-def class_gram(X: np.ndarray, y: np.ndarray, C: int):
-    """Counts (C,), one-hot Y (n, C) and the Gram blocks of ``B = [Xw; M]`` for centered ``X``.
-
-    ``M``: class means of the globally centered features (C, d), ``Xw = X - M_raw[y]``:
-    within-class residuals (translation-free, so ``X`` itself is never centered). Returns
-    ``Gww = Xw Xw^T`` (n, n, one symmetric BLAS product), ``Gwm = Xw M^T`` (n, C) and
-    ``Gmm = M M^T`` (C, C): everything an LDA on the centered ``X`` needs.
-    """
-    Y = one_hot(y, C)
-    counts = Y.sum(axis=0)
-    M = (Y.T @ X) / np.maximum(counts, 1.0)[:, None]
-    Xw = X - M[y]
-    M -= (counts @ M) / X.shape[0]
-    return counts, Y, Xw @ Xw.T, Xw @ M.T, M @ M.T
-
-
 def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     """Class posteriors (n, C) of LDA with within-class covariance shrunk to
     ``S = (1 - s) S_w + s tr(S_w)/d I`` (``S_w = Xw^T Xw / n``), from Gram blocks only.
