@@ -294,7 +294,7 @@ def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
     R = GA[:, y]  # (Gc A Y^T)_{ij} = (Gc A)_{i, y_j}
     Gww = R + R.T  # exactly symmetric, as Gc and Gmm[y][:, y] are: no symmetrizing pass
     np.subtract(Gc, Gww, out=Gww)
-    Gww += Gmm[np.ix_(y, y)]
+    Gww += Gmm[y][:, y]
     Gwm = GA - Gmm[y]
     if float(np.trace(Gww)) <= 1e-12 * float(np.trace(Gc)):
         Gww = np.zeros_like(Gww)

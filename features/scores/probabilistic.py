@@ -248,24 +248,24 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     soft = np.exp(P)
     soft /= soft.sum(axis=1, keepdims=True)
     p = soft[np.arange(n), labels]
-    # ConfMix in coefficients of B = [Xw; M]: mu_out = Wo M, Xm = diag(p) Xw + H M
-    out = np.maximum(n - counts, 1.0)
-    Wo = (counts[None, :] - np.diag(counts)) / out[:, None]
-    H = p[:, None] * Y + (1.0 - p)[:, None] * Wo[labels]
-    # class means of Xm: Mm = Wp Xw + Hm M;  residuals: Xmw = diag(p) Xw - Wp[y] Xw + Hw M
+    # ConfMix in coefficients of B = [Xw; M]. The centered class means satisfy
+    # sum_c n_c M_c = 0, so mu_out(c) = -n_c M_c / (n - n_c) and
+    # Xm_i = p_i x_i + (1 - p_i) mu_out(y_i) = p_i Xw_i + g_i M[y_i]:
+    g = p - (1.0 - p) * (counts / np.maximum(n - counts, 1.0))[labels]
+    gbar = np.bincount(labels, weights=g, minlength=C) / counts  # class means of Xm: Mm = Wp Xw + diag(gbar) M
+    dlt = g - gbar[labels]  # residuals: Xmw = diag(p) Xw - Wp[y] Xw + diag(dlt) M[y]
     Wp = (Y * p[:, None]).T / counts[:, None]
-    Hm = (Y.T @ H) / counts[:, None]
-    Hw = H - Hm[labels]
     WpGww = Wp @ Gww  # (C, n)
-    R1 = p[:, None] * Gww - WpGww[labels] + Hw @ Gwm.T  # Xmw Xw^T
-    R2 = p[:, None] * Gwm - (Wp @ Gwm)[labels] + Hw @ Gmm  # Xmw M^T
+    WpGwm = Wp @ Gwm  # (C, C)
+    R1 = p[:, None] * Gww - WpGww[labels] + dlt[:, None] * Gwm[:, labels].T  # Xmw Xw^T
+    R2 = p[:, None] * Gwm - WpGwm[labels] + dlt[:, None] * Gmm[labels]  # Xmw M^T
     R1Wp = R1 @ Wp.T  # Xmw Xw^T Wp^T (n, C)
-    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2 @ Hw.T
+    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2[:, labels] * dlt[None, :]
     Gww2 = 0.5 * (Gww2 + Gww2.T)
-    Gwm2 = R1Wp + R2 @ Hm.T
-    S1 = WpGww + Hm @ Gwm.T  # Mm Xw^T (C, n)
-    S2 = Wp @ Gwm + Hm @ Gmm  # Mm M^T (C, C)
-    Gmm2 = S1 @ Wp.T + S2 @ Hm.T
+    Gwm2 = R1Wp + R2 * gbar[None, :]
+    S1 = WpGww + gbar[:, None] * Gwm.T  # Mm Xw^T (C, n)
+    S2 = WpGwm + gbar[:, None] * Gmm  # Mm M^T (C, C)
+    Gmm2 = S1 @ Wp.T + S2 * gbar[None, :]
     Gmm2 = 0.5 * (Gmm2 + Gmm2.T)
     P2 = lda_posteriors_gram(Gww2, Gwm2, Gmm2, labels, counts, d, lam)
     return float(np.mean(P2[np.arange(n), labels]))
