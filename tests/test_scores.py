@@ -193,6 +193,46 @@ def test_logme_fast_equals_naive(shape):
     assert compute_score("logme", X, y) == pytest.approx(logme_naive(X, y), rel=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(60, 200), (200, 60), (40, 40), (30, 30)])
+def test_logme_sample_and_feature_routes_agree(shape):
+    """logme takes the spectrum from X X^T (n <= d) or X^T X (n > d); both give one value.
+
+    The features have rank 25 < n and the class indicators are not in their span: with
+    full rank n <= d every target lies in the feature span and the evidence is maximal as
+    alpha/beta -> 0, where the value depends on rounding (the residual ||y||^2 - ||U^T y||^2
+    is ~1e-15 instead of 0)."""
+    from features.scores.logme import _maximize_profile, _spectrum, _start
+
+    rng = np.random.default_rng(23)
+    n, d = shape
+    y = np.arange(n) % 4
+    X = (rng.standard_normal((n, 20)) @ rng.standard_normal((20, d))
+         + 0.8 * (np.eye(4)[y] + 0.5 * rng.standard_normal((n, 4))) @ rng.standard_normal((4, d)) + 0.3)
+    Y = np.eye(4)[y]
+    values = []
+    for route in ("samples", "features"):
+        sigma, proj = _spectrum(X, Y, route)
+        sigma = sigma / sigma.mean()
+        x2 = proj**2
+        res = np.maximum(Y.sum(0) - x2.sum(0), 0.0)
+        a, b = _maximize_profile(sigma, x2, res, n, 100, 1e-7, np.divide(*_start(sigma, x2, res, n)))
+        values.append(np.mean(log_evidence(a, b, sigma, x2, res, n, d)))
+    assert values[0] == pytest.approx(values[1], rel=1e-9)
+    assert compute_score("logme", X, y) == pytest.approx(values[0], rel=1e-12)
+
+
+def test_logme_equals_fixed_point_run_to_convergence():
+    """Weak classes: MacKay's fixed point converges slowly (after its default 100
+    iterations it can be ~1e-6 short of the maximum); run to convergence it reaches ours."""
+    rng = np.random.default_rng(24)
+    n, d = 50, 300
+    y = np.arange(n) % 5
+    X = (rng.standard_normal((n, 30)) @ rng.standard_normal((30, d))
+         + 0.15 * (np.eye(5)[y] + 0.5 * rng.standard_normal((n, 5))) @ rng.standard_normal((5, d)))
+    converged = logme_naive(X, y, max_iter=200000, tol=1e-13)
+    assert compute_score("logme", X, y) == pytest.approx(converged, rel=1e-9)
+
+
 @pytest.mark.parametrize("d,const,n", [(5, True, 70), (12, True, 70), (12, False, 70), (90, False, 70),
                                        (90, True, 40)])
 def test_hscore_equals_closed_form(d, const, n):
@@ -650,3 +690,37 @@ def test_dds_debiased_equals_explicit_u_centering(case, distance):
 def test_knn1_blocks_give_the_same_value():
     X, y = make_problem(seed=28, n=45, d=5, C=3, sep=1.2)
     assert compute_score("knn1", X, y, block=7) == compute_score("knn1", X, y)
+
+
+@pytest.mark.parametrize("shape", [(40, 200), (1, 5), (30, 3)])
+def test_gram_spectrum_projections_equal_eigh(shape):
+    """Tridiagonalization + tridiagonal eigenpairs give eigh's eigenvalues and |U^T Y|."""
+    from features.scores._linalg import RANK_TOL, gram_spectrum_projections
+
+    rng = np.random.default_rng(25)
+    X = rng.standard_normal(shape) + 0.5
+    Y = np.eye(3)[np.arange(shape[0]) % 3]
+    G = X @ X.T
+    lam, proj = gram_spectrum_projections(G, Y)
+    ref, U = np.linalg.eigh(G)
+    ref, U = ref[::-1], U[:, ::-1]
+    keep = ref > ref[0] * RANK_TOL
+    np.testing.assert_allclose(lam, ref[keep], rtol=1e-10, atol=1e-12 * ref[0])
+    np.testing.assert_allclose(np.abs(proj), np.abs(U[:, keep].T @ Y), atol=1e-9)
+
+
+@pytest.mark.parametrize("case", SLOW_CASES)
+def test_class_gram_blocks_equal_explicit_products(case):
+    from features.scores._linalg import class_gram_blocks
+
+    X, y = _slow_case(*case)
+    X = X + 3.0
+    C = int(y.max()) + 1
+    Xc = X - X.mean(0)
+    M = np.stack([Xc[y == c].mean(0) for c in range(C)])
+    Xw = Xc - M[y]
+    counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, y, C)
+    scale = np.abs(Xc @ Xc.T).max()
+    for got, ref in ((Gww, Xw @ Xw.T), (Gwm, Xw @ M.T), (Gmm, M @ M.T)):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_array_equal(Gww, Gww.T)

@@ -61,8 +61,8 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
     k = min(dim, n, d)
     if n > d and 4 * k <= d:  # subspace iteration on Xc'Xc without forming it (2 n d (k+10) a step)
         Q = np.random.default_rng(0).standard_normal((d, k + 10))
-        for _ in range(8):
-            Q, _ = np.linalg.qr(Xc.T @ (Xc @ Q))
+        for step in range(8):
+            Q = _orthonormal(Xc.T @ (Xc @ Q), final=step == 7)
         B = Xc @ Q
         lam, W = np.linalg.eigh(B.T @ B)
         lam, W = lam[::-1][:k], W[:, ::-1][:, :k]
@@ -72,8 +72,8 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
     if n <= d and 4 * k <= n:
         G = Xc @ Xc.T
         Q = np.random.default_rng(0).standard_normal((n, k + 10))
-        for _ in range(8):
-            Q, _ = np.linalg.qr(G @ Q)
+        for step in range(8):
+            Q = _orthonormal(G @ Q, final=step == 7)
         lam, W = np.linalg.eigh(Q.T @ G @ Q)
         lam, U = lam[::-1][:k], (Q @ W[:, ::-1])[:, :k]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
@@ -96,6 +96,26 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
         keep = lam > max(lam[0], 0.0) * RANK_TOL
         V = V[:, keep]
     return _signed_scores(V, Xc @ V, n)
+
+
+def _orthonormal(B: np.ndarray, final: bool) -> np.ndarray:
+    """An orthonormal basis of the columns of ``B`` (n, m), n >= m, for subspace iteration.
+
+    Intermediate steps only need a well-conditioned basis of the same span: Cholesky QR
+    (``B R^-1`` with ``R^T R = B^T B``: two thin products instead of Householder QR) when
+    ``B^T B`` is safely positive definite, Householder QR otherwise and on the ``final`` step
+    (whose basis enters the Rayleigh-Ritz step and must be orthonormal to rounding).
+    """
+    if not final:
+        S = B.T @ B
+        dmax = float(np.max(np.diag(S))) if S.size else 0.0
+        try:
+            R = sla.cholesky(S, lower=False, check_finite=False)
+        except np.linalg.LinAlgError:
+            R = None
+        if R is not None and float(np.min(np.abs(np.diag(R)))) ** 2 > 1e-8 * dmax:
+            return sla.solve_triangular(R, B.T, trans="T", lower=False, check_finite=False).T
+    return np.linalg.qr(B)[0]
 
 
 def _signed_scores(V: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
@@ -216,3 +236,67 @@ def class_counts_means(X: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray
     counts = np.bincount(y, minlength=C).astype(float)
     sums = one_hot(y, C).T @ X
     return counts, sums / np.maximum(counts, 1.0)[:, None]
+
+
+def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TOL):
+    """Eigenvalues ``lam`` (descending, those above ``tol * lam_max``) of a PSD matrix ``G``
+    (n, n) and the projections ``U^T Y`` (r, C) of ``Y`` (n, C) on their eigenvectors ``U``,
+    without forming ``U``.
+
+    ``G = Q T Q^T`` (Householder tridiagonalization, LAPACK ``sytrd``) and ``T = W diag(lam) W^T``
+    (``stevd`` on the tridiagonal matrix) give ``U = Q W``, so ``U^T Y = W^T (Q^T Y)``: the
+    reflectors are applied to the C columns of ``Y`` (``ormqr``) instead of to n eigenvectors.
+    Same result as ``np.linalg.eigh`` (which runs ``sytrd`` and a tridiagonal solver too), about
+    half the work when C << n.
+    """
+    n = G.shape[0]
+    if n == 1:
+        lam, P = np.array([float(G[0, 0])]), Y[:1].astype(float)
+    else:
+        lwork, info = sla.lapack.dsytrd_lwork(n, lower=1)
+        c, d, e, tau, info = sla.lapack.dsytrd(G, lower=1, lwork=max(int(lwork), 64 * n))
+        if info != 0:  # pragma: no cover - LAPACK argument error
+            raise np.linalg.LinAlgError(f"dsytrd failed (info={info})")
+        QtY = np.array(Y, dtype=float, order="F")
+        if n > 1:  # reflector i lives in c[i+2:, i] with a unit at row i+1: QR storage of c[1:, :-1]
+            QtY[1:], _, info = sla.lapack.dormqr("L", "T", c[1:, :-1], tau, QtY[1:],
+                                                 lwork=max(1, 64 * Y.shape[1]))
+            if info != 0:  # pragma: no cover
+                raise np.linalg.LinAlgError(f"dormqr failed (info={info})")
+        lam, W = sla.eigh_tridiagonal(d, e, lapack_driver="stevd", check_finite=False)
+        P = W.T @ QtY
+    lam, P = lam[::-1], P[::-1]
+    top = lam[0] if lam.size else 0.0
+    keep = lam > max(top, 0.0) * tol if top > 0 else np.zeros(lam.shape, dtype=bool)
+    return lam[keep], P[keep]
+
+
+def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
+    """Counts (C,), one-hot ``Y`` (n, C) and the Gram blocks of ``[Xw; M]`` from ``Gc = Xc Xc^T``
+    (``Xc``: the globally centered features).
+
+    ``M``: class means of ``Xc`` (C, d); ``Xw = Xc - M[y]``: the within-class residuals. With
+    ``A = Y diag(1/n_c)`` (so ``M = A^T Xc``):
+
+        Gww = Xw Xw^T = (I - Y A^T) Gc (I - A Y^T),   Gwm = Xw M^T = (I - Y A^T) Gc A,
+        Gmm = M M^T = A^T Gc A,
+
+    all from ``Gc A`` (n, C): O(n^2 C), no product with the d feature columns. Classes whose
+    samples coincide (``tr(Gww) <= 1e-12 tr(Gc)``, rounding of the subtraction) get exactly
+    zero residuals (the nearest-class-mean case of the LDAs).
+    """
+    Y = one_hot(y, C)
+    counts = Y.sum(axis=0)
+    A = Y / np.maximum(counts, 1.0)
+    GA = Gc @ A  # (n, C)
+    Gmm = A.T @ GA  # (C, C)
+    Gmm = 0.5 * (Gmm + Gmm.T)
+    R = GA[:, y]  # (Gc A Y^T)_{ij} = (Gc A)_{i, y_j}
+    Gww = R + R.T  # exactly symmetric, as Gc and Gmm[y][:, y] are: no symmetrizing pass
+    np.subtract(Gc, Gww, out=Gww)
+    Gww += Gmm[y][:, y]
+    Gwm = GA - Gmm[y]
+    if float(np.trace(Gww)) <= 1e-12 * float(np.trace(Gc)):
+        Gww = np.zeros_like(Gww)
+        Gwm = np.zeros_like(Gwm)
+    return counts, Y, Gww, Gwm, Gmm

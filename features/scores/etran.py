@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import RANK_TOL, one_hot
-from .probabilistic import adaptive_shrinkage
+from ._linalg import RANK_TOL, class_gram_blocks, gram_spectrum_projections, one_hot
+from .probabilistic import adaptive_shrinkage, lda_posteriors_gram
 from .registry import ScoreInputError, register_score
 
 ETRAN_PAPER = ("Gholami et al. 2023, 'ETran: Energy-based transferability estimation', ICCV "
@@ -29,37 +29,6 @@ def energy_score(X: np.ndarray, fraction: float = 1.0) -> float:
     return float(np.partition(lse, m - 1)[:m].mean())
 
 
-def _lda_accuracy_coords(Z: np.ndarray, y: np.ndarray, C: int, d: int, min_shrinkage: float) -> float:
-    """``S_cls``: mean correct-class posterior of shrunk LDA, computed in coordinates ``Z``.
-
-    ``Z`` (n, r) holds the features in an orthonormal basis of their row space (``X = Z V^T``).
-    All class means and residuals lie in that span, where ``(1-l) S_w + l tr(S_w)/d I_d`` acts
-    as ``(1-l) S_w^Z + l tr(S_w)/d I_r`` (``d``: the original dimension), so the LDA logits
-    are exact in r <= n dimensions.
-    """
-    n, r = Z.shape
-    Zc = Z - Z.mean(axis=0)
-    Y = one_hot(y, C)
-    counts = Y.sum(axis=0)
-    M = (Y.T @ Zc) / counts[:, None]
-    Zw = Zc - M[y]
-    Sw = Zw.T @ Zw / n
-    lam = adaptive_shrinkage(Sw, min_shrinkage) if r else 1.0
-    mu = float(np.trace(Sw)) / d
-    total = float(np.sum(Zc * Zc)) / (n * d)
-    a, b = 1.0 - lam, lam * mu
-    if mu <= 1e-12 * total or b <= 0:  # classes are points: nearest-class-mean rule
-        b = total or 1.0
-    S = a * Sw
-    S[np.diag_indices(r)] += b
-    Q = sla.cho_solve(sla.cho_factor(S, lower=True, check_finite=False), M.T, check_finite=False)
-    logits = Zc @ Q - 0.5 * np.sum(M * Q.T, axis=1) + np.log(counts / n)
-    logits -= logits.max(axis=1, keepdims=True)
-    P = np.exp(logits)
-    P /= P.sum(axis=1, keepdims=True)
-    return float(np.mean(P[np.arange(n), y]))
-
-
 @register_score("etran", paper=ETRAN_PAPER,
                 summary="energy (logsumexp of features) + shrunk-LDA correct-class posterior "
                         "+ truncated-SVD least-squares fit of the one-hot labels")
@@ -80,8 +49,10 @@ def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, 
       truncated SVD keeping the fewest left singular vectors ``U_k`` that hold ``variance``
       (0.8) of ``sum s^2``: the least-squares fit through the truncated pseudo-inverse.
 
-    When n <= d, one eigendecomposition of ``F F^T`` (n x n) serves both S_reg and, through
-    the row-space coordinates ``Z = U diag(s)``, the LDA (r <= n dimensions, exact); when
+    When n <= d, everything comes from the n x n Gram matrices: the LDA from the Gram
+    blocks of the centered features (:func:`class_gram_blocks`, :func:`lda_posteriors_gram`,
+    exact, no eigenvectors) and S_reg from the eigenvalues of ``F F^T`` and the projections
+    ``U^T Y`` (:func:`gram_spectrum_projections`, no n x n eigenvector matrix); when
     n > d, the eigendecomposition of ``F^T F`` (d x d, built from the within-class scatter
     that the LDA needs anyway) gives ``U_k = F V_k / s_k`` and the LDA is solved in the d
     original coordinates (same value, cheaper matrix). Deviations from the
@@ -113,40 +84,68 @@ def _etran_value(X, labels, energy_fraction, variance, min_shrinkage, route):
     n, d = X.shape
     C = int(labels.max()) + 1
     s_en = energy_score(X, energy_fraction)
-    Y = one_hot(labels, C)
     if route == "samples":
-        lam, U = np.linalg.eigh(X @ X.T)
-    else:
-        counts = Y.sum(axis=0)
-        Mraw = (Y.T @ X) / counts[:, None]
-        Xw = X - Mraw[labels]
-        W = Xw.T @ Xw  # within-class scatter (d, d)
-        # X'X = Xw'Xw + sum_c n_c m_c m_c' (the cross terms vanish): no second n x d x d product
-        lam, V = np.linalg.eigh(W + (Mraw.T * counts) @ Mraw)
+        return s_en + _etran_samples(X, labels, C, variance, min_shrinkage)
+    Y = one_hot(labels, C)
+    counts = Y.sum(axis=0)
+    Mraw = (Y.T @ X) / counts[:, None]
+    Xw = X - Mraw[labels]
+    W = Xw.T @ Xw  # within-class scatter (d, d)
+    # X'X = Xw'Xw + sum_c n_c m_c m_c' (the cross terms vanish): no second n x d x d product
+    lam, V = np.linalg.eigh(W + (Mraw.T * counts) @ Mraw)
     lam = lam[::-1]
     keep = lam > max(float(lam[0]), 0.0) * RANK_TOL if lam[0] > 0 else np.zeros(lam.size, dtype=bool)
     lam = lam[keep]
     if lam.size == 0:  # all-zero features: the least-squares prediction is 0
         s_reg = -1.0 / C
     else:
-        k = min(int(np.searchsorted(np.cumsum(lam) / lam.sum(), variance - 1e-12)) + 1, lam.size)
-        if route == "samples":
-            U = U[:, ::-1][:, keep]
-            proj = U[:, :k].T @ Y
-        else:  # U_k = X V_k / s_k
-            Vk = V[:, ::-1][:, keep][:, :k]
-            proj = (Vk.T @ (X.T @ Y)) / np.sqrt(lam[:k])[:, None]
+        k = _components(lam, variance)
+        Vk = V[:, ::-1][:, keep][:, :k]  # U_k = X V_k / s_k
+        proj = (Vk.T @ (X.T @ Y)) / np.sqrt(lam[:k])[:, None]
         s_reg = -(n - float(np.sum(proj * proj))) / (n * C)
-    if route == "samples":
-        s_cls = _lda_accuracy_coords(U * np.sqrt(lam), labels, C, d, min_shrinkage)
-    else:
-        s_cls = _lda_accuracy_scatter(X, labels, Y, counts, Mraw, W, min_shrinkage)
+    s_cls = _lda_accuracy_scatter(X, labels, Y, counts, Mraw, W, min_shrinkage)
     return s_en + s_cls + s_reg
 
 
+def _components(lam, variance):
+    """Fewest leading eigenvalues (descending ``lam``) whose sum reaches ``variance`` of the total."""
+    return min(int(np.searchsorted(np.cumsum(lam) / lam.sum(), variance - 1e-12)) + 1, lam.size)
+
+
+def _etran_samples(X, labels, C, variance, min_shrinkage):
+    """``S_reg + S_cls`` from the n x n Gram matrices only (n <= d).
+
+    ``Gc = Xc Xc^T`` of the centered features gives the LDA's Gram blocks
+    (:func:`class_gram_blocks`, :func:`lda_posteriors_gram`: exact, no eigenvectors) and the
+    raw ``G = X X^T = Gc + (Xc m) 1^T + 1 (Xc m)^T + ||m||^2`` (``m``: feature mean) gives
+    ``S_reg`` through its eigenvalues and the projections ``U^T Y``
+    (:func:`gram_spectrum_projections`, no n x n eigenvector matrix).
+    """
+    n, d = X.shape
+    m = X.mean(axis=0)
+    Xc = X - m
+    Gc = Xc @ Xc.T
+    u = Xc @ m
+    G = Gc + u[:, None]
+    G += u[None, :]
+    G += float(m @ m)
+    counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Gc, labels, C)
+    lam, proj = gram_spectrum_projections(G, Y)
+    if lam.size == 0:  # all-zero features: the least-squares prediction is 0
+        s_reg = -1.0 / C
+    else:
+        k = _components(lam, variance)
+        s_reg = -(n - float(np.sum(proj[:k] ** 2))) / (n * C)
+    shrink = adaptive_shrinkage(Gww / n, min_shrinkage) if np.any(Gww) else 1.0
+    P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, shrink)
+    return s_reg + float(np.mean(P[np.arange(n), labels]))
+
+
 def _lda_accuracy_scatter(X, y, Y, counts, Mraw, W, min_shrinkage):
-    """``S_cls`` of :func:`_lda_accuracy_coords` in the original d coordinates, from the
-    within-class scatter ``W = Xw' Xw`` (d, d) and the raw class means ``Mraw`` (C, d)."""
+    """``S_cls``, the mean correct-class posterior of the shrunk LDA (the LDA of
+    :func:`features.scores.probabilistic.lda_posteriors_gram`), in the original d
+    coordinates from the within-class scatter ``W = Xw' Xw`` (d, d) and the raw class
+    means ``Mraw`` (C, d): the n > d route."""
     n, d = X.shape
     m = (counts @ Mraw) / n
     M = Mraw - m

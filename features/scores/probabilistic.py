@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import one_hot, pca
+from ._linalg import class_gram_blocks, one_hot, pca
 from .registry import ScoreInputError, register_score
 
 
@@ -181,22 +181,6 @@ def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float) -> float:
     return max(float(np.exp(-5.0 * _top_eig_gram(Gw, stop_above=stop))), float(min_shrinkage))
 
 
-def class_gram(X: np.ndarray, y: np.ndarray, C: int):
-    """Counts (C,), one-hot Y (n, C) and the Gram blocks of ``B = [Xw; M]`` for centered ``X``.
-
-    ``M``: class means of the globally centered features (C, d), ``Xw = X - M_raw[y]``:
-    within-class residuals (translation-free, so ``X`` itself is never centered). Returns
-    ``Gww = Xw Xw^T`` (n, n, one symmetric BLAS product), ``Gwm = Xw M^T`` (n, C) and
-    ``Gmm = M M^T`` (C, C): everything an LDA on the centered ``X`` needs.
-    """
-    Y = one_hot(y, C)
-    counts = Y.sum(axis=0)
-    M = (Y.T @ X) / np.maximum(counts, 1.0)[:, None]
-    Xw = X - M[y]
-    M -= (counts @ M) / X.shape[0]
-    return counts, Y, Xw @ Xw.T, Xw @ M.T, M @ M.T
-
-
 def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     """Class posteriors (n, C) of LDA with within-class covariance shrunk to
     ``S = (1 - s) S_w + s tr(S_w)/d I`` (``S_w = Xw^T Xw / n``), from Gram blocks only.
@@ -206,9 +190,11 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
 
         logits = X S^-1 M^T - 1/2 diag(M S^-1 M^T) + log(n_c / n)
 
-    needs only ``X Xw^T = Gww + Gwm^T[y]``, ``X M^T = Gwm + Gmm[y]`` and ``M Xw^T``: O(n^2 C +
-    n^3/3), no n x d product. No within-class variance at all (``b = 0``): ``b`` becomes
-    the mean squared feature (nearest-class-mean rule).
+    needs only ``X Xw^T = Gww + Gwm^T[y]``, ``X M^T = Gwm + Gmm[y]`` and ``M Xw^T``; with
+    ``T = K^-1 Xw M^T`` and ``a/n Gww T = Xw M^T - b T`` the logits are
+    ``X S^-1 M^T = (Gmm[y] + b T - a/n (Gwm^T T)[y]) / b``: O(n^3/3 + n^2 C), no n x d
+    product. No within-class variance at all (``b = 0``): ``b`` becomes the mean squared
+    feature (nearest-class-mean rule).
     """
     n = Gww.shape[0]
     a = 1.0 - s
@@ -220,7 +206,8 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     K = (a / n) * Gww
     K[np.diag_indices(n)] += b
     T = sla.cho_solve(sla.cho_factor(K, lower=True, check_finite=False), Gwm, check_finite=False)
-    XQ = (Gwm + Gmm[y] - (a / n) * (Gww @ T + (Gwm.T @ T)[y])) / b
+    # a/n Gww T = K T - b T = Gwm - b T: no n x n x C product, and no cancellation
+    XQ = (Gmm[y] + b * T - (a / n) * (Gwm.T @ T)[y]) / b
     mq = (np.diag(Gmm) - (a / n) * np.sum(Gwm * T, axis=0)) / b
     logits = XQ - 0.5 * mq + np.log(counts / n)
     logits -= logits.max(axis=1, keepdims=True)
@@ -254,30 +241,31 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
         raise ScoreInputError(f"sfda: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
     n, d = features.shape
     C = int(labels.max()) + 1
-    counts, Y, Gww, Gwm, Gmm = class_gram(features, labels, C)
+    Xc = features - features.mean(axis=0)
+    counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, labels, C)
     lam = adaptive_shrinkage(Gww / n, float(min_shrinkage))
     P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, lam)
     soft = np.exp(P)
     soft /= soft.sum(axis=1, keepdims=True)
     p = soft[np.arange(n), labels]
-    # ConfMix in coefficients of B = [Xw; M]: mu_out = Wo M, Xm = diag(p) Xw + H M
-    out = np.maximum(n - counts, 1.0)
-    Wo = (counts[None, :] - np.diag(counts)) / out[:, None]
-    H = p[:, None] * Y + (1.0 - p)[:, None] * Wo[labels]
-    # class means of Xm: Mm = Wp Xw + Hm M;  residuals: Xmw = diag(p) Xw - Wp[y] Xw + Hw M
+    # ConfMix in coefficients of B = [Xw; M]. The centered class means satisfy
+    # sum_c n_c M_c = 0, so mu_out(c) = -n_c M_c / (n - n_c) and
+    # Xm_i = p_i x_i + (1 - p_i) mu_out(y_i) = p_i Xw_i + g_i M[y_i]:
+    g = p - (1.0 - p) * (counts / np.maximum(n - counts, 1.0))[labels]
+    gbar = np.bincount(labels, weights=g, minlength=C) / counts  # class means of Xm: Mm = Wp Xw + diag(gbar) M
+    dlt = g - gbar[labels]  # residuals: Xmw = diag(p) Xw - Wp[y] Xw + diag(dlt) M[y]
     Wp = (Y * p[:, None]).T / counts[:, None]
-    Hm = (Y.T @ H) / counts[:, None]
-    Hw = H - Hm[labels]
     WpGww = Wp @ Gww  # (C, n)
-    R1 = p[:, None] * Gww - WpGww[labels] + Hw @ Gwm.T  # Xmw Xw^T
-    R2 = p[:, None] * Gwm - (Wp @ Gwm)[labels] + Hw @ Gmm  # Xmw M^T
+    WpGwm = Wp @ Gwm  # (C, C)
+    R1 = p[:, None] * Gww - WpGww[labels] + dlt[:, None] * Gwm[:, labels].T  # Xmw Xw^T
+    R2 = p[:, None] * Gwm - WpGwm[labels] + dlt[:, None] * Gmm[labels]  # Xmw M^T
     R1Wp = R1 @ Wp.T  # Xmw Xw^T Wp^T (n, C)
-    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2 @ Hw.T
+    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2[:, labels] * dlt[None, :]
     Gww2 = 0.5 * (Gww2 + Gww2.T)
-    Gwm2 = R1Wp + R2 @ Hm.T
-    S1 = WpGww + Hm @ Gwm.T  # Mm Xw^T (C, n)
-    S2 = Wp @ Gwm + Hm @ Gmm  # Mm M^T (C, C)
-    Gmm2 = S1 @ Wp.T + S2 @ Hm.T
+    Gwm2 = R1Wp + R2 * gbar[None, :]
+    S1 = WpGww + gbar[:, None] * Gwm.T  # Mm Xw^T (C, n)
+    S2 = WpGwm + gbar[:, None] * Gmm  # Mm M^T (C, C)
+    Gmm2 = S1 @ Wp.T + S2 * gbar[None, :]
     Gmm2 = 0.5 * (Gmm2 + Gmm2.T)
     P2 = lda_posteriors_gram(Gww2, Gwm2, Gmm2, labels, counts, d, lam)
     return float(np.mean(P2[np.arange(n), labels]))
