@@ -37,6 +37,7 @@ it to kill an import deterministically half-way; never set it otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -874,7 +875,7 @@ class GenericImporter(Importer):
                 totals[k] += getattr(res, k)
 
         try:
-            with store.write() as conn:
+            with store.write() as conn, _page_cache(store, conn):
                 columns = None
                 for df in self._chunks(p):
                     columns = columns or [str(c).strip() for c in df.columns]
@@ -919,6 +920,26 @@ class GenericImporter(Importer):
         if not rep.rows_read:
             rep.notes.append("the file has no data rows: nothing imported")
         return rep
+
+
+#: SQLite page cache (KiB) while a file is imported: the jobs' key index of a large file is
+#: far bigger than the default 2 MB, and inserts into it then go through the disk cache
+#: (1.5M rows: 28 -> 16 s of CPU in SQLite). Memory grows by at most this much.
+IMPORT_CACHE_KIB = 128 * 1024
+
+
+@contextlib.contextmanager
+def _page_cache(store, conn):
+    """A larger SQLite page cache for the duration of one import (other databases: nothing)."""
+    if not store.is_sqlite:
+        yield
+        return
+    old = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{IMPORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(old)}")
 
 
 def _test_pause():
