@@ -494,7 +494,7 @@ class HistoryStore:
             def clean(hp):
                 hp = hp or {}
                 try:
-                    h = tuple(hp.items())
+                    h = tuple((k, type(v), v) for k, v in hp.items())  # types too: 1, 1.0 and True are equal
                     c = hp_clean.get(h)
                     if c is None:
                         c = hp_clean[h] = S._clean(dict(hp))

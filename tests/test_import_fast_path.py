@@ -144,3 +144,12 @@ def test_job_keys_equal_job_key_row_by_row():
         one = S.job_key(hparams={k: v for k, v in zip(names, hp[i]) if v is not None},
                         **{k: v[i] for k, v in cols.items()})
         assert keys[i] == one
+
+
+def test_store_keeps_each_jobs_own_hyper_parameter_types(store):
+    """Equal but differently typed settings (1, 1.0, True) are stored as given, not as the first one seen."""
+    jobs = [{"model": "m", "dataset": "d", "value": v, "hparams": {"x": x}} for v, x in ((0.1, 1), (0.2, 1.0), (0.3, True))]
+    store.commit(jobs=jobs)
+    with store.read() as conn:
+        stored = [r[0] for r in conn.exec_driver_sql("SELECT hparams FROM jobs ORDER BY value")]
+    assert stored == ['{"x": 1}', '{"x": 1.0}', '{"x": true}']
