@@ -81,7 +81,13 @@ def test_fast_path_equals_the_row_loop(tmp_path, chunk, monkeypatch):
 def test_fast_path_is_taken_for_plain_job_files(tmp_path, monkeypatch):
     calls = []
     real = G._fast_jobs
-    monkeypatch.setattr(G, "_fast_jobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def spy(*a, **k):
+        out = real(*a, **k)  # counted only when it finishes (no fallback to the row loop)
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(G, "_fast_jobs", spy)
     rep, err, _ = _import(tmp_path, HEADER + "\n" + "\n".join(ROWS) + "\n", fast=True, name="taken", chunk=100)
     assert err is None and calls == [1] and rep.jobs_added == 7
 

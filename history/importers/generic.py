@@ -251,6 +251,24 @@ def _accuracies(df: pd.DataFrame, path, rows: np.ndarray):
 
 
 # ---------------------------------------------------------------------- reading
+class _Hashes:
+    """64-bit hashes of earlier chunks, kept sorted: a membership test costs a binary search per
+    new hash and adding a chunk a linear merge (np.isin re-sorted everything each chunk)."""
+
+    def __init__(self):
+        self.values = np.zeros(0, np.uint64)
+
+    def seen(self, h: np.ndarray) -> np.ndarray:
+        if not len(self.values) or not len(h):
+            return np.zeros(len(h), bool)
+        i = np.minimum(np.searchsorted(self.values, h), len(self.values) - 1)
+        return self.values[i] == h
+
+    def add(self, h: np.ndarray) -> None:
+        # two sorted runs: the stable sort (timsort) merges them in linear time
+        self.values = np.sort(np.concatenate([self.values, np.sort(np.asarray(h, np.uint64))]), kind="stable")
+
+
 class ParseState:
     """What parsing one file remembers across its chunks (meta-features, duplicates, units)."""
 
@@ -263,8 +281,8 @@ class ParseState:
         self.models: dict[str, dict] = {}
         self.datasets: dict[str, dict] = {}
         self.origin: dict[tuple, int] = {}  # (kind, name, field) -> row that set it
-        self.row_hashes: list[np.ndarray] = []  # of earlier chunks, for exact duplicates
-        self.job_hashes: list[np.ndarray] = []  # first 64 bits of earlier chunks' job keys
+        self.row_hashes = _Hashes()  # of earlier chunks, for exact duplicates
+        self.job_hashes = _Hashes()  # first 64 bits of earlier chunks' job keys
         self.score_values: dict[str, float] = {}  # score key -> value, of earlier chunks
         self.pct_max = -np.inf  # largest accuracy seen with --unit percent
         self.pct_n = 0
@@ -348,9 +366,8 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     if len(df):
         h = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
         dup = np.array(pd.Series(h).duplicated(), dtype=bool)
-        if state.row_hashes:
-            dup |= np.isin(h, np.concatenate(state.row_hashes))
-        state.row_hashes = [np.unique(np.concatenate(state.row_hashes + [h]))]
+        dup |= state.row_hashes.seen(h)
+        state.row_hashes.add(h)
     else:
         dup = np.zeros(0, bool)
     report.drop("exact duplicate of an earlier row", int(dup.sum()))
@@ -571,13 +588,13 @@ def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes
     """Drop the jobs an earlier chunk already had and note scores that change a value."""
     report = state.report
     kh = np.array([int(k[:16], 16) for k in job_key_list], dtype=np.uint64)
-    if state.job_hashes and len(kh):
-        again = np.isin(kh, np.concatenate(state.job_hashes))
+    if len(kh):
+        again = state.job_hashes.seen(kh)
         if again.any():
             report.drop(SAME_JOB, int(again.sum()))
             jobs = [j for j, a in zip(jobs, again) if not a]
     if len(kh):
-        state.job_hashes = [np.concatenate(state.job_hashes + [kh])]
+        state.job_hashes.add(kh)
     for k in list(score_rows):  # scores of earlier chunks: the later row wins (the store replaces it)
         rec = scores[score_rows[k]]
         if rec is None:
