@@ -447,6 +447,7 @@ class HistoryStore:
         conn=None,
         probes: Iterable[Mapping] = (),
         viability: bool | None = None,
+        jobs_are_new: bool = False,
     ) -> CommitResult:
         """Write models, datasets, jobs and scores in ONE transaction.
 
@@ -465,14 +466,16 @@ class HistoryStore:
         this transaction; ``None`` (default) does so when jobs were added or dataset facts
         given. A caller that commits one file in several chunks of one transaction passes
         ``False`` for the chunks and ``True`` for the last commit, so the flags are computed
-        once.
+        once. ``jobs_are_new``: the caller guarantees that no job key is in the store yet (an
+        import into a store that had no jobs, whose parser dropped repeated keys), so the
+        lookup of existing keys is skipped.
         """
         if conn is None:
             with self.write() as c:
                 return self.commit(
                     models=models, datasets=datasets, jobs=jobs, scores=scores,
                     import_log=import_log, overwrite_meta=overwrite_meta, conn=c, probes=probes,
-                    viability=viability,
+                    viability=viability, jobs_are_new=jobs_are_new,
                 )
         res = CommitResult()
         jobs = list(jobs)
@@ -518,7 +521,7 @@ class HistoryStore:
             first: dict = {}
             for i, k in enumerate(keys):
                 first.setdefault(k, i)
-            have = _existing_keys(conn, S.jobs, list(first))
+            have = set() if jobs_are_new else _existing_keys(conn, S.jobs, list(first))
             idx = [i for k, i in first.items() if k not in have]
             pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
             _insert_columns(conn, S.jobs, {

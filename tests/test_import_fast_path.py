@@ -159,3 +159,16 @@ def test_store_keeps_each_jobs_own_hyper_parameter_types(store):
     with store.read() as conn:
         stored = [r[0] for r in conn.exec_driver_sql("SELECT hparams FROM jobs ORDER BY value")]
     assert stored == ['{"x": 1}', '{"x": 1.0}', '{"x": true}']
+
+
+def test_existing_keys_are_looked_up_only_when_the_store_has_jobs(tmp_path, monkeypatch):
+    import history.store as ST
+
+    looked = []
+    real = ST._existing_keys
+    monkeypatch.setattr(ST, "_existing_keys", lambda *a: looked.append(1) or real(*a))
+    text = HEADER + "\n" + "\n".join(ROWS) + "\n"
+    rep, err, store = _import(tmp_path, text, fast=True, name="fresh", chunk=3)  # cross-chunk repeats
+    assert err is None and rep.jobs_added == 7 and looked == []
+    again = get_importer("generic").run(store, tmp_path / "fresh.csv", progress=False)
+    assert looked and again.jobs_added == 0 and again.jobs_existing == 7

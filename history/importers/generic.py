@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Integer, String
+from sqlalchemy import Integer, String, select
 
 from .. import schema as S
 from ..errors import HistoryImportError, closest
@@ -893,6 +893,9 @@ class GenericImporter(Importer):
 
         try:
             with store.write() as conn, _page_cache(store, conn):
+                # a SQLite store without jobs (and our write lock held): every key the parser lets
+                # through (it drops repeats across chunks) is new, so the store need not look them up
+                fresh = store.is_sqlite and conn.execute(select(S.jobs.c.id).limit(1)).first() is None
                 columns = None
                 for df in self._chunks(p):
                     columns = columns or [str(c).strip() for c in df.columns]
@@ -908,7 +911,7 @@ class GenericImporter(Importer):
                         bar.set_postfix_str("writing")
                     add(store.commit(jobs=batch.jobs, scores=batch.scores,
                                      **({"probes": batch.probes} if batch.probes else {}), conn=conn,
-                                     viability=False))  # flags once, in the last commit below
+                                     viability=False, jobs_are_new=fresh))  # flags once, in the last commit
                     if bar is not None:
                         bar.update(n)
                 if columns is None and p.suffix.lower() in (".parquet", ".pq"):
