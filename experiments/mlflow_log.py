@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,14 @@ def _batch(client, run_id, metrics=None, params=None):
 
 
 def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, experiment: str,
-                   run_name: str | None = None, plots_on: bool = True) -> dict:
+                   run_name: str | None = None, plots_on: bool = True, started_at: float | None = None) -> dict:
     """Log ``result``; returns ``{"ok", "error", "run_id", "tracking_uri", "experiment"}``.
 
-    Uses an explicit ``MlflowClient`` (no global MLflow state is touched).
+    Uses an explicit ``MlflowClient`` (no global MLflow state is touched). Run times: the
+    parent run starts at ``started_at`` (seconds since the epoch, when the evaluation began;
+    default now) and ends when logging is done. Each child run lasts its method's fit and
+    predict time over all folds (``result.timings``), laid end to end from the parent's
+    start, so durations in the MLflow UI are the methods' real costs.
     """
     sl = SafeLogger()
     out = {"ok": False, "error": None, "run_id": None, "tracking_uri": None, "experiment": experiment}
@@ -67,7 +72,8 @@ def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, ex
     cfg = result.config
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        parent = sl.call("start parent run", client.create_run, tracking.experiment_id,
+        t0 = int((time.time() if started_at is None else started_at) * 1000)
+        parent = sl.call("start parent run", client.create_run, tracking.experiment_id, start_time=t0,
                          run_name=run_name or f"evaluate-{cfg.get('protocol')}")
         if parent is None:
             out["error"] = sl.message()
@@ -99,11 +105,14 @@ def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, ex
             # one upload for the whole parent folder (batch, not one call per file)
             sl.call("log parent artifacts", client.log_artifacts, pid, str(tmp))
             pdf = result.per_dataset()
+            at = t0
             for meth in result.methods():
                 child_dir = tmp / "children" / _key(meth).replace("/", "_").replace(" ", "_")
                 child_dir.mkdir(parents=True, exist_ok=True)
+                took = int(1000 * float(result.timings.get(meth) or 0.0))
                 _log_child(sl, client, result, meth, tracking.experiment_id, pid, child_dir, plots_on,
-                           summary=summary, pdf=pdf)
+                           summary=summary, pdf=pdf, span=(at, at + took) if took else None)
+                at += took
         finally:
             with sl.step("end parent run"):
                 client.set_terminated(pid, status="FINISHED" if sl.ok else "FAILED")
@@ -115,12 +124,15 @@ def log_evaluation(result: EvaluationResult, *, tracking_uri=None, home=None, ex
 METRIC_NAMES = ("pearson", "spearman", "kendall", "weighted_tau", "regret@1", "regret@3", "ndcg@5")
 
 
-def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on, summary=None, pdf=None):
+def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on, summary=None, pdf=None,
+               span=None):
+    """One method's run; ``span``: its (start, end) in ms since the epoch (default: now, when logged)."""
     if sl.errors:
         return
     sub = result.rows[result.rows["method"] == meth]
     kind = sub["kind"].iloc[0]
     child = sl.call(f"start run {meth}", client.create_run, experiment_id, run_name=meth,
+                    start_time=None if span is None else span[0],
                     tags={"mlflow.parentRunId": parent_id, "kind": kind})
     if child is None:
         return
@@ -157,4 +169,5 @@ def _log_child(sl, client, result, meth, experiment_id, parent_id, tmp, plots_on
             sl.call(f"log artifacts {meth}", client.log_artifacts, cid, str(tmp))
     finally:
         with sl.step(f"end run {meth}"):
-            client.set_terminated(cid, status="FINISHED" if sl.ok else "FAILED")
+            client.set_terminated(cid, status="FINISHED" if sl.ok else "FAILED",
+                                  end_time=None if span is None else span[1])

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 from datetime import datetime, timezone
+from json.encoder import encode_basestring_ascii as _json_str  # json.dumps' string encoder
 
 from sqlalchemy import (
     JSON,
@@ -231,6 +232,37 @@ def job_key(*, model, dataset, regime, hparams, metric, value, status, source, p
 
 
 _PLAIN = (str, int, bool)
+
+
+def job_keys(*, model, dataset, regime, hparams, metric, value, status, source, provenance) -> list[str]:
+    """:func:`job_key` of many jobs at once (large imports), the same keys.
+
+    Every argument is a list with one entry per job: strings (``provenance``: string or
+    None), ``value`` a finite float or None. ``hparams`` is ``(names, rows)``: sorted
+    hyper-parameter names and one tuple of plain values (int, finite float or None) per job.
+    The canonical JSON text of :func:`job_key` is assembled from per-value encodings
+    cached for the repeating columns, then hashed.
+    """
+    def texts(xs):
+        enc = {x: _json_str(x) for x in set(xs)}
+        return [enc[x] for x in xs]
+
+    names, rows = hparams
+    hp_enc: dict[tuple, str] = {}
+    name_enc = [_json_str(n) for n in names]
+    hp = []
+    for t in rows:
+        e = hp_enc.get(t)
+        if e is None:
+            e = hp_enc[t] = "{" + ",".join(f"{k}:{json.dumps(x)}" for k, x in zip(name_enc, t) if x is not None) + "}"
+        hp.append(e)
+    vals = ["null" if v is None else float.__repr__(round(float(v), 10)) for v in value]
+    prov = ["" if p is None or p == "" else "," + _json_str(str(p)) for p in provenance]
+    sha = hashlib.sha256
+    return [sha(f'["job",{m},{d},{r},{h},{me},{v},{st},{so}{p}]'.encode()).hexdigest()[:40]
+            for m, d, r, h, me, v, st, so, p in zip(texts(model), texts(dataset), texts(regime), hp, texts(metric),
+                                                    vals, texts(status), texts(source), prov)]
+
 
 
 def score_key(*, model, dataset, method, probe_size, seed, source) -> str:

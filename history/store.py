@@ -427,9 +427,8 @@ class HistoryStore:
             if changes:
                 conn.execute(update(table).where(table.c.id == old["id"]).values(**changes))
                 updated += 1
-        for i in range(0, len(new_rows), _CHUNK):
-            conn.execute(insert(table), new_rows[i : i + _CHUNK])
-            added += len(new_rows[i : i + _CHUNK])
+        _bulk_insert(conn, table, new_rows)
+        added = len(new_rows)
         ids = {}
         for i in range(0, len(names), 900):
             for row in conn.execute(select(table.c.id, table.c.name).where(table.c.name.in_(names[i : i + 900]))):
@@ -448,6 +447,7 @@ class HistoryStore:
         conn=None,
         probes: Iterable[Mapping] = (),
         viability: bool | None = None,
+        jobs_are_new: bool = False,
     ) -> CommitResult:
         """Write models, datasets, jobs and scores in ONE transaction.
 
@@ -466,14 +466,16 @@ class HistoryStore:
         this transaction; ``None`` (default) does so when jobs were added or dataset facts
         given. A caller that commits one file in several chunks of one transaction passes
         ``False`` for the chunks and ``True`` for the last commit, so the flags are computed
-        once.
+        once. ``jobs_are_new``: the caller guarantees that no job key is in the store yet (an
+        import into a store that had no jobs, whose parser dropped repeated keys), so the
+        lookup of existing keys is skipped.
         """
         if conn is None:
             with self.write() as c:
                 return self.commit(
                     models=models, datasets=datasets, jobs=jobs, scores=scores,
                     import_log=import_log, overwrite_meta=overwrite_meta, conn=c, probes=probes,
-                    viability=viability,
+                    viability=viability, jobs_are_new=jobs_are_new,
                 )
         res = CommitResult()
         jobs = list(jobs)
@@ -490,34 +492,44 @@ class HistoryStore:
         now = S.utcnow()
 
         if jobs:
-            rows = {}
-            for r in jobs:
-                hp = S._clean(dict(r.get("hparams") or {}))
-                row = {
-                    "model_id": mids[str(r["model"])],
-                    "dataset_id": dids[str(r["dataset"])],
-                    "regime": str(r.get("regime") or "full"),
-                    "hparams": hp,
-                    "metric": str(r.get("metric") or "accuracy"),
-                    "value": None if r.get("value") is None else float(r["value"]),
-                    "status": str(r.get("status") or "completed"),
-                    "source": str(r.get("source") or "unknown"),
-                    "provenance": r.get("provenance"),
-                    "created_at": r.get("created_at") or now,
-                }
-                row["key"] = r.get("key") or S.job_key(
-                    model=str(r["model"]), dataset=str(r["dataset"]), regime=row["regime"], hparams=hp,
-                    metric=row["metric"], value=row["value"], status=row["status"], source=row["source"],
-                    provenance=row["provenance"],
-                )
-                rows.setdefault(row["key"], row)
-            keys = list(rows)
-            have = set()
-            for i in range(0, len(keys), 900):
-                have.update(conn.execute(select(S.jobs.c.key).where(S.jobs.c.key.in_(keys[i : i + 900]))).scalars())
-            new = [rows[k] for k in keys if k not in have]
-            for i in range(0, len(new), _CHUNK):
-                conn.execute(insert(S.jobs), new[i : i + _CHUNK])
+            hp_clean: dict = {}  # hparams items -> cleaned dict (a large import repeats a few settings)
+
+            def clean(hp):
+                hp = hp or {}
+                try:
+                    h = tuple((k, type(v), v) for k, v in hp.items())  # types too: 1, 1.0 and True are equal
+                    c = hp_clean.get(h)
+                    if c is None:
+                        c = hp_clean[h] = S._clean(dict(hp))
+                    return c
+                except TypeError:  # unhashable values (lists, nested dicts)
+                    return S._clean(dict(hp))
+
+            def text(field, default=None):
+                vals = (r[field] for r in jobs) if default is None else (r.get(field) or default for r in jobs)
+                return [x if type(x) is str else str(x) for x in vals]
+
+            model, dataset = text("model"), text("dataset")
+            hps = [clean(r.get("hparams")) for r in jobs]
+            regime, metric, status = text("regime", "full"), text("metric", "accuracy"), text("status", "completed")
+            source = text("source", "unknown")
+            value = [None if v is None else float(v) for v in (r.get("value") for r in jobs)]
+            prov = [r.get("provenance") for r in jobs]
+            keys = [r.get("key") or S.job_key(
+                model=model[i], dataset=dataset[i], regime=regime[i], hparams=hps[i], metric=metric[i],
+                value=value[i], status=status[i], source=source[i], provenance=prov[i]) for i, r in enumerate(jobs)]
+            first: dict = {}
+            for i, k in enumerate(keys):
+                first.setdefault(k, i)
+            have = set() if jobs_are_new else _existing_keys(conn, S.jobs, list(first))
+            idx = [i for k, i in first.items() if k not in have]
+            pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+            _insert_columns(conn, S.jobs, {
+                "model_id": [mids[m] for m in pick(model)], "dataset_id": [dids[d] for d in pick(dataset)],
+                "regime": pick(regime), "hparams": pick(hps), "metric": pick(metric), "value": pick(value),
+                "status": pick(status), "source": pick(source), "provenance": pick(prov),
+                "created_at": [jobs[i].get("created_at") or now for i in idx], "key": pick(keys)})
+            new = idx
             res.jobs_added = len(new)
             res.jobs_existing = len(jobs) - len(new)
 
@@ -551,8 +563,7 @@ class HistoryStore:
                 ):
                     have[k] = (v, fl, pa)
             new = [rows[k] for k in keys if k not in have]
-            for i in range(0, len(new), _CHUNK):
-                conn.execute(insert(S.scores), new[i : i + _CHUNK])
+            _bulk_insert(conn, S.scores, new)
             for k in keys:
                 if k in have:
                     v, fl, pa = have[k]
@@ -880,6 +891,62 @@ class HistoryStore:
                 "dropped": dict(sorted(dropped.items(), key=lambda kv: -kv[1])),
             })
         return out
+
+
+def _existing_keys(conn, table, keys: list) -> set:
+    """The ones of ``keys`` already in ``table.key``."""
+    have = set()
+    if conn.dialect.name == "sqlite":  # plain driver SQL: no per-call statement compilation
+        for i in range(0, len(keys), 900):
+            part = keys[i : i + 900]
+            cur = conn.exec_driver_sql(
+                f'SELECT "key" FROM "{table.name}" WHERE "key" IN ({",".join("?" * len(part))})', tuple(part))
+            have.update(k for (k,) in cur)
+        return have
+    for i in range(0, len(keys), 900):
+        have.update(conn.execute(select(table.c.key).where(table.c.key.in_(keys[i : i + 900]))).scalars())
+    return have
+
+
+def _bulk_insert(conn, table, rows: list) -> None:
+    """INSERT many rows (dicts with the same keys): :func:`_insert_columns`."""
+    if rows:
+        _insert_columns(conn, table, {c: [r[c] for r in rows] for c in rows[0]})
+
+
+def _insert_columns(conn, table, columns: dict) -> None:
+    """INSERT the rows given as columns (name -> list of values) in as few round trips as possible.
+
+    On SQLite the rows go to the driver's ``executemany`` as tuples, each value passed
+    through the column type's own bind processor (JSON, DateTime) once per distinct
+    object; SQLAlchemy's per-row parameter handling is most of the cost otherwise.
+    Other databases get SQLAlchemy's executemany.
+    """
+    cols = list(columns)
+    n = len(columns[cols[0]]) if cols else 0
+    if not n:
+        return
+    if conn.dialect.name != "sqlite":
+        rows = [dict(zip(cols, t)) for t in zip(*columns.values())]
+        for i in range(0, n, _CHUNK):
+            conn.execute(insert(table), rows[i : i + _CHUNK])
+        return
+    values = []
+    for c in cols:
+        p = table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        vals = columns[c]
+        if p is not None:
+            done = {}  # id -> bound value; the objects stay alive in ``columns`` meanwhile
+            for v in vals:
+                if id(v) not in done:
+                    done[id(v)] = p(v)
+            vals = [done[id(v)] for v in vals]
+        values.append(vals)
+    q = conn.dialect.identifier_preparer.quote
+    sql = f"INSERT INTO {q(table.name)} ({', '.join(map(q, cols))}) VALUES ({', '.join('?' * len(cols))})"
+    data = list(zip(*values))
+    for i in range(0, len(data), 50_000):
+        conn.exec_driver_sql(sql, data[i : i + 50_000])
 
 
 def _filter(q, col, value):

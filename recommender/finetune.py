@@ -525,7 +525,8 @@ def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: 
         from mlflow.entities import Metric, Param, RunTag
 
         tr, client = _tracking(tracking_uri, home)
-        run = client.create_run(tr.experiment_id, run_name=f"{res.model} on {res.dataset}")
+        started = int((time.time() - extra.get("elapsed_s", 0.0)) * 1000)  # the run spans the trial
+        run = client.create_run(tr.experiment_id, start_time=started, run_name=f"{res.model} on {res.dataset}")
         run_id = run.info.run_id
         now = int(time.time() * 1000)
         params = [Param(k, str(v)) for k, v in {**res.config.hparams(), "model": res.model, "spec": res.spec,
@@ -653,7 +654,7 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
     if mlflow:
         t = time.perf_counter()
         res.mlflow_run, err = _log_mlflow(tracking_uri=tracking_uri, home=home, res=res, data=data,
-                                          extra={**p.extra, **extra_done})
+                                          extra={**p.extra, **extra_done, "elapsed_s": t - p.t0})
         res.timings["mlflow_s"] = time.perf_counter() - t
         extra_done["mlflow_run"] = res.mlflow_run
         if err:

@@ -191,8 +191,12 @@ class SafeLogger:
 
 def log_training_run(*, tracking_uri, home, name: str, model_dir: Path, params: dict, metrics: dict,
                      tags: dict, schema: dict | None = None, register: bool = True,
-                     experiment: str = DEFAULT_EXPERIMENT) -> dict:
+                     experiment: str = DEFAULT_EXPERIMENT, start_time: float | None = None) -> dict:
     """Log one training run: params, metrics, feature schema, and the pyfunc model.
+
+    ``start_time`` (seconds since the epoch): when the work the run stands for began, e.g.
+    just before fitting; the run starts then (default: now) and ends when logging is done,
+    so its duration in the MLflow UI covers the fit.
 
     The saved recommender folder ``model_dir`` becomes the pyfunc model's artifacts (see
     :mod:`recommender.pyfunc`) and is registered as ``recommender-<name>``.
@@ -210,18 +214,26 @@ def log_training_run(*, tracking_uri, home, name: str, model_dir: Path, params: 
         out["experiment_id"] = tracking.experiment_id
         with scoped_tracking_uri(tracking.tracking_uri):
             _log_run(sl, out, tracking, name=name, model_dir=model_dir, params=params, metrics=metrics,
-                     tags=tags, schema=schema, register=register)
+                     tags=tags, schema=schema, register=register, start_time=start_time)
     out["ok"] = sl.ok
     out["error"] = None if sl.ok else sl.message()
     return out
 
 
-def _log_run(sl, out, tracking, *, name, model_dir, params, metrics, tags, schema, register):
+def _log_run(sl, out, tracking, *, name, model_dir, params, metrics, tags, schema, register, start_time=None):
+    import time
+
     import mlflow
 
     from .pyfunc import log_pyfunc_model
 
-    run = sl.call("start run", mlflow.start_run, experiment_id=tracking.experiment_id, run_name=f"train-{name}")
+    # created with its real start time, then made the active run (the pyfunc model logs through it)
+    created = sl.call("start run", mlflow.MlflowClient().create_run, tracking.experiment_id,
+                      start_time=int((time.time() if start_time is None else start_time) * 1000),
+                      run_name=f"train-{name}")
+    if created is None:
+        return
+    run = sl.call("start run", mlflow.start_run, run_id=created.info.run_id)
     if run is None:
         return
     out["run_id"] = run.info.run_id

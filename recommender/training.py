@@ -459,7 +459,7 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
             return create_recommender(name, **kw)
 
         rec = make()
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()  # started: the MLflow run's start (it spans the fit)
         rec.fit(hist)
         fit_s = time.perf_counter() - t0
         metrics = in_sample_metrics(rec, hist)
@@ -497,7 +497,7 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
                         "metric": info["metric"], "store": store_url},
                 metrics={**metrics, **{f"n_{k}": v for k, v in counts.items() if isinstance(v, int)}},
                 tags={"recommender": name, "features": info["features"], "store": store_url},
-                schema=schema, register=register,
+                schema=schema, register=register, start_time=started,
             )
             info["mlflow"] = {k: ml.get(k) for k in ("ok", "run_id", "model_uri", "registered_name",
                                                      "model_version", "tracking_uri", "error")}

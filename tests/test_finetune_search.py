@@ -88,6 +88,8 @@ def test_full_finetune_logs_mlflow_and_is_reused(bed, home):
     hist = client.get_metric_history(r.mlflow_run, "val_accuracy")
     assert [m.value for m in sorted(hist, key=lambda m: m.step)] == pytest.approx(r.curve)
     assert client.get_run(r.mlflow_run).data.tags["job_id"] == str(r.job_id)
+    info = client.get_run(r.mlflow_run).info  # the run spans the trial, not only its logging
+    assert info.end_time - info.start_time >= 1000 * (r.duration_s - r.timings["mlflow_s"]) - 5
     again = run_trial(store, spec, "stripes-fine", data, cfg, home=home, mlflow=True)
     assert again.reused and again.job_id == r.job_id and again.value == r.value
     assert len(store.runs_frame()) == 1
