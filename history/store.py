@@ -40,6 +40,44 @@ _CHUNK = 5000
 
 
 @dataclass
+class JobColumns:
+    """Jobs given column by column, one list per field (large imports: no dict per row).
+
+    Same fields as the job dicts :meth:`HistoryStore.commit` takes, every list one entry per
+    job: ``model``/``dataset``/``regime``/``metric``/``status``/``source`` strings (defaults
+    applied), ``hparams`` dicts (rows with the same settings may share one dict object),
+    ``value`` float or None, ``provenance`` and ``created_at`` value or None, ``key`` the
+    job's :func:`schema.job_key`. Iterating yields the job dicts.
+    """
+    model: list
+    dataset: list
+    regime: list
+    hparams: list
+    metric: list
+    value: list
+    status: list
+    source: list
+    provenance: list
+    created_at: list
+    key: list
+
+    FIELDS = ("model", "dataset", "regime", "hparams", "metric", "value", "status", "source", "provenance",
+              "created_at", "key")
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def take(self, idx) -> "JobColumns":
+        """The jobs at positions ``idx``, in that order."""
+        return JobColumns(**{f: [getattr(self, f)[i] for i in idx] for f in self.FIELDS})
+
+    def __iter__(self):
+        cols = [getattr(self, f) for f in self.FIELDS]
+        for t in zip(*cols):
+            yield dict(zip(self.FIELDS, t))
+
+
+@dataclass
 class CommitResult:
     models_added: int = 0
     models_updated: int = 0
@@ -478,20 +516,24 @@ class HistoryStore:
                     viability=viability, jobs_are_new=jobs_are_new,
                 )
         res = CommitResult()
-        jobs = list(jobs)
+        cols = jobs if isinstance(jobs, JobColumns) else None
+        jobs = [] if cols is not None else list(jobs)
         scores = list(scores)
         datasets = list(datasets)
         explicit_datasets = [r for r in datasets if "num_classes" in r]
         # models / datasets referenced by jobs and scores, once per name (bare: nothing to merge)
-        models = list(models) + [{"name": n} for n in dict.fromkeys(r["model"] for r in jobs + scores)]
-        datasets = list(datasets) + [{"name": n} for n in dict.fromkeys(r["dataset"] for r in jobs + scores)]
+        job_models = cols.model if cols is not None else [r["model"] for r in jobs]
+        job_datasets = cols.dataset if cols is not None else [r["dataset"] for r in jobs]
+        models = list(models) + [{"name": n} for n in dict.fromkeys(job_models + [r["model"] for r in scores])]
+        datasets = list(datasets) + [{"name": n}
+                                     for n in dict.fromkeys(job_datasets + [r["dataset"] for r in scores])]
         mids, res.models_added, res.models_updated = self._upsert_named(
             conn, S.models, S.MODEL_FIELDS, models, overwrite_meta)
         dids, res.datasets_added, res.datasets_updated = self._upsert_named(
             conn, S.datasets, S.DATASET_FIELDS, datasets, overwrite_meta)
         now = S.utcnow()
 
-        if jobs:
+        if jobs or cols:
             hp_clean: dict = {}  # hparams items -> cleaned dict (a large import repeats a few settings)
 
             def clean(hp):
@@ -509,15 +551,29 @@ class HistoryStore:
                 vals = (r[field] for r in jobs) if default is None else (r.get(field) or default for r in jobs)
                 return [x if type(x) is str else str(x) for x in vals]
 
-            model, dataset = text("model"), text("dataset")
-            hps = [clean(r.get("hparams")) for r in jobs]
-            regime, metric, status = text("regime", "full"), text("metric", "accuracy"), text("status", "completed")
-            source = text("source", "unknown")
-            value = [None if v is None else float(v) for v in (r.get("value") for r in jobs)]
-            prov = [r.get("provenance") for r in jobs]
-            keys = [r.get("key") or S.job_key(
-                model=model[i], dataset=dataset[i], regime=regime[i], hparams=hps[i], metric=metric[i],
-                value=value[i], status=status[i], source=source[i], provenance=prov[i]) for i, r in enumerate(jobs)]
+            if cols is not None:  # columns as the parser made them: no per-row dicts to read
+                model, dataset, regime, metric, status = cols.model, cols.dataset, cols.regime, cols.metric, cols.status
+                source = [s or "unknown" for s in cols.source]
+                by_id: dict = {}  # rows with the same settings share one dict: clean it once
+                hps = []
+                for h in cols.hparams:
+                    c = by_id.get(id(h))
+                    if c is None:
+                        c = by_id[id(h)] = clean(h)
+                    hps.append(c)
+                value, prov, keys, created = cols.value, cols.provenance, cols.key, cols.created_at
+            else:
+                model, dataset = text("model"), text("dataset")
+                hps = [clean(r.get("hparams")) for r in jobs]
+                regime, metric = text("regime", "full"), text("metric", "accuracy")
+                status, source = text("status", "completed"), text("source", "unknown")
+                value = [None if v is None else float(v) for v in (r.get("value") for r in jobs)]
+                prov = [r.get("provenance") for r in jobs]
+                keys = [r.get("key") or S.job_key(
+                    model=model[i], dataset=dataset[i], regime=regime[i], hparams=hps[i], metric=metric[i],
+                    value=value[i], status=status[i], source=source[i], provenance=prov[i])
+                    for i, r in enumerate(jobs)]
+                created = [r.get("created_at") for r in jobs]
             first: dict = {}
             for i, k in enumerate(keys):
                 first.setdefault(k, i)
@@ -528,10 +584,10 @@ class HistoryStore:
                 "model_id": [mids[m] for m in pick(model)], "dataset_id": [dids[d] for d in pick(dataset)],
                 "regime": pick(regime), "hparams": pick(hps), "metric": pick(metric), "value": pick(value),
                 "status": pick(status), "source": pick(source), "provenance": pick(prov),
-                "created_at": [jobs[i].get("created_at") or now for i in idx], "key": pick(keys)})
+                "created_at": [created[i] or now for i in idx], "key": pick(keys)})
             new = idx
             res.jobs_added = len(new)
-            res.jobs_existing = len(jobs) - len(new)
+            res.jobs_existing = len(keys) - len(new)
 
         if scores:
             rows = {}

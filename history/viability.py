@@ -49,7 +49,8 @@ def assess(results: pd.DataFrame, num_classes) -> pd.DataFrame:
     r["value"] = pd.to_numeric(r["value"], errors="coerce")
     nc = pd.Series(num_classes, dtype=float) if not isinstance(num_classes, pd.Series) else num_classes.astype(float)
     r["classes"] = r["dataset"].map(nc).astype(float)
-    ok = r["metric"].map(is_accuracy_metric) & r["value"].notna() & (r["classes"] >= 2)
+    is_acc = {m: is_accuracy_metric(m) for m in pd.unique(r["metric"])}  # a few names, many rows
+    ok = r["metric"].map(is_acc).astype(bool) & r["value"].notna() & (r["classes"] >= 2)
     best = r[ok].groupby(["model", "dataset"]).agg(value=("value", "max"), classes=("classes", "first"))
     best["chance"] = 1.0 / best["classes"]
     low = best.groupby(level="dataset")["value"].transform("min")

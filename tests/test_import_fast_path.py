@@ -172,3 +172,31 @@ def test_existing_keys_are_looked_up_only_when_the_store_has_jobs(tmp_path, monk
     assert err is None and rep.jobs_added == 7 and looked == []
     again = get_importer("generic").run(store, tmp_path / "fresh.csv", progress=False)
     assert looked and again.jobs_added == 0 and again.jobs_existing == 7
+
+
+def test_import_into_fresh_store_rebuilds_the_job_indexes(tmp_path):
+    """A fresh SQLite store's secondary job indexes are dropped during an import and rebuilt
+    before it commits: the same indexes exist afterwards, also after a failed import."""
+    import sqlite3
+
+    db = tmp_path / "s.db"
+    store = HistoryStore(f"sqlite:///{db}")
+
+    def indexes():
+        with sqlite3.connect(db) as c:
+            return sorted(r[0] for r in c.execute(
+                "SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='jobs' AND sql IS NOT NULL"))
+
+    before = indexes()
+    assert before, "the schema declares secondary indexes on jobs"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,dataset,accuracy\nm1,d1,0.5\nm2,d1,oops\n")
+    with pytest.raises(HistoryImportError):
+        get_importer("generic").run(store, bad, progress=False)
+    assert indexes() == before
+    good = tmp_path / "good.csv"
+    good.write_text("model,dataset,accuracy\nm1,d1,0.5\nm2,d1,0.7\n")
+    get_importer("generic").run(store, good, progress=False)
+    assert indexes() == before
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM jobs").fetchone()[0] == 2

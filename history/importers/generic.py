@@ -50,6 +50,7 @@ import pandas as pd
 from sqlalchemy import Integer, String, select
 
 from .. import schema as S
+from .. import store as S_store
 from ..errors import HistoryImportError, closest
 from .base import ImportBatch, Importer, ImportReport, parse_numbers, read_table, register_importer, sha256_of
 
@@ -592,7 +593,8 @@ def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes
         again = state.job_hashes.seen(kh)
         if again.any():
             report.drop(SAME_JOB, int(again.sum()))
-            jobs = [j for j, a in zip(jobs, again) if not a]
+            jobs = (jobs.take(np.flatnonzero(~again)) if isinstance(jobs, S_store.JobColumns)
+                    else [j for j, a in zip(jobs, again) if not a])
     if len(kh):
         state.job_hashes.add(kh)
     for k in list(score_rows):  # scores of earlier chunks: the later row wins (the store replaces it)
@@ -727,25 +729,29 @@ def _fast_jobs(state: ParseState, df: pd.DataFrame, path, dup, acc, acc_nan, hp_
     # ---- nothing below raises: record the chunk in state
     report = state.report
     hp_dicts: dict[tuple, dict] = {}
-    jobs, job_key_list, seen = [], [], set()
-    same = 0
-    first_same = None
-    for j in range(rows):
-        k = keys[j]
-        if k in seen:
-            same += 1
-            if first_same is None:
-                first_same = int(keep[j])
-            continue
-        seen.add(k)
-        job_key_list.append(k)
-        t = hp_rows[j]
+    hps = []  # one dict per distinct setting, shared by its rows (the store cleans it once)
+    for t in hp_rows:
         hp = hp_dicts.get(t)
         if hp is None:
             hp = hp_dicts[t] = {c: v for c, v in zip(hp_names, t) if v is not None}
-        jobs.append({"model": model[j], "dataset": dataset[j], "regime": regime[j], "hparams": dict(hp),
-                     "metric": metric[j], "value": value[j], "status": status[j], "source": source[j],
-                     "provenance": prov[j], "created_at": created[j], "key": k})
+        hps.append(hp)
+    jobs = S_store.JobColumns(model=model, dataset=dataset, regime=regime, hparams=hps, metric=metric, value=value,
+                              status=status, source=source, provenance=prov, created_at=created, key=keys)
+    first = dict.fromkeys(keys)  # distinct keys, first row of each
+    same = rows - len(first)
+    first_same = None
+    if same:
+        seen = set()
+        sel = []
+        for j, k in enumerate(keys):
+            if k in seen:
+                if first_same is None:
+                    first_same = int(keep[j])
+                continue
+            seen.add(k)
+            sel.append(j)
+        jobs = jobs.take(sel)
+    job_key_list = jobs.key
     if same:
         drops.append((first_same, SAME_JOB, same))
     for m in dict.fromkeys(model):
@@ -896,6 +902,8 @@ class GenericImporter(Importer):
                 # a SQLite store without jobs (and our write lock held): every key the parser lets
                 # through (it drops repeats across chunks) is new, so the store need not look them up
                 fresh = store.is_sqlite and conn.execute(select(S.jobs.c.id).limit(1)).first() is None
+                # ... and its secondary job indexes are built once at the end (a sort) instead of row by row
+                deferred = _drop_job_indexes(conn) if fresh else []
                 columns = None
                 for df in self._chunks(p):
                     columns = columns or [str(c).strip() for c in df.columns]
@@ -920,6 +928,8 @@ class GenericImporter(Importer):
                     columns = [str(c).strip() for c in pq.ParquetFile(p).schema_arrow.names]
                 if not rep.rows_read and "record" not in (columns or []):
                     raise HistoryImportError(f"{p}: file has a header but no data rows")
+                for sql in deferred:
+                    conn.exec_driver_sql(sql)
                 state.finish()
                 rep.sha256 = sha256_of(p)
                 res = store.commit(
@@ -960,6 +970,22 @@ def _page_cache(store, conn):
         yield
     finally:
         conn.exec_driver_sql(f"PRAGMA cache_size={int(old)}")
+
+
+def _drop_job_indexes(conn) -> list[str]:
+    """Drop the jobs table's non-unique SQLite indexes inside the import transaction and return
+    the statements that rebuild them (run before the transaction ends; a failed import rolls the
+    drop back with everything else). Building an index over the loaded rows is a sort, much
+    cheaper than updating it for each of a million inserts."""
+    rows = conn.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' AND sql IS NOT NULL").all()
+    out = []
+    for name, sql in rows:
+        if sql.lstrip().upper().startswith("CREATE UNIQUE"):
+            continue
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+        out.append(sql)
+    return out
 
 
 def _test_pause():
