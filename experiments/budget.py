@@ -34,12 +34,13 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-STRATEGIES = ("static", "adaptive", "adaptive-ei", "model-mean", "adaptive-mm", "hybrid", "random")
+STRATEGIES = ("static", "adaptive", "adaptive-gp", "adaptive-ei", "model-mean", "adaptive-mm", "hybrid", "random")
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("tg-lodo", "shift-vtab1k-lodo", "parc-controlled-lodo", "parc-all-lodo")
 
@@ -72,12 +73,15 @@ def _order(scores: pd.Series, y: pd.Series) -> list:
     return list(s.index[idx])
 
 
-def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisition: str = "mean") -> list:
+def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisition: str = "mean",
+                    ranker=None, picks: int | None = None) -> list:
+    """Models in the order a warm-start ranker picks them, observing ``y`` after each pick
+    (``picks``: stop after that many; default all)."""
     from recommender.adaptive import AdaptiveRanker
 
-    ranker = AdaptiveRanker(acquisition_fn=acquisition).fit(prior, train_targets, exclude=[held])
+    ranker = (ranker or AdaptiveRanker(acquisition_fn=acquisition)).fit(prior, train_targets, exclude=[held])
     observed, order = {}, []
-    for _ in range(len(prior)):
+    for _ in range(min(len(prior), picks or len(prior))):
         m = ranker.next_pick(observed)
         if m is None:
             break
@@ -86,42 +90,173 @@ def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisi
     return order
 
 
+@dataclass(frozen=True)
+class Config:
+    """One adaptive strategy: a prior (``base``), a posterior model and an acquisition."""
+
+    base: str  # "model-mean" or "rec" (the static recommender)
+    model: str  # "gp" (calibrated GP kernel) or "cond" (empirical covariance, shrunk)
+    acquisition: str  # "mean", "ei" or "ucb"
+    shrinkage: float | None = None
+
+    @property
+    def label(self) -> str:
+        m = self.model if self.shrinkage is None else f"{self.model}{self.shrinkage:g}"
+        return f"{self.base}/{m}/{self.acquisition}"
+
+    def ranker(self):
+        from recommender.adaptive import AdaptiveRanker, ConditionalRanker
+
+        if self.model == "gp":
+            return AdaptiveRanker(acquisition_fn=self.acquisition)
+        return ConditionalRanker(shrinkage=self.shrinkage, acquisition_fn=self.acquisition)
+
+
+#: the candidates of the nested choice (fixed before any nested run; ties go to the earlier one)
+CANDIDATES = tuple(Config(b, "gp", a) for b in ("model-mean", "rec") for a in ("mean", "ei", "ucb")) + tuple(
+    Config(b, "cond", a, lam) for b in ("model-mean", "rec") for lam in (0.1, 0.5) for a in ("mean", "ei", "ucb"))
+#: the inner folds score a candidate by its mean regret over b = 1..SELECT_BUDGET
+SELECT_BUDGET = 3
+
+
+class _Folds:
+    """Training frames, viable candidates and priors for a set of excluded datasets, cached.
+
+    Every quantity for "held-out ``d``, training = history without ``excluded``" is computed
+    once per ``excluded`` set: the inner fold (outer ``h``, inner ``i``) and the inner fold
+    (outer ``i``, inner ``h``) share one recommender fit."""
+
+    def __init__(self, history, recommender: str, features: str, viable_only: bool):
+        self.history, self.recommender, self.features, self.viable_only = history, recommender, features, viable_only
+        self._y = history.targets.groupby(["dataset", "model"])["value"].max()
+        self._wide = None
+        self._viable: dict = {}
+        self._pred: dict = {}
+
+    def wide(self):
+        from recommender.adaptive import history_matrix
+
+        if self._wide is None:
+            self._wide = history_matrix(self.history.targets)
+        return self._wide
+
+    def truth(self, excluded: frozenset, dataset: str) -> pd.Series:
+        """Real accuracies on ``dataset`` of its candidates (viable on the training datasets)."""
+        y = self._y.loc[dataset] if dataset in self._y.index.get_level_values(0) else pd.Series(dtype=float)
+        if self.viable_only:
+            if excluded not in self._viable:
+                from history.viability import assess
+
+                train = self.history.drop_targets(datasets=sorted(excluded))
+                nc = pd.to_numeric(train.datasets.set_index("name")["num_classes"], errors="coerce")
+                res = assess(train.targets, nc)
+                self._viable[excluded] = set(res.loc[res["degenerate"], "model"].astype(str))
+            y = y[~y.index.isin(self._viable[excluded])]
+        return y
+
+    def prior(self, excluded: frozenset, dataset: str, models, base: str) -> pd.Series:
+        from recommender.registry import create_recommender
+
+        pairs = pd.DataFrame({"model": list(models), "dataset": dataset})
+        if base == "model-mean":  # the baselines' model-mean: mean accuracy over the training datasets
+            wide = self.wide().drop(columns=[c for c in excluded if c in self.wide().columns])
+            mm = wide.mean(axis=1).reindex(list(models))
+            return mm.fillna(mm.mean() if mm.notna().any() else 0.0)
+        key = (excluded, dataset)
+        if key not in self._pred:
+            train = self.history.drop_targets(datasets=sorted(excluded))
+            rec = create_recommender(self.recommender, features=self.features).fit(train)
+            every = sorted(self.history.target_models())
+            for d in excluded:
+                p = pd.DataFrame({"model": every, "dataset": d})
+                self._pred[(excluded, d)] = pd.Series(np.asarray(rec.predict(p, history=self.history), float),
+                                                      index=every)
+        return self._pred[key].reindex(list(models))
+
+
+def _adaptive_order_ex(cfg, prior, y, folds, excluded, picks):
+    ranker = cfg.ranker().fit(prior, folds.wide(), exclude=sorted(excluded))
+    observed, order = {}, []
+    for _ in range(min(len(prior), picks or len(prior))):
+        m = ranker.next_pick(observed)
+        if m is None:
+            break
+        order.append(m)
+        observed[m] = float(y[m])
+    return order
+
+
+def nested_choice(folds: _Folds, held: str, candidates=CANDIDATES, budget: int = SELECT_BUDGET):
+    """The candidate with the lowest mean regret over b = 1..``budget`` on inner leave-one-out
+    over the training datasets of ``held`` (``held``'s results are never read); ties: the
+    earlier candidate. Returns (config, Series of inner scores by label)."""
+    inner = [d for d in folds.history.target_datasets() if d != held]
+    total = np.zeros(len(candidates))
+    n = 0
+    for d in inner:
+        ex = frozenset({held, d})
+        y = folds.truth(ex, d)
+        if len(y) < 2:
+            continue
+        n += 1
+        for j, cfg in enumerate(candidates):
+            order = _adaptive_order_ex(cfg, folds.prior(ex, d, y.index, cfg.base), y, folds, ex, budget)
+            total[j] += regret_curve(order, y, budget).mean()
+    scores = pd.Series(total / max(n, 1), index=[c.label for c in candidates])
+    return candidates[int(np.argmin(total))] if n else candidates[0], scores
+
+
 def run_protocol(history, *, budget: int = 10, recommender: str = "lr", features: str = "d,m",
                  ms_method: str = "logme", seeds: int = 20, datasets=None, progress: bool = True,
-                 viable_only: bool = True) -> pd.DataFrame:
+                 viable_only: bool = True, nested: bool = True, candidates=CANDIDATES,
+                 choices: list | None = None) -> pd.DataFrame:
     """One row per (dataset, strategy): regret@1..budget and ``within1``.
 
     With ``viable_only`` (default) the candidates of a held-out dataset are its viable models:
     degenerate ones (``history.viability``: at chance on >= 80% of their datasets) are left
     out, judged on the training datasets only, so the held-out results never decide it.
+
+    ``nested`` (default): the ``adaptive`` strategy is, for each held-out dataset, the
+    candidate configuration (:data:`CANDIDATES`) chosen by :func:`nested_choice` on the
+    training datasets alone; every candidate's own outer curve is also returned (strategy
+    ``cand:<label>``, ``within1`` NaN) so that an oracle choice can be shown next to it.
+    ``choices``, when given a list, receives one dict per held-out dataset with the choice.
     """
-    from history.viability import assess
     from tqdm.auto import tqdm
 
-    from experiments.baselines import BaselineUnavailable, hybrid, model_mean
-    from recommender.registry import create_recommender
+    from experiments.baselines import BaselineUnavailable, hybrid
 
+    folds = _Folds(history, recommender, features, viable_only)
     rows = []
     for held in tqdm(datasets or history.target_datasets(), desc="budget", disable=not progress, leave=False):
-        truth = history.targets[history.targets["dataset"] == held]
-        y = truth.groupby("model")["value"].max()
-        train = history.drop_targets(datasets=[held])
-        if viable_only:
-            nc = pd.to_numeric(train.datasets.set_index("name")["num_classes"], errors="coerce")
-            res = assess(train.targets, nc)
-            y = y[~y.index.isin(set(res.loc[res["degenerate"], "model"].astype(str)))]
+        ex = frozenset({held})
+        y = folds.truth(ex, held)
         if len(y) < 2:
             continue
         models = list(y.index)
         pairs = pd.DataFrame({"model": models, "dataset": held})
-        rec = create_recommender(recommender, features=features).fit(train)
-        pred = pd.Series(np.asarray(rec.predict(pairs, history=history), float), index=models)
-        mm = pd.Series(model_mean(train, pairs, history), index=models)
-        orders = {"static": _order(pred, y), "adaptive": _adaptive_order(pred, y, train.targets, held),
-                  "model-mean": _order(mm, y)}
-        mm_prior = mm.fillna(mm.mean() if mm.notna().any() else 0.0)
-        orders["adaptive-mm"] = _adaptive_order(mm_prior, y, train.targets, held)
-        orders["adaptive-ei"] = _adaptive_order(pred, y, train.targets, held, "ei")
+        train = history.drop_targets(datasets=[held])
+        pred = folds.prior(ex, held, models, "rec")
+        mm = folds.prior(ex, held, models, "model-mean")
+        orders = {"static": _order(pred, y), "model-mean": _order(mm, y),
+                  "adaptive-gp": _adaptive_order(pred, y, train.targets, held),
+                  "adaptive-ei": _adaptive_order(pred, y, train.targets, held, "ei"),
+                  "adaptive-mm": _adaptive_order(mm, y, train.targets, held)}
+        if nested:
+            cfg, scores = nested_choice(folds, held, candidates)
+            orders["adaptive"] = _adaptive_order_ex(cfg, folds.prior(ex, held, models, cfg.base), y, folds, ex, None)
+            if choices is not None:
+                choices.append({"dataset": held, "choice": cfg.label, "inner_score": float(scores[cfg.label])})
+            for c in candidates:
+                if c == cfg:
+                    curve = regret_curve(orders["adaptive"], y, budget)
+                else:
+                    curve = regret_curve(_adaptive_order_ex(c, folds.prior(ex, held, models, c.base), y, folds, ex,
+                                                            budget), y, budget)
+                rows.append({"dataset": held, "strategy": f"cand:{c.label}", "n_models": len(models),
+                             "within1": np.nan, **{f"regret@{b}": v for b, v in enumerate(curve, 1)}})
+        else:
+            orders["adaptive"] = orders["adaptive-gp"]
         try:
             h = pd.Series(hybrid(train, pairs, history, method=ms_method), index=models)
             if h.notna().any():
