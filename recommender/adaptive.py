@@ -19,8 +19,9 @@ over the target dataset's accuracies:
 The posterior mean ``mu_u + K_uo (K_oo + noise**2 I)^-1 (y_o - mu_o)`` is the new predicted
 accuracy of every model not tried yet, with a posterior variance. The next pick is the
 highest posterior mean (``acquisition_fn="mean"``, the default); ``"ei"`` maximises the
-expected improvement over the best accuracy found so far instead (it explores more; on
-TransferGraph-image it did worse, see experiments/BUDGET.md). With no observation the
+expected improvement over the best accuracy found so far instead (it explores more);
+``"ucb"`` the mean plus ``beta`` standard deviations. The budget protocol
+(``experiments/budget.py``) chooses among them on inner folds. With no observation the
 ranking is the recommender's. The kernel weights (shared, independent, dataset level, and
 a term for the prior's unknown scale) are chosen by the marginal likelihood of the
 *training* datasets; no result of the target dataset is used to choose them.

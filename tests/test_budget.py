@@ -144,3 +144,16 @@ def test_budget_protocol_reports_the_nested_choice_and_every_candidate():
     assert "cand:" not in "".join(summarize(rows, 3).index)
     text = _nested_section(rows, choices)
     assert all(c.label in text for c in cands) and "hindsight" in text
+
+
+def test_prefit_shards_fill_the_prior_cache_that_the_protocol_reads(tmp_path):
+    from experiments.budget import CANDIDATES, prefit
+
+    hist = synthetic_history(n_models=12, n_datasets=4, seed=6)
+    cache = tmp_path / "priors"
+    done = [prefit(hist, cache, shard=k, shards=2, progress=False) for k in (0, 1)]
+    assert sum(done) == 4 + 6 and len(list(cache.glob("*.json"))) == 10  # each held-out dataset, each pair
+    assert prefit(hist, cache, progress=False) == 0  # nothing left to fit
+    kw = dict(budget=3, seeds=2, ms_method="proxy", progress=False, candidates=(CANDIDATES[3],))
+    cached = run_protocol(hist, prior_cache=cache, **kw)
+    pd.testing.assert_frame_equal(cached, run_protocol(hist, **kw))
