@@ -630,7 +630,7 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
                  mlflow: bool = True, tracking_uri=None, background: list | None = None) -> TrialResult:
     """Driver side, after training: save the weights, log MLflow, mark the job completed or failed.
 
-    ``background`` (a list): the MLflow run and the final store write are handed to this
+    ``background`` (a list): saving the weights, the MLflow run and the final store write are handed to this
     process's bookkeeping thread (:class:`_Bookkeeper`, in submission order) so that the
     next trial trains meanwhile; the future is appended to the list and
     :func:`wait_background` must be called before the store is read. The job stays
@@ -638,7 +638,24 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
     run marks failed and redoes, as for a kill during training.
     """
     res = TrialResult(p.ms.name, p.spec, p.dataset, p.config, "failed", job_id=p.job_id, error=error)
-    extra_done = {"error": error}
+    res.duration_s = time.perf_counter() - p.t0
+    if out is not None:  # until the weights are saved (_record), a failure there turns it to failed
+        res.timings = dict(out["timings"])
+        res.status, res.value, res.curve, res.best_epoch = "completed", float(out["value"]), out["curve"], \
+            out["best_epoch"]
+    if background is None or not _can_background(store):
+        return _record(store, p, res, data, out, home, mlflow, tracking_uri)
+    background.append(_BOOKKEEPER.submit(_record, store, p, res, data, out, home, mlflow, tracking_uri))
+    return res
+
+
+def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict | None, home, mlflow: bool,
+            tracking_uri) -> TrialResult:
+    """Save the weights, log the MLflow run, then write the job's final state, in that order.
+
+    ``duration_s`` (set by :func:`finish_trial`) runs from the job's start until its result
+    is ready; the recording is timed in ``timings`` (``save_s``, ``mlflow_s``, ``store_s``)."""
+    extra_done = {"error": res.error}
     if out is not None:
         try:
             t = time.perf_counter()
@@ -650,26 +667,14 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
                     "layout": "head/<param>: new linear head; backbone/<param>: fine-tuned backbone state dict "
                               "(full mode only)"}
             wpath = save_weights(folder, out["state"], info)
-            res.timings = {**out["timings"], "save_s": time.perf_counter() - t}
+            res.timings["save_s"] = time.perf_counter() - t
             res.status, res.value, res.curve = "completed", float(out["value"]), out["curve"]
             res.best_epoch, res.weights, res.error = out["best_epoch"], str(wpath), None
             extra_done = {"curve": out["curve"], "train_loss": out["train_loss"], "best_epoch": out["best_epoch"],
                           "weights": str(wpath), "n_train": out["n_train"], "n_val": out["n_val"]}
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the job is failed, not left running
-            res.error = _reason(exc)
+            res.status, res.value, res.error = "failed", None, _reason(exc)
             extra_done = {"error": res.error}
-    res.duration_s = time.perf_counter() - p.t0
-    if background is None or not _can_background(store):
-        return _record(store, p, res, data, extra_done, home, mlflow, tracking_uri)
-    background.append(_BOOKKEEPER.submit(_record, store, p, res, data, extra_done, home, mlflow, tracking_uri))
-    return res
-
-
-def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, extra_done: dict, home, mlflow: bool,
-            tracking_uri) -> TrialResult:
-    """MLflow run, then the job's final store write. ``duration_s`` (set by :func:`finish_trial`)
-    runs from the job's start until its result and weights are ready; the recording is timed
-    in ``timings`` (``mlflow_s``, ``store_s``)."""
     if mlflow:
         t = time.perf_counter()
         res.mlflow_run, err = _log_mlflow(tracking_uri=tracking_uri, home=home, res=res, data=data,
@@ -793,6 +798,9 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             tasks.append(Task(key, train_trial, (spec, data, cfg), kw, resources or Resources()))
         for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
+            # the jobs are all started up front: a trial's duration runs from its task's start (plus its
+            # start write), not from when it was queued behind the others
+            p.t0 = max(p.t0, time.perf_counter() - float(o.seconds or 0.0) - p.t_store)
             out[i] = finish_trial(store, p, data, o.value if o.ok else None, None if o.ok else o.error, home=home,
                                   mlflow=mlflow, tracking_uri=tracking_uri, background=later)
             if on_result:
