@@ -163,7 +163,6 @@ class _Folds:
         return y
 
     def prior(self, excluded: frozenset, dataset: str, models, base: str) -> pd.Series:
-        pairs = pd.DataFrame({"model": list(models), "dataset": dataset})
         if base == "model-mean":  # the baselines' model-mean: mean accuracy over the training datasets
             wide = self.wide().drop(columns=[c for c in excluded if c in self.wide().columns])
             mm = wide.mean(axis=1).reindex(list(models))
