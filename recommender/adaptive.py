@@ -19,8 +19,9 @@ over the target dataset's accuracies:
 The posterior mean ``mu_u + K_uo (K_oo + noise**2 I)^-1 (y_o - mu_o)`` is the new predicted
 accuracy of every model not tried yet, with a posterior variance. The next pick is the
 highest posterior mean (``acquisition_fn="mean"``, the default); ``"ei"`` maximises the
-expected improvement over the best accuracy found so far instead (it explores more; on
-TransferGraph-image it did worse, see experiments/BUDGET.md). With no observation the
+expected improvement over the best accuracy found so far instead (it explores more);
+``"ucb"`` the mean plus ``beta`` standard deviations. The budget protocol
+(``experiments/budget.py``) chooses among them on inner folds. With no observation the
 ranking is the recommender's. The kernel weights (shared, independent, dataset level, and
 a term for the prior's unknown scale) are chosen by the marginal likelihood of the
 *training* datasets; no result of the target dataset is used to choose them.
@@ -34,9 +35,25 @@ import pandas as pd
 NOISE = 0.01
 #: independent prior variance, as a fraction of the mean per-model variance across datasets
 INDEPENDENT = 0.1
+#: acquisitions: posterior mean, expected improvement, upper confidence bound
+ACQUISITIONS = ("mean", "ei", "ucb")
+#: standard deviations added by the ``ucb`` acquisition
+BETA = 1.0
+
+
+def history_matrix(targets: pd.DataFrame, exclude=()) -> pd.DataFrame:
+    """Best accuracy per (model, dataset) as a wide frame (models x datasets), without ``exclude``.
+
+    The rankers' :meth:`~AdaptiveRanker.fit` accepts it in place of the long targets (built
+    once, it saves the pivot when many rankers are fitted on one history)."""
+    t = targets[~targets["dataset"].isin(set(exclude)) & targets["value"].notna()]
+    return t.pivot_table(index="model", columns="dataset", values="value", aggfunc="max")
 
 
 def _matrix(targets: pd.DataFrame, models, exclude=()) -> pd.DataFrame:
+    if "dataset" not in targets.columns:  # already wide
+        wide = targets.drop(columns=[c for c in exclude if c in targets.columns])
+        return wide.reindex(list(models))
     t = targets[~targets["dataset"].isin(set(exclude))]
     t = t[t["value"].notna()]
     if t.empty:
@@ -103,14 +120,16 @@ class AdaptiveRanker:
     """
 
     def __init__(self, noise: float = NOISE, independent: float = INDEPENDENT, acquisition_fn: str = "mean",
-                 calibrate: bool = True):
+                 calibrate: bool = True, beta: float = BETA):
+        self.beta = beta
         self.noise = noise
         self.independent = independent
         self.acquisition_fn = acquisition_fn
         self.calibrate = calibrate
 
     def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> "AdaptiveRanker":
-        """``prior``: predicted accuracy per model (index = model); ``targets``: the history."""
+        """``prior``: predicted accuracy per model (index = model); ``targets``: the history
+        (long: columns model, dataset, value; or wide: :func:`history_matrix`)."""
         self.models_ = list(prior.index)
         self.prior_ = prior.astype(float).to_numpy()
         fill = np.nanmean(self.prior_) if np.isfinite(self.prior_).any() else 0.0
@@ -189,25 +208,92 @@ class AdaptiveRanker:
         ``acquisition="ei"``: expected improvement over the best accuracy observed so far,
         ``E[max(0, f(m) - best)]`` under the posterior; with nothing observed, the posterior
         mean (the first pick is the recommender's top model). ``"mean"``: the posterior mean.
+        ``"ucb"``: posterior mean plus ``beta`` (default :data:`BETA`) posterior standard deviations.
         """
+        return pd.Series(self._scores(observed), index=self.models_)
+
+    def _scores(self, observed: dict) -> np.ndarray:
         from scipy.stats import norm
 
         mean, std = self._condition(observed)
         vals = [float(v) for m, v in observed.items() if m in self.index_ and v is not None and np.isfinite(v)]
+        if self.acquisition_fn == "ucb":
+            return mean + getattr(self, "beta", BETA) * std
         if self.acquisition_fn == "mean" or not vals:
-            return pd.Series(mean, index=self.models_)
+            return mean
         best = max(vals)
         sd = np.maximum(std, 1e-9)
         z = (mean - best) / sd
-        ei = (mean - best) * norm.cdf(z) + sd * norm.pdf(z)
-        return pd.Series(ei, index=self.models_)
+        return (mean - best) * norm.cdf(z) + sd * norm.pdf(z)
 
     def next_pick(self, observed: dict, exclude=()) -> str | None:
         """The untried model with the highest acquisition score (ties: model name)."""
-        score = self.acquisition(observed)
+        score = self._scores(observed)
         skip = set(observed) | set(exclude)
-        left = score[[m not in skip for m in score.index]]
-        if left.empty:
+        left = np.array([m not in skip for m in self.models_], dtype=bool)
+        if not left.any():
             return None
-        best = left.max()
-        return sorted(left.index[left == best])[0]
+        best = score[left].max()
+        return min(m for m, ok, v in zip(self.models_, left, score) if ok and v == best)
+
+
+class ConditionalRanker(AdaptiveRanker):
+    """Gaussian conditional over models with the history's empirical model x model covariance.
+
+    The accuracies of the target dataset are modelled as one Gaussian vector: mean = the
+    prior (a recommender's predictions or the models' mean accuracy), covariance = how the
+    models' *standardized* accuracies co-vary across the training datasets, shrunk toward
+    its diagonal, in accuracy units:
+
+    * ``Z``: accuracies standardized per training dataset (``(acc - mean_d) / sd_d``, so that
+      a dataset with a wide spread does not dominate), then centred per model (the prior
+      mean holds a model's overall strength); a missing pair counts as 0;
+    * ``S = Z Z^T / D``; ``Sigma = sd^2 ((1 - shrinkage) S + shrinkage diag(S)) + c 1 1^T``
+      with ``sd`` the median within-dataset spread, ``c`` the variance of the dataset means
+      (the unknown level of the new dataset); models absent from the history get the mean
+      diagonal.
+
+    After fine-tunes ``{model: accuracy}`` the posterior of the others is the usual Gaussian
+    conditional (noise ``noise``); :meth:`next_pick` takes the highest acquisition
+    (``"mean"``, ``"ei"`` or ``"ucb"``). No kernel weight is fitted: ``shrinkage`` is the
+    only constant, and the budget protocol chooses it on inner folds.
+    """
+
+    def __init__(self, shrinkage: float = 0.2, acquisition_fn: str = "mean", noise: float = NOISE,
+                 beta: float = BETA):
+        self.shrinkage = shrinkage
+        self.acquisition_fn = acquisition_fn
+        self.noise = noise
+        self.beta = beta
+
+    def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> "ConditionalRanker":
+        if not 0.0 <= float(self.shrinkage) <= 1.0:
+            raise ValueError(f"shrinkage must be in [0, 1], got {self.shrinkage}")
+        if self.acquisition_fn not in ACQUISITIONS:
+            raise ValueError(f"unknown acquisition {self.acquisition_fn!r}; valid: {', '.join(ACQUISITIONS)}")
+        self.models_ = list(prior.index)
+        p = prior.astype(float).to_numpy()
+        fill = np.nanmean(p) if np.isfinite(p).any() else 0.0
+        self.prior_ = np.where(np.isfinite(p), p, fill)
+        self.index_ = {m: i for i, m in enumerate(self.models_)}
+        mat = _matrix(targets, self.models_, exclude)
+        n = len(self.models_)
+        if mat.shape[1] == 0:
+            self.cov_ = (0.1**2) * np.eye(n)
+            return self
+        means, sds = mat.mean(axis=0), mat.std(axis=0, ddof=0)
+        ok = sds > 1e-9
+        z = mat.loc[:, ok].sub(means[ok], axis=1).div(sds[ok], axis=1)
+        z = z.sub(z.mean(axis=1), axis=0).fillna(0.0).to_numpy(float)
+        s = z @ z.T / max(z.shape[1], 1)
+        diag = np.diag(s).copy()
+        floor = float(diag[diag > 0].mean()) if (diag > 0).any() else 1.0
+        diag = np.where(diag > 0, diag, floor)
+        lam = float(self.shrinkage)
+        s = (1 - lam) * s + lam * np.diag(diag)
+        s[np.diag_indices(n)] = diag
+        scale = float(np.median(sds[ok])) if ok.any() else 0.1
+        level = float(means.var(ddof=0)) if len(means) > 1 else 0.0
+        self.cov_ = scale**2 * s + level * np.ones((n, n))
+        self.weights_ = {"shrinkage": lam, "scale": scale, "level": level}
+        return self

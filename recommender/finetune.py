@@ -628,10 +628,35 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
 
 
 def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error: str | None = None, *, home=None,
-                 mlflow: bool = True, tracking_uri=None) -> TrialResult:
-    """Driver side, after training: save the weights, log MLflow, mark the job completed or failed."""
+                 mlflow: bool = True, tracking_uri=None, background: list | None = None) -> TrialResult:
+    """Driver side, after training: save the weights, log MLflow, mark the job completed or failed.
+
+    ``background`` (a list): saving the weights, the MLflow run and the final store write are handed to this
+    process's bookkeeping thread (:class:`_Bookkeeper`, in submission order) so that the
+    next trial trains meanwhile; the future is appended to the list and
+    :func:`wait_background` must be called before the store is read. The job stays
+    ``running`` until that write, so a process killed in between leaves a job that the next
+    run marks failed and redoes, as for a kill during training.
+    """
     res = TrialResult(p.ms.name, p.spec, p.dataset, p.config, "failed", job_id=p.job_id, error=error)
-    extra_done = {"error": error}
+    res.duration_s = time.perf_counter() - p.t0
+    if out is not None:  # until the weights are saved (_record), a failure there turns it to failed
+        res.timings = dict(out["timings"])
+        res.status, res.value, res.curve, res.best_epoch = "completed", float(out["value"]), out["curve"], \
+            out["best_epoch"]
+    if background is None or not _can_background(store):
+        return _record(store, p, res, data, out, home, mlflow, tracking_uri)
+    background.append(_BOOKKEEPER.submit(_record, store, p, res, data, out, home, mlflow, tracking_uri))
+    return res
+
+
+def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict | None, home, mlflow: bool,
+            tracking_uri) -> TrialResult:
+    """Save the weights, log the MLflow run, then write the job's final state, in that order.
+
+    ``duration_s`` (set by :func:`finish_trial`) runs from the job's start until its result
+    is ready; the recording is timed in ``timings`` (``save_s``, ``mlflow_s``, ``store_s``)."""
+    extra_done = {"error": res.error}
     if out is not None:
         try:
             t = time.perf_counter()
@@ -643,13 +668,13 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
                     "layout": "head/<param>: new linear head; backbone/<param>: fine-tuned backbone state dict "
                               "(full mode only)"}
             wpath = save_weights(folder, out["state"], info)
-            res.timings = {**out["timings"], "save_s": time.perf_counter() - t}
+            res.timings["save_s"] = time.perf_counter() - t
             res.status, res.value, res.curve = "completed", float(out["value"]), out["curve"]
             res.best_epoch, res.weights, res.error = out["best_epoch"], str(wpath), None
             extra_done = {"curve": out["curve"], "train_loss": out["train_loss"], "best_epoch": out["best_epoch"],
                           "weights": str(wpath), "n_train": out["n_train"], "n_val": out["n_val"]}
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the job is failed, not left running
-            res.error = _reason(exc)
+            res.status, res.value, res.error = "failed", None, _reason(exc)
             extra_done = {"error": res.error}
     if mlflow:
         t = time.perf_counter()
@@ -660,12 +685,47 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
         if err:
             extra_done["mlflow_error"] = err
     t = time.perf_counter()
-    res.duration_s = time.perf_counter() - p.t0
     res.timings["total_s"] = res.duration_s
     extra_done["timings"] = res.timings
     store.finish_job(p.job_id, status=res.status, value=res.value, duration_s=res.duration_s, extra=extra_done)
     res.timings["store_s"] = p.t_store + time.perf_counter() - t
     return res
+
+
+class _Bookkeeper:
+    """One background thread per process for the MLflow runs and final store writes of trials."""
+
+    def __init__(self):
+        self._pool = None
+
+    def submit(self, fn, *args):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-bookkeeping")
+        return self._pool.submit(fn, *args)
+
+
+_BOOKKEEPER = _Bookkeeper()
+
+
+def _can_background(store) -> bool:
+    """An in-memory SQLite store lives in one connection of one thread: record it in line."""
+    url = getattr(getattr(store, "engine", None), "url", None)
+    return url is not None and not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
+
+
+def wait_background(futures: list) -> None:
+    """Wait for the recordings handed to the bookkeeping thread; re-raise the first error."""
+    first = None
+    for f in futures:
+        try:
+            f.result()
+        except BaseException as exc:  # noqa: BLE001 - wait for all of them, then raise
+            first = first or exc
+    futures.clear()
+    if first is not None:
+        raise first
 
 
 def _reason(exc: BaseException) -> str:
@@ -711,15 +771,17 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
     """Run ``trials`` (a list of ``(spec, TrialConfig)``) with ``executor``: one task per trial.
 
     The driver (this process) starts every job in the store, the tasks only train, and the
-    driver saves the weights, logs MLflow and finishes each job as its result comes back, so
-    that a task retried after a lost worker still makes one job. ``progress(spec, epoch,
+    driver saves the weights and finishes each job as its result comes back, so that a task
+    retried after a lost worker still makes one job. The MLflow run and the job's final write
+    go to the bookkeeping thread (see :func:`finish_trial`) while the next trial trains; they
+    are all written before this returns (or raises). ``progress(spec, epoch,
     acc)`` only works in process (the local executor). ``on_result(TrialResult)`` is called as
     each trial ends. Returns the results in the order of ``trials``.
     """
     from .executor import Resources, Task
 
     out: list = [None] * len(trials)
-    pending, tasks = {}, []
+    pending, tasks, later = {}, [], []
     fail_stale(store, dataset)
     try:
         for i, (spec, cfg) in enumerate(trials):
@@ -737,11 +799,19 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             tasks.append(Task(key, train_trial, (spec, data, cfg), kw, resources or Resources()))
         for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
+            # the jobs are all started up front: a trial's duration runs from its task's start (plus its
+            # start write), not from when it was queued behind the others
+            p.t0 = max(p.t0, time.perf_counter() - float(o.seconds or 0.0) - p.t_store)
             out[i] = finish_trial(store, p, data, o.value if o.ok else None, None if o.ok else o.error, home=home,
-                                  mlflow=mlflow, tracking_uri=tracking_uri)
+                                  mlflow=mlflow, tracking_uri=tracking_uri, background=later)
             if on_result:
                 on_result(out[i])
+        wait_background(later)
     except BaseException as exc:  # interrupted, or the executor itself failed (e.g. the cluster went away)
+        try:
+            wait_background(later)  # the trials already finished are recorded first
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.debug("recording a finished trial failed", exc_info=True)
         why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
         for i, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})

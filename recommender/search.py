@@ -17,7 +17,7 @@ stored as a job. Strategies:
 
 The budget is the number of models fine-tuned (each with the hyper-parameter grid);
 ``time_budget_s`` stops before starting a model once that much time has passed (a running
-fine-tune is finished, not cut). A search is identified by its dataset, data, candidates,
+fine-tune is finished, not cut; the first fine-tune always runs). A search is identified by its dataset, data, candidates,
 strategy and grid: running the same command again resumes it (finished trials are reused
 from the store, a trial killed half-way is marked failed and redone).
 """
@@ -176,8 +176,9 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     picks: list[Pick] = []
     stopped = "budget reached"
 
-    def out_of_time() -> bool:
-        return time_budget_s is not None and time.perf_counter() - t0 >= time_budget_s
+    def out_of_time() -> bool:  # the first fine-tune always runs, however long the setup took
+        return (time_budget_s is not None and any(p.trials for p in picks)
+                and time.perf_counter() - t0 >= time_budget_s)
 
     def run_many(jobs):
         """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial."""

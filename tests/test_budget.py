@@ -68,3 +68,92 @@ def test_budget_protocol_on_a_synthetic_history():
     assert (np.diff(curves, axis=1) <= 1e-9).all() and (curves >= 0).all()
     # every strategy starts from something better than chance at one fine-tune
     assert s.loc["static", "regret@1"] < s.loc["random", "regret@1"]
+
+
+def test_conditional_ranker_moves_the_correlated_models():
+    from recommender.adaptive import ConditionalRanker
+
+    targets = _two_groups()
+    prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)])
+    prior["a4"] = 0.75
+    for acq in ("mean", "ei"):
+        r = ConditionalRanker(shrinkage=0.2, acquisition_fn=acq).fit(prior, targets)
+        assert r.next_pick({}) == "a4"
+        assert r.next_pick({"a4": 0.55}).startswith("b")
+        assert r.next_pick({"a4": 0.85}).startswith("a")
+    post = ConditionalRanker(shrinkage=0.2).fit(prior, targets).posterior({"a4": 0.55})
+    assert post[[f"b{i}" for i in range(5)]].min() > post[[f"a{i}" for i in range(4)]].max()
+    # full shrinkage: no covariance between models beyond the shared dataset level, so the
+    # other group moves exactly like the observed model's own group
+    flat = ConditionalRanker(shrinkage=1.0).fit(prior, targets).posterior({"a4": 0.55})
+    assert flat["a0"] == pytest.approx(flat["b0"])
+    with pytest.raises(ValueError, match="shrinkage"):
+        ConditionalRanker(shrinkage=1.5).fit(prior, targets)
+    with pytest.raises(ValueError, match="acquisition"):
+        ConditionalRanker(acquisition_fn="best").fit(prior, targets)
+
+
+def test_ucb_adds_beta_posterior_standard_deviations():
+    from recommender.adaptive import ConditionalRanker
+
+    targets = _two_groups()
+    prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)] + ["new"])
+    prior["a4"] = 0.71  # a little better than the rest, but the unseen model is the most uncertain
+    mean = ConditionalRanker(acquisition_fn="mean").fit(prior, targets)
+    ucb = ConditionalRanker(acquisition_fn="ucb", beta=3.0).fit(prior, targets)
+    assert mean.next_pick({}) == "a4"
+    obs = {"a4": 0.6}
+    std = ucb.posterior_std(obs)
+    assert std["a4"] == pytest.approx(0.0, abs=1e-9) and (std.drop("a4") > 0).all()
+    np.testing.assert_allclose(ucb.acquisition(obs), ucb.posterior(obs) + 3.0 * std)
+
+
+def test_nested_choice_never_reads_the_held_out_dataset():
+    from experiments.budget import CANDIDATES, _Folds, nested_choice
+
+    hist = synthetic_history(n_models=20, n_datasets=5, seed=4)
+    held = hist.target_datasets()[0]
+    folds = _Folds(hist, "lr", "d,m", viable_only=True)
+    cfg, scores = nested_choice(folds, held, CANDIDATES[:4])
+    assert list(scores.index) == [c.label for c in CANDIDATES[:4]] and cfg in CANDIDATES[:4]
+    assert scores[cfg.label] == scores.min()
+    t = hist.targets.copy()
+    t.loc[t["dataset"] == held, "value"] = 1.0 - t.loc[t["dataset"] == held, "value"]  # another held-out truth
+    from dataclasses import replace
+
+    cfg2, scores2 = nested_choice(_Folds(replace(hist, targets=t), "lr", "d,m", True), held, CANDIDATES[:4])
+    assert cfg2 == cfg
+    pd.testing.assert_series_equal(scores, scores2)
+
+
+def test_budget_protocol_reports_the_nested_choice_and_every_candidate():
+    from experiments.budget import CANDIDATES, _nested_section
+
+    hist = synthetic_history(n_models=15, n_datasets=4, seed=5)
+    cands = (CANDIDATES[0], CANDIDATES[9])
+    choices = []
+    rows = run_protocol(hist, budget=3, seeds=2, ms_method="proxy", progress=False, candidates=cands,
+                        choices=choices)
+    assert [c["dataset"] for c in choices] == hist.target_datasets()
+    assert {c["choice"] for c in choices} <= {c.label for c in cands}
+    for c in choices:  # the adaptive row is the chosen candidate's curve
+        a = rows[(rows["dataset"] == c["dataset"]) & (rows["strategy"] == "adaptive")]
+        k = rows[(rows["dataset"] == c["dataset"]) & (rows["strategy"] == f"cand:{c['choice']}")]
+        np.testing.assert_allclose(a[["regret@1", "regret@2", "regret@3"]].to_numpy(),
+                                   k[["regret@1", "regret@2", "regret@3"]].to_numpy())
+    assert "cand:" not in "".join(summarize(rows, 3).index)
+    text = _nested_section(rows, choices)
+    assert all(c.label in text for c in cands) and "hindsight" in text
+
+
+def test_prefit_shards_fill_the_prior_cache_that_the_protocol_reads(tmp_path):
+    from experiments.budget import CANDIDATES, prefit
+
+    hist = synthetic_history(n_models=12, n_datasets=4, seed=6)
+    cache = tmp_path / "priors"
+    done = [prefit(hist, cache, shard=k, shards=2, progress=False) for k in (0, 1)]
+    assert sum(done) == 4 + 6 and len(list(cache.glob("*.json"))) == 10  # each held-out dataset, each pair
+    assert prefit(hist, cache, progress=False) == 0  # nothing left to fit
+    kw = dict(budget=3, seeds=2, ms_method="proxy", progress=False, candidates=(CANDIDATES[3],))
+    cached = run_protocol(hist, prior_cache=cache, **kw)
+    pd.testing.assert_frame_equal(cached, run_protocol(hist, **kw))

@@ -96,6 +96,32 @@ def test_full_finetune_logs_mlflow_and_is_reused(bed, home):
     store.dispose()
 
 
+def test_run_trials_records_mlflow_and_jobs_before_returning(bed, home):
+    """MLflow runs and final job writes go to the bookkeeping thread; all are done on return."""
+    import mlflow
+
+    from recommender.executor import LocalExecutor
+    from recommender.finetune import _can_background, run_trials
+
+    store = HistoryStore(f"sqlite:///{home / 'history.db'}")
+    assert _can_background(store) and not _can_background(HistoryStore("sqlite://"))
+    data = load_task(bed["root"] / "data" / "stripes-fine")
+    cfgs = [TrialConfig(lr=lr, epochs=2, mode="linear", patience=2) for lr in (1e-2, 3e-2)]
+    specs = [bed["specs"]["cnn-stripes"], bed["specs"]["cnn-shapes"]]
+    res = run_trials(store, LocalExecutor(), [(s, c) for s in specs for c in cfgs], "stripes-fine", data,
+                     home=home, mlflow=True)
+    runs = store.runs_frame().set_index("job_id")
+    assert (runs["status"] == "completed").all() and len(runs) == 4
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    for r in res:
+        assert r.status == "completed" and r.mlflow_run
+        assert runs.loc[r.job_id, "extra"]["mlflow_run"] == r.mlflow_run
+        run = client.get_run(r.mlflow_run)
+        assert run.info.status == "FINISHED" and run.data.tags["job_id"] == str(r.job_id)
+        assert r.duration_s > 0 and {"mlflow_s", "store_s", "train_s"} <= set(r.timings)
+    store.dispose()
+
+
 def test_a_crashing_trial_is_recorded_as_failed(bed, home, tmp_path):
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
     data = load_task(bed["root"] / "data" / "stripes-fine")
