@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "+t", "+k", "+x", "+tkx", "pooled")
-BENCHMARKS = ("tg-lodo", "shift-vtab1k-lodo", "parc-controlled-lodo", "parc-all-lodo")
+VARIANTS = ("base", "+tkx", "pooled", "+k", "+t", "+x")
+BENCHMARKS = ("tg-lodo", "parc-controlled-lodo", "parc-all-lodo", "shift-vtab1k-lodo")
 #: the other public sources pooled into each benchmark ("source[:regime]")
 POOL_WITH = {
     "tg-lodo": "shift:vtab-1k,parc",
@@ -150,10 +150,11 @@ def markdown(rows: list, cmd: str, total_s: float) -> str:
         if "error" in r:
             lines.append(f"| {r['benchmark']} | {r['variant']} | FAILED: {r['error']} | | | | | | |")
             continue
-        ch = ", ".join(f"{k} x{n}" for k, n in r["choices"].items())
+        ch = ", ".join(f"{k} x{n}" for k, n in r.get("choices", {}).items())
+        g = lambda m, f: format(r[m], f) if m in r and r[m] == r[m] else "n/a"  # noqa: E731
         lines.append(
-            f"| {r['benchmark']} | {r['variant']} | {r['regret@1']:.2f} | {r['regret@3']:.2f} | "
-            f"{r['weighted_tau']:.3f} | {r['pearson']:.3f} | {_lift_cell(r.get('lift:regret@1'), 'regret@1')} | "
+            f"| {r['benchmark']} | {r['variant']} | {g('regret@1', '.2f')} | {g('regret@3', '.2f')} | "
+            f"{g('weighted_tau', '.3f')} | {g('pearson', '.3f')} | {_lift_cell(r.get('lift:regret@1'), 'regret@1')} | "
             f"{_lift_cell(r.get('lift:weighted_tau'), 'weighted_tau')} | {ch} |")
     lines += ["", "![ablations](results_ablations.png)", ""]
     return "\n".join(lines)
@@ -192,6 +193,30 @@ def plot(rows: list, path: Path) -> None:
     plt.close(fig)
 
 
+BEGIN, END = "<!-- ablations:begin -->", "<!-- ablations:end -->"
+
+
+def results_section(ablations_md: Path) -> str:
+    """The ablation table of ``ablations_md`` as a RESULTS.md section between markers."""
+    body = ablations_md.read_text().split("\n", 1)[1].strip() if ablations_md.exists() else \
+        "Not run yet: `python -m experiments.ablations`."
+    return f"{BEGIN}\n## Ablations: similarity feature groups and pooled training\n\n" \
+           f"Quoted from `{ablations_md.name}` (written by `python -m experiments.ablations`).\n\n{body}\n{END}\n"
+
+
+def update_results(results_md: Path, ablations_md: Path) -> None:
+    """Put (or replace) the ablation section in RESULTS.md without rerunning the report."""
+    text = results_md.read_text() if results_md.exists() else ""
+    sec = results_section(ablations_md)
+    if BEGIN in text and END in text:
+        a, rest = text.split(BEGIN, 1)
+        _, b = rest.split(END, 1)
+        text = a + sec + b.lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + sec
+    results_md.write_text(text)
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -201,10 +226,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="folder of the real histories (default ../shared/data)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="markdown file to write (results_ablations.png beside it)")
     p.add_argument("--json", dest="json_file", default=None, help="also write the figures as JSON")
+    p.add_argument("--results", default=str(REPO / "experiments" / "RESULTS.md"),
+                   help="RESULTS.md whose ablation section is replaced by the new table ('' = leave it)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from history.errors import RecommenderError
-
     from .report import BENCHMARKS as REPORT, default_data_dir
 
     benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
@@ -218,6 +243,18 @@ def main(argv=None) -> int:
     out = Path(args.out).resolve()
     rows = []
     t0 = time.perf_counter()
+    cmd = "python -m experiments.ablations" + (f" --benchmarks {args.benchmarks}" if args.benchmarks != ",".join(
+        BENCHMARKS) else "") + (f" --variants {args.variants}" if args.variants != ",".join(VARIANTS) else "")
+
+    def write(rows, total):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown(rows, cmd, total))
+        if any("error" not in r for r in rows):
+            plot(rows, out.parent / "results_ablations.png")
+        if args.json_file:
+            import json
+
+            Path(args.json_file).write_text(json.dumps(rows, indent=1))
     with tempfile.TemporaryDirectory(prefix="recommender-ablations-") as tmp:
         for name in benches:
             bench = REPORT[name]
@@ -230,27 +267,24 @@ def main(argv=None) -> int:
                     t1 = time.perf_counter()
                     result, _ = run_variant(bench, stores[pooled], v, progress=not args.no_progress)
                     row = {"benchmark": name, "variant": v, **summarize(result)}
-                    print(f"{name} {v}: regret@1 {row['regret@1']:.2f}, w-tau {row['weighted_tau']:.3f}, "
+                    print(f"{name} {v}: regret@1 {row.get('regret@1', float('nan')):.2f}, "
+                          f"w-tau {row.get('weighted_tau', float('nan')):.3f}, "
                           f"lift r@1 {_lift_cell(row.get('lift:regret@1'), 'regret@1')}, lift w-tau "
                           f"{_lift_cell(row.get('lift:weighted_tau'), 'weighted_tau')} "
                           f"({time.perf_counter() - t1:.0f} s)", flush=True)
-                except RecommenderError as exc:
-                    row = {"benchmark": name, "variant": v, "error": str(exc)}
-                    print(f"{name} {v}: FAILED {exc}", flush=True)
+                except Exception as exc:  # noqa: BLE001 - one failed variant must not lose the others
+                    row = {"benchmark": name, "variant": v, "error": f"{type(exc).__name__}: {exc}"}
+                    print(f"{name} {v}: FAILED {row['error']}", flush=True)
                 rows.append(row)
+                write(rows, time.perf_counter() - t0)  # after every variant: a long run keeps what it has
             for st in stores.values():
                 st.dispose()
     total = time.perf_counter() - t0
-    cmd = "python -m experiments.ablations" + (f" --benchmarks {args.benchmarks}" if args.benchmarks != ",".join(
-        BENCHMARKS) else "") + (f" --variants {args.variants}" if args.variants != ",".join(VARIANTS) else "")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, cmd, total))
-    plot(rows, out.parent / "results_ablations.png")
-    if args.json_file:
-        import json
-
-        Path(args.json_file).write_text(json.dumps(rows, indent=1))
+    write(rows, total)
     print(f"wrote {out} ({total:.0f} s)")
+    if args.results:
+        update_results(Path(args.results), out)
+        print(f"updated the ablation section of {args.results}")
     return 0
 
 

@@ -16,7 +16,6 @@ the primary's regime label: they are extra training rows, never held out.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pandas as pd
 
