@@ -228,6 +228,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", dest="json_file", default=None, help="also write the figures as JSON")
     p.add_argument("--results", default=str(REPO / "experiments" / "RESULTS.md"),
                    help="RESULTS.md whose ablation section is replaced by the new table ('' = leave it)")
+    p.add_argument("--from-json", nargs="+", default=None,
+                   help="render the table, plot and RESULTS.md section from the --json files of earlier runs "
+                        "(e.g. benchmarks run as separate processes) instead of running")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     from .report import BENCHMARKS as REPORT, default_data_dir
@@ -241,6 +244,21 @@ def main(argv=None) -> int:
         return 2
     data = Path(args.data).resolve() if args.data else default_data_dir()
     out = Path(args.out).resolve()
+    if args.from_json:
+        import json
+
+        rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
+        order = {b: i for i, b in enumerate(BENCHMARKS)}
+        rows.sort(key=lambda r: (order.get(r["benchmark"], 99), VARIANTS.index(r["variant"])
+                                 if r["variant"] in VARIANTS else 99))
+        total = sum(r.get("wall_s", 0.0) for r in rows)
+        out.write_text(markdown(rows, "python -m experiments.ablations (benchmarks as separate processes; "
+                                "evaluation time summed)", total))
+        plot(rows, out.parent / "results_ablations.png")
+        if args.results:
+            update_results(Path(args.results), out)
+        print(f"wrote {out} from {len(rows)} rows")
+        return 0
     rows = []
     t0 = time.perf_counter()
     cmd = "python -m experiments.ablations" + (f" --benchmarks {args.benchmarks}" if args.benchmarks != ",".join(
