@@ -247,7 +247,8 @@ def main(argv=None) -> int:
     if args.from_json:
         import json
 
-        rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
+        rows = list({(r["benchmark"], r["variant"]): r  # a later file's row replaces an earlier one
+                     for f in args.from_json for r in json.loads(Path(f).read_text())}.values())
         order = {b: i for i, b in enumerate(BENCHMARKS)}
         rows.sort(key=lambda r: (order.get(r["benchmark"], 99), VARIANTS.index(r["variant"])
                                  if r["variant"] in VARIANTS else 99))

@@ -87,8 +87,12 @@ def load_pooled(store, *, source, regime=None, rule="best", metric=None, modalit
         h, _, reg, _ = load_history(store, source=src, regime=reg, rule=rule, metric=metric)
         frames.append((src, h))
         notes.append(f"pooled: {src} (regime {reg}) adds training targets under '<dataset>@{src}'")
+        # the note's count follows pooling below
     pooled, counts = pool_histories(frames)
     for src, c in counts.items():
+        if not c.get("primary") and not c["targets"]:
+            raise RecommenderError(f"source {src!r} adds no training target to the pool (no dataset of "
+                                   f"{src0!r}'s modality); leave it out of --source")
         if c.get("left_out_other_modality"):
             notes.append(f"pooled: {c['left_out_other_modality']} dataset(s) of {src} left out (another modality "
                          f"than {src0}'s)")

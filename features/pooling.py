@@ -64,7 +64,12 @@ def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
         if src == src0:
             continue
         t = h.targets.dropna(subset=["value"])
-        t = t[t["metric"] == metric]
+        if t.empty:
+            raise RecommenderError(f"source {src!r} has no targets to pool with {src0!r}")
+        # each source's own target metric (e.g. TransferGraph's test_accuracy, PARC's accuracy): the
+        # per-dataset standardization makes them comparable; the rows take the primary's label
+        own_metric = t["metric"].mode().iloc[0]
+        t = t[t["metric"] == own_metric].assign(metric=metric)
         mod = h.datasets.set_index("name")["modality"]
         keep = [d for d in t["dataset"].unique() if not modalities or mod.get(d) in modalities]
         left = sorted(set(t["dataset"]) - set(keep))
@@ -89,7 +94,8 @@ def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
         sc = h.scores[h.scores["dataset"].isin(keep)].copy()
         sc["dataset"] = sc["dataset"].map(ren)
         scores.append(sc)
-        counts[src] = {"targets": int(len(t)), "datasets": len(keep), "left_out_other_modality": len(left)}
+        counts[src] = {"targets": int(len(t)), "datasets": len(keep), "left_out_other_modality": len(left),
+                       "metric": own_metric}
     mm = pd.concat(models, ignore_index=True).drop_duplicates("name", keep="first")
     dd = pd.concat(datasets, ignore_index=True).drop_duplicates("name", keep="first")
     out = HistoryFrame(targets=pd.concat(targets, ignore_index=True), models=mm, datasets=dd,
