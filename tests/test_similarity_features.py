@@ -118,10 +118,10 @@ def test_text_similarity_between_dataset_and_model_source():
     assert X.loc[0, "t:emb:missing"] == 1 and X.loc[0, "t:src_sim:missing"] == 1
 
 
-def _source_history(prefix, datasets, scale=1.0, seed=0):
+def _source_history(prefix, datasets, scale=1.0, seed=0, metric="accuracy"):
     h = synthetic_history(8, len(datasets), seed=seed)
     ren = dict(zip(h.datasets["name"], datasets))
-    t = h.targets.assign(dataset=h.targets["dataset"].map(ren), value=h.targets["value"] * scale)
+    t = h.targets.assign(dataset=h.targets["dataset"].map(ren), value=h.targets["value"] * scale, metric=metric)
     t["model"] = prefix + t["model"]
     models = h.models.assign(name=prefix + h.models["name"])
     ds = h.datasets.assign(name=h.datasets["name"].map(ren))
@@ -130,8 +130,10 @@ def _source_history(prefix, datasets, scale=1.0, seed=0):
 
 def test_pooled_history_renames_other_sources_and_holds_out_twins():
     a = _source_history("a/", ["cifar100", "dtd", "svhn_cropped"], seed=1)
-    b = _source_history("b/", ["cifar100", "svhn", "eurosat"], scale=0.5, seed=2)  # svhn: a twin of svhn_cropped
+    # svhn: a twin of svhn_cropped; another metric name (like TransferGraph's test_accuracy) still pools
+    b = _source_history("b/", ["cifar100", "svhn", "eurosat"], scale=0.5, seed=2, metric="test_accuracy")
     pooled, counts = pool_histories([("src-a", a), ("src-b", b)])
+    assert set(pooled.targets["metric"]) == {"accuracy"} and counts["src-b"]["metric"] == "test_accuracy"
     ds = set(pooled.targets["dataset"])
     assert ds == {"cifar100", "dtd", "svhn_cropped", "cifar100@src-b", "svhn@src-b", "eurosat@src-b"}
     assert counts["src-b"]["targets"] == len(b.targets) and counts["src-a"]["primary"]
