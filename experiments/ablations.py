@@ -156,6 +156,11 @@ def markdown(rows: list, cmd: str, total_s: float) -> str:
             f"| {r['benchmark']} | {r['variant']} | {g('regret@1', '.2f')} | {g('regret@3', '.2f')} | "
             f"{g('weighted_tau', '.3f')} | {g('pearson', '.3f')} | {_lift_cell(r.get('lift:regret@1'), 'regret@1')} | "
             f"{_lift_cell(r.get('lift:weighted_tau'), 'weighted_tau')} | {ch} |")
+    have = {(r["benchmark"], r["variant"]) for r in rows}
+    benches = list(dict.fromkeys([r["benchmark"] for r in rows]))
+    missing = [f"{b} {v}" for b in benches for v in VARIANTS if (b, v) not in have]
+    if missing:
+        lines += ["", f"Not run (stopped for time): {', '.join(missing)}."]
     lines += ["", "![ablations](results_ablations.png)", ""]
     return "\n".join(lines)
 
