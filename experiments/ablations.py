@@ -156,6 +156,19 @@ def markdown(rows: list, cmd: str, total_s: float) -> str:
             f"| {r['benchmark']} | {r['variant']} | {g('regret@1', '.2f')} | {g('regret@3', '.2f')} | "
             f"{g('weighted_tau', '.3f')} | {g('pearson', '.3f')} | {_lift_cell(r.get('lift:regret@1'), 'regret@1')} | "
             f"{_lift_cell(r.get('lift:weighted_tau'), 'weighted_tau')} | {ch} |")
+    mm = []  # the lift reference of the pooled variant is model-mean fitted on the pooled history
+    for b in dict.fromkeys(r["benchmark"] for r in rows):
+        ref = {}
+        for r in rows:
+            lf = r.get("lift:regret@1")
+            if r["benchmark"] == b and r["variant"] in ("base", "pooled") and lf and lf["n"]:
+                ref[r["variant"]] = r["regret@1"] + lf["mean"]
+        if "pooled" in ref:
+            mm.append(f"{b} {ref.get('base', float('nan')):.2f} (base run) vs {ref['pooled']:.2f} (pooled run)")
+    if mm:
+        lines += ["", "In the pooled rows the lift reference, `model-mean`, is itself fitted on the pooled history "
+                  "(raw accuracies of every source: not scale-free), so compare those rows' own columns with "
+                  "`base` too. `model-mean` regret@1 (= regret@1 + lift): " + "; ".join(mm) + "."]
     have = {(r["benchmark"], r["variant"]) for r in rows}
     benches = list(dict.fromkeys([r["benchmark"] for r in rows]))
     missing = [f"{b} {v}" for b in benches for v in VARIANTS if (b, v) not in have]
