@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from history.errors import RecommenderError
+from history.errors import NotFoundError, RecommenderError
 
 
 def register_evaluate(sub) -> None:
@@ -23,7 +23,10 @@ def register_evaluate(sub) -> None:
                                "score the held-out pairs with ranking metrics, compare with baselines, print "
                                "per-dataset and summary tables, and log everything to MLflow.")
     p.add_argument("--source", help="history source to evaluate on (e.g. transfergraph-image, shift, parc-controlled,"
-                                    " timm); required when the store holds several")
+                                    " timm); required when the store holds several. Several, comma-separated "
+                                    "(e.g. transfergraph-image,shift,parc; 'shift:vtab-1k' names a regime): pooled "
+                                    "training, the first source's datasets are held out, the others only train "
+                                    "(per-dataset standardized targets; docs/recommenders.md)")
     p.add_argument("--regime", help="training regime (e.g. vtab-1k for shift); required when the source has several")
     p.add_argument("--metric", help="target metric (default: the most frequent, e.g. accuracy)")
     p.add_argument("--rule", default="best", help="target rule: best | mean | latest (default best)")
@@ -35,7 +38,8 @@ def register_evaluate(sub) -> None:
     p.add_argument("--recommenders", default="lr,fm,lgbm,lgbm-rank",
                    help="comma-separated recommender names, or 'none' (default lr,fm,lgbm,lgbm-rank)")
     p.add_argument("--features", action="append", default=None,
-                   help="feature set(s): groups d (dataset meta), m (model meta), s (MS scores); repeatable "
+                   help="feature set(s): groups d (dataset meta), m (model meta), s (MS scores), t (text similarity), "
+                        "k (rich collaborative kernel), x (model x dataset interactions); repeatable "
                         "or ';'-separated, e.g. --features 'd,m;d,m,s' (default d,m and d,m,s if scores exist)")
     p.add_argument("--baselines", default="all",
                    help="'all', 'none' or comma-separated names (ms:<method>, source-accuracy, model-mean, "
@@ -146,11 +150,23 @@ def run_evaluate(args) -> int:
     store = open_store(args)
     from .histories import load_history
 
-    history, source, regime, notes = load_history(store, source=args.source, regime=args.regime, rule=args.rule,
-                                                  metric=args.metric, modality=args.modality)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    if args.source and "," in args.source:  # pooled: the first source is held out, the others only train
+        from .histories import load_pooled
+
+        history, source, regime, notes, primary = load_pooled(store, source=args.source, regime=args.regime,
+                                                              rule=args.rule, metric=args.metric,
+                                                              modality=args.modality)
+        bad = sorted(set(datasets or ()) - set(primary))
+        if bad:
+            raise NotFoundError(f"--datasets {', '.join(bad)}: not datasets of the primary source {source!r} "
+                                f"(with --source a,b,... only the first source's datasets are held out)")
+        datasets = datasets or primary
+    else:
+        history, source, regime, notes = load_history(store, source=args.source, regime=args.regime,
+                                                      rule=args.rule, metric=args.metric, modality=args.modality)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
-    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     config = {"source": source, "regime": regime, "rule": args.rule, "modality": args.modality, "notes": notes,
               "store": repr(store),
               "recommenders": args.recommenders, "feature_sets": feature_sets, "baselines": args.baselines}

@@ -203,11 +203,13 @@ def parse_feature_sets(values) -> list[str]:
         for part in str(v).split(";"):
             fs = ",".join(x.strip() for x in part.split(",") if x.strip())
             if fs:
+                from features.featurizer import GROUP_HELP
+
                 for x in fs.split(","):
-                    if x not in ("d", "m", "s"):
+                    if x not in GROUP_HELP:
                         raise RecommenderError(
-                            f"unknown feature group {x!r} in --features {part!r}; groups: d (dataset meta), "
-                            "m (model meta), s (MS scores), e.g. --features 'd,m;d,m,s'")
+                            f"unknown feature group {x!r} in --features {part!r}; groups: "
+                            + ", ".join(f"{k} ({v})" for k, v in GROUP_HELP.items()) + ", e.g. --features 'd,m;d,m,s'")
                 if fs not in out:
                     out.append(fs)
     return out

@@ -49,3 +49,52 @@ def load_history(store, *, source=None, regime=None, rule="best", metric=None, m
             notes.append(f"--modality {modality}: {len(dropped)} dataset(s) of another modality not evaluated "
                          f"({', '.join(dropped)})")
     return h, source, regime, notes
+
+
+def parse_sources(spec) -> list[tuple[str, str | None]]:
+    """``"transfergraph-image,shift:vtab-1k,parc"`` -> ``[(source, regime or None), ...]``."""
+    out = []
+    for part in str(spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        src, _, reg = part.partition(":")
+        out.append((src.strip(), reg.strip() or None))
+    return out
+
+
+def load_pooled(store, *, source, regime=None, rule="best", metric=None, modality=None):
+    """A pooled HistoryFrame (:func:`features.pooling.pool_histories`) for ``source`` =
+    ``"primary,other[:regime],..."``. The primary is loaded like :func:`load_history`
+    (``regime`` / ``modality`` apply to it); another source with several regimes uses the one
+    named after a colon, else ``regime`` when it has it, else its most frequent regime.
+    Returns (frame, primary source, regime, notes, primary's datasets)."""
+    from features.pooling import pool_histories
+
+    specs = parse_sources(source)
+    if not specs:
+        raise RecommenderError("--source is empty; name one or more sources, e.g. transfergraph-image,shift")
+    (src0, reg0), rest = specs[0], specs[1:]
+    h0, src0, reg0, notes = load_history(store, source=src0, regime=reg0 or regime, rule=rule, metric=metric,
+                                         modality=modality)
+    frames = [(src0, h0)]
+    for src, reg in rest:
+        if src not in store.sources():
+            load_history(store, source=src)  # the unknown-source error, with suggestions
+        regimes = store.jobs_frame(source=src)["regime"].value_counts()
+        if reg is None:
+            reg = regime if regime in regimes.index else regimes.index[0]
+        h, _, reg, _ = load_history(store, source=src, regime=reg, rule=rule, metric=metric)
+        frames.append((src, h))
+        notes.append(f"pooled: {src} (regime {reg}) adds training targets under '<dataset>@{src}'")
+        # the note's count follows pooling below
+    pooled, counts = pool_histories(frames)
+    for src, c in counts.items():
+        if not c.get("primary") and not c["targets"]:
+            raise RecommenderError(f"source {src!r} adds no training target to the pool (no dataset of "
+                                   f"{src0!r}'s modality); leave it out of --source")
+        if c.get("left_out_other_modality"):
+            notes.append(f"pooled: {c['left_out_other_modality']} dataset(s) of {src} left out (another modality "
+                         f"than {src0}'s)")
+    primary = sorted(h0.targets.dropna(subset=["value"])["dataset"].unique())
+    return pooled, src0, reg0, notes, primary

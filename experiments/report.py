@@ -316,7 +316,10 @@ def run(args) -> int:
         "| benchmark | wall time (s) | status |", "|---|---|---|",
         *["| " + " | ".join(r) + " |" for r in timing], "",
     ]
-    out.write_text("\n".join(header) + "\n" + "\n".join(sections) + "\n")
+    from .ablations import results_section
+
+    out.write_text("\n".join(header) + "\n" + "\n".join(sections) + "\n"
+                   + results_section(out.parent / "ABLATIONS.md"))
     print(f"wrote {out} ({total:.0f} s)")
     return 1 if failed else 0
 

@@ -112,3 +112,52 @@ def cosine_similarity(a: pd.DataFrame, x: str, y: str) -> float | None:
         return None
     ex, ey = np.asarray(ex, float), np.asarray(ey, float)
     return float(ex @ ey / (np.linalg.norm(ex) * np.linalg.norm(ey)))
+
+
+# --------------------------------------------------------------------------- cached embeddings
+#: text -> L2-normalized embedding, per sentence model; filled once per process (the sentence
+#: model takes seconds to load, a featurizer fit asks for the same few dozen texts every time)
+_CACHE: dict[tuple[str, str], np.ndarray] = {}
+
+
+def embed_texts(texts, *, model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 32) -> list:
+    """Embeddings (float64, L2-normalized) of ``texts``; None for a None text. Cached per process."""
+    texts = list(texts)
+    todo = sorted({t for t in texts if t is not None and (model, t) not in _CACHE})
+    if todo:
+        from .extract import SentenceAdapter
+
+        ad = SentenceAdapter(model)
+        try:
+            ex = ad.extract(todo, data_kind="text", batch_size=batch_size, device=device, progress=False)
+        finally:
+            ad.close()
+        emb = np.asarray(ex.features, dtype=float)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        for t, e in zip(todo, emb):
+            _CACHE[(model, t)] = e
+    return [None if t is None else _CACHE[(model, t)] for t in texts]
+
+
+def source_text(name) -> str | None:
+    """The text of a model's pretraining / fine-tuning source dataset: the dataset registry's
+    description and class names when the name is a registered dataset (e.g. TransferGraph models
+    fine-tuned on ``cifar10``), else the description of the stated pretraining table of
+    :mod:`history.enrich` (``imagenet-21k``, ``laion``, ...); None when the name is unknown."""
+    if name is None or (isinstance(name, float) and np.isnan(name)) or not str(name).strip():
+        return None
+    from history.datasets_registry import lookup
+    from history.enrich import PRETRAIN_TABLE, pretrain_key
+
+    ent = lookup(str(name).strip().lower())
+    if ent is not None:
+        return dataset_text(ent.name, {"description": ent.description, "class_names": list(ent.class_names)})
+    key = pretrain_key(name)
+    if key is None:
+        return None
+    ent = lookup(key)
+    if ent is not None:
+        return dataset_text(ent.name, {"description": ent.description, "class_names": list(ent.class_names)})
+    if key in PRETRAIN_TABLE:
+        return dataset_text(key, {"description": PRETRAIN_TABLE[key][0]})
+    return None

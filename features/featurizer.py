@@ -53,7 +53,13 @@ from .history_frame import HistoryFrame
 
 #: Bump when the meaning or order of columns changes; saved with every trained model.
 FEATURE_SCHEMA_VERSION = 1
-GROUPS = ("d", "m", "s")
+GROUPS = ("d", "m", "s", "t", "k", "x")
+#: what each group holds, for error messages and docs
+GROUP_HELP = {"d": "dataset meta", "m": "model meta", "s": "model-selection scores",
+              "t": "text similarity of datasets and model sources", "k": "collaborative kernel over rich dataset similarity",
+              "x": "model x dataset interactions"}
+TEXT_PCS = 8  # principal components of the dataset text embedding used as t: features
+X_TEXT_PCS = 4  # of which crossed with model size / input size in x:
 
 _MODEL_NUMERIC = {  # name -> (source column, transform)
     "input_size": ("input_size", "identity"),
@@ -77,7 +83,7 @@ def parse_groups(groups) -> tuple[str, ...]:
     if bad or not items:
         raise RecommenderError(
             f"invalid feature groups {groups!r}: use a comma-separated subset of {','.join(GROUPS)} "
-            "(d = dataset, m = model, s = model-selection scores), e.g. features='d,m,s'.")
+            f"({', '.join(f'{k} = {v}' for k, v in GROUP_HELP.items())}), e.g. features='d,m,s'.")
     return tuple(g for g in GROUPS if g in items)
 
 
@@ -218,6 +224,7 @@ class Featurizer:
         self.sim_mean_ = u.mean(0).tolist() if len(u) else [0.0, 0.0]
         self.sim_std_ = (np.where(u.std(0) > 0, u.std(0), 1.0).tolist() if len(u) else [1.0, 1.0])
 
+        self._fit_text(mm, dm)
         self.scale_mean_ = None
         self.scale_std_ = None
         names, dense, _ = self._dense_block(t[["model", "dataset"]].reset_index(drop=True), history, fitting=True)
@@ -379,12 +386,208 @@ class Featurizer:
                 cols.append(np.where(miss, 0.0, v)); names.append(f"s:z:{meth}")
                 cols.append(miss.astype(float)); names.append(f"s:missing:{meth}")
 
+        if set(self.groups_) & {"t", "k", "x"}:
+            e_names, e_cols = self._similarity_block(mrows, mcodes, muniq, drows, dcodes, duniq, fitting)
+            names += e_names; cols += e_cols
+
         dense = np.column_stack(cols) if cols else np.zeros((n, 0))
         if not fitting and names != self.dense_names_:
             raise SchemaMismatchError(
                 "feature columns computed now differ from those the featurizer was fitted with "
                 f"({len(names)} vs {len(self.dense_names_)}); refit the recommender.")
         return names, dense.astype(float), (models, datasets)
+
+    # ------------------------------------------------------------------ t / k / x groups
+    def _fit_text(self, mm, dm) -> None:
+        """Text embeddings of the datasets and of the models' source datasets, and their
+        principal components (fitted on the training datasets' embeddings: descriptions only,
+        never a fine-tuning result). Only when a ``t`` / ``k`` / ``x`` group is selected."""
+        self.text_keys_, self.text_emb_ = [], []
+        self.text_pca_mean_, self.text_pca_ = [], []
+        self.text_dist_scale_, self.kernel_h2_, self.src_sim_fill_ = 1.0, 1.0, 0.0
+        if not set(self.groups_) & {"t", "k", "x"}:
+            return
+        keys, texts = self._text_items(dm, mm)
+        emb = _embed(texts)
+        self.text_keys_ = keys
+        self.text_emb_ = [None if e is None else [float(v) for v in e] for e in emb]
+        table = dict(zip(keys, emb))
+        E = [table.get(f"d:{d}") for d in self.train_datasets_]
+        E = np.stack([e for e in E if e is not None]) if any(e is not None for e in E) else np.zeros((0, 1))
+        if len(E) >= 2:
+            mu = E.mean(0)
+            _, _, vt = np.linalg.svd(E - mu, full_matrices=False)
+            comps = vt[:TEXT_PCS]
+            proj = (E - mu) @ comps.T
+            signs = np.sign(proj[np.abs(proj).argmax(0), np.arange(comps.shape[0])])
+            comps = comps * np.where(signs == 0, 1, signs)[:, None]
+            self.text_pca_mean_, self.text_pca_ = mu.tolist(), comps.tolist()
+            dist = 1.0 - E @ E.T
+            off = dist[~np.eye(len(E), dtype=bool)]
+            self.text_dist_scale_ = float(max(np.mean(off), 1e-6))
+        # kernel bandwidth: the median squared distance between training datasets
+        td = self.datasets_meta_.set_index("name", drop=False).reindex(pd.Index(self.train_datasets_))
+        if len(td) >= 2:
+            d2 = self._rich_d2(td, td)
+            off = d2[~np.eye(len(td), dtype=bool)]
+            self.kernel_h2_ = float(max(np.median(off), 1e-6))
+
+    @staticmethod
+    def _text_items(dm, mm) -> tuple[list, list]:
+        from .dataset_text import dataset_text, source_text
+
+        keys, texts = [], []
+        extra = dm["extra"] if "extra" in dm.columns else pd.Series([None] * len(dm), index=dm.index)
+        for name, ex in zip(dm["name"], extra):
+            keys.append(f"d:{name}")
+            texts.append(dataset_text(name, ex) or source_text(name))
+        for src in sorted({v for v in _cat(mm, "pretrain_dataset") if v is not None}):
+            keys.append(f"s:{src}")
+            texts.append(source_text(src))
+        return keys, texts
+
+    def _text_lookup(self, keys, texts_fn) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings [n, dim], known [n]) of ``keys``; keys unseen at fit time are embedded
+        now from ``texts_fn(key)`` (the sentence model is loaded only then)."""
+        table = getattr(self, "_text_table", None)
+        if table is None or len(table) != len(self.text_keys_):
+            table = {k: (None if e is None else np.asarray(e, float)) for k, e in zip(self.text_keys_, self.text_emb_)}
+            self._text_table = table
+        new = [k for k in dict.fromkeys(keys) if k not in table]
+        if new:
+            for k, e in zip(new, _embed([texts_fn(k) for k in new])):
+                table[k] = e
+        dim = next((len(e) for e in table.values() if e is not None), 1)
+        known = np.array([table.get(k) is not None for k in keys], dtype=bool)
+        E = np.zeros((len(keys), dim))
+        for i, k in enumerate(keys):
+            if known[i]:
+                E[i] = table[k]
+        return E, known
+
+    def _dataset_emb(self, drows) -> tuple[np.ndarray, np.ndarray]:
+        from .dataset_text import dataset_text, source_text
+
+        names = [str(n) for n in drows.index]
+        extra = dict(zip(names, drows["extra"])) if "extra" in drows.columns else {}
+        return self._text_lookup([f"d:{n}" for n in names],
+                                 lambda k: dataset_text(k[2:], extra.get(k[2:])) or source_text(k[2:]))
+
+    def _source_emb(self, mrows) -> tuple[np.ndarray, np.ndarray]:
+        from .dataset_text import source_text
+
+        src = _cat(mrows, "pretrain_dataset")
+        keys = [f"s:{v}" if v is not None else "s:" for v in src]
+        E, known = self._text_lookup([k for k in keys if k != "s:"] or [], lambda k: source_text(k[2:]))
+        out = np.zeros((len(keys), E.shape[1] if len(E) else 1))
+        ok = np.zeros(len(keys), dtype=bool)
+        j = 0
+        for i, k in enumerate(keys):
+            if k != "s:":
+                out[i], ok[i] = E[j], known[j]
+                j += 1
+        return out, ok
+
+    def _text_pcs(self, E, known) -> tuple[np.ndarray, np.ndarray]:
+        """Principal components (``TEXT_PCS`` columns, 0 = the training mean where unknown) and
+        the missing mask."""
+        if not self.text_pca_:
+            return np.zeros((len(E), TEXT_PCS)), np.ones(len(E), dtype=bool)
+        comps = np.asarray(self.text_pca_)
+        P = np.zeros((len(E), TEXT_PCS))
+        if len(E):
+            P[:, :comps.shape[0]] = (E - np.asarray(self.text_pca_mean_)) @ comps.T
+        P[~known] = 0.0
+        return P, ~known
+
+    def _rich_d2(self, dq, dt) -> np.ndarray:
+        """Squared distance between datasets ``dq`` and ``dt`` (meta rows indexed by name): the
+        standardized (log #samples, log #classes) of the old kernel, plus the text distance
+        ``(1 - cos) / mean training (1 - cos)`` where both have an embedding (else its average,
+        1), plus 1 where both domains are known and differ (0.5 where one is unknown)."""
+        uq, ut = self._sim_coords(dq), self._sim_coords(dt)
+        d2 = ((uq[:, None, :] - ut[None, :, :]) ** 2).sum(-1)
+        Eq, kq = self._dataset_emb(dq)
+        Et, kt = self._dataset_emb(dt)
+        tdist = (1.0 - Eq @ Et.T) / self.text_dist_scale_
+        both = kq[:, None] & kt[None, :]
+        d2 = d2 + np.where(both, tdist, 1.0)
+        gq, gt = _cat(dq, "domain"), _cat(dt, "domain")
+        known = np.array([g is not None for g in gq])[:, None] & np.array([g is not None for g in gt])[None, :]
+        differ = np.array(gq, dtype=object)[:, None] != np.array(gt, dtype=object)[None, :]
+        return d2 + np.where(known, differ.astype(float), 0.5)
+
+    def _similarity_block(self, mrows, mcodes, muniq, drows, dcodes, duniq, fitting):
+        names, cols = [], []
+        Ed, kd = self._dataset_emb(drows)
+        if "t" in self.groups_:
+            P, miss = self._text_pcs(Ed, kd)
+            for i in range(TEXT_PCS):
+                names.append(f"t:emb_{i}"); cols.append(P[dcodes, i])
+            names.append("t:emb:missing"); cols.append(miss.astype(float)[dcodes])
+            Es, ks = self._source_emb(mrows)
+            sim = np.einsum("ij,ij->i", Ed[dcodes], Es[mcodes]) if len(dcodes) else np.zeros(0)
+            ok = kd[dcodes] & ks[mcodes]
+            if fitting:
+                self.src_sim_fill_ = float(np.median(sim[ok])) if ok.any() else 0.0
+            names.append("t:src_sim"); cols.append(np.where(ok, sim, self.src_sim_fill_))
+            names.append("t:src_sim:missing"); cols.append((~ok).astype(float))
+        if "k" in self.groups_:
+            k_names, k_cols = self._rich_collab(mcodes, muniq, dcodes, duniq, drows)
+            names += k_names; cols += k_cols
+        if "x" in self.groups_:
+            if not (self.interactions and "d" in self.groups_ and "m" in self.groups_):
+                x_names, x_cols = self._interactions(mrows, mcodes, drows, dcodes)
+                names += x_names; cols += x_cols
+            gm, gd = _cat(mrows, "domain"), _cat(drows, "domain")
+            both = np.array([v is not None for v in gm])[mcodes] & np.array([v is not None for v in gd])[dcodes]
+            same = np.array(gm, dtype=object)[mcodes] == np.array(gd, dtype=object)[dcodes]
+            names.append("x:domain_match"); cols.append((both & same).astype(float))
+            names.append("x:domain_match:missing"); cols.append((~both).astype(float))
+            P, _ = self._text_pcs(Ed, kd)
+            for mk in ("log_params", "input_size"):
+                col, how = _MODEL_NUMERIC[mk]
+                mv = _tf(_num(mrows, col), how)
+                mv = np.where(np.isnan(mv), self.model_medians_[mk], mv) - self.model_medians_[mk]
+                for i in range(X_TEXT_PCS):
+                    names.append(f"x:{mk}*t:emb_{i}"); cols.append(mv[mcodes] * P[dcodes, i])
+        return names, cols
+
+    def _rich_collab(self, mcodes, muniq, dcodes, duniq, drows):
+        """``k:`` collaborative statistics over the rich dataset similarity (leave-own-out):
+        ``k:collab_sim`` the model's training z-scores weighted by ``exp(-d2 / h2)`` (``h2`` the
+        median training distance), ``k:collab_nn`` its z on the most similar training dataset it
+        has, ``k:sim_max`` that dataset's similarity, and ``k:collab:missing``."""
+        tz = self.train_z_
+        tm, td = pd.Index(self.train_models_), pd.Index(self.train_datasets_)
+        ri, ci = tm.get_indexer(tz["model"]), td.get_indexer(tz["dataset"])
+        Z = np.zeros((len(tm), len(td))); M = np.zeros((len(tm), len(td)))
+        Z[ri, ci] = tz["z"].to_numpy(); M[ri, ci] = 1.0
+        dt = self.datasets_meta_.set_index("name", drop=False).reindex(td)
+        W = np.exp(-self._rich_d2(drows, dt) / self.kernel_h2_)  # [n_unique_datasets, n_train]
+        own = td.get_indexer(pd.Index(duniq))
+        W[np.arange(len(duniq))[own >= 0], own[own >= 0]] = 0.0
+        rows = tm.get_indexer(pd.Index(muniq))[mcodes]
+        n = len(mcodes)
+        sim_z, nn_z, smax = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+        sel = np.nonzero(rows >= 0)[0]
+        if len(sel):
+            num, den = (Z @ W.T), (M @ W.T)
+            r, c = rows[sel], dcodes[sel]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sim_z[sel] = np.where(den[r, c] > 1e-12, num[r, c] / np.where(den[r, c] > 1e-12, den[r, c], 1), np.nan)
+            # the most similar training dataset the model has (ties: first), per (model, dataset)
+            Wr = W[c]  # [len(sel), n_train]
+            have = M[r] > 0
+            Wh = np.where(have & (Wr > 0), Wr, -1.0)
+            j = Wh.argmax(1)
+            okn = Wh[np.arange(len(sel)), j] > 0
+            nn_z[sel] = np.where(okn, Z[r, j], np.nan)
+            smax[sel] = np.where(okn, Wh[np.arange(len(sel)), j], np.nan)
+        miss = np.isnan(sim_z)
+        return (["k:collab_sim", "k:collab_nn", "k:sim_max", "k:collab:missing"],
+                [np.where(miss, 0.0, sim_z), np.where(np.isnan(nn_z), 0.0, nn_z), np.where(np.isnan(smax), 0.0, smax),
+                 miss.astype(float)])
 
     #: (model column, dataset column) pairs of ``x:`` interaction features
     _INTERACTIONS = (("input_size", "log_num_classes"), ("input_size", "log_samples_per_class"),
@@ -532,7 +735,12 @@ class Featurizer:
 
     _STATE_ATTRS = ("groups_", "train_datasets_", "train_models_", "regimes_", "default_regime_", "vocab_",
                     "score_methods_", "model_medians_", "dataset_medians_", "sim_mean_", "sim_std_",
-                    "scale_mean_", "scale_std_", "dense_names_", "onehot_names_", "feature_names_", "n_features_")
+                    "scale_mean_", "scale_std_", "dense_names_", "onehot_names_", "feature_names_", "n_features_",
+                    "text_keys_", "text_emb_", "text_pca_mean_", "text_pca_", "text_dist_scale_", "kernel_h2_",
+                    "src_sim_fill_")
+    #: state attributes a featurizer saved before the t / k / x groups lacks (loaded with these values)
+    _STATE_DEFAULTS = {"text_keys_": [], "text_emb_": [], "text_pca_mean_": [], "text_pca_": [],
+                       "text_dist_scale_": 1.0, "kernel_h2_": 1.0, "src_sim_fill_": 0.0}
 
     def get_state(self) -> tuple[dict, dict[str, pd.DataFrame]]:
         """(JSON-able dict, tables to save as parquet) -- everything ``transform`` needs."""
@@ -555,6 +763,8 @@ class Featurizer:
                 f"uses {FEATURE_SCHEMA_VERSION}; retrain the recommender (recommender train ...).")
         f = cls(**state["params"])
         for a in cls._STATE_ATTRS:
+            if a not in state and a in cls._STATE_DEFAULTS:
+                state = {**state, a: cls._STATE_DEFAULTS[a]}
             if a not in state:
                 raise SchemaMismatchError(f"the saved featurizer state lacks {a!r}; retrain the recommender.")
             setattr(f, a, state[a])
@@ -567,6 +777,12 @@ class Featurizer:
             raise SchemaMismatchError("the saved feature names do not match the featurizer state; "
                                       "the files were edited or written by another version. Retrain.")
         return f
+
+
+def _embed(texts) -> list:
+    from .dataset_text import embed_texts
+
+    return embed_texts(texts)
 
 
 def check_pairs(pairs) -> pd.DataFrame:

@@ -124,3 +124,26 @@ def test_budget_protocol_through_evaluate(capsys, parc_store, tmp_path):
 def test_budget_protocol_bad_budget(capsys, parc_store):
     rc, _, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "budget", "--budget", "0")
     assert rc == 2 and "--budget must be >= 1" in err
+
+
+@pytest.mark.slow
+def test_pooled_sources_hold_out_only_the_first_sources_datasets(capsys, parc_store, tmp_path, home):
+    """--source a,b: the first source's datasets are held out (with their twins from b), b only trains;
+    train accepts the same pooled sources."""
+    out_json = tmp_path / "pooled.json"
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled,parc", "--protocol", "lodo",
+                        "--recommenders", "lr", "--features", "d,m,k", "--baselines", "model-mean",
+                        "--no-mlflow", "--json", str(out_json), "--quiet-datasets")
+    assert rc == 0, err
+    assert "pooled: parc (regime full) adds training targets under '<dataset>@parc'" in err
+    res = json.loads(out_json.read_text())
+    primary = set(parc_store.targets(source="parc-controlled")["dataset"])
+    held = set(res["config"]["datasets"])
+    assert held and held <= primary and not any("@" in d for d in held)
+    rc = main(["train", "--store", parc_store.url, "--source", "parc-controlled,parc", "--recommender", "lr",
+               "--features", "d,m,k", "--no-mlflow", "--cv-folds", "0"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "pooled training history: parc-controlled:" in err and "parc:" in err
+    rc = main(["train", "--store", parc_store.url, "--source", "parc-controlled,parcc", "--no-mlflow"])
+    assert rc == 2 and "unknown source 'parcc'" in capsys.readouterr().err

@@ -52,7 +52,7 @@ def test_drop_and_keep_targets_keep_meta(hist):
 def test_parse_groups():
     assert parse_groups("s,d") == ("d", "s")
     with pytest.raises(RecommenderError, match="invalid feature groups"):
-        parse_groups("d,x")
+        parse_groups("d,q")
 
 
 @pytest.mark.parametrize("groups", ["d", "m", "s", "d,m", "d,m,s"])

@@ -27,8 +27,9 @@ def _perturbed(h: HistoryFrame, test) -> HistoryFrame:
 
 
 def _methods(h):
-    return [m for m in E.build_methods(h, recommenders="lr,fm,lgbm,lgbm-rank", feature_sets=["d,m", "d,m,s"],
-                                       baselines="all") if not m.unavailable]
+    return [m for m in E.build_methods(h, recommenders="lr,fm,lgbm,lgbm-rank",
+                                       feature_sets=["d,m", "d,m,s", "d,m,s,t,k,x"], baselines="all")
+            if not m.unavailable]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

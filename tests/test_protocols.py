@@ -189,5 +189,6 @@ def test_score_dataset_counts_missing():
 
 def test_parse_feature_sets():
     assert parse_feature_sets(["d,m;d,m,s", "d, m"]) == ["d,m", "d,m,s"]
-    with pytest.raises(RecommenderError, match="unknown feature group 'x'"):
-        parse_feature_sets(["d,x"])
+    assert parse_feature_sets(["d,m,t,k,x"]) == ["d,m,t,k,x"]
+    with pytest.raises(RecommenderError, match="unknown feature group 'q'"):
+        parse_feature_sets(["d,q"])

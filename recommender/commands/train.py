@@ -14,7 +14,11 @@ def register(sub):
                    "model registry. Exit code 3: saved, but MLflow logging failed.")
     p.add_argument("--recommender", "-r", default="all",
                    help="recommender name(s), comma-separated, or 'all' (default: all)")
-    p.add_argument("--source", default=None, help="train only on jobs of this source (e.g. transfergraph-image)")
+    p.add_argument("--source", default=None,
+                   help="train only on jobs of this source (e.g. transfergraph-image); several, comma-separated "
+                        "(e.g. transfergraph-image,shift,parc; 'shift:vtab-1k' names a regime), pool them: the other "
+                        "sources' datasets are renamed <dataset>@<source> and every dataset's target is "
+                        "standardized on its own (docs/recommenders.md)")
     p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab-1k)")
     p.add_argument("--features", default=None,
                    help="feature groups, comma-separated: d (dataset meta), m (model meta), s (MS scores); "
@@ -29,6 +33,31 @@ def register(sub):
     return p
 
 
+def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
+    """The pooled training frame of ``--source a,b[:regime],...`` (:mod:`features.pooling`): the first
+    source keeps its dataset names (``--regime`` applies to it), the others become
+    ``<dataset>@<source>``; a source with several regimes and none named trains on ``full``
+    (or its most common regime), as for one source."""
+    from features.pooling import pool_histories
+    from history.errors import NotFoundError
+    from recommender.training import build_history, default_regime
+
+    frames = []
+    known = store.sources()
+    for i, part in enumerate(p for p in spec.split(",") if p.strip()):
+        src, _, reg = part.strip().partition(":")
+        if src not in known:
+            raise NotFoundError(f"unknown source {src!r} in --source {spec!r}; sources in the store: "
+                                f"{', '.join(known) or 'none'}")
+        reg = reg or (regime if i == 0 else None)
+        reg = default_regime(store, source=src, regime=reg)
+        frames.append((src, build_history(store, source=src, regime=reg, target_rule=rule, metric=metric)))
+    pooled, counts = pool_histories(frames)
+    added = ", ".join(f"{s}: {c['targets']:,} targets on {c['datasets']} datasets" for s, c in counts.items())
+    print(f"pooled training history: {added}", file=sys.stderr)
+    return pooled
+
+
 def _fmt(v, spec=".3f"):
     return "n/a" if v is None else format(v, spec)
 
@@ -41,10 +70,14 @@ def run(args) -> int:
     home = resolve_home(args.home)
     store = open_store(args, write=False)
     try:
+        history = None
+        if args.source and "," in args.source:
+            history = pooled_history(store, args.source, regime=args.regime, rule=args.target_rule,
+                                     metric=args.metric)
         results = train_recommenders(
             store, args.recommender, features=args.features, source=args.source, regime=args.regime,
             target_rule=args.target_rule, metric=args.metric, home=home, tracking_uri=args.tracking_uri,
-            mlflow=not args.no_mlflow, cv_folds=args.cv_folds, progress=sys.stderr.isatty(),
+            mlflow=not args.no_mlflow, cv_folds=args.cv_folds, progress=sys.stderr.isatty(), history=history,
         )
     finally:
         store.dispose()

@@ -1,0 +1,106 @@
+"""Pooled multi-source training: several histories in one :class:`HistoryFrame`.
+
+The first (``primary``) history keeps its dataset names; every other source's datasets are
+renamed ``<dataset>@<source>`` so that the same task fine-tuned under another protocol (e.g.
+``cifar100`` with 1,000 VTAB samples in SHiFT and with the full training set in
+TransferGraph) stays a separate training dataset with its own accuracy scale. Each renamed row
+records its original name and the registry's twins of it as aliases (``extra.aliases.pooled``),
+so the protocols' twin-aware exclusion (:func:`recommender.protocols.twins_in`) holds a
+held-out dataset out together with its copies from every other source.
+
+The accuracy scales are pooled by the recommenders' per-dataset standardized target
+(``target_norm="dataset"``: ``(acc - mean_t) / std_t`` per training dataset, the default)
+and the per-dataset z-scores of the collaborative features; a held-out dataset is still
+ranked and scored in its own units (its real accuracies). The other sources' targets take
+the primary's regime label: they are extra training rows, never held out.
+"""
+from __future__ import annotations
+
+
+import pandas as pd
+
+from history.errors import RecommenderError
+
+from .history_frame import HistoryFrame
+
+SEP = "@"
+
+
+def pooled_name(dataset: str, source: str) -> str:
+    return f"{dataset}{SEP}{source}"
+
+
+def _twins(name: str) -> list[str]:
+    from history.datasets_registry import twins
+
+    try:
+        return list(twins(name))
+    except Exception:  # noqa: BLE001 - an unknown name is its own only twin
+        return [name]
+
+
+def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
+    """One frame from ``[(source, HistoryFrame), ...]``; the first is the primary.
+
+    ``modalities``: keep only the other sources' datasets of these modalities (default: the
+    modalities of the primary's datasets). Returns (frame, counts per source: targets,
+    datasets, models added, and datasets left out for another modality).
+    """
+    frames = list(frames)
+    if not frames:
+        raise RecommenderError("pool_histories needs at least one (source, history) pair")
+    (src0, h0), rest = frames[0], frames[1:]
+    t0 = h0.targets.dropna(subset=["value"])
+    if t0.empty:
+        raise RecommenderError(f"the primary source {src0!r} has no targets to pool with")
+    regime = t0["regime"].mode().iloc[0]
+    metric = t0["metric"].mode().iloc[0]
+    dmod = h0.datasets.set_index("name")["modality"] if "modality" in h0.datasets else pd.Series(dtype=object)
+    if modalities is None:
+        modalities = {m for m in dmod.reindex(t0["dataset"].unique()).dropna().unique()}
+    targets, models, datasets, scores = [h0.targets], [h0.models], [h0.datasets], [h0.scores]
+    counts = {src0: {"targets": int(len(t0)), "datasets": int(t0["dataset"].nunique()), "primary": True}}
+    for src, h in rest:
+        if src == src0:
+            continue
+        t = h.targets.dropna(subset=["value"])
+        if t.empty:
+            raise RecommenderError(f"source {src!r} has no targets to pool with {src0!r}")
+        # each source's own target metric (e.g. TransferGraph's test_accuracy, PARC's accuracy): the
+        # per-dataset standardization makes them comparable; the rows take the primary's label
+        own_metric = t["metric"].mode().iloc[0]
+        t = t[t["metric"] == own_metric].assign(metric=metric)
+        mod = h.datasets.set_index("name")["modality"]
+        keep = [d for d in t["dataset"].unique() if not modalities or mod.get(d) in modalities]
+        left = sorted(set(t["dataset"]) - set(keep))
+        t = t[t["dataset"].isin(keep)].copy()
+        ren = {d: pooled_name(d, src) for d in keep}
+        t["dataset"] = t["dataset"].map(ren)
+        t["regime"] = regime
+        targets.append(t)
+        dm = h.datasets[h.datasets["name"].isin(keep)].copy()
+        extras = []
+        for name, ex in zip(dm["name"], dm["extra"] if "extra" in dm.columns else [None] * len(dm)):
+            ex = dict(ex) if isinstance(ex, dict) else {}
+            al = dict(ex.get("aliases") or {})
+            al["pooled"] = sorted(set(_twins(name)) | {name})
+            ex["aliases"] = al
+            ex["pooled_from"] = {"source": src, "dataset": name}
+            extras.append(ex)
+        dm["extra"] = extras
+        dm["name"] = dm["name"].map(ren)
+        datasets.append(dm)
+        models.append(h.models)
+        sc = h.scores[h.scores["dataset"].isin(keep)].copy()
+        sc["dataset"] = sc["dataset"].map(ren)
+        scores.append(sc)
+        counts[src] = {"targets": int(len(t)), "datasets": len(keep), "left_out_other_modality": len(left),
+                       "metric": own_metric}
+    mm = pd.concat(models, ignore_index=True).drop_duplicates("name", keep="first")
+    dd = pd.concat(datasets, ignore_index=True).drop_duplicates("name", keep="first")
+    out = HistoryFrame(targets=pd.concat(targets, ignore_index=True), models=mm, datasets=dd,
+                       scores=pd.concat(scores, ignore_index=True))
+    return out, counts
+
+
+__all__ = ["pool_histories", "pooled_name", "SEP"]
