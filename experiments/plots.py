@@ -17,11 +17,13 @@ def _plt():
     return plt
 
 
-def save_figure(fig, path, dpi: int = 100) -> Path:
-    """Lay out, write (creating the folder) and close a figure; returns the path."""
+def save_figure(fig, path, dpi: int = 100, layout: bool = True) -> Path:
+    """Lay out (``tight_layout``, unless ``layout=False``: the caller placed the axes), write
+    (creating the folder) and close a figure; returns the path."""
     plt = _plt()
     path = Path(path)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
@@ -63,18 +65,26 @@ def scatter_grid(predictions: pd.DataFrame, path, title: str = "") -> Path:
     cols = min(4, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
+    groups = dict(tuple(predictions.groupby("dataset", sort=True)))
     for ax, ds in zip(axes.ravel(), datasets):
-        sub = predictions[predictions["dataset"] == ds]
-        ax.scatter(sub["predicted"], sub["real"], s=9, alpha=0.7)
+        sub = groups[ds]
+        ax.scatter(sub["predicted"].to_numpy(), sub["real"].to_numpy(), s=9, alpha=0.7)
         ax.set_title(ds, fontsize=8)
-        ax.set_xlabel("predicted", fontsize=7)
-        ax.set_ylabel("real", fontsize=7)
         ax.tick_params(labelsize=6)
+    for ax in axes[-1]:
+        ax.set_xlabel("predicted", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("real", fontsize=7)
     for ax in axes.ravel()[len(datasets):]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path, dpi=100)
+    # fixed margins instead of tight_layout, which measures every label of every panel (a third
+    # of the time of a 12-panel grid; evaluate draws one grid per method)
+    top = 1 - (0.5 if title else 0.3) / (2.9 * rows)
+    fig.subplots_adjust(left=0.55 / (3.2 * cols), right=0.98, bottom=0.45 / (2.9 * rows), top=top,
+                        wspace=0.3, hspace=0.35)
+    return save_figure(fig, path, dpi=100, layout=False)
 
 
 def importance_chart(importances: pd.DataFrame, path, title: str = "", top: int = 20) -> Path:
