@@ -86,8 +86,14 @@ def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisi
     from recommender.adaptive import AdaptiveRanker
 
     ranker = (ranker or AdaptiveRanker(acquisition_fn=acquisition)).fit(prior, train_targets, exclude=[held])
+    return _pick_in_turn(ranker, y, min(len(prior), picks or len(prior)))
+
+
+def _pick_in_turn(ranker, y: pd.Series, n: int) -> list:
+    """Up to ``n`` models in the order a fitted warm-start ranker picks them, observing each
+    one's real accuracy ``y`` before the next pick."""
     observed, order = {}, []
-    for _ in range(min(len(prior), picks or len(prior))):
+    for _ in range(n):
         m = ranker.next_pick(observed)
         if m is None:
             break
@@ -207,14 +213,7 @@ class _Folds:
 
 def _adaptive_order_ex(cfg, prior, y, folds, excluded, picks):
     ranker = cfg.ranker().fit(prior, folds.wide(), exclude=sorted(excluded))
-    observed, order = {}, []
-    for _ in range(min(len(prior), picks or len(prior))):
-        m = ranker.next_pick(observed)
-        if m is None:
-            break
-        order.append(m)
-        observed[m] = float(y[m])
-    return order
+    return _pick_in_turn(ranker, y, min(len(prior), picks or len(prior)))
 
 
 def nested_choice(folds: _Folds, held: str, candidates=CANDIDATES, budget: int = SELECT_BUDGET):
