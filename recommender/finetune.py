@@ -315,7 +315,6 @@ def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="au
     (validation passes), ``data_s`` (decoding images), ``load_s`` (loading the model).
     """
     import torch
-    from torch import nn
 
     from features.extract import resolve_device
 

@@ -34,7 +34,7 @@ import pandas as pd
 
 from history.errors import RecommenderError
 
-from .finetune import SOURCE, TaskData, TrialConfig, TrialResult, best_of, run_trials
+from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials
 
 STRATEGIES = ("adaptive", "static", "halving")
 

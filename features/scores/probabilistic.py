@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import class_gram_blocks, one_hot, pca
+from ._linalg import class_gram_blocks, pca
 from .registry import ScoreInputError, register_score
 
 
