@@ -202,7 +202,7 @@ class _Folds:
         every = sorted(self.history.target_models())
         for d in excluded:
             p = pd.DataFrame({"model": every, "dataset": d})
-            self._pred[(excluded, d)] = pd.Series(np.asarray(rec.predict(p, history=self.history), float),
+            self._pred[(excluded, d)] = pd.Series(np.asarray(rec.predict(p, history=train), float),
                                                   index=every)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
