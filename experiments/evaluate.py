@@ -502,6 +502,24 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
 
 
 # ---------------------------------------------------------------------- nested selection
+def split_labels(text: str) -> list[str]:
+    """Method labels from a comma-separated string, splitting only on commas outside brackets:
+    ``"lr[d,m],model-mean"`` -> ``["lr[d,m]", "model-mean"]``."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(depth - 1, 0)
+        if ch == "," and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    return [x for x in out if x]
+
+
 def _nested_specs(runnable, labels=None) -> list[MethodSpec]:
     """The configurations nested selection chooses from (default: recommenders and model-mean)."""
     by_label = {m.label: m for m in runnable}
@@ -509,7 +527,7 @@ def _nested_specs(runnable, labels=None) -> list[MethodSpec]:
         labels = [m.label for m in runnable if m.kind == "recommender"]
         labels += [LIFT_REFERENCE] if LIFT_REFERENCE in by_label else []
     elif isinstance(labels, str):
-        labels = [x.strip() for x in labels.split(",") if x.strip()]
+        labels = split_labels(labels)
     unknown = [x for x in labels if x not in by_label]
     if unknown:
         raise NotFoundError(f"nested candidate(s) {', '.join(unknown)} are not among the evaluated methods "

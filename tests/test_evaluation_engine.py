@@ -261,6 +261,32 @@ def test_evaluate_cli_nested_prints_lift_and_writes_json(capsys, store, tmp_path
     assert "all" in res["other_candidates"]
 
 
+def test_split_labels_keeps_bracketed_feature_sets_whole():
+    from experiments.evaluate import split_labels
+
+    assert split_labels("lr[d,m],model-mean") == ["lr[d,m]", "model-mean"]
+    assert split_labels(" lgbm[d,m,s] , lr[d], ,model-size") == ["lgbm[d,m,s]", "lr[d]", "model-size"]
+    assert split_labels("") == []
+
+
+def test_evaluate_cli_nested_candidates_with_feature_sets(capsys, store, tmp_path):
+    from recommender.cli import main
+
+    h = _hist(n_models=12, n_datasets=4, seed=3)
+    store.commit(models=h.models.to_dict("records"), datasets=h.datasets.to_dict("records"),
+                 jobs=[{"model": r.model, "dataset": r.dataset, "value": float(r.value), "source": "syn"}
+                       for r in h.targets.itertuples()])
+    out_json = tmp_path / "out.json"
+    rc = main(["evaluate", "--store", store.url, "--no-progress", "--no-mlflow", "--source", "syn",
+               "--recommenders", "lr", "--features", "d,m", "--baselines", "model-mean",
+               "--select", "nested", "--nested-candidates", "lr[d,m],model-mean", "--inner-folds", "2",
+               "--json", str(out_json)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    res = json.loads(out_json.read_text())
+    assert {c["chosen"] for c in res["nested_choices"]} <= {"lr[d,m]", "model-mean"}
+
+
 # ---------------------------------------------------------------------- predict
 def test_predict_leaves_degenerate_models_out_unless_asked(store, home, capsys):
     from recommender.cli import main
