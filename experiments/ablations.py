@@ -12,7 +12,9 @@ over ``model-mean`` with a 95% bootstrap CI (the engine's ``paired_lift``). Vari
   (t = text similarity, k = rich collaborative kernel, x = model x dataset interactions);
 * ``+tkx``   -- the base feature sets and the base sets with t,k,x, in one candidate set;
 * ``pooled`` -- the base candidate set trained on the benchmark's history pooled with the other
-  public sources (``features.pooling``); only the benchmark's own datasets are held out.
+  public sources' runs of its regime where they have them (``features.pooling``); only the
+  benchmark's own datasets are held out, and the lift reference (and nested popularity
+  candidate) is ``model-mean-own``: ``model-mean`` over the benchmark's own training datasets.
 
 Each store is imported and enriched (``history enrich``) once, so every variant sees the same
 model meta-features. Writes a markdown file and ``results_ablations.png`` next to it; the report
