@@ -12,7 +12,9 @@ over ``model-mean`` with a 95% bootstrap CI (the engine's ``paired_lift``). Vari
   (t = text similarity, k = rich collaborative kernel, x = model x dataset interactions);
 * ``+tkx``   -- the base feature sets and the base sets with t,k,x, in one candidate set;
 * ``pooled`` -- the base candidate set trained on the benchmark's history pooled with the other
-  public sources (``features.pooling``); only the benchmark's own datasets are held out.
+  public sources' runs of its regime where they have them (``features.pooling``); only the
+  benchmark's own datasets are held out, and the lift reference (and nested popularity
+  candidate) is ``model-mean-own``: ``model-mean`` over the benchmark's own training datasets.
 
 Each store is imported and enriched (``history enrich``) once, so every variant sees the same
 model meta-features. Writes a markdown file and ``results_ablations.png`` next to it; the report
@@ -32,12 +34,18 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("base", "+tkx", "pooled", "+k", "+t", "+x")
 BENCHMARKS = ("tg-lodo", "parc-controlled-lodo", "parc-all-lodo", "shift-vtab1k-lodo")
 #: the other public sources pooled into each benchmark ("source[:regime]")
+#: (no regime named: each source's runs of the benchmark's own regime where it has them -- SHiFT's
+#: ``full`` runs for TransferGraph and PARC, not its VTAB-1k ones; see histories.pool_regime)
 POOL_WITH = {
-    "tg-lodo": "shift:vtab-1k,parc",
+    "tg-lodo": "shift,parc",
     "shift-vtab1k-lodo": "transfergraph-image,parc",
-    "parc-controlled-lodo": "transfergraph-image,shift:vtab-1k",
-    "parc-all-lodo": "transfergraph-image,shift:vtab-1k",
+    "parc-controlled-lodo": "transfergraph-image,shift",
+    "parc-all-lodo": "transfergraph-image,shift",
 }
+#: the popularity reference of the pooled rows: model-mean over the benchmark's own training
+#: datasets only (the same reference as the base rows; the other sources' raw accuracies are on
+#: other scales and, under another regime, rank the same models differently)
+POOLED_REFERENCE = "model-mean-own"
 RECOMMENDERS = ("lr", "lgbm")
 LIFT_METRICS = ("regret@1", "weighted_tau")
 DEFAULT_OUT = REPO / "experiments" / "ABLATIONS.md"
@@ -52,6 +60,25 @@ def feature_sets(variant: str, has_scores: bool) -> list[str]:
     if variant in ("+t", "+k", "+x"):
         return [f"{b},{variant[1]}" for b in base]
     raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+
+
+def model_mean_own(train, test_pairs, full, method=None):
+    """``model-mean`` over the training datasets that are not another source's pooled copy
+    (:func:`features.pooling.own_datasets`); on an unpooled history it is ``model-mean``."""
+    from features.pooling import own_datasets
+
+    from .baselines import model_mean
+
+    return model_mean(train.keep_targets(datasets=own_datasets(train)), test_pairs, full)
+
+
+def _register_reference():
+    from .baselines import BASELINES, register_baseline
+
+    if POOLED_REFERENCE not in BASELINES:
+        register_baseline(POOLED_REFERENCE, "model-mean over the benchmark's own training datasets (pooled "
+                          "histories: the other sources' copies left out)",
+                          "training targets of the candidate models")(model_mean_own)
 
 
 def import_store(bench, data: Path, store_dir: Path, *, pooled: bool):
@@ -93,21 +120,33 @@ def run_variant(bench, store, variant: str, *, progress: bool):
     from .report import INNER_FOLDS
 
     fsets = feature_sets(variant, bool(len(history.scores)))
-    grid = [f"{r}[{f}]" for r in RECOMMENDERS for f in fsets] + ["model-mean"]
+    ref = reference(variant)
+    if ref != "model-mean":
+        _register_reference()
+    grid = [f"{r}[{f}]" for r in RECOMMENDERS for f in fsets] + [ref]
+    baselines = "model-mean" if ref == "model-mean" else f"model-mean,{ref}"
     return evaluate(history, protocol="lodo", recommenders=",".join(RECOMMENDERS), feature_sets=fsets,
-                    baselines="model-mean", progress=progress, candidates="viable", select="nested",
+                    baselines=baselines, progress=progress, candidates="viable", select="nested",
                     nested_candidates=grid, inner_folds=INNER_FOLDS, datasets=primary,
                     config={"benchmark": bench.name, "variant": variant}), notes
 
 
-def summarize(result) -> dict:
-    """Nested method's means and lifts over model-mean (viable candidates)."""
+def reference(variant: str) -> str:
+    """The lift reference (and nested popularity candidate) of a variant."""
+    return POOLED_REFERENCE if variant == "pooled" else "model-mean"
+
+
+def summarize(result, ref: str = "model-mean") -> dict:
+    """Nested method's means and lifts over ``ref`` (viable candidates)."""
     s = result.summary().set_index("method")
-    out = {}
+    out = {"reference": ref}
     if "nested" in s.index:
         for m in ("regret@1", "regret@3", "weighted_tau", "pearson"):
             out[m] = float(s.loc["nested", f"{m}_mean"])
-    lf = result.lift()
+    for lab in dict.fromkeys(["model-mean", ref]):  # the references' own figures
+        if lab in s.index:
+            out[f"ref:{lab}"] = {m: float(s.loc[lab, f"{m}_mean"]) for m in ("regret@1", "weighted_tau")}
+    lf = result.lift(reference=ref)
     lf = lf[lf["method"] == "nested"].set_index("metric")
     for m in LIFT_METRICS:
         if m in lf.index:
@@ -156,19 +195,22 @@ def markdown(rows: list, cmd: str, total_s: float) -> str:
             f"| {r['benchmark']} | {r['variant']} | {g('regret@1', '.2f')} | {g('regret@3', '.2f')} | "
             f"{g('weighted_tau', '.3f')} | {g('pearson', '.3f')} | {_lift_cell(r.get('lift:regret@1'), 'regret@1')} | "
             f"{_lift_cell(r.get('lift:weighted_tau'), 'weighted_tau')} | {ch} |")
-    mm = []  # the lift reference of the pooled variant is model-mean fitted on the pooled history
-    for b in dict.fromkeys(r["benchmark"] for r in rows):
-        ref = {}
-        for r in rows:
-            lf = r.get("lift:regret@1")
-            if r["benchmark"] == b and r["variant"] in ("base", "pooled") and lf and lf["n"]:
-                ref[r["variant"]] = r["regret@1"] + lf["mean"]
-        if "pooled" in ref:
-            mm.append(f"{b} {ref.get('base', float('nan')):.2f} (base run) vs {ref['pooled']:.2f} (pooled run)")
-    if mm:
-        lines += ["", "In the pooled rows the lift reference, `model-mean`, is itself fitted on the pooled history "
-                  "(raw accuracies of every source: not scale-free), so compare those rows' own columns with "
-                  "`base` too. `model-mean` regret@1 (= regret@1 + lift): " + "; ".join(mm) + "."]
+    mm = []  # the pooled rows' lift reference: model-mean over the benchmark's own datasets
+    for r in rows:
+        if r["variant"] != "pooled" or "error" in r:
+            continue
+        own, raw = r.get(f"ref:{POOLED_REFERENCE}"), r.get("ref:model-mean")
+        if own and raw:
+            mm.append(f"{r['benchmark']} {own['regret@1']:.2f} (own datasets) vs {raw['regret@1']:.2f} (pooled)")
+    if any(r["variant"] == "pooled" for r in rows):
+        lines += ["", "Pooled rows: each other source contributes its runs of the benchmark's own regime where it "
+                  "has them (SHiFT's `full` runs for TransferGraph and PARC; TransferGraph and PARC have only "
+                  "`full` runs for SHiFT's VTAB-1k benchmark). Their lift reference is `model-mean` over the "
+                  "benchmark's own training datasets (`model-mean-own`, also the nested popularity candidate): "
+                  "the same reference as the base rows, since the other sources' raw accuracies are on other "
+                  "scales."
+                  + (" `model-mean` regret@1, own datasets vs fitted on the pooled history: " + "; ".join(mm) + "."
+                     if mm else "")]
     have = {(r["benchmark"], r["variant"]) for r in rows}
     benches = list(dict.fromkeys([r["benchmark"] for r in rows]))
     missing = [f"{b} {v}" for b in benches for v in VARIANTS if (b, v) not in have]
@@ -303,7 +345,7 @@ def main(argv=None) -> int:
                         stores[pooled] = import_store(bench, data, Path(tmp), pooled=pooled)
                     t1 = time.perf_counter()
                     result, _ = run_variant(bench, stores[pooled], v, progress=not args.no_progress)
-                    row = {"benchmark": name, "variant": v, **summarize(result)}
+                    row = {"benchmark": name, "variant": v, **summarize(result, reference(v))}
                     print(f"{name} {v}: regret@1 {row.get('regret@1', float('nan')):.2f}, "
                           f"w-tau {row.get('weighted_tau', float('nan')):.3f}, "
                           f"lift r@1 {_lift_cell(row.get('lift:regret@1'), 'regret@1')}, lift w-tau "

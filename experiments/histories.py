@@ -63,11 +63,25 @@ def parse_sources(spec) -> list[tuple[str, str | None]]:
     return out
 
 
+def pool_regime(regimes, *, named=None, primary=None):
+    """The regime of another source to pool with the primary: ``named`` (after a colon in
+    ``--source``) if given, else the primary's regime when the source has it (the same
+    fine-tuning protocol; another regime ranks the same models differently, e.g. SHiFT's
+    VTAB-1k runs against TransferGraph's full fine-tunings), else its most frequent regime.
+    ``regimes``: the source's job counts per regime (a value_counts Series)."""
+    if named:
+        return named
+    if primary is not None and primary in regimes.index:
+        return primary
+    return regimes.index[0]
+
+
 def load_pooled(store, *, source, regime=None, rule="best", metric=None, modality=None):
     """A pooled HistoryFrame (:func:`features.pooling.pool_histories`) for ``source`` =
     ``"primary,other[:regime],..."``. The primary is loaded like :func:`load_history`
     (``regime`` / ``modality`` apply to it); another source with several regimes uses the one
-    named after a colon, else ``regime`` when it has it, else its most frequent regime.
+    named after a colon, else the primary's regime when it has it, else its most frequent
+    regime (:func:`pool_regime`).
     Returns (frame, primary source, regime, notes, primary's datasets)."""
     from features.pooling import pool_histories
 
@@ -82,8 +96,7 @@ def load_pooled(store, *, source, regime=None, rule="best", metric=None, modalit
         if src not in store.sources():
             load_history(store, source=src)  # the unknown-source error, with suggestions
         regimes = store.jobs_frame(source=src)["regime"].value_counts()
-        if reg is None:
-            reg = regime if regime in regimes.index else regimes.index[0]
+        reg = pool_regime(regimes, named=reg, primary=reg0 or h0.targets["regime"].mode().iloc[0])
         h, _, reg, _ = load_history(store, source=src, regime=reg, rule=rule, metric=metric)
         frames.append((src, h))
         notes.append(f"pooled: {src} (regime {reg}) adds training targets under '<dataset>@{src}'")
@@ -93,6 +106,9 @@ def load_pooled(store, *, source, regime=None, rule="best", metric=None, modalit
         if not c.get("primary") and not c["targets"]:
             raise RecommenderError(f"source {src!r} adds no training target to the pool (no dataset of "
                                    f"{src0!r}'s modality); leave it out of --source")
+        if not c.get("primary") and not c.get("same_regime", True):
+            notes.append(f"pooled: {src}'s regime {c['regime']} differs from {src0}'s; its rows are training "
+                         "rows under another fine-tuning protocol (the same models may rank differently)")
         if c.get("left_out_other_modality"):
             notes.append(f"pooled: {c['left_out_other_modality']} dataset(s) of {src} left out (another modality "
                          f"than {src0}'s)")

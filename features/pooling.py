@@ -11,8 +11,14 @@ held-out dataset out together with its copies from every other source.
 The accuracy scales are pooled by the recommenders' per-dataset standardized target
 (``target_norm="dataset"``: ``(acc - mean_t) / std_t`` per training dataset, the default)
 and the per-dataset z-scores of the collaborative features; a held-out dataset is still
-ranked and scored in its own units (its real accuracies). The other sources' targets take
-the primary's regime label: they are extra training rows, never held out.
+ranked and scored in its own units (its real accuracies). The other sources' targets are
+extra training rows, never held out; they take the primary's regime label (the protocols
+evaluate one regime), their own is recorded in ``counts`` and in the dataset's
+``extra.pooled_from``. The same models rank differently under another regime (e.g. SHiFT's
+VTAB-1k runs, 1,000 training examples): pooling those into
+TransferGraph's full fine-tunings sank the TransferGraph ranking (docs/recommenders.md,
+"Pooled training"), so pool the primary's regime where the other source has it
+(:func:`experiments.histories.load_pooled` does unless a regime is named).
 """
 from __future__ import annotations
 
@@ -76,6 +82,7 @@ def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
         t = t[t["dataset"].isin(keep)].copy()
         ren = {d: pooled_name(d, src) for d in keep}
         t["dataset"] = t["dataset"].map(ren)
+        own_regime = t["regime"].mode().iloc[0]
         t["regime"] = regime
         targets.append(t)
         dm = h.datasets[h.datasets["name"].isin(keep)].copy()
@@ -85,7 +92,7 @@ def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
             al = dict(ex.get("aliases") or {})
             al["pooled"] = sorted(set(_twins(name)) | {name})
             ex["aliases"] = al
-            ex["pooled_from"] = {"source": src, "dataset": name}
+            ex["pooled_from"] = {"source": src, "dataset": name, "regime": own_regime}
             extras.append(ex)
         dm["extra"] = extras
         dm["name"] = dm["name"].map(ren)
@@ -95,7 +102,7 @@ def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
         sc["dataset"] = sc["dataset"].map(ren)
         scores.append(sc)
         counts[src] = {"targets": int(len(t)), "datasets": len(keep), "left_out_other_modality": len(left),
-                       "metric": own_metric}
+                       "metric": own_metric, "regime": own_regime, "same_regime": bool(own_regime == regime)}
     mm = pd.concat(models, ignore_index=True).drop_duplicates("name", keep="first")
     dd = pd.concat(datasets, ignore_index=True).drop_duplicates("name", keep="first")
     out = HistoryFrame(targets=pd.concat(targets, ignore_index=True), models=mm, datasets=dd,
@@ -103,4 +110,14 @@ def pool_histories(frames, *, modalities=None) -> tuple[HistoryFrame, dict]:
     return out, counts
 
 
-__all__ = ["pool_histories", "pooled_name", "SEP"]
+def own_datasets(history: HistoryFrame) -> list[str]:
+    """The datasets of ``history`` that are not another source's pooled copy (no ``pooled_from``
+    mark): the primary's own datasets, or every dataset of an unpooled history."""
+    d = history.datasets
+    if "extra" not in d.columns:
+        return sorted(d["name"].astype(str))
+    pooled = [isinstance(ex, dict) and "pooled_from" in ex for ex in d["extra"]]
+    return sorted(d.loc[[not p for p in pooled], "name"].astype(str))
+
+
+__all__ = ["pool_histories", "pooled_name", "own_datasets", "SEP"]

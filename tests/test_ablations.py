@@ -28,3 +28,16 @@ def test_results_section_is_replaced_in_place(tmp_path):
     update_results(res, abl)  # replaced, not appended
     text = res.read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1 and "| +k |" not in text
+
+
+def test_pooled_rows_state_their_reference():
+    from experiments.ablations import POOLED_REFERENCE, reference
+
+    assert reference("pooled") == POOLED_REFERENCE == "model-mean-own" and reference("+k") == "model-mean"
+    lift = {"mean": 0.1, "ci_low": -0.1, "ci_high": 0.3, "wins": 2, "ties": 0, "losses": 1, "n": 3}
+    row = {"benchmark": "tg-lodo", "variant": "pooled", "regret@1": 2.0, "regret@3": 1.0, "weighted_tau": 0.5,
+           "pearson": 0.8, "reference": POOLED_REFERENCE, "lift:regret@1": lift, "lift:weighted_tau": lift,
+           "ref:model-mean": {"regret@1": 8.88, "weighted_tau": 0.1},
+           f"ref:{POOLED_REFERENCE}": {"regret@1": 2.16, "weighted_tau": 0.5}, "choices": {"lr[d,m]": 3}}
+    text = markdown([row], "cmd", 1)
+    assert "`model-mean-own`" in text and "tg-lodo 2.16 (own datasets) vs 8.88 (pooled)" in text
