@@ -35,7 +35,7 @@ VARIANTS = ("base", "+tkx", "pooled", "+k", "+t", "+x")
 BENCHMARKS = ("tg-lodo", "parc-controlled-lodo", "parc-all-lodo", "shift-vtab1k-lodo")
 #: the other public sources pooled into each benchmark ("source[:regime]")
 #: (no regime named: each source's runs of the benchmark's own regime where it has them -- SHiFT's
-#: ``full`` runs for TransferGraph and PARC, not its VTAB-1k ones; see histories.pool_regime)
+#: ``full`` runs for TransferGraph and PARC, not its VTAB-1k ones; see features.pooling.pool_regime)
 POOL_WITH = {
     "tg-lodo": "shift,parc",
     "shift-vtab1k-lodo": "transfergraph-image,parc",

@@ -63,19 +63,6 @@ def parse_sources(spec) -> list[tuple[str, str | None]]:
     return out
 
 
-def pool_regime(regimes, *, named=None, primary=None):
-    """The regime of another source to pool with the primary: ``named`` (after a colon in
-    ``--source``) if given, else the primary's regime when the source has it (the same
-    fine-tuning protocol; another regime ranks the same models differently, e.g. SHiFT's
-    VTAB-1k runs against TransferGraph's full fine-tunings), else its most frequent regime.
-    ``regimes``: the source's job counts per regime (a value_counts Series)."""
-    if named:
-        return named
-    if primary is not None and primary in regimes.index:
-        return primary
-    return regimes.index[0]
-
-
 def load_pooled(store, *, source, regime=None, rule="best", metric=None, modality=None):
     """A pooled HistoryFrame (:func:`features.pooling.pool_histories`) for ``source`` =
     ``"primary,other[:regime],..."``. The primary is loaded like :func:`load_history`
@@ -83,7 +70,7 @@ def load_pooled(store, *, source, regime=None, rule="best", metric=None, modalit
     named after a colon, else the primary's regime when it has it, else its most frequent
     regime (:func:`pool_regime`).
     Returns (frame, primary source, regime, notes, primary's datasets)."""
-    from features.pooling import pool_histories
+    from features.pooling import pool_histories, pool_regime
 
     specs = parse_sources(source)
     if not specs:

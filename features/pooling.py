@@ -120,4 +120,17 @@ def own_datasets(history: HistoryFrame) -> list[str]:
     return sorted(d.loc[[not p for p in pooled], "name"].astype(str))
 
 
-__all__ = ["pool_histories", "pooled_name", "own_datasets", "SEP"]
+def pool_regime(regimes, *, named=None, primary=None):
+    """The regime of another source to pool with the primary: ``named`` (after a colon in
+    ``--source``) if given, else the primary's regime when the source has it (the same
+    fine-tuning protocol; another regime ranks the same models differently, e.g. SHiFT's
+    VTAB-1k runs against TransferGraph's full fine-tunings), else its most frequent regime.
+    ``regimes``: the source's job counts per regime (a value_counts Series)."""
+    if named:
+        return named
+    if primary is not None and primary in regimes.index:
+        return primary
+    return regimes.index[0]
+
+
+__all__ = ["pool_histories", "pool_regime", "pooled_name", "own_datasets", "SEP"]

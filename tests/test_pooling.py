@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.histories import load_pooled, pool_regime
+from experiments.histories import load_pooled
+from features.pooling import pool_regime
 from features.pooling import own_datasets
 
 MODELS = [f"m{i}" for i in range(5)]
@@ -70,3 +71,23 @@ def test_pooled_reference_is_model_mean_over_the_benchmarks_own_datasets(two_sou
     # on an unpooled history it is model-mean itself
     base = pooled.keep_targets(datasets=["a", "b"]).drop_targets(datasets=["a"])
     assert np.allclose(model_mean_own(base, test, base), model_mean(base, test, base))
+
+
+def test_train_pools_another_source_in_the_primarys_regime(store, capsys):
+    """``train --source p,q``: q has low-data and full runs of the same pairs; the primary p has only
+    low-data runs, so q contributes its low-data runs (alone, q would train on full)."""
+    from recommender.commands.train import pooled_history
+    from recommender.training import default_regime
+
+    store.commit(
+        models=[{"name": m, "modality": "image", "params": 1e6 * (i + 1)} for i, m in enumerate(MODELS)],
+        datasets=[{"name": d, "modality": "image", "num_samples": 1000, "num_classes": 10} for d in "abcd"],
+        jobs=(_jobs("p", "low-data", ["a", "b"], lambda i, j: 0.5 + 0.05 * i)
+              + _jobs("q", "low-data", ["c", "d"], lambda i, j: 0.6 - 0.05 * i)
+              + _jobs("q", "full", ["c", "d"], lambda i, j: 0.3 + 0.02 * i)))
+    assert default_regime(store, source="q") == "full"
+    pooled = pooled_history(store, "p,q")
+    q = pooled.targets[pooled.targets["dataset"] == "c@q"].set_index("model")["value"]
+    assert len(q) == len(MODELS) and q.idxmax() == "m0"  # the low-data ranking, not the full one
+    named = pooled_history(store, "p,q:full")
+    assert named.targets[named.targets["dataset"] == "c@q"].set_index("model")["value"].idxmax() == "m4"

@@ -36,21 +36,28 @@ def register(sub):
 def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     """The pooled training frame of ``--source a,b[:regime],...`` (:mod:`features.pooling`): the first
     source keeps its dataset names (``--regime`` applies to it), the others become
-    ``<dataset>@<source>``; a source with several regimes and none named trains on ``full``
-    (or its most common regime), as for one source."""
-    from features.pooling import pool_histories
+    ``<dataset>@<source>``. The first source with several regimes and none named trains on
+    ``full`` (or its most common regime), as for one source; each other source uses the regime
+    named after its colon, else the first source's regime when it has it, else its most
+    frequent one (:func:`features.pooling.pool_regime`, the rule ``evaluate`` pools by)."""
+    from features.pooling import pool_histories, pool_regime
     from history.errors import NotFoundError
     from recommender.training import build_history, default_regime
 
     frames = []
     known = store.sources()
+    primary = None
     for i, part in enumerate(p for p in spec.split(",") if p.strip()):
         src, _, reg = part.strip().partition(":")
         if src not in known:
             raise NotFoundError(f"unknown source {src!r} in --source {spec!r}; sources in the store: "
                                 f"{', '.join(known) or 'none'}")
-        reg = reg or (regime if i == 0 else None)
-        reg = default_regime(store, source=src, regime=reg)
+        regimes = store.targets(source=src)["regime"].value_counts()
+        if i == 0:
+            reg = default_regime(store, source=src, regime=reg or regime)
+            primary = reg or (regimes.index[0] if len(regimes) else None)
+        elif len(regimes):
+            reg = pool_regime(regimes, named=reg, primary=primary)
         frames.append((src, build_history(store, source=src, regime=reg, target_rule=rule, metric=metric)))
     pooled, counts = pool_histories(frames)
     added = ", ".join(f"{s}: {c['targets']:,} targets on {c['datasets']} datasets" for s, c in counts.items())
