@@ -47,11 +47,13 @@ def sq_frobenius_gram(X: np.ndarray) -> float:
     return float(np.sum(G * G))
 
 
-def pca(X: np.ndarray, dim: int) -> np.ndarray:
+def pca(X: np.ndarray, dim: int, signed: bool = True) -> np.ndarray:
     """Scores of the top ``dim`` principal components of ``X`` (n, min(dim, rank)).
 
     Deterministic sign: each component's loading vector has its largest-|.| entry positive
-    (so the result does not depend on the eigen-solver). When ``4 dim <= min(n, d)`` the top
+    (so the result does not depend on the eigen-solver); ``signed=False`` skips that step
+    (for callers whose value does not depend on the sign of a component, e.g. GBC: it saves
+    the ``d x k`` loadings product when n <= d). When ``4 dim <= min(n, d)`` the top
     eigenvectors of the Gram matrix come from seeded subspace iteration (8 power steps, 10
     extra columns; Halko et al. 2011; for n > d through products with ``Xc`` and ``Xc^T``,
     never forming the d x d matrix), else from LAPACK (exact).
@@ -74,13 +76,18 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
         Q = np.random.default_rng(0).standard_normal((n, k + 10))
         for step in range(8):
             Q = _orthonormal(G @ Q, final=step == 7)
-        lam, W = np.linalg.eigh(Q.T @ G @ Q)
-        lam, U = lam[::-1][:k], (Q @ W[:, ::-1])[:, :k]
+        GQ = G @ Q  # Rayleigh-Ritz, and the scores G U = (G Q) W
+        lam, W = np.linalg.eigh(Q.T @ GQ)
+        W = W[:, ::-1][:, :k]
+        lam = lam[::-1][:k]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
-        lam, U = lam[keep], U[:, keep]
+        lam, W = lam[keep], W[:, keep]
         s = np.sqrt(lam)
-        V = (Xc.T @ U) / s
-        return _signed_scores(V, (G @ U) / s, n)
+        scores = (GQ @ W) / s
+        if not signed:
+            return scores if scores.shape[1] else np.zeros((n, 1))
+        V = (Xc.T @ (Q @ W)) / s
+        return _signed_scores(V, scores, n)
     elif n <= d:
         G = Xc @ Xc.T
         lam, U = sla.eigh(G, subset_by_index=[n - k, n - 1])
