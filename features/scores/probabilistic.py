@@ -205,7 +205,8 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
         b = float(sq) / (n * d) or 1.0
     K = (a / n) * Gww
     K[np.diag_indices(n)] += b
-    T = sla.cho_solve(sla.cho_factor(K, lower=True, check_finite=False), Gwm, check_finite=False)
+    T = sla.cho_solve(sla.cho_factor(K, lower=True, overwrite_a=True, check_finite=False), Gwm,
+                      check_finite=False)  # K is ours: factor it in place
     # a/n Gww T = K T - b T = Gwm - b T: no n x n x C product, and no cancellation
     XQ = (Gmm[y] + b * T - (a / n) * (Gwm.T @ T)[y]) / b
     mq = (np.diag(Gmm) - (a / n) * np.sum(Gwm * T, axis=0)) / b
@@ -257,11 +258,20 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     Wp = (Y * p[:, None]).T / counts[:, None]
     WpGww = Wp @ Gww  # (C, n)
     WpGwm = Wp @ Gwm  # (C, C)
-    R1 = p[:, None] * Gww - WpGww[labels] + dlt[:, None] * Gwm[:, labels].T  # Xmw Xw^T
+    R1 = p[:, None] * Gww  # Xmw Xw^T = diag(p) Gww - (Wp Gww)[y] + diag(dlt) (Gwm^T)[y], in place
+    R1 -= WpGww[labels]
+    GwmTy = Gwm.T[labels]
+    GwmTy *= dlt[:, None]
+    R1 += GwmTy
     R2 = p[:, None] * Gwm - WpGwm[labels] + dlt[:, None] * Gmm[labels]  # Xmw M^T
     R1Wp = R1 @ Wp.T  # Xmw Xw^T Wp^T (n, C)
-    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2[:, labels] * dlt[None, :]
-    Gww2 = 0.5 * (Gww2 + Gww2.T)
+    Gww2 = R1 * p[None, :]  # R1 diag(p) - (R1 Wp^T)[:, y] + R2[:, y] diag(dlt), in place
+    Gww2 -= R1Wp[:, labels]
+    R2y = R2[:, labels]
+    R2y *= dlt[None, :]
+    Gww2 += R2y
+    Gww2 += Gww2.T.copy()  # symmetrize: (G + G^T) / 2
+    Gww2 *= 0.5
     Gwm2 = R1Wp + R2 * gbar[None, :]
     S1 = WpGww + gbar[:, None] * Gwm.T  # Mm Xw^T (C, n)
     S2 = WpGwm + gbar[:, None] * Gmm  # Mm M^T (C, C)
