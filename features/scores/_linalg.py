@@ -317,6 +317,16 @@ def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TO
     return lam[keep], P[keep]
 
 
+def class_rows(y: np.ndarray, weights: np.ndarray, C: int):
+    """Sparse (C, n) matrix ``W`` with ``W[y_i, i] = weights_i``: ``W @ M`` sums the rows of ``M``
+    by class (weighted) in O(n m) for an (n, m) ``M``, where the dense one-hot product costs
+    O(n m C); ``M @ W.T`` sums its columns."""
+    import scipy.sparse as sp
+
+    n = y.shape[0]
+    return sp.csr_matrix((np.asarray(weights, dtype=float), (y, np.arange(n))), shape=(C, n))
+
+
 def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
     """Counts (C,), one-hot ``Y`` (n, C) and the Gram blocks of ``[Xw; M]`` from ``Gc = Xc Xc^T``
     (``Xc``: the globally centered features).
@@ -333,9 +343,9 @@ def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
     """
     Y = one_hot(y, C)
     counts = Y.sum(axis=0)
-    A = Y / np.maximum(counts, 1.0)
-    GA = Gc @ A  # (n, C)
-    Gmm = A.T @ GA  # (C, C)
+    At = class_rows(y, 1.0 / np.maximum(counts, 1.0)[y], C)  # A^T, sparse
+    GA = (At @ Gc).T  # Gc A (n, C): Gc is symmetric
+    Gmm = At @ GA  # (C, C)
     Gmm = 0.5 * (Gmm + Gmm.T)
     Gwm = GA - Gmm[y]
     # Gww_ij = Gc_ij - GA_{i,y_j} - GA_{j,y_i} + Gmm_{y_i,y_j} = Gc_ij - S_ij - S_ji with

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import class_gram_blocks, pca
+from ._linalg import class_gram_blocks, class_rows, pca
 from .registry import ScoreInputError, register_score
 
 
@@ -255,7 +255,7 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     g = p - (1.0 - p) * (counts / np.maximum(n - counts, 1.0))[labels]
     gbar = np.bincount(labels, weights=g, minlength=C) / counts  # class means of Xm: Mm = Wp Xw + diag(gbar) M
     dlt = g - gbar[labels]  # residuals: Xmw = diag(p) Xw - Wp[y] Xw + diag(dlt) M[y]
-    Wp = (Y * p[:, None]).T / counts[:, None]
+    Wp = class_rows(labels, p / counts[labels], C)  # (C, n), sparse: W_p[c, i] = p_i [y_i = c] / n_c
     WpGww = Wp @ Gww  # (C, n)
     WpGwm = Wp @ Gwm  # (C, C)
     R1 = p[:, None] * Gww  # Xmw Xw^T = diag(p) Gww - (Wp Gww)[y] + diag(dlt) (Gwm^T)[y], in place
