@@ -18,21 +18,11 @@ def energy_score(X: np.ndarray, fraction: float = 1.0) -> float:
     The features play the role of logits. ``fraction < 1`` averages only the
     ``max(1, floor(fraction n))`` samples of lowest ``logsumexp`` (the authors' code uses
     0.005, the lowest 0.5%).
-
-    ``logsumexp_k x_k = m + log sum_k exp(x_k - m)`` (``m``: the row maximum) with the
-    differences taken in float64, ``exp`` in float32 (the vectorized float32 exponential is
-    about twice as fast as the float64 one here) and the sums accumulated in float64: the
-    terms lie in (0, 1], so each carries a relative rounding error of a few 1e-8 that
-    averages out in the sums; measured against the all-float64 formula on the benchmark's
-    feature sets (n = 500 and 5,000, also scaled by 0.01 and 10) the mean differs by at most
-    4e-10 relative (pinned at 1e-9 by ``tests/test_scores_speed_routes.py``). Terms below
-    ``exp(-87)`` of the largest flush to zero (below 1e-34 of the sum).
     """
     mx = X.max(axis=1)
-    E = np.empty(X.shape, dtype=np.float32)
-    np.subtract(X, mx[:, None], out=E, casting="same_kind")  # float64 difference, cast on output
-    np.exp(E, out=E)
-    lse = mx + np.log(np.add.reduce(E, axis=1, dtype=np.float64))
+    E = X - mx[:, None]
+    np.exp(E, out=E)  # float64: a float32 exp is twice as fast but off by up to 1e-8 (docs/scores.md)
+    lse = mx + np.log(E.sum(axis=1))
     if fraction >= 1.0:
         return float(lse.mean())
     m = max(1, int(np.floor(fraction * lse.shape[0])))
