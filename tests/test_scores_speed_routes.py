@@ -179,3 +179,28 @@ def test_sfda_sparse_confmix_matches_dense_algebra(seed):
     P2 = lda_posteriors_gram(0.5 * (Gww2 + Gww2.T), Gwm2, 0.5 * (Gmm2 + Gmm2.T), y, counts, d, lam)
     ref = float(np.mean(P2[np.arange(n), y]))
     assert compute_score("sfda", X, y) == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_adaptive_shrinkage_scale_equals_scaled_matrix(scale):
+    """``scale=1/n`` on ``Xw Xw^T`` gives the shrinkage of ``Xw Xw^T / n`` (floor not reached)."""
+    from features.scores.probabilistic import adaptive_shrinkage
+
+    rng = np.random.default_rng(12)
+    Xw = scale * rng.standard_normal((50, 80))
+    G = Xw @ Xw.T
+    ref = adaptive_shrinkage(G / 50, 1e-12)
+    assert ref > 1e-12  # the exp(-5 lambda) branch, not the floor
+    assert adaptive_shrinkage(G, 1e-12, scale=1 / 50) == pytest.approx(ref, rel=1e-9)
+    assert adaptive_shrinkage(G, 1e-4, scale=1 / 50) == pytest.approx(adaptive_shrinkage(G / 50, 1e-4), rel=1e-9)
+
+
+def test_lda_posteriors_read_only_the_lower_triangle():
+    from features.scores.probabilistic import lda_posteriors_gram
+
+    X, y = _mixture(13, 40, 60, 4)
+    Xc = X - X.mean(0)
+    counts, _, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, y, 4)
+    ref = lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, 60, 0.1)
+    noisy = Gww + np.triu(np.random.default_rng(14).standard_normal(Gww.shape), k=1)
+    np.testing.assert_array_equal(lda_posteriors_gram(noisy, Gwm, Gmm, y, counts, 60, 0.1), ref)

@@ -136,7 +136,7 @@ def _etran_samples(X, labels, C, variance, min_shrinkage):
     else:
         k = _components(lam, variance)
         s_reg = -(n - float(np.sum(proj[:k] ** 2))) / (n * C)
-    shrink = adaptive_shrinkage(Gww / n, min_shrinkage) if np.any(Gww) else 1.0
+    shrink = adaptive_shrinkage(Gww, min_shrinkage, scale=1.0 / n) if np.any(Gww) else 1.0
     P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, shrink)
     return s_reg + float(np.mean(P[np.arange(n), labels]))
 

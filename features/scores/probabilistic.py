@@ -171,14 +171,16 @@ def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10,
     return lam
 
 
-def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float) -> float:
-    """SFDA's ``max(exp(-5 lambda_max(S_w)), min_shrinkage)`` from ``Gw = Xw Xw^T / n``.
+def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float, scale: float = 1.0) -> float:
+    """SFDA's ``max(exp(-5 lambda_max(S_w)), min_shrinkage)`` from ``scale * Gw = Xw Xw^T / n``
+    (``scale``: e.g. ``1/n`` with ``Gw = Xw Xw^T``, which saves scaling an n x n matrix).
 
     The power iteration stops as soon as ``exp(-5 lambda) <= min_shrinkage`` (the floor then
     wins whatever the exact ``lambda_max``), which gives the same value as running it out.
     """
     stop = -np.log(float(min_shrinkage)) / 5.0 if min_shrinkage > 0 else np.inf
-    return max(float(np.exp(-5.0 * _top_eig_gram(Gw, stop_above=stop))), float(min_shrinkage))
+    lam = scale * _top_eig_gram(Gw, stop_above=stop / scale)
+    return max(float(np.exp(-5.0 * lam)), float(min_shrinkage))
 
 
 def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
@@ -194,7 +196,8 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     ``T = K^-1 Xw M^T`` and ``a/n Gww T = Xw M^T - b T`` the logits are
     ``X S^-1 M^T = (Gmm[y] + b T - a/n (Gwm^T T)[y]) / b``: O(n^3/3 + n^2 C), no n x d
     product. No within-class variance at all (``b = 0``): ``b`` becomes the mean squared
-    feature (nearest-class-mean rule).
+    feature (nearest-class-mean rule). Only the lower triangle and the diagonal of ``Gww``
+    are read.
     """
     n = Gww.shape[0]
     a = 1.0 - s
@@ -244,7 +247,7 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     C = int(labels.max()) + 1
     Xc = features - features.mean(axis=0)
     counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, labels, C)
-    lam = adaptive_shrinkage(Gww / n, float(min_shrinkage))
+    lam = adaptive_shrinkage(Gww, float(min_shrinkage), scale=1.0 / n)
     P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, lam)
     soft = np.exp(P)
     soft /= soft.sum(axis=1, keepdims=True)
@@ -270,8 +273,8 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     R2y = R2[:, labels]
     R2y *= dlt[None, :]
     Gww2 += R2y
-    Gww2 += Gww2.T.copy()  # symmetrize: (G + G^T) / 2
-    Gww2 *= 0.5
+    # Gww2 is symmetric up to rounding; lda_posteriors_gram reads only its lower triangle
+    # (Cholesky with lower=True) and its diagonal, so it is not symmetrized (an n x n transpose)
     Gwm2 = R1Wp + R2 * gbar[None, :]
     S1 = WpGww + gbar[:, None] * Gwm.T  # Mm Xw^T (C, n)
     S2 = WpGwm + gbar[:, None] * Gmm  # Mm M^T (C, C)
