@@ -216,10 +216,12 @@ def _sort_order(a: np.ndarray) -> np.ndarray | None:
     ``b`` bits (``2^b >= N``) replaced by the position. The truncated keys are monotone in
     the values, so when no two of them are equal the sorted packed keys list the positions
     in exactly the order of the values (which are then distinct); otherwise (near or exact
-    ties) None.
+    ties) None. Only for N <= 2^17 (the n x n triangle of up to 512 samples): the keys then
+    keep 47 bits, and values that close are rare; for larger N near-ties at the cut
+    precision become likely, and the attempt would mostly be wasted.
     """
     N = a.shape[0]
-    if N < 2 or N > 1 << 24 or a.dtype != np.float64:
+    if N < 2 or N > 1 << 17 or a.dtype != np.float64:
         return None
     b = max(int(N - 1).bit_length(), 1)
     bits = (a + 0.0).view(np.int64)  # + 0.0 turns -0.0 into 0.0; a fresh array
