@@ -47,11 +47,13 @@ def sq_frobenius_gram(X: np.ndarray) -> float:
     return float(np.sum(G * G))
 
 
-def pca(X: np.ndarray, dim: int) -> np.ndarray:
+def pca(X: np.ndarray, dim: int, signed: bool = True) -> np.ndarray:
     """Scores of the top ``dim`` principal components of ``X`` (n, min(dim, rank)).
 
     Deterministic sign: each component's loading vector has its largest-|.| entry positive
-    (so the result does not depend on the eigen-solver). When ``4 dim <= min(n, d)`` the top
+    (so the result does not depend on the eigen-solver); ``signed=False`` skips that step
+    (for callers whose value does not depend on the sign of a component, e.g. GBC: it saves
+    the ``d x k`` loadings product when n <= d). When ``4 dim <= min(n, d)`` the top
     eigenvectors of the Gram matrix come from seeded subspace iteration (8 power steps, 10
     extra columns; Halko et al. 2011; for n > d through products with ``Xc`` and ``Xc^T``,
     never forming the d x d matrix), else from LAPACK (exact).
@@ -74,13 +76,18 @@ def pca(X: np.ndarray, dim: int) -> np.ndarray:
         Q = np.random.default_rng(0).standard_normal((n, k + 10))
         for step in range(8):
             Q = _orthonormal(G @ Q, final=step == 7)
-        lam, W = np.linalg.eigh(Q.T @ G @ Q)
-        lam, U = lam[::-1][:k], (Q @ W[:, ::-1])[:, :k]
+        GQ = G @ Q  # Rayleigh-Ritz, and the scores G U = (G Q) W
+        lam, W = np.linalg.eigh(Q.T @ GQ)
+        W = W[:, ::-1][:, :k]
+        lam = lam[::-1][:k]
         keep = lam > max(lam[0], 0.0) * RANK_TOL
-        lam, U = lam[keep], U[:, keep]
+        lam, W = lam[keep], W[:, keep]
         s = np.sqrt(lam)
-        V = (Xc.T @ U) / s
-        return _signed_scores(V, (G @ U) / s, n)
+        scores = (GQ @ W) / s
+        if not signed:
+            return scores if scores.shape[1] else np.zeros((n, 1))
+        V = (Xc.T @ (Q @ W)) / s
+        return _signed_scores(V, scores, n)
     elif n <= d:
         G = Xc @ Xc.T
         lam, U = sla.eigh(G, subset_by_index=[n - k, n - 1])
@@ -150,7 +157,9 @@ def corr_matrix(X: np.ndarray) -> np.ndarray:
     Z = X - X.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.sum(Z * Z, axis=1))
     ok = norm > 1e-12 * max(float(norm.max(initial=0.0)), 1e-300)
-    Z = np.where(ok[:, None], Z / np.where(ok, norm, 1.0)[:, None], 0.0)
+    Z /= np.where(ok, norm, 1.0)[:, None]  # in place: Z is ours
+    if not ok.all():
+        Z[~ok] = 0.0
     R = Z @ Z.T
     np.fill_diagonal(R, 1.0)
     return R
@@ -186,13 +195,47 @@ def ranks(a: np.ndarray) -> np.ndarray:
     Without ties every sorting algorithm yields the same permutation, so the (several times
     faster) unstable introsort is used; ties fall back to ``rankdata``.
     """
-    order = np.argsort(a)
-    srt = a[order]
-    if srt.size > 1 and np.any(srt[1:] == srt[:-1]):
-        return rankdata(a)
-    r = np.empty(a.shape[0])
-    r[order] = np.arange(1, a.shape[0] + 1)
+    N = a.shape[0]
+    r = np.empty(N)
+    order = _sort_order(a)
+    if order is None:  # possible ties: the exact argsort
+        order = np.argsort(a)
+        srt = a[order]
+        if srt.size > 1 and np.any(srt[1:] == srt[:-1]):
+            return rankdata(a)
+    r[order] = np.arange(1, N + 1)
     return r
+
+
+def _sort_order(a: np.ndarray) -> np.ndarray | None:
+    """``np.argsort(a)`` of a float64 vector through one (vectorized) ``np.sort`` of packed keys,
+    or None when that cannot be certified (then the caller runs ``np.argsort``).
+
+    Each value becomes its order-preserving signed 64-bit key (the IEEE bits as an integer,
+    with the 63 value bits flipped for negatives; ``-0.0`` counts as ``0.0``) with the low
+    ``b`` bits (``2^b >= N``) replaced by the position. The truncated keys are monotone in
+    the values, so when no two of them are equal the sorted packed keys list the positions
+    in exactly the order of the values (which are then distinct); otherwise (near or exact
+    ties) None. Only for N <= 2^17 (the n x n triangle of up to 512 samples): the keys then
+    keep 47 bits, and values that close are rare; for larger N near-ties at the cut
+    precision become likely, and the attempt would mostly be wasted.
+    """
+    N = a.shape[0]
+    if N < 2 or N > 1 << 17 or a.dtype != np.float64:
+        return None
+    b = max(int(N - 1).bit_length(), 1)
+    bits = (a + 0.0).view(np.int64)  # + 0.0 turns -0.0 into 0.0; a fresh array
+    key = bits >> 63  # -1 for negatives, 0 otherwise
+    key &= np.int64(0x7FFFFFFFFFFFFFFF)
+    key ^= bits
+    key &= np.int64(~((1 << b) - 1))
+    key |= np.arange(N, dtype=np.int64)
+    key.sort()
+    bits = key >> b  # reuse of the name: the truncated keys in sorted order
+    if np.any(bits[1:] == bits[:-1]):
+        return None
+    key &= np.int64((1 << b) - 1)
+    return key
 
 
 def spearman_binary(a: np.ndarray, group: np.ndarray) -> float:
@@ -238,7 +281,7 @@ def class_counts_means(X: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray
     return counts, sums / np.maximum(counts, 1.0)[:, None]
 
 
-def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TOL):
+def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TOL, overwrite: bool = False):
     """Eigenvalues ``lam`` (descending, those above ``tol * lam_max``) of a PSD matrix ``G``
     (n, n) and the projections ``U^T Y`` (r, C) of ``Y`` (n, C) on their eigenvectors ``U``,
     without forming ``U``.
@@ -247,14 +290,17 @@ def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TO
     (``stevd`` on the tridiagonal matrix) give ``U = Q W``, so ``U^T Y = W^T (Q^T Y)``: the
     reflectors are applied to the C columns of ``Y`` (``ormqr``) instead of to n eigenvectors.
     Same result as ``np.linalg.eigh`` (which runs ``sytrd`` and a tridiagonal solver too), about
-    half the work when C << n.
+    half the work when C << n. ``overwrite``: ``G`` (C-contiguous) may be destroyed (saves a copy).
     """
     n = G.shape[0]
     if n == 1:
         lam, P = np.array([float(G[0, 0])]), Y[:1].astype(float)
     else:
         lwork, info = sla.lapack.dsytrd_lwork(n, lower=1)
-        c, d, e, tau, info = sla.lapack.dsytrd(G, lower=1, lwork=max(int(lwork), 64 * n))
+        # G is symmetric, so its C-ordered buffer is also the Fortran-ordered G: no transpose copy
+        Gf = G.T if overwrite and G.flags.c_contiguous and G.dtype == np.float64 else G
+        c, d, e, tau, info = sla.lapack.dsytrd(Gf, lower=1, lwork=max(int(lwork), 64 * n),
+                                               overwrite_a=int(Gf is not G))
         if info != 0:  # pragma: no cover - LAPACK argument error
             raise np.linalg.LinAlgError(f"dsytrd failed (info={info})")
         QtY = np.array(Y, dtype=float, order="F")
@@ -263,12 +309,24 @@ def gram_spectrum_projections(G: np.ndarray, Y: np.ndarray, tol: float = RANK_TO
                                                  lwork=max(1, 64 * Y.shape[1]))
             if info != 0:  # pragma: no cover
                 raise np.linalg.LinAlgError(f"dormqr failed (info={info})")
-        lam, W = sla.eigh_tridiagonal(d, e, lapack_driver="stevd", check_finite=False)
+        lam, W, info = sla.lapack.dstevd(d, e, compute_v=1)  # what eigh_tridiagonal("stevd") calls
+        if info != 0:  # pragma: no cover - no convergence
+            raise np.linalg.LinAlgError(f"dstevd failed (info={info})")
         P = W.T @ QtY
     lam, P = lam[::-1], P[::-1]
     top = lam[0] if lam.size else 0.0
     keep = lam > max(top, 0.0) * tol if top > 0 else np.zeros(lam.shape, dtype=bool)
     return lam[keep], P[keep]
+
+
+def class_rows(y: np.ndarray, weights: np.ndarray, C: int):
+    """Sparse (C, n) matrix ``W`` with ``W[y_i, i] = weights_i``: ``W @ M`` sums the rows of ``M``
+    by class (weighted) in O(n m) for an (n, m) ``M``, where the dense one-hot product costs
+    O(n m C); ``M @ W.T`` sums its columns."""
+    import scipy.sparse as sp
+
+    n = y.shape[0]
+    return sp.csr_matrix((np.asarray(weights, dtype=float), (y, np.arange(n))), shape=(C, n))
 
 
 def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
@@ -287,15 +345,17 @@ def class_gram_blocks(Gc: np.ndarray, y: np.ndarray, C: int):
     """
     Y = one_hot(y, C)
     counts = Y.sum(axis=0)
-    A = Y / np.maximum(counts, 1.0)
-    GA = Gc @ A  # (n, C)
-    Gmm = A.T @ GA  # (C, C)
+    At = class_rows(y, 1.0 / np.maximum(counts, 1.0)[y], C)  # A^T, sparse
+    GA = (At @ Gc).T  # Gc A (n, C): Gc is symmetric
+    Gmm = At @ GA  # (C, C)
     Gmm = 0.5 * (Gmm + Gmm.T)
-    R = GA[:, y]  # (Gc A Y^T)_{ij} = (Gc A)_{i, y_j}
-    Gww = R + R.T  # exactly symmetric, as Gc and Gmm[y][:, y] are: no symmetrizing pass
-    np.subtract(Gc, Gww, out=Gww)
-    Gww += Gmm[y][:, y]
     Gwm = GA - Gmm[y]
+    # Gww_ij = Gc_ij - GA_{i,y_j} - GA_{j,y_i} + Gmm_{y_i,y_j} = Gc_ij - S_ij - S_ji with
+    # S = H[:, y], H = GA - Gmm[y] / 2 (Gmm is symmetric): one n x n gather instead of three
+    H = GA - 0.5 * Gmm[y]
+    S = H[:, y]
+    Gww = S + S.T  # exactly symmetric, as Gc is: no symmetrizing pass
+    np.subtract(Gc, Gww, out=Gww)
     if float(np.trace(Gww)) <= 1e-12 * float(np.trace(Gc)):
         Gww = np.zeros_like(Gww)
         Gwm = np.zeros_like(Gwm)

@@ -22,12 +22,12 @@ def _subsample(n: int, max_samples, seed: int, name: str) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, int(max_samples), replace=False))
 
 
-def _reduce(X: np.ndarray, pca_dim, name: str) -> np.ndarray:
+def _reduce(X: np.ndarray, pca_dim, name: str, signed: bool = True) -> np.ndarray:
     if pca_dim is None:
         return X
     if int(pca_dim) < 1:
         raise ScoreInputError(f"{name}: pca_dim must be a positive integer or None; got {pca_dim!r}.")
-    return pca(X, int(pca_dim))
+    return pca(X, int(pca_dim), signed=signed)
 
 
 @register_score("parc", paper=PARC_PAPER,
@@ -284,7 +284,7 @@ def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="s
         raise ScoreInputError(f"gbc: gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")
     if not float(variance_floor) > 0:
         raise ScoreInputError(f"gbc: variance_floor must be > 0; got {variance_floor!r}.")
-    Z = _reduce(features, pca_dim, "gbc")
+    Z = _reduce(features, pca_dim, "gbc", signed=False)  # flipping a component leaves D_B unchanged
     C = int(labels.max()) + 1
     counts, mu = class_counts_means(Z, labels, C)
     resid = Z - mu[labels]
@@ -334,7 +334,7 @@ def gbc_diag(features, labels, *, probs=None, reference=None, pca_dim=64):
     counts every dimension). Invariant to label permutation, isotropic scaling and
     translation. Cost O(n d f + C^2 f).
     """
-    Z = _reduce(features, pca_dim, "gbc_diag")
+    Z = _reduce(features, pca_dim, "gbc_diag", signed=False)  # D_B does not see component signs
     C = int(labels.max()) + 1
     counts, mu = class_counts_means(Z, labels, C)
     resid = Z - mu[labels]

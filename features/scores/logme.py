@@ -86,7 +86,7 @@ def _spectrum(X, Y, route):
     from the n x n Gram matrix (``route="samples"``) or the d x d one (``"features"``:
     ``U^T Y = diag(sigma^-1/2) V^T X^T Y``); :func:`logme` takes the smaller one."""
     if route == "samples":  # eigenvalues of X X^T and U^T Y, without the n x n eigenvectors
-        return gram_spectrum_projections(X @ X.T, Y)
+        return gram_spectrum_projections(X @ X.T, Y, overwrite=True)
     lam, V = np.linalg.eigh(X.T @ X)
     lam, V = lam[::-1], V[:, ::-1]
     keep = lam > max(float(lam[0]), 0.0) * RANK_TOL if lam[0] > 0 else np.zeros(lam.size, dtype=bool)

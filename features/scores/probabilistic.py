@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import class_gram_blocks, pca
+from ._linalg import class_gram_blocks, class_rows, pca
 from .registry import ScoreInputError, register_score
 
 
@@ -171,14 +171,16 @@ def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10,
     return lam
 
 
-def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float) -> float:
-    """SFDA's ``max(exp(-5 lambda_max(S_w)), min_shrinkage)`` from ``Gw = Xw Xw^T / n``.
+def adaptive_shrinkage(Gw: np.ndarray, min_shrinkage: float, scale: float = 1.0) -> float:
+    """SFDA's ``max(exp(-5 lambda_max(S_w)), min_shrinkage)`` from ``scale * Gw = Xw Xw^T / n``
+    (``scale``: e.g. ``1/n`` with ``Gw = Xw Xw^T``, which saves scaling an n x n matrix).
 
     The power iteration stops as soon as ``exp(-5 lambda) <= min_shrinkage`` (the floor then
     wins whatever the exact ``lambda_max``), which gives the same value as running it out.
     """
     stop = -np.log(float(min_shrinkage)) / 5.0 if min_shrinkage > 0 else np.inf
-    return max(float(np.exp(-5.0 * _top_eig_gram(Gw, stop_above=stop))), float(min_shrinkage))
+    lam = scale * _top_eig_gram(Gw, stop_above=stop / scale)
+    return max(float(np.exp(-5.0 * lam)), float(min_shrinkage))
 
 
 def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
@@ -194,7 +196,8 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     ``T = K^-1 Xw M^T`` and ``a/n Gww T = Xw M^T - b T`` the logits are
     ``X S^-1 M^T = (Gmm[y] + b T - a/n (Gwm^T T)[y]) / b``: O(n^3/3 + n^2 C), no n x d
     product. No within-class variance at all (``b = 0``): ``b`` becomes the mean squared
-    feature (nearest-class-mean rule).
+    feature (nearest-class-mean rule). Only the lower triangle and the diagonal of ``Gww``
+    are read.
     """
     n = Gww.shape[0]
     a = 1.0 - s
@@ -205,7 +208,8 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
         b = float(sq) / (n * d) or 1.0
     K = (a / n) * Gww
     K[np.diag_indices(n)] += b
-    T = sla.cho_solve(sla.cho_factor(K, lower=True, check_finite=False), Gwm, check_finite=False)
+    T = sla.cho_solve(sla.cho_factor(K, lower=True, overwrite_a=True, check_finite=False), Gwm,
+                      check_finite=False)  # K is ours: factor it in place
     # a/n Gww T = K T - b T = Gwm - b T: no n x n x C product, and no cancellation
     XQ = (Gmm[y] + b * T - (a / n) * (Gwm.T @ T)[y]) / b
     mq = (np.diag(Gmm) - (a / n) * np.sum(Gwm * T, axis=0)) / b
@@ -243,7 +247,7 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     C = int(labels.max()) + 1
     Xc = features - features.mean(axis=0)
     counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, labels, C)
-    lam = adaptive_shrinkage(Gww / n, float(min_shrinkage))
+    lam = adaptive_shrinkage(Gww, float(min_shrinkage), scale=1.0 / n)
     P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, lam)
     soft = np.exp(P)
     soft /= soft.sum(axis=1, keepdims=True)
@@ -254,14 +258,23 @@ def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
     g = p - (1.0 - p) * (counts / np.maximum(n - counts, 1.0))[labels]
     gbar = np.bincount(labels, weights=g, minlength=C) / counts  # class means of Xm: Mm = Wp Xw + diag(gbar) M
     dlt = g - gbar[labels]  # residuals: Xmw = diag(p) Xw - Wp[y] Xw + diag(dlt) M[y]
-    Wp = (Y * p[:, None]).T / counts[:, None]
+    Wp = class_rows(labels, p / counts[labels], C)  # (C, n), sparse: W_p[c, i] = p_i [y_i = c] / n_c
     WpGww = Wp @ Gww  # (C, n)
     WpGwm = Wp @ Gwm  # (C, C)
-    R1 = p[:, None] * Gww - WpGww[labels] + dlt[:, None] * Gwm[:, labels].T  # Xmw Xw^T
+    R1 = p[:, None] * Gww  # Xmw Xw^T = diag(p) Gww - (Wp Gww)[y] + diag(dlt) (Gwm^T)[y], in place
+    R1 -= WpGww[labels]
+    GwmTy = Gwm.T[labels]
+    GwmTy *= dlt[:, None]
+    R1 += GwmTy
     R2 = p[:, None] * Gwm - WpGwm[labels] + dlt[:, None] * Gmm[labels]  # Xmw M^T
     R1Wp = R1 @ Wp.T  # Xmw Xw^T Wp^T (n, C)
-    Gww2 = R1 * p[None, :] - R1Wp[:, labels] + R2[:, labels] * dlt[None, :]
-    Gww2 = 0.5 * (Gww2 + Gww2.T)
+    Gww2 = R1 * p[None, :]  # R1 diag(p) - (R1 Wp^T)[:, y] + R2[:, y] diag(dlt), in place
+    Gww2 -= R1Wp[:, labels]
+    R2y = R2[:, labels]
+    R2y *= dlt[None, :]
+    Gww2 += R2y
+    # Gww2 is symmetric up to rounding; lda_posteriors_gram reads only its lower triangle
+    # (Cholesky with lower=True) and its diagonal, so it is not symmetrized (an n x n transpose)
     Gwm2 = R1Wp + R2 * gbar[None, :]
     S1 = WpGww + gbar[:, None] * Gwm.T  # Mm Xw^T (C, n)
     S2 = WpGwm + gbar[:, None] * Gmm  # Mm M^T (C, C)
