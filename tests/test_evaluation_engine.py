@@ -238,13 +238,18 @@ def test_nested_selection_never_reads_held_out_targets():
     assert res2.nested[0]["inner_table"] == pytest.approx(c1["inner_table"])
 
 
-def test_evaluate_cli_nested_prints_lift_and_writes_json(capsys, store, tmp_path):
-    from recommender.cli import main
-
-    h = _hist(n_models=12, n_datasets=4, seed=2)
+def _commit_syn(store, seed):
+    """A synthetic 12-model x 4-dataset history (source ``syn``) committed to ``store``."""
+    h = _hist(n_models=12, n_datasets=4, seed=seed)
     store.commit(models=h.models.to_dict("records"), datasets=h.datasets.to_dict("records"),
                  jobs=[{"model": r.model, "dataset": r.dataset, "value": float(r.value), "source": "syn"}
                        for r in h.targets.itertuples()])
+
+
+def test_evaluate_cli_nested_prints_lift_and_writes_json(capsys, store, tmp_path):
+    from recommender.cli import main
+
+    _commit_syn(store, seed=2)
     out_json = tmp_path / "out.json"
     rc = main(["evaluate", "--store", store.url, "--no-progress", "--no-mlflow", "--source", "syn",
                "--recommenders", "lr", "--features", "d,m", "--baselines", "model-mean,model-size",
@@ -272,10 +277,7 @@ def test_split_labels_keeps_bracketed_feature_sets_whole():
 def test_evaluate_cli_nested_candidates_with_feature_sets(capsys, store, tmp_path):
     from recommender.cli import main
 
-    h = _hist(n_models=12, n_datasets=4, seed=3)
-    store.commit(models=h.models.to_dict("records"), datasets=h.datasets.to_dict("records"),
-                 jobs=[{"model": r.model, "dataset": r.dataset, "value": float(r.value), "source": "syn"}
-                       for r in h.targets.itertuples()])
+    _commit_syn(store, seed=3)
     out_json = tmp_path / "out.json"
     rc = main(["evaluate", "--store", store.url, "--no-progress", "--no-mlflow", "--source", "syn",
                "--recommenders", "lr", "--features", "d,m", "--baselines", "model-mean",
