@@ -25,6 +25,7 @@ are saved under ``<home>/finetuned/<dataset>/<model>/<trial>/`` as ``weights.npz
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,8 @@ class TaskData:
     kind: str  # images | text
     ref: str
     notes: list = field(default_factory=list)
+    #: set by :meth:`snapshot`: the fingerprint and splits, computed once for the trials of one call
+    _memo: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self):
         return len(self.labels)
@@ -75,8 +78,27 @@ class TaskData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def snapshot(self) -> "TaskData":
+        """A copy for the trials of one call: its fingerprint (which reads every image file's
+        size) is computed now, once, and its train / validation splits once per (fraction, seed)."""
+        c = replace(self)
+        c._memo = {"fingerprint": self.fingerprint()}
+        return c
+
+    def split(self, val_fraction: float, seed: int):
+        """:func:`split_indices` of the labels (memoized in a :meth:`snapshot`)."""
+        if self._memo is None:
+            return split_indices(self.labels, val_fraction, seed)
+        key = ("split", float(val_fraction), int(seed))
+        if key not in self._memo:
+            self._memo[key] = split_indices(self.labels, val_fraction, seed)
+        tr, va = self._memo[key]
+        return tr.copy(), va.copy()
+
     def fingerprint(self) -> str:
         """Content identity of the data (inputs, labels; file sizes for images)."""
+        if self._memo is not None:
+            return self._memo["fingerprint"]
         h = hashlib.sha256()
         h.update(self.kind.encode())
         for x, y in zip(self.inputs, self.labels):
@@ -300,6 +322,21 @@ def _state_numpy(module) -> dict:
             for k, v in module.state_dict().items()}
 
 
+def _seed(seed: int, device) -> None:
+    """Seed torch and numpy for a trial on ``device``.
+
+    On the CPU only the CPU generator is seeded: ``torch.manual_seed`` also queues a seed for
+    CUDA, and while CUDA is not initialized that formats the whole call stack (about 10-20 ms
+    per trial here); the CPU generator's state is the same either way."""
+    import torch
+
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(int(seed))
+    else:
+        torch.manual_seed(int(seed))
+    np.random.seed(int(seed) % (2**32))
+
+
 def _epoch_sleep():
     flag = os.environ.get(SLOW_ENV)
     if flag and Path(flag).exists():
@@ -307,12 +344,15 @@ def _epoch_sleep():
 
 
 # ============================================================================ training
-def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="auto", progress=None) -> dict:
+def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="auto", progress=None,
+                     restore: bool = True) -> dict:
     """Fine-tune ``adapter``'s model with a new head; return curve, best epoch and weights.
 
     ``progress(epoch, val_acc)`` is called after every epoch. Timings: ``train_s`` (forward /
     backward passes, including the frozen feature pass of a linear probe), ``eval_s``
     (validation passes), ``data_s`` (decoding images), ``load_s`` (loading the model).
+    A full fine-tune puts the model's pretrained weights back afterwards (the adapter may be
+    used by the next trial) unless ``restore`` is False (no later trial uses this adapter).
     """
     import torch
 
@@ -326,14 +366,13 @@ def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="au
     if adapter.modality == "text" and data.kind == "images":
         raise FineTuneError(f"model {adapter.name!r} is a text model but the data are images")
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed % (2**32))
+    _seed(config.seed, dev)
     timings = {}
     t = time.perf_counter()
     backbone = _prepare(adapter, data.kind, dev)
     timings["load_s"] = time.perf_counter() - t
     initial = None
-    if config.mode == "full":  # the adapter may be reused by the next trial: restore its weights after
+    if config.mode == "full" and restore:  # the adapter may be reused by the next trial: restore its weights after
         initial = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
     try:
         return _train(adapter, backbone, data, config, dev, timings, progress)
@@ -349,7 +388,7 @@ def _train(adapter, backbone, data, config, dev, timings, progress):
     t = time.perf_counter()
     inputs = _Inputs(adapter, data)
     timings["data_s"] = time.perf_counter() - t
-    tr, va = split_indices(data.labels, config.val_fraction, config.seed)
+    tr, va = data.split(config.val_fraction, config.seed)
     y = torch.as_tensor(data.labels, dtype=torch.long, device=dev)
     gen = torch.Generator().manual_seed(config.seed)
     bs = int(config.batch_size)
@@ -476,14 +515,19 @@ def process_alive(extra: dict) -> bool:
         return True
 
 
+def completed_trials(store, dataset: str) -> dict:
+    """The completed jobs on ``dataset`` by trial key (one query; the first one of a key wins)."""
+    out: dict = {}
+    for r in store.runs_frame(dataset=dataset, status="completed").itertuples(index=False):
+        ex = r.extra if isinstance(r.extra, dict) else {}
+        if ex.get("trial") is not None:
+            out.setdefault(ex["trial"], r)
+    return out
+
+
 def reusable(store, dataset: str, key: str):
     """The completed job of trial ``key`` on ``dataset``, if one exists (resume)."""
-    runs = store.runs_frame(dataset=dataset, status="completed")
-    for r in runs.itertuples(index=False):
-        ex = r.extra if isinstance(r.extra, dict) else {}
-        if ex.get("trial") == key:
-            return r
-    return None
+    return completed_trials(store, dataset).get(key)
 
 
 _TRACKING: dict = {}  # (tracking URI, home) -> (experiment, client): set up once per process
@@ -563,12 +607,14 @@ def fail_stale(store, dataset: str):
 
 
 def prepare_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, adapter=None,
-                  source: str = SOURCE, tags: dict | None = None, check_stale: bool = True):
+                  source: str = SOURCE, tags: dict | None = None, check_stale: bool = True,
+                  completed: dict | None = None):
     """Driver side, before training: the reused :class:`TrialResult` of a completed identical
     trial, or a :class:`PendingTrial` whose job is now ``running`` in the store.
 
     ``check_stale`` first fails the jobs left ``running`` by a dead process (pass False when
-    this process has started other jobs that are still running)."""
+    this process has started other jobs that are still running). ``completed``: the
+    :func:`completed_trials` of ``dataset`` read once for several trials (default: read now)."""
     from features.extract import parse_model_spec
 
     config.check()
@@ -584,7 +630,7 @@ def prepare_trial(store, spec: str, dataset: str, data: TaskData, config: TrialC
     key = trial_key(f"{ms.prefix}:{ms.target}", dataset, fp, config)
     if check_stale:
         fail_stale(store, dataset)
-    old = reusable(store, dataset, key)
+    old = (completed if completed is not None else completed_trials(store, dataset)).get(key)
     if old is not None:
         ex = old.extra or {}
         return TrialResult(ms.name, spec, dataset, config, "completed", float(old.value), list(ex.get("curve", [])),
@@ -607,9 +653,11 @@ _ADAPTER: dict = {}  # the last model loaded by train_trial in this process (a g
 
 
 def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto", adapter=None, progress=None,
-                key: str | None = None) -> dict:
+                key: str | None = None, preload=None) -> dict:
     """The training part of a trial, pure (writes nothing): runs in the driver or on a Ray worker.
 
+    ``preload`` (in process only): a callable returning ``(adapter, used_later)``, the model
+    loaded ahead by :class:`_Preloader`; the wait for it is timed as ``load_wait_s``.
     Returns :func:`train_classifier`'s dict (best accuracy, curve, best weights as arrays);
     raises on failure.
     """
@@ -618,12 +666,71 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
     pid_dir = os.environ.get(PID_DIR_ENV)
     if pid_dir and Path(pid_dir).is_dir():
         (Path(pid_dir) / f"{os.getpid()}-{key}").touch()
+    restore, waited = True, None
+    if adapter is None and preload is not None:
+        t = time.perf_counter()
+        adapter, restore = preload()
+        waited = time.perf_counter() - t
     if adapter is None:
         if spec not in _ADAPTER:
             _ADAPTER.clear()
             _ADAPTER[spec] = load_adapter(spec)
         adapter = _ADAPTER[spec]
-    return train_classifier(adapter, data, config, device=device, progress=progress)
+    out = train_classifier(adapter, data, config, device=device, progress=progress, restore=restore)
+    if waited is not None:
+        out["timings"]["load_wait_s"] = waited
+    return out
+
+
+class _Preloader:
+    """Loads the models of one call's trials a trial ahead, on a thread, while the current
+    trial trains (in-process executors). Each spec is loaded once per call (a grid's trials
+    share it; :func:`train_classifier` restores its weights between them), on the CPU (so
+    that two models never sit on the GPU at once); a model is let go after its last trial."""
+
+    def __init__(self, specs: list, kind: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.specs, self.kind = list(specs), kind
+        self._loads: dict = {}  # spec -> Future of its adapter
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-preload")
+
+    def _load(self, spec):
+        from features.extract import load_adapter
+
+        adapter = load_adapter(spec)
+        adapter._load(self.kind, _cpu())
+        return adapter
+
+    def _submit(self, spec):
+        if spec not in self._loads:
+            self._loads[spec] = self._pool.submit(self._load, spec)
+
+    def adapter(self, i: int):
+        """Trial ``i``'s adapter (raises its load error) and whether a later trial uses it; starts
+        loading the next model."""
+        spec = self.specs[i]
+        self._submit(spec)
+        later = self.specs[i + 1:]
+        nxt = next((s for s in later if s != spec), None)
+        if nxt is not None:
+            self._submit(nxt)
+        for s in [s for s in self._loads if s != spec and s not in later]:
+            del self._loads[s]
+        adapter = self._loads[spec].result()
+        if spec not in later:
+            del self._loads[spec]
+        return adapter, spec in later
+
+    def close(self):
+        self._loads.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
 
 
 def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error: str | None = None, *, home=None,
@@ -781,10 +888,13 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
 
     out: list = [None] * len(trials)
     pending, tasks, later = {}, [], []
+    data = data.snapshot()  # the fingerprint (a stat of every image file) once for the whole call
     fail_stale(store, dataset)
+    completed = completed_trials(store, dataset)
+    preloader = None
     try:
         for i, (spec, cfg) in enumerate(trials):
-            p = prepare_trial(store, spec, dataset, data, cfg, tags=tags, check_stale=False)
+            p = prepare_trial(store, spec, dataset, data, cfg, tags=tags, check_stale=False, completed=completed)
             if isinstance(p, TrialResult):
                 out[i] = p
                 if on_result:
@@ -796,6 +906,10 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             if executor.in_process and progress is not None:
                 kw["progress"] = (lambda e, a, s=spec: progress(s, e, a))
             tasks.append(Task(key, train_trial, (spec, data, cfg), kw, resources or Resources()))
+        if executor.in_process and tasks:  # the next trial's model loads while this one trains
+            preloader = _Preloader([t.args[0] for t in tasks], data.kind)
+            for n, t in enumerate(tasks):
+                t.kwargs["preload"] = functools.partial(preloader.adapter, n)
         for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
             # the jobs are all started up front: a trial's duration runs from its task's start (plus its
@@ -815,6 +929,9 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
         for i, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
         raise
+    finally:
+        if preloader is not None:
+            preloader.close()
     return out
 
 
