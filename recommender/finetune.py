@@ -318,7 +318,10 @@ def _autocast(device):
 
 
 def _state_numpy(module) -> dict:
-    return {k: v.detach().float().cpu().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+    """A copy of the module's state as arrays. A copy: on the CPU ``.float().cpu().numpy()`` of a
+    float32 tensor shares its memory, so later optimizer steps (and the restore of the
+    pretrained weights after a full fine-tune) would change the "best epoch" weights."""
+    return {k: np.array((v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy(), copy=True)
             for k, v in module.state_dict().items()}
 
 
@@ -559,29 +562,93 @@ def warm_tracking(tracking_uri=None, home=None) -> str | None:
     return sl.message() or None
 
 
-def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict) -> tuple[str | None, str | None]:
+def _mlflow_params(model: str, spec: str, dataset: str, config: TrialConfig, data: TaskData) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)) for k, v in {**config.hparams(), "model": model, "spec": spec, "dataset": dataset,
+                                          "data": data.ref}.items()]
+
+
+def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict,
+                run_id: str | None = None) -> tuple[str | None, str | None]:
+    """Log a finished trial's MLflow run: its params, tags ``job_id`` / ``trial`` / ``status``, the
+    curves and best accuracy, FINISHED or FAILED. ``run_id``: the run :func:`_mlflow_start`
+    created when the trial started (its params and ``job_id`` / ``trial`` tags are there);
+    without it the run is created now, starting when the trial started."""
     from .tracking import SafeLogger
 
     sl = SafeLogger()
-    run_id = None
     with sl.step("log fine-tune run"):
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, RunTag
 
         tr, client = _tracking(tracking_uri, home)
-        started = int((time.time() - extra.get("elapsed_s", 0.0)) * 1000)  # the run spans the trial
-        run = client.create_run(tr.experiment_id, start_time=started, run_name=f"{res.model} on {res.dataset}")
-        run_id = run.info.run_id
+        params, tags = [], [RunTag("status", res.status)]
+        if run_id is None:
+            started = int((time.time() - extra.get("elapsed_s", 0.0)) * 1000)  # the run spans the trial
+            run = client.create_run(tr.experiment_id, start_time=started, run_name=f"{res.model} on {res.dataset}")
+            run_id = run.info.run_id
+            params = _mlflow_params(res.model, res.spec, res.dataset, res.config, data)
+            tags = [RunTag("job_id", str(res.job_id)), RunTag("status", res.status), RunTag("trial", extra["trial"])]
         now = int(time.time() * 1000)
-        params = [Param(k, str(v)) for k, v in {**res.config.hparams(), "model": res.model, "spec": res.spec,
-                                                "dataset": res.dataset, "data": data.ref}.items()]
         metrics = [Metric("val_accuracy", float(a), now, i + 1) for i, a in enumerate(res.curve)]
         metrics += [Metric("train_loss", float(v), now, i + 1) for i, v in enumerate(extra.get("train_loss", []))]
         if res.value is not None:
             metrics.append(Metric("best_val_accuracy", float(res.value), now, 0))
-        tags = [RunTag("job_id", str(res.job_id)), RunTag("status", res.status), RunTag("trial", extra["trial"])]
         client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
         client.set_terminated(run_id, "FINISHED" if res.status == "completed" else "FAILED")
     return run_id, (sl.message() or None)
+
+
+@dataclass
+class _MlflowStart:
+    run_id: str | None
+    error: str | None
+    seconds: float
+
+
+def _mlflow_start(tracking_uri, home, p: "PendingTrial", data: TaskData, start_ms: int) -> _MlflowStart:
+    """Create a trial's MLflow run (RUNNING) when the trial starts, with its params and its
+    ``job_id`` / ``trial`` tags (on the bookkeeping thread, while the trial trains)."""
+    from .tracking import SafeLogger
+
+    t = time.perf_counter()
+    sl = SafeLogger()
+    run_id = None
+    with sl.step("start fine-tune run"):
+        tr, client = _tracking(tracking_uri, home)
+        run = client.create_run(tr.experiment_id, start_time=start_ms, run_name=f"{p.ms.name} on {p.dataset}",
+                                tags={"job_id": str(p.job_id), "trial": p.key})
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=_mlflow_params(p.ms.name, p.spec, p.dataset, p.config, data))
+    return _MlflowStart(run_id, sl.message() or None, time.perf_counter() - t)
+
+
+def _mlflow_abort(tracking_uri, home, run_ids: list, status: str = "FAILED") -> None:
+    """End the RUNNING MLflow runs of trials that did not finish (tag ``status`` failed)."""
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    for run_id in run_ids:
+        with sl.step("end an unfinished fine-tune run"):
+            _, client = _tracking(tracking_uri, home)
+            client.set_tag(run_id, "status", "failed")
+            client.set_terminated(run_id, status)
+
+
+def _mlflow_orphans(tracking_uri, home, job_ids: list) -> list:
+    """The RUNNING MLflow runs of the jobs ``job_ids`` (trials of a process that was killed)."""
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    out = []
+    with sl.step("find unfinished fine-tune runs"):
+        tr, client = _tracking(tracking_uri, home)
+        wanted = {str(j) for j in job_ids}
+        for run in client.search_runs([tr.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                      max_results=1000):
+            if run.data.tags.get("job_id") in wanted:
+                out.append(run.info.run_id)
+    return out
 
 
 @dataclass
@@ -598,11 +665,12 @@ class PendingTrial:
     extra: dict
     t0: float
     t_store: float
+    mlflow_start: object = None  # Future of the _MlflowStart of a run created when the trial started
 
 
-def fail_stale(store, dataset: str):
-    """Mark ``running`` jobs on ``dataset`` whose process is gone as failed."""
-    store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
+def fail_stale(store, dataset: str) -> list[int]:
+    """Mark ``running`` jobs on ``dataset`` whose process is gone as failed; return their ids."""
+    return store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
                           reason="stale: its process ended without finishing the trial (killed or crashed)")
 
 
@@ -783,10 +851,12 @@ def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict 
             res.status, res.value, res.error = "failed", None, _reason(exc)
             extra_done = {"error": res.error}
     if mlflow:
+        start = p.mlflow_start.result() if p.mlflow_start is not None else None
         t = time.perf_counter()
         res.mlflow_run, err = _log_mlflow(tracking_uri=tracking_uri, home=home, res=res, data=data,
-                                          extra={**p.extra, **extra_done, "elapsed_s": t - p.t0})
-        res.timings["mlflow_s"] = time.perf_counter() - t
+                                          extra={**p.extra, **extra_done, "elapsed_s": t - p.t0},
+                                          run_id=start.run_id if start is not None else None)
+        res.timings["mlflow_s"] = time.perf_counter() - t + (start.seconds if start is not None else 0.0)
         extra_done["mlflow_run"] = res.mlflow_run
         if err:
             extra_done["mlflow_error"] = err
@@ -889,7 +959,12 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
     out: list = [None] * len(trials)
     pending, tasks, later = {}, [], []
     data = data.snapshot()  # the fingerprint (a stat of every image file) once for the whole call
-    fail_stale(store, dataset)
+    stale = fail_stale(store, dataset)
+    bg = _can_background(store)
+    if mlflow and stale:  # a killed process's trials: their MLflow runs were left RUNNING
+        orphans = _mlflow_orphans(tracking_uri, home, stale)
+        if orphans:
+            _mlflow_abort(tracking_uri, home, orphans)
     completed = completed_trials(store, dataset)
     preloader = None
     try:
@@ -909,7 +984,8 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
         if executor.in_process and tasks:  # the next trial's model loads while this one trains
             preloader = _Preloader([t.args[0] for t in tasks], data.kind)
             for n, t in enumerate(tasks):
-                t.kwargs["preload"] = functools.partial(preloader.adapter, n)
+                t.kwargs["preload"] = functools.partial(_begin, preloader, n, pending[t.key][1], data,
+                                                        mlflow and bg, tracking_uri, home)
         for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
             # the jobs are all started up front: a trial's duration runs from its task's start (plus its
@@ -926,13 +1002,31 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.debug("recording a finished trial failed", exc_info=True)
         why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
+        started = []
         for i, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
+            if p.mlflow_start is not None:
+                try:
+                    started.append(p.mlflow_start.result().run_id)
+                except Exception:  # noqa: BLE001 - _mlflow_start does not raise; nothing to end
+                    pass
+        if any(started):
+            _mlflow_abort(tracking_uri, home, [r for r in started if r],
+                          "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         if preloader is not None:
             preloader.close()
     return out
+
+
+def _begin(preloader: _Preloader, n: int, p: PendingTrial, data: TaskData, mlflow: bool, tracking_uri, home):
+    """At the start of task ``n`` (in process): its MLflow run is created on the bookkeeping
+    thread (the run spans the trial; only its end is left for after training), and its model
+    comes from the preloader."""
+    if mlflow:
+        p.mlflow_start = _BOOKKEEPER.submit(_mlflow_start, tracking_uri, home, p, data, int(time.time() * 1000))
+    return preloader.adapter(n)
 
 
 def finetune_model(store, spec: str, dataset: str, data: TaskData, grid: list[TrialConfig], **kw) -> list[TrialResult]:
