@@ -353,7 +353,8 @@ def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="au
 
     ``progress(epoch, val_acc)`` is called after every epoch. Timings: ``train_s`` (forward /
     backward passes, including the frozen feature pass of a linear probe), ``eval_s``
-    (validation passes), ``data_s`` (decoding images), ``load_s`` (loading the model).
+    (validation passes), ``best_s`` (copying the best epoch's weights), ``data_s`` (decoding
+    images), ``load_s`` (loading the model).
     A full fine-tune puts the model's pretrained weights back afterwards (the adapter may be
     used by the next trial) unless ``restore`` is False (no later trial uses this adapter).
     """
@@ -395,7 +396,7 @@ def _train(adapter, backbone, data, config, dev, timings, progress):
     y = torch.as_tensor(data.labels, dtype=torch.long, device=dev)
     gen = torch.Generator().manual_seed(config.seed)
     bs = int(config.batch_size)
-    train_s = eval_s = 0.0
+    train_s = eval_s = best_s = 0.0
 
     t = time.perf_counter()
     backbone.eval()
@@ -456,18 +457,20 @@ def _train(adapter, backbone, data, config, dev, timings, progress):
         acc = correct / len(va)
         curve.append(acc)
         losses.append(total / max(n, 1))
+        eval_s += time.perf_counter() - t
         if acc > best:
+            t = time.perf_counter()
             best, best_epoch, bad = acc, epoch + 1, 0
             best_state = ({"head": _state_numpy(head)} if linear else
                           {"head": _state_numpy(head), "backbone": _state_numpy(backbone)})
+            best_s += time.perf_counter() - t
         else:
             bad += 1
-        eval_s += time.perf_counter() - t
         if progress is not None:
             progress(epoch + 1, acc)
         if bad >= int(config.patience):
             break
-    timings.update(train_s=train_s, eval_s=eval_s)
+    timings.update(train_s=train_s, eval_s=eval_s, best_s=best_s)
     return {"value": best, "curve": curve, "train_loss": losses, "best_epoch": best_epoch, "state": best_state,
             "feature_dim": int(dim), "n_train": int(len(tr)), "n_val": int(len(va)), "timings": timings}
 
@@ -668,9 +671,17 @@ class PendingTrial:
     mlflow_start: object = None  # Future of the _MlflowStart of a run created when the trial started
 
 
+def _alive(extra: dict) -> bool:
+    """:func:`process_alive`, except that this process's trials still being recorded are alive."""
+    if extra.get("pid") == os.getpid() and extra.get("host") == socket.gethostname() \
+            and extra.get("trial") in _RECORDING:
+        return True
+    return process_alive(extra)
+
+
 def fail_stale(store, dataset: str) -> list[int]:
     """Mark ``running`` jobs on ``dataset`` whose process is gone as failed; return their ids."""
-    return store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
+    return store.fail_stale_jobs(dataset=dataset, is_alive=_alive,
                           reason="stale: its process ended without finishing the trial (killed or crashed)")
 
 
@@ -724,8 +735,9 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
                 key: str | None = None, preload=None) -> dict:
     """The training part of a trial, pure (writes nothing): runs in the driver or on a Ray worker.
 
-    ``preload`` (in process only): a callable returning ``(adapter, used_later)``, the model
-    loaded ahead by :class:`_Preloader`; the wait for it is timed as ``load_wait_s``.
+    ``preload`` (in process only): a callable returning ``(adapter, used_later, seconds)``, the
+    model loaded ahead by :class:`_Preloader`; the wait for it is timed as ``load_wait_s``, the
+    load itself (on the preloading thread, mostly while the previous trial trained) as ``preload_s``.
     Returns :func:`train_classifier`'s dict (best accuracy, curve, best weights as arrays);
     raises on failure.
     """
@@ -734,10 +746,10 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
     pid_dir = os.environ.get(PID_DIR_ENV)
     if pid_dir and Path(pid_dir).is_dir():
         (Path(pid_dir) / f"{os.getpid()}-{key}").touch()
-    restore, waited = True, None
+    restore, waited, loaded = True, None, 0.0
     if adapter is None and preload is not None:
         t = time.perf_counter()
-        adapter, restore = preload()
+        adapter, restore, loaded = preload()
         waited = time.perf_counter() - t
     if adapter is None:
         if spec not in _ADAPTER:
@@ -746,7 +758,7 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
         adapter = _ADAPTER[spec]
     out = train_classifier(adapter, data, config, device=device, progress=progress, restore=restore)
     if waited is not None:
-        out["timings"]["load_wait_s"] = waited
+        out["timings"].update(load_wait_s=waited, preload_s=loaded)
     return out
 
 
@@ -760,23 +772,26 @@ class _Preloader:
         from concurrent.futures import ThreadPoolExecutor
 
         self.specs, self.kind = list(specs), kind
-        self._loads: dict = {}  # spec -> Future of its adapter
+        self._loads: dict = {}  # spec -> Future of (its adapter, load seconds)
+        self._used: set = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-preload")
 
     def _load(self, spec):
         from features.extract import load_adapter
 
+        t = time.perf_counter()
         adapter = load_adapter(spec)
         adapter._load(self.kind, _cpu())
-        return adapter
+        return adapter, time.perf_counter() - t
 
     def _submit(self, spec):
         if spec not in self._loads:
             self._loads[spec] = self._pool.submit(self._load, spec)
 
     def adapter(self, i: int):
-        """Trial ``i``'s adapter (raises its load error) and whether a later trial uses it; starts
-        loading the next model."""
+        """Trial ``i``'s adapter (raises its load error), whether a later trial uses it, and the
+        seconds its load took on the thread (0 after its first trial); starts loading the next
+        model."""
         spec = self.specs[i]
         self._submit(spec)
         later = self.specs[i + 1:]
@@ -785,10 +800,12 @@ class _Preloader:
             self._submit(nxt)
         for s in [s for s in self._loads if s != spec and s not in later]:
             del self._loads[s]
-        adapter = self._loads[spec].result()
+        adapter, seconds = self._loads[spec].result()
+        first = spec not in self._used
+        self._used.add(spec)
         if spec not in later:
             del self._loads[spec]
-        return adapter, spec in later
+        return adapter, spec in later, seconds if first else 0.0
 
     def close(self):
         self._loads.clear()
@@ -820,12 +837,26 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
             out["best_epoch"]
     if background is None or not _can_background(store):
         return _record(store, p, res, data, out, home, mlflow, tracking_uri)
+    _RECORDING.add(p.key)
     background.append(_BOOKKEEPER.submit(_record, store, p, res, data, out, home, mlflow, tracking_uri))
     return res
 
 
+#: trial keys of this process whose job is recorded on the bookkeeping thread, not yet finished in the store
+#: (a later run_trials call must not take them for leftovers of an interrupted call)
+_RECORDING: set = set()
+
+
 def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict | None, home, mlflow: bool,
             tracking_uri) -> TrialResult:
+    try:
+        return _record_trial(store, p, res, data, out, home, mlflow, tracking_uri)
+    finally:
+        _RECORDING.discard(p.key)
+
+
+def _record_trial(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict | None, home, mlflow: bool,
+                  tracking_uri) -> TrialResult:
     """Save the weights, log the MLflow run, then write the job's final state, in that order.
 
     ``duration_s`` (set by :func:`finish_trial`) runs from the job's start until its result
@@ -943,21 +974,26 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
 
 def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, home=None, device="auto",
                mlflow: bool = True, tracking_uri=None, tags: dict | None = None, resources=None,
-               progress=None, on_result=None) -> list[TrialResult]:
+               progress=None, on_result=None, background: list | None = None) -> list[TrialResult]:
     """Run ``trials`` (a list of ``(spec, TrialConfig)``) with ``executor``: one task per trial.
 
     The driver (this process) starts every job in the store, the tasks only train, and the
     driver saves the weights and finishes each job as its result comes back, so that a task
     retried after a lost worker still makes one job. The MLflow run and the job's final write
     go to the bookkeeping thread (see :func:`finish_trial`) while the next trial trains; they
-    are all written before this returns (or raises). ``progress(spec, epoch,
-    acc)`` only works in process (the local executor). ``on_result(TrialResult)`` is called as
-    each trial ends. Returns the results in the order of ``trials``.
+    are all written before this returns (or raises), unless ``background`` (a list) is given:
+    then the recordings still running are appended to it and the caller calls
+    :func:`wait_background` on it before it reads the store or returns (a caller that runs
+    one call after the other, like ``search``, so overlaps the last trial's recording with its
+    next call's training). ``progress(spec, epoch, acc)`` only works in process (the local
+    executor). ``on_result(TrialResult)`` is called as each trial ends. Returns the results
+    in the order of ``trials``.
     """
     from .executor import Resources, Task
 
     out: list = [None] * len(trials)
-    pending, tasks, later = {}, [], []
+    pending, tasks = {}, []
+    later = background if background is not None else []
     data = data.snapshot()  # the fingerprint (a stat of every image file) once for the whole call
     stale = fail_stale(store, dataset)
     bg = _can_background(store)
@@ -995,7 +1031,8 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
                                   mlflow=mlflow, tracking_uri=tracking_uri, background=later)
             if on_result:
                 on_result(out[i])
-        wait_background(later)
+        if background is None:
+            wait_background(later)
     except BaseException as exc:  # interrupted, or the executor itself failed (e.g. the cluster went away)
         try:
             wait_background(later)  # the trials already finished are recorded first

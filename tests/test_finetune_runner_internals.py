@@ -119,12 +119,12 @@ def test_preloader_loads_each_model_once_and_lets_it_go(zoo):
     a, b = zoo["specs"]["cnn-stripes"], zoo["specs"]["cnn-textures"]
     pre = _Preloader([a, a, b], "images")
     try:
-        m0, later0 = pre.adapter(0)
-        assert later0 and b in pre._loads  # the next model loads meanwhile
-        m1, later1 = pre.adapter(1)
-        assert m1 is m0 and not later1 and a not in pre._loads
-        m2, later2 = pre.adapter(2)
-        assert m2 is not m0 and not later2 and not pre._loads
+        m0, later0, s0 = pre.adapter(0)
+        assert later0 and b in pre._loads and s0 > 0  # the next model loads meanwhile
+        m1, later1, s1 = pre.adapter(1)
+        assert m1 is m0 and not later1 and a not in pre._loads and s1 == 0
+        m2, later2, s2 = pre.adapter(2)
+        assert m2 is not m0 and not later2 and not pre._loads and s2 > 0
         assert next(m2.module.parameters()).device.type == "cpu"
     finally:
         pre.close()
@@ -290,4 +290,32 @@ def test_an_interrupted_call_ends_the_started_mlflow_run(zoo, tmp_path):
     [run] = client.search_runs([exp.experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["status"] == "failed"
     assert run.data.tags["job_id"] == str(int(runs["job_id"].iloc[0]))
+    store.dispose()
+
+
+def test_a_call_leaves_its_recordings_to_the_caller_and_the_next_call_keeps_them(zoo, tmp_path):
+    """With ``background``, run_trials returns before its last trial is recorded (search, finetune);
+    the next call must not take that job, still running in the store, for a leftover."""
+    import threading
+
+    from recommender.finetune import _BOOKKEEPER, wait_background
+
+    a, b = zoo["specs"]["cnn-stripes"], zoo["specs"]["cnn-textures"]
+    lin = TrialConfig(lr=3e-2, epochs=1, mode="linear")
+    data = load_task(zoo["task"])
+    store = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
+    gate = threading.Event()
+    recording = [_BOOKKEEPER.submit(gate.wait, 60)]  # the bookkeeping thread is busy until the gate opens
+    try:
+        [r1] = run_trials(store, LocalExecutor(), [(a, lin)], "t", data, home=tmp_path / "home", mlflow=False,
+                          background=recording)
+        assert list(store.runs_frame()["status"]) == ["running"] and r1.weights is None
+        [r2] = run_trials(store, LocalExecutor(), [(b, lin)], "t", data, home=tmp_path / "home", mlflow=False,
+                          background=recording)
+    finally:
+        gate.set()
+    wait_background(recording)
+    runs = store.runs_frame().set_index("job_id")
+    assert list(runs["status"]) == ["completed", "completed"]
+    assert runs.loc[r1.job_id, "value"] == r1.value and r1.weights and os.path.isfile(r1.weights)
     store.dispose()
