@@ -14,7 +14,9 @@ last trial's recording before the call returns); while it overlaps training, it 
 training (2 cores, the GIL) and that slowdown is inside train + eval. Target: the rest is
 < 5% of the wall time. Prints one row per trial ("in line": the trial's time outside
 training and validation until its result is ready; "other threads": its MLflow run, store
-writes, weight saving and model preload, done alongside) and the share over the whole call.
+writes, weight saving and model preload, done alongside) and the share over the whole call,
+and the CPU time of the whole process during the call (all threads: less sensitive than
+the wall time to other load on the machine, for A/B comparisons of the runner's code).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="full", choices=["full", "linear"])
     ap.add_argument("--no-mlflow", action="store_true", help="do not log MLflow runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--per-model", action="store_true",
+                    help="one run_trials call per model, as `search` (local executor) and `finetune` make them, "
+                         "instead of one call for all six; counted until everything is recorded")
     args = ap.parse_args(argv)
 
     import torch
@@ -56,11 +61,27 @@ def main(argv=None) -> int:
             warm_tracking(None, tmp / "home")
         run_trials(store, LocalExecutor(), [(specs["cnn-shapes"], TrialConfig(lr=3e-3, epochs=1, mode=args.mode))],
                    "warmup", data, **kw)
-        # the trials of a search, as `search` / `finetune` run them: one run_trials call, MLflow runs and
-        # final store writes on the bookkeeping thread, all written before it returns
-        t0 = time.perf_counter()
-        res = run_trials(store, LocalExecutor(), [(spec, cfg) for spec in specs.values()], "task", data, **kw)
-        wall = time.perf_counter() - t0
+        # one run_trials call: MLflow runs and final store writes on the bookkeeping thread, all written
+        # before it returns. --per-model: one call per model, as search and finetune make them; where
+        # run_trials takes ``background`` (as they pass it), a call's last recording overlaps the next
+        # call's training, and the clock stops once everything is written
+        t0, c0 = time.perf_counter(), time.process_time()
+        if args.per_model:
+            import inspect
+
+            from recommender import finetune
+
+            res, defer = [], "background" in inspect.signature(run_trials).parameters
+            recording: list = []
+            if hasattr(data, "snapshot"):  # as search and finetune do: the data's fingerprint once
+                data = data.snapshot()
+            for spec in specs.values():
+                res += run_trials(store, LocalExecutor(), [(spec, cfg)], "task", data, **kw,
+                                  **({"background": recording} if defer else {}))
+            finetune.wait_background(recording)
+        else:
+            res = run_trials(store, LocalExecutor(), [(spec, cfg) for spec in specs.values()], "task", data, **kw)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         store.dispose()
     print(f"{'model':<16} {'train+eval s':>12} {'in line s':>9} {'other threads s':>15}  biggest parts outside training")
     work = beside = 0.0
@@ -78,8 +99,9 @@ def main(argv=None) -> int:
     other = wall - work
     print(f"{len(res)} trials in {wall:.2f} s wall, {work:.2f} s in training and validation passes: "
           f"{100 * other / wall:.1f}% of the wall time outside them ({other / len(res):.3f} s per trial; "
-          f"{beside:.2f} s of work on the other threads; "
-          f"{args.mode}, {args.epochs} epochs, {args.images} images, MLflow {'on' if mlflow else 'off'})")
+          f"{beside:.2f} s of work on the other threads; process CPU {cpu:.2f} s; "
+          f"{args.mode}, {args.epochs} epochs, {args.images} images, MLflow {'on' if mlflow else 'off'}, "
+          f"{'one call per model' if args.per_model else 'one call'})")
     return 0
 
 

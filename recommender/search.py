@@ -153,6 +153,7 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
         raise RecommenderError("the hyper-parameter grid is empty")
     emit = on_event or (lambda *_: None)
     t0 = time.perf_counter()
+    data = data.snapshot()  # the data's fingerprint once for the search, not once per fine-tune
     models = list(specs)
     modality = "text" if data.kind == "text" else "image"
     # the dataset and the candidates must exist in the store for the recommender to rank them

@@ -79,6 +79,9 @@ def test_snapshot_fingerprints_once_and_memoizes_splits(zoo):
         fh.write(b"\0")
     assert data.fingerprint() != snap.fingerprint()
     assert data.snapshot().fingerprint() == data.fingerprint()
+    again = snap.snapshot()  # search's snapshot, passed to each run_trials call: nothing recomputed
+    assert again.fingerprint() == snap.fingerprint() and again._memo is not snap._memo
+    assert np.array_equal(again.split(0.2, 0)[0], want[0])
 
 
 def test_cached_decoding_gives_the_same_tensors(zoo):

@@ -214,6 +214,7 @@ def run_finetune(args) -> int:
     from recommender.search import Pick
 
     results, recording = [], []  # a model's last trial is recorded while the next model trains
+    data = data.snapshot()  # its fingerprint once for all the models
     try:
         for i, (name, spec) in enumerate(specs.items(), 1):
             pick = Pick(i, name, None)
