@@ -83,7 +83,8 @@ def main(argv=None) -> int:
             res = run_trials(store, LocalExecutor(), [(spec, cfg) for spec in specs.values()], "task", data, **kw)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         store.dispose()
-    print(f"{'model':<16} {'train+eval s':>12} {'in line s':>9} {'other threads s':>15}  biggest parts outside training")
+    print(f"{'model':<16} {'train+eval s':>12} {'in line s':>9} {'other threads s':>15}  "
+          "biggest parts outside training")
     work = beside = 0.0
     threads = ("mlflow_s", "store_s", "save_s", "preload_s")
     for name, r in zip(specs, res):

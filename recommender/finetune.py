@@ -361,8 +361,6 @@ def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="au
     A full fine-tune puts the model's pretrained weights back afterwards (the adapter may be
     used by the next trial) unless ``restore`` is False (no later trial uses this adapter).
     """
-    import torch
-
     from features.extract import resolve_device
 
     config.check()
