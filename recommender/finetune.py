@@ -19,12 +19,15 @@ Every trial is a job in the history store, written in two atomic steps: inserted
 (with the error). A process killed with ``kill -9`` leaves a ``running`` job behind; the
 next run marks it ``failed`` (its process is gone) and redoes the trial, and trials that
 already completed with the same model, data and hyper-parameters are reused, not re-run.
-Each trial is also an MLflow run (experiment ``recommender-finetune``), and its weights
+Each trial is also an MLflow run (experiment ``recommender-finetune``; with the local
+executor it is created, RUNNING, when the trial starts, and a run left RUNNING by a killed
+process is ended as FAILED by the next call on that dataset), and its weights
 are saved under ``<home>/finetuned/<dataset>/<model>/<trial>/`` as ``weights.npz``
 (state dict arrays, no pickle) next to ``trial.json``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,7 +35,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +70,8 @@ class TaskData:
     kind: str  # images | text
     ref: str
     notes: list = field(default_factory=list)
+    #: set by :meth:`snapshot`: the fingerprint and splits, computed once for the trials of one call
+    _memo: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self):
         return len(self.labels)
@@ -75,8 +80,28 @@ class TaskData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def snapshot(self) -> "TaskData":
+        """A copy for the trials of one call: its fingerprint (which reads every image file's
+        size) is computed now, once, and its train / validation splits once per (fraction, seed).
+        A snapshot of a snapshot keeps what was computed (``search`` takes one for all its calls)."""
+        c = replace(self)
+        c._memo = dict(self._memo) if self._memo is not None else {"fingerprint": self.fingerprint()}
+        return c
+
+    def split(self, val_fraction: float, seed: int):
+        """:func:`split_indices` of the labels (memoized in a :meth:`snapshot`)."""
+        if self._memo is None:
+            return split_indices(self.labels, val_fraction, seed)
+        key = ("split", float(val_fraction), int(seed))
+        if key not in self._memo:
+            self._memo[key] = split_indices(self.labels, val_fraction, seed)
+        tr, va = self._memo[key]
+        return tr.copy(), va.copy()
+
     def fingerprint(self) -> str:
         """Content identity of the data (inputs, labels; file sizes for images)."""
+        if self._memo is not None:
+            return self._memo["fingerprint"]
         h = hashlib.sha256()
         h.update(self.kind.encode())
         for x, y in zip(self.inputs, self.labels):
@@ -296,8 +321,26 @@ def _autocast(device):
 
 
 def _state_numpy(module) -> dict:
-    return {k: v.detach().float().cpu().numpy() if v.is_floating_point() else v.detach().cpu().numpy()
+    """A copy of the module's state as arrays. A copy: on the CPU ``.float().cpu().numpy()`` of a
+    float32 tensor shares its memory, so later optimizer steps (and the restore of the
+    pretrained weights after a full fine-tune) would change the "best epoch" weights."""
+    return {k: np.array((v.detach().float() if v.is_floating_point() else v.detach()).cpu().numpy(), copy=True)
             for k, v in module.state_dict().items()}
+
+
+def _seed(seed: int, device) -> None:
+    """Seed torch and numpy for a trial on ``device``.
+
+    On the CPU only the CPU generator is seeded: ``torch.manual_seed`` also queues a seed for
+    CUDA, and while CUDA is not initialized that formats the whole call stack (about 10-20 ms
+    per trial here); the CPU generator's state is the same either way."""
+    import torch
+
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(int(seed))
+    else:
+        torch.manual_seed(int(seed))
+    np.random.seed(int(seed) % (2**32))
 
 
 def _epoch_sleep():
@@ -307,15 +350,17 @@ def _epoch_sleep():
 
 
 # ============================================================================ training
-def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="auto", progress=None) -> dict:
+def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="auto", progress=None,
+                     restore: bool = True) -> dict:
     """Fine-tune ``adapter``'s model with a new head; return curve, best epoch and weights.
 
     ``progress(epoch, val_acc)`` is called after every epoch. Timings: ``train_s`` (forward /
     backward passes, including the frozen feature pass of a linear probe), ``eval_s``
-    (validation passes), ``data_s`` (decoding images), ``load_s`` (loading the model).
+    (validation passes), ``best_s`` (copying the best epoch's weights), ``data_s`` (decoding
+    images), ``load_s`` (loading the model).
+    A full fine-tune puts the model's pretrained weights back afterwards (the adapter may be
+    used by the next trial) unless ``restore`` is False (no later trial uses this adapter).
     """
-    import torch
-
     from features.extract import resolve_device
 
     config.check()
@@ -326,14 +371,13 @@ def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="au
     if adapter.modality == "text" and data.kind == "images":
         raise FineTuneError(f"model {adapter.name!r} is a text model but the data are images")
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed % (2**32))
+    _seed(config.seed, dev)
     timings = {}
     t = time.perf_counter()
     backbone = _prepare(adapter, data.kind, dev)
     timings["load_s"] = time.perf_counter() - t
     initial = None
-    if config.mode == "full":  # the adapter may be reused by the next trial: restore its weights after
+    if config.mode == "full" and restore:  # the adapter may be reused by the next trial: restore its weights after
         initial = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
     try:
         return _train(adapter, backbone, data, config, dev, timings, progress)
@@ -349,11 +393,11 @@ def _train(adapter, backbone, data, config, dev, timings, progress):
     t = time.perf_counter()
     inputs = _Inputs(adapter, data)
     timings["data_s"] = time.perf_counter() - t
-    tr, va = split_indices(data.labels, config.val_fraction, config.seed)
+    tr, va = data.split(config.val_fraction, config.seed)
     y = torch.as_tensor(data.labels, dtype=torch.long, device=dev)
     gen = torch.Generator().manual_seed(config.seed)
     bs = int(config.batch_size)
-    train_s = eval_s = 0.0
+    train_s = eval_s = best_s = 0.0
 
     t = time.perf_counter()
     backbone.eval()
@@ -414,18 +458,20 @@ def _train(adapter, backbone, data, config, dev, timings, progress):
         acc = correct / len(va)
         curve.append(acc)
         losses.append(total / max(n, 1))
+        eval_s += time.perf_counter() - t
         if acc > best:
+            t = time.perf_counter()
             best, best_epoch, bad = acc, epoch + 1, 0
             best_state = ({"head": _state_numpy(head)} if linear else
                           {"head": _state_numpy(head), "backbone": _state_numpy(backbone)})
+            best_s += time.perf_counter() - t
         else:
             bad += 1
-        eval_s += time.perf_counter() - t
         if progress is not None:
             progress(epoch + 1, acc)
         if bad >= int(config.patience):
             break
-    timings.update(train_s=train_s, eval_s=eval_s)
+    timings.update(train_s=train_s, eval_s=eval_s, best_s=best_s)
     return {"value": best, "curve": curve, "train_loss": losses, "best_epoch": best_epoch, "state": best_state,
             "feature_dim": int(dim), "n_train": int(len(tr)), "n_val": int(len(va)), "timings": timings}
 
@@ -476,14 +522,19 @@ def process_alive(extra: dict) -> bool:
         return True
 
 
+def completed_trials(store, dataset: str) -> dict:
+    """The completed jobs on ``dataset`` by trial key (one query; the first one of a key wins)."""
+    out: dict = {}
+    for r in store.runs_frame(dataset=dataset, status="completed").itertuples(index=False):
+        ex = r.extra if isinstance(r.extra, dict) else {}
+        if ex.get("trial") is not None:
+            out.setdefault(ex["trial"], r)
+    return out
+
+
 def reusable(store, dataset: str, key: str):
     """The completed job of trial ``key`` on ``dataset``, if one exists (resume)."""
-    runs = store.runs_frame(dataset=dataset, status="completed")
-    for r in runs.itertuples(index=False):
-        ex = r.extra if isinstance(r.extra, dict) else {}
-        if ex.get("trial") == key:
-            return r
-    return None
+    return completed_trials(store, dataset).get(key)
 
 
 _TRACKING: dict = {}  # (tracking URI, home) -> (experiment, client): set up once per process
@@ -515,29 +566,94 @@ def warm_tracking(tracking_uri=None, home=None) -> str | None:
     return sl.message() or None
 
 
-def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict) -> tuple[str | None, str | None]:
+def _mlflow_params(model: str, spec: str, dataset: str, config: TrialConfig, data: TaskData) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)) for k, v in {**config.hparams(), "model": model, "spec": spec, "dataset": dataset,
+                                          "data": data.ref}.items()]
+
+
+def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: dict,
+                run_id: str | None = None) -> tuple[str | None, str | None]:
+    """Log a finished trial's MLflow run: its params, tags ``job_id`` / ``trial`` / ``status``, the
+    curves and best accuracy, FINISHED or FAILED. ``run_id``: the run :func:`_mlflow_start`
+    created when the trial started (its ``job_id`` / ``trial`` tags are there); without it the
+    run is created now, starting when the trial started."""
     from .tracking import SafeLogger
 
     sl = SafeLogger()
-    run_id = None
     with sl.step("log fine-tune run"):
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, RunTag
 
         tr, client = _tracking(tracking_uri, home)
-        started = int((time.time() - extra.get("elapsed_s", 0.0)) * 1000)  # the run spans the trial
-        run = client.create_run(tr.experiment_id, start_time=started, run_name=f"{res.model} on {res.dataset}")
-        run_id = run.info.run_id
+        tags = [RunTag("status", res.status)]
+        if run_id is None:
+            started = int((time.time() - extra.get("elapsed_s", 0.0)) * 1000)  # the run spans the trial
+            run = client.create_run(tr.experiment_id, start_time=started, run_name=f"{res.model} on {res.dataset}")
+            run_id = run.info.run_id
+            tags = [RunTag("job_id", str(res.job_id)), RunTag("status", res.status), RunTag("trial", extra["trial"])]
+        params = _mlflow_params(res.model, res.spec, res.dataset, res.config, data)
         now = int(time.time() * 1000)
-        params = [Param(k, str(v)) for k, v in {**res.config.hparams(), "model": res.model, "spec": res.spec,
-                                                "dataset": res.dataset, "data": data.ref}.items()]
         metrics = [Metric("val_accuracy", float(a), now, i + 1) for i, a in enumerate(res.curve)]
         metrics += [Metric("train_loss", float(v), now, i + 1) for i, v in enumerate(extra.get("train_loss", []))]
         if res.value is not None:
             metrics.append(Metric("best_val_accuracy", float(res.value), now, 0))
-        tags = [RunTag("job_id", str(res.job_id)), RunTag("status", res.status), RunTag("trial", extra["trial"])]
         client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
         client.set_terminated(run_id, "FINISHED" if res.status == "completed" else "FAILED")
     return run_id, (sl.message() or None)
+
+
+@dataclass
+class _MlflowStart:
+    run_id: str | None
+    error: str | None
+    seconds: float
+
+
+def _mlflow_start(tracking_uri, home, p: "PendingTrial", data: TaskData, start_ms: int) -> _MlflowStart:
+    """Create a trial's MLflow run (RUNNING) when the trial starts, with its ``job_id`` / ``trial``
+    tags (on the bookkeeping thread, while the trial trains). Its params come at the end, with
+    the metrics, in the same batch: as many SQLite commits in all as creating the run at the
+    end (7), 5 of them after training instead of 7."""
+    from .tracking import SafeLogger
+
+    t = time.perf_counter()
+    sl = SafeLogger()
+    run_id = None
+    with sl.step("start fine-tune run"):
+        tr, client = _tracking(tracking_uri, home)
+        run = client.create_run(tr.experiment_id, start_time=start_ms, run_name=f"{p.ms.name} on {p.dataset}",
+                                tags={"job_id": str(p.job_id), "trial": p.key})
+        run_id = run.info.run_id
+    return _MlflowStart(run_id, sl.message() or None, time.perf_counter() - t)
+
+
+def _mlflow_abort(tracking_uri, home, run_ids: list, status: str = "FAILED") -> None:
+    """End the RUNNING MLflow runs of trials that did not finish (tag ``status`` failed)."""
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    for run_id in run_ids:
+        with sl.step("end an unfinished fine-tune run"):
+            _, client = _tracking(tracking_uri, home)
+            client.set_tag(run_id, "status", "failed")
+            client.set_terminated(run_id, status)
+
+
+def _mlflow_orphans(tracking_uri, home, job_ids: list) -> list:
+    """The RUNNING MLflow runs of the jobs ``job_ids`` (trials of a process that was killed)."""
+    from .tracking import SafeLogger
+
+    sl = SafeLogger()
+    out = []
+    with sl.step("find unfinished fine-tune runs"):
+        tr, client = _tracking(tracking_uri, home)
+        wanted = {str(j) for j in job_ids}
+        for run in client.search_runs([tr.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                      max_results=1000):
+            if run.data.tags.get("job_id") in wanted:
+                out.append(run.info.run_id)
+    return out
 
 
 @dataclass
@@ -554,21 +670,32 @@ class PendingTrial:
     extra: dict
     t0: float
     t_store: float
+    mlflow_start: object = None  # Future of the _MlflowStart of a run created when the trial started
 
 
-def fail_stale(store, dataset: str):
-    """Mark ``running`` jobs on ``dataset`` whose process is gone as failed."""
-    store.fail_stale_jobs(dataset=dataset, is_alive=process_alive,
+def _alive(extra: dict) -> bool:
+    """:func:`process_alive`, except that this process's trials still being recorded are alive."""
+    if extra.get("pid") == os.getpid() and extra.get("host") == socket.gethostname() \
+            and extra.get("trial") in _RECORDING:
+        return True
+    return process_alive(extra)
+
+
+def fail_stale(store, dataset: str) -> list[int]:
+    """Mark ``running`` jobs on ``dataset`` whose process is gone as failed; return their ids."""
+    return store.fail_stale_jobs(dataset=dataset, is_alive=_alive,
                           reason="stale: its process ended without finishing the trial (killed or crashed)")
 
 
 def prepare_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, adapter=None,
-                  source: str = SOURCE, tags: dict | None = None, check_stale: bool = True):
+                  source: str = SOURCE, tags: dict | None = None, check_stale: bool = True,
+                  completed: dict | None = None):
     """Driver side, before training: the reused :class:`TrialResult` of a completed identical
     trial, or a :class:`PendingTrial` whose job is now ``running`` in the store.
 
     ``check_stale`` first fails the jobs left ``running`` by a dead process (pass False when
-    this process has started other jobs that are still running)."""
+    this process has started other jobs that are still running). ``completed``: the
+    :func:`completed_trials` of ``dataset`` read once for several trials (default: read now)."""
     from features.extract import parse_model_spec
 
     config.check()
@@ -584,7 +711,7 @@ def prepare_trial(store, spec: str, dataset: str, data: TaskData, config: TrialC
     key = trial_key(f"{ms.prefix}:{ms.target}", dataset, fp, config)
     if check_stale:
         fail_stale(store, dataset)
-    old = reusable(store, dataset, key)
+    old = (completed if completed is not None else completed_trials(store, dataset)).get(key)
     if old is not None:
         ex = old.extra or {}
         return TrialResult(ms.name, spec, dataset, config, "completed", float(old.value), list(ex.get("curve", [])),
@@ -607,9 +734,12 @@ _ADAPTER: dict = {}  # the last model loaded by train_trial in this process (a g
 
 
 def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto", adapter=None, progress=None,
-                key: str | None = None) -> dict:
+                key: str | None = None, preload=None) -> dict:
     """The training part of a trial, pure (writes nothing): runs in the driver or on a Ray worker.
 
+    ``preload`` (in process only): a callable returning ``(adapter, used_later, seconds)``, the
+    model loaded ahead by :class:`_Preloader`; the wait for it is timed as ``load_wait_s``, the
+    load itself (on the preloading thread, mostly while the previous trial trained) as ``preload_s``.
     Returns :func:`train_classifier`'s dict (best accuracy, curve, best weights as arrays);
     raises on failure.
     """
@@ -618,12 +748,76 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
     pid_dir = os.environ.get(PID_DIR_ENV)
     if pid_dir and Path(pid_dir).is_dir():
         (Path(pid_dir) / f"{os.getpid()}-{key}").touch()
+    restore, waited, loaded = True, None, 0.0
+    if adapter is None and preload is not None:
+        t = time.perf_counter()
+        adapter, restore, loaded = preload()
+        waited = time.perf_counter() - t
     if adapter is None:
         if spec not in _ADAPTER:
             _ADAPTER.clear()
             _ADAPTER[spec] = load_adapter(spec)
         adapter = _ADAPTER[spec]
-    return train_classifier(adapter, data, config, device=device, progress=progress)
+    out = train_classifier(adapter, data, config, device=device, progress=progress, restore=restore)
+    if waited is not None:
+        out["timings"].update(load_wait_s=waited, preload_s=loaded)
+    return out
+
+
+class _Preloader:
+    """Loads the models of one call's trials a trial ahead, on a thread, while the current
+    trial trains (in-process executors). Each spec is loaded once per call (a grid's trials
+    share it; :func:`train_classifier` restores its weights between them), on the CPU (so
+    that two models never sit on the GPU at once); a model is let go after its last trial."""
+
+    def __init__(self, specs: list, kind: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.specs, self.kind = list(specs), kind
+        self._loads: dict = {}  # spec -> Future of (its adapter, load seconds)
+        self._used: set = set()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-preload")
+
+    def _load(self, spec):
+        from features.extract import load_adapter
+
+        t = time.perf_counter()
+        adapter = load_adapter(spec)
+        adapter._load(self.kind, _cpu())
+        return adapter, time.perf_counter() - t
+
+    def _submit(self, spec):
+        if spec not in self._loads:
+            self._loads[spec] = self._pool.submit(self._load, spec)
+
+    def adapter(self, i: int):
+        """Trial ``i``'s adapter (raises its load error), whether a later trial uses it, and the
+        seconds its load took on the thread (0 after its first trial); starts loading the next
+        model."""
+        spec = self.specs[i]
+        self._submit(spec)
+        later = self.specs[i + 1:]
+        nxt = next((s for s in later if s != spec), None)
+        if nxt is not None:
+            self._submit(nxt)
+        for s in [s for s in self._loads if s != spec and s not in later]:
+            del self._loads[s]
+        adapter, seconds = self._loads[spec].result()
+        first = spec not in self._used
+        self._used.add(spec)
+        if spec not in later:
+            del self._loads[spec]
+        return adapter, spec in later, seconds if first else 0.0
+
+    def close(self):
+        self._loads.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cpu():
+    import torch
+
+    return torch.device("cpu")
 
 
 def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error: str | None = None, *, home=None,
@@ -645,12 +839,26 @@ def finish_trial(store, p: PendingTrial, data: TaskData, out: dict | None, error
             out["best_epoch"]
     if background is None or not _can_background(store):
         return _record(store, p, res, data, out, home, mlflow, tracking_uri)
+    _RECORDING.add(p.key)
     background.append(_BOOKKEEPER.submit(_record, store, p, res, data, out, home, mlflow, tracking_uri))
     return res
 
 
+#: trial keys of this process whose job is recorded on the bookkeeping thread, not yet finished in the store
+#: (a later run_trials call must not take them for leftovers of an interrupted call)
+_RECORDING: set = set()
+
+
 def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict | None, home, mlflow: bool,
             tracking_uri) -> TrialResult:
+    try:
+        return _record_trial(store, p, res, data, out, home, mlflow, tracking_uri)
+    finally:
+        _RECORDING.discard(p.key)
+
+
+def _record_trial(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict | None, home, mlflow: bool,
+                  tracking_uri) -> TrialResult:
     """Save the weights, log the MLflow run, then write the job's final state, in that order.
 
     ``duration_s`` (set by :func:`finish_trial`) runs from the job's start until its result
@@ -676,10 +884,12 @@ def _record(store, p: PendingTrial, res: TrialResult, data: TaskData, out: dict 
             res.status, res.value, res.error = "failed", None, _reason(exc)
             extra_done = {"error": res.error}
     if mlflow:
+        start = p.mlflow_start.result() if p.mlflow_start is not None else None
         t = time.perf_counter()
         res.mlflow_run, err = _log_mlflow(tracking_uri=tracking_uri, home=home, res=res, data=data,
-                                          extra={**p.extra, **extra_done, "elapsed_s": t - p.t0})
-        res.timings["mlflow_s"] = time.perf_counter() - t
+                                          extra={**p.extra, **extra_done, "elapsed_s": t - p.t0},
+                                          run_id=start.run_id if start is not None else None)
+        res.timings["mlflow_s"] = time.perf_counter() - t + (start.seconds if start is not None else 0.0)
         extra_done["mlflow_run"] = res.mlflow_run
         if err:
             extra_done["mlflow_error"] = err
@@ -766,25 +976,38 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
 
 def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, home=None, device="auto",
                mlflow: bool = True, tracking_uri=None, tags: dict | None = None, resources=None,
-               progress=None, on_result=None) -> list[TrialResult]:
+               progress=None, on_result=None, background: list | None = None) -> list[TrialResult]:
     """Run ``trials`` (a list of ``(spec, TrialConfig)``) with ``executor``: one task per trial.
 
     The driver (this process) starts every job in the store, the tasks only train, and the
     driver saves the weights and finishes each job as its result comes back, so that a task
     retried after a lost worker still makes one job. The MLflow run and the job's final write
     go to the bookkeeping thread (see :func:`finish_trial`) while the next trial trains; they
-    are all written before this returns (or raises). ``progress(spec, epoch,
-    acc)`` only works in process (the local executor). ``on_result(TrialResult)`` is called as
-    each trial ends. Returns the results in the order of ``trials``.
+    are all written before this returns (or raises), unless ``background`` (a list) is given:
+    then the recordings still running are appended to it and the caller calls
+    :func:`wait_background` on it before it reads the store or returns (a caller that runs
+    one call after the other, like ``search``, so overlaps the last trial's recording with its
+    next call's training). ``progress(spec, epoch, acc)`` only works in process (the local
+    executor). ``on_result(TrialResult)`` is called as each trial ends. Returns the results
+    in the order of ``trials``.
     """
     from .executor import Resources, Task
 
     out: list = [None] * len(trials)
-    pending, tasks, later = {}, [], []
-    fail_stale(store, dataset)
+    pending, tasks = {}, []
+    later = background if background is not None else []
+    data = data.snapshot()  # the fingerprint (a stat of every image file) once for the whole call
+    stale = fail_stale(store, dataset)
+    bg = _can_background(store)
+    if mlflow and stale:  # a killed process's trials: their MLflow runs were left RUNNING
+        orphans = _mlflow_orphans(tracking_uri, home, stale)
+        if orphans:
+            _mlflow_abort(tracking_uri, home, orphans)
+    completed = completed_trials(store, dataset)
+    preloader = None
     try:
         for i, (spec, cfg) in enumerate(trials):
-            p = prepare_trial(store, spec, dataset, data, cfg, tags=tags, check_stale=False)
+            p = prepare_trial(store, spec, dataset, data, cfg, tags=tags, check_stale=False, completed=completed)
             if isinstance(p, TrialResult):
                 out[i] = p
                 if on_result:
@@ -796,6 +1019,11 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             if executor.in_process and progress is not None:
                 kw["progress"] = (lambda e, a, s=spec: progress(s, e, a))
             tasks.append(Task(key, train_trial, (spec, data, cfg), kw, resources or Resources()))
+        if executor.in_process and tasks:  # the next trial's model loads while this one trains
+            preloader = _Preloader([t.args[0] for t in tasks], data.kind)
+            for n, t in enumerate(tasks):
+                t.kwargs["preload"] = functools.partial(_begin, preloader, n, pending[t.key][1], data,
+                                                        mlflow and bg, tracking_uri, home)
         for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
             # the jobs are all started up front: a trial's duration runs from its task's start (plus its
@@ -805,17 +1033,39 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
                                   mlflow=mlflow, tracking_uri=tracking_uri, background=later)
             if on_result:
                 on_result(out[i])
-        wait_background(later)
+        if background is None:
+            wait_background(later)
     except BaseException as exc:  # interrupted, or the executor itself failed (e.g. the cluster went away)
         try:
             wait_background(later)  # the trials already finished are recorded first
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.debug("recording a finished trial failed", exc_info=True)
         why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
+        started = []
         for i, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
+            if p.mlflow_start is not None:
+                try:
+                    started.append(p.mlflow_start.result().run_id)
+                except Exception:  # noqa: BLE001 - _mlflow_start does not raise; nothing to end
+                    pass
+        if any(started):
+            _mlflow_abort(tracking_uri, home, [r for r in started if r],
+                          "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
+    finally:
+        if preloader is not None:
+            preloader.close()
     return out
+
+
+def _begin(preloader: _Preloader, n: int, p: PendingTrial, data: TaskData, mlflow: bool, tracking_uri, home):
+    """At the start of task ``n`` (in process): its MLflow run is created on the bookkeeping
+    thread (the run spans the trial; only its end is left for after training), and its model
+    comes from the preloader."""
+    if mlflow:
+        p.mlflow_start = _BOOKKEEPER.submit(_mlflow_start, tracking_uri, home, p, data, int(time.time() * 1000))
+    return preloader.adapter(n)
 
 
 def finetune_model(store, spec: str, dataset: str, data: TaskData, grid: list[TrialConfig], **kw) -> list[TrialResult]:

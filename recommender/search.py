@@ -34,7 +34,7 @@ import pandas as pd
 
 from history.errors import RecommenderError
 
-from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials
+from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials, wait_background
 
 STRATEGIES = ("adaptive", "static", "halving")
 
@@ -153,6 +153,7 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
         raise RecommenderError("the hyper-parameter grid is empty")
     emit = on_event or (lambda *_: None)
     t0 = time.perf_counter()
+    data = data.snapshot()  # the data's fingerprint once for the search, not once per fine-tune
     models = list(specs)
     modality = "text" if data.kind == "text" else "image"
     # the dataset and the candidates must exist in the store for the recommender to rank them
@@ -175,6 +176,9 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
 
     picks: list[Pick] = []
     stopped = "budget reached"
+    # the last trial of one run_trials call is recorded (weights, MLflow run, final job write) while the
+    # next call trains; all of it is written before search returns or raises
+    recording: list = []
 
     def out_of_time() -> bool:  # the first fine-tune always runs, however long the setup took
         return (time_budget_s is not None and any(p.trials for p in picks)
@@ -190,7 +194,7 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
         by_spec = {specs[p.model]: p for p, _ in jobs}
         t = time.perf_counter()
         res = run_trials(store, executor, trials, dataset, data,
-                         progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), **kw)
+                         progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), background=recording, **kw)
         for pick, tr in zip(owner, res):
             pick.trials.append(tr)
             emit("trial", (pick, tr))
@@ -201,60 +205,68 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     def run(pick: Pick, configs):
         run_many([(pick, configs)])
 
-    if strategy == "halving":
-        order = list(prior.drop(list(seen), errors="ignore").sort_values(ascending=False, kind="mergesort").index)
-        alive = order[: int(budget)]
-        max_epochs = max(c.epochs for c in grid)
-        lrs = list(dict.fromkeys(c.lr for c in grid))
-        base = grid[0]
-        by_model = {m: Pick(i + 1, m, float(prior[m])) for i, m in enumerate(alive)}
-        picks = list(by_model.values())
-        epochs = 1
-        while alive:
-            configs = [TrialConfig(lr=lr, epochs=epochs, mode=base.mode, batch_size=base.batch_size, seed=base.seed,
-                                   val_fraction=base.val_fraction, patience=base.patience,
-                                   weight_decay=base.weight_decay) for lr in lrs]
-            if executor.in_process:
-                for m in alive:
-                    if out_of_time():
-                        stopped = "time budget reached"
-                        break
-                    run(by_model[m], configs)
-            elif out_of_time():
-                stopped = "time budget reached"
-            else:  # the whole rung at once
-                run_many([(by_model[m], configs) for m in alive])
-            if stopped != "budget reached" or len(alive) == 1 or epochs >= max_epochs:
-                break
-            score = {m: max([t.value for t in by_model[m].trials[-len(configs):] if t.value is not None],
-                            default=-1.0) for m in alive}
-            alive = sorted(alive, key=lambda m: (-score[m], m))[: max(1, math.ceil(len(alive) / 2))]
-            epochs = min(max_epochs, epochs * 2)
-        picks = [p for p in picks if p.trials]
-    else:
-        observed = dict(seen)
-        failed: set = set()
-        while len(picks) < int(budget):
-            if out_of_time():
-                stopped = "time budget reached"
-                break
-            if strategy == "adaptive":
-                post = ranker.posterior(observed)
-            else:
-                post = prior
-            left = post[[m not in observed and m not in failed for m in post.index]]
-            if left.empty:
-                stopped = "no candidate left"
-                break
-            # one model at a time, except the static order on a parallel executor: the rest of the budget at once
-            width = 1 if strategy == "adaptive" or executor.in_process else int(budget) - len(picks)
-            ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
-            batch = [Pick(len(picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
-            picks += batch
-            run_many([(p, grid) for p in batch])
-            for pick in batch:
-                if pick.best is not None:
-                    observed[pick.model] = pick.best.value
+    try:
+        if strategy == "halving":
+            order = list(prior.drop(list(seen), errors="ignore").sort_values(ascending=False, kind="mergesort").index)
+            alive = order[: int(budget)]
+            max_epochs = max(c.epochs for c in grid)
+            lrs = list(dict.fromkeys(c.lr for c in grid))
+            base = grid[0]
+            by_model = {m: Pick(i + 1, m, float(prior[m])) for i, m in enumerate(alive)}
+            picks = list(by_model.values())
+            epochs = 1
+            while alive:
+                configs = [TrialConfig(lr=lr, epochs=epochs, mode=base.mode, batch_size=base.batch_size, seed=base.seed,
+                                       val_fraction=base.val_fraction, patience=base.patience,
+                                       weight_decay=base.weight_decay) for lr in lrs]
+                if executor.in_process:
+                    for m in alive:
+                        if out_of_time():
+                            stopped = "time budget reached"
+                            break
+                        run(by_model[m], configs)
+                elif out_of_time():
+                    stopped = "time budget reached"
+                else:  # the whole rung at once
+                    run_many([(by_model[m], configs) for m in alive])
+                if stopped != "budget reached" or len(alive) == 1 or epochs >= max_epochs:
+                    break
+                score = {m: max([t.value for t in by_model[m].trials[-len(configs):] if t.value is not None],
+                                default=-1.0) for m in alive}
+                alive = sorted(alive, key=lambda m: (-score[m], m))[: max(1, math.ceil(len(alive) / 2))]
+                epochs = min(max_epochs, epochs * 2)
+            picks = [p for p in picks if p.trials]
+        else:
+            observed = dict(seen)
+            failed: set = set()
+            while len(picks) < int(budget):
+                if out_of_time():
+                    stopped = "time budget reached"
+                    break
+                if strategy == "adaptive":
+                    post = ranker.posterior(observed)
                 else:
-                    failed.add(pick.model)
+                    post = prior
+                left = post[[m not in observed and m not in failed for m in post.index]]
+                if left.empty:
+                    stopped = "no candidate left"
+                    break
+                # one model at a time, except the static order on a parallel executor: the rest of the budget at once
+                width = 1 if strategy == "adaptive" or executor.in_process else int(budget) - len(picks)
+                ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
+                batch = [Pick(len(picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
+                picks += batch
+                run_many([(p, grid) for p in batch])
+                for pick in batch:
+                    if pick.best is not None:
+                        observed[pick.model] = pick.best.value
+                    else:
+                        failed.add(pick.model)
+    except BaseException:
+        try:
+            wait_background(recording)  # the trials that finished are recorded first
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        raise
+    wait_background(recording)
     return SearchResult(dataset, strategy, picks, prior, time.perf_counter() - t0, stopped, sid)

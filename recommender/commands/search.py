@@ -205,7 +205,7 @@ def run_search(args) -> int:
 
 def run_finetune(args) -> int:
     from recommender.executor import executor_from_args
-    from recommender.finetune import best_of, run_trials
+    from recommender.finetune import best_of, run_trials, wait_background
 
     specs, grid, data = _setup(args)
     executor, resources = executor_from_args(args)
@@ -213,19 +213,26 @@ def run_finetune(args) -> int:
     live = _Live(f"fine-tune on {args.dataset!r}", args.format == "table")
     from recommender.search import Pick
 
-    results = []
+    results, recording = [], []  # a model's last trial is recorded while the next model trains
+    data = data.snapshot()  # its fingerprint once for all the models
     try:
         for i, (name, spec) in enumerate(specs.items(), 1):
             pick = Pick(i, name, None)
             live.event("start", pick)
             trials = run_trials(store, executor, [(spec, c) for c in grid], args.dataset, data, home=args.home,
                                 device=args.device, mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri,
-                                resources=resources, progress=lambda s, e, a, p=pick: live.event("epoch", (p, e, a)))
+                                resources=resources, progress=lambda s, e, a, p=pick: live.event("epoch", (p, e, a)),
+                                background=recording)
             for tr in trials:
                 live.event("trial", (pick, tr))
             results += trials
+        wait_background(recording)
     finally:
         live.close()
+        try:
+            wait_background(recording)  # after an error: what finished is still recorded
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
         store.dispose()
         executor.shutdown()
     if args.format == "json":
