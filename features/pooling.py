@@ -18,7 +18,7 @@ evaluate one regime), their own is recorded in ``counts`` and in the dataset's
 VTAB-1k runs, 1,000 training examples): pooling those into
 TransferGraph's full fine-tunings sank the TransferGraph ranking (docs/recommenders.md,
 "Pooled training"), so pool the primary's regime where the other source has it
-(:func:`experiments.histories.load_pooled` does unless a regime is named).
+(:func:`pool_regime`, the rule ``train`` and ``evaluate`` pool by unless a regime is named).
 """
 from __future__ import annotations
 

@@ -532,11 +532,6 @@ def completed_trials(store, dataset: str) -> dict:
     return out
 
 
-def reusable(store, dataset: str, key: str):
-    """The completed job of trial ``key`` on ``dataset``, if one exists (resume)."""
-    return completed_trials(store, dataset).get(key)
-
-
 _TRACKING: dict = {}  # (tracking URI, home) -> (experiment, client): set up once per process
 
 
@@ -591,7 +586,7 @@ def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: 
             started = int((time.time() - extra.get("elapsed_s", 0.0)) * 1000)  # the run spans the trial
             run = client.create_run(tr.experiment_id, start_time=started, run_name=f"{res.model} on {res.dataset}")
             run_id = run.info.run_id
-            tags = [RunTag("job_id", str(res.job_id)), RunTag("status", res.status), RunTag("trial", extra["trial"])]
+            tags += [RunTag("job_id", str(res.job_id)), RunTag("trial", extra["trial"])]
         params = _mlflow_params(res.model, res.spec, res.dataset, res.config, data)
         now = int(time.time() * 1000)
         metrics = [Metric("val_accuracy", float(a), now, i + 1) for i, a in enumerate(res.curve)]
@@ -1041,17 +1036,18 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.debug("recording a finished trial failed", exc_info=True)
         why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
-        started = []
+        started = []  # the MLflow runs created at their trials' start
         for i, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
             if p.mlflow_start is not None:
                 try:
-                    started.append(p.mlflow_start.result().run_id)
+                    run_id = p.mlflow_start.result().run_id
                 except Exception:  # noqa: BLE001 - _mlflow_start does not raise; nothing to end
-                    pass
-        if any(started):
-            _mlflow_abort(tracking_uri, home, [r for r in started if r],
-                          "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                    run_id = None
+                if run_id:
+                    started.append(run_id)
+        if started:
+            _mlflow_abort(tracking_uri, home, started, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         if preloader is not None:
