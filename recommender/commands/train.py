@@ -52,12 +52,17 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
         if src not in known:
             raise NotFoundError(f"unknown source {src!r} in --source {spec!r}; sources in the store: "
                                 f"{', '.join(known) or 'none'}")
-        regimes = store.targets(source=src)["regime"].value_counts()
         if i == 0:
             reg = default_regime(store, source=src, regime=reg or regime)
-            primary = reg or (regimes.index[0] if len(regimes) else None)
-        elif len(regimes):
-            reg = pool_regime(regimes, named=reg, primary=primary)
+            if reg is None:  # one regime per pair: the most common one names the primary's protocol
+                counts = store.targets(source=src)["regime"].value_counts()
+                primary = counts.index[0] if len(counts) else None
+            else:
+                primary = reg
+        else:
+            counts = store.targets(source=src)["regime"].value_counts()
+            if len(counts):
+                reg = pool_regime(counts, named=reg, primary=primary)
         frames.append((src, build_history(store, source=src, regime=reg, target_rule=rule, metric=metric)))
     pooled, counts = pool_histories(frames)
     added = ", ".join(f"{s}: {c['targets']:,} targets on {c['datasets']} datasets" for s, c in counts.items())
