@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from experiments.tinyzoo import build_zoo, write_image_folder
     from history.store import HistoryStore
     from recommender.executor import LocalExecutor
-    from recommender.finetune import TrialConfig, load_task, run_trials, warm_tracking
+    from recommender.finetune import TrialConfig, load_task, run_trials, wait_background, warm_tracking
 
     torch.set_num_threads(args.threads)
     mlflow = not args.no_mlflow
@@ -62,23 +62,16 @@ def main(argv=None) -> int:
         run_trials(store, LocalExecutor(), [(specs["cnn-shapes"], TrialConfig(lr=3e-3, epochs=1, mode=args.mode))],
                    "warmup", data, **kw)
         # one run_trials call: MLflow runs and final store writes on the bookkeeping thread, all written
-        # before it returns. --per-model: one call per model, as search and finetune make them; where
-        # run_trials takes ``background`` (as they pass it), a call's last recording overlaps the next
-        # call's training, and the clock stops once everything is written
+        # before it returns. --per-model: one call per model, as search and finetune make them (one data
+        # snapshot, each call's last recording overlapping the next call's training); the clock stops
+        # once everything is written
         t0, c0 = time.perf_counter(), time.process_time()
         if args.per_model:
-            import inspect
-
-            from recommender import finetune
-
-            res, defer = [], "background" in inspect.signature(run_trials).parameters
-            recording: list = []
-            if hasattr(data, "snapshot"):  # as search and finetune do: the data's fingerprint once
-                data = data.snapshot()
+            res, recording = [], []
+            data = data.snapshot()
             for spec in specs.values():
-                res += run_trials(store, LocalExecutor(), [(spec, cfg)], "task", data, **kw,
-                                  **({"background": recording} if defer else {}))
-            finetune.wait_background(recording)
+                res += run_trials(store, LocalExecutor(), [(spec, cfg)], "task", data, **kw, background=recording)
+            wait_background(recording)
         else:
             res = run_trials(store, LocalExecutor(), [(spec, cfg) for spec in specs.values()], "task", data, **kw)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from experiments.histories import load_pooled
-from features.pooling import pool_regime
-from features.pooling import own_datasets
+from features.pooling import own_datasets, pool_regime
 
 MODELS = [f"m{i}" for i in range(5)]
 
