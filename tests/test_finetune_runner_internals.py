@@ -18,8 +18,8 @@ import pytest
 from experiments.tinyzoo import build_zoo, write_image_folder
 from history.store import HistoryStore
 from recommender.executor import LocalExecutor
-from recommender.finetune import (TrialConfig, _mlflow_start, _Preloader, _seed, load_task, prepare_trial,
-                                  run_trial, run_trials, split_indices)
+from recommender.finetune import TrialConfig, load_task, prepare_trial, run_trial, run_trials, split_indices
+from recommender.finetune.runner import _mlflow_start, _Preloader, _seed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -88,7 +88,7 @@ def test_cached_decoding_gives_the_same_tensors(zoo):
     import torch
 
     from features.extract import load_adapter
-    from recommender import finetune
+    from recommender.finetune import runner as finetune
 
     data = load_task(zoo["task"]).snapshot()
     a = load_adapter(zoo["specs"]["cnn-stripes"])
@@ -159,7 +159,7 @@ def test_best_epoch_state_is_a_copy():
     import torch
     from torch import nn
 
-    from recommender.finetune import _state_numpy
+    from recommender.finetune.runner import _state_numpy
 
     m = nn.Linear(3, 2)
     snap = _state_numpy(m)
@@ -175,7 +175,7 @@ def test_saved_weights_are_the_fine_tuned_best_epoch(zoo, tmp_path, one_thread):
     from torch import nn
 
     from features.extract import load_adapter
-    from recommender import finetune
+    from recommender.finetune import runner as finetune
 
     spec = zoo["specs"]["cnn-textures"]
     cfg = TrialConfig(lr=3e-3, epochs=3, mode="full", patience=3)
@@ -301,7 +301,8 @@ def test_a_call_leaves_its_recordings_to_the_caller_and_the_next_call_keeps_them
     the next call must not take that job, still running in the store, for a leftover."""
     import threading
 
-    from recommender.finetune import _BOOKKEEPER, wait_background
+    from recommender.finetune import wait_background
+    from recommender.finetune.runner import _BOOKKEEPER
 
     a, b = zoo["specs"]["cnn-stripes"], zoo["specs"]["cnn-textures"]
     lin = TrialConfig(lr=3e-2, epochs=1, mode="linear")

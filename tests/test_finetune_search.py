@@ -101,7 +101,8 @@ def test_run_trials_records_mlflow_and_jobs_before_returning(bed, home):
     import mlflow
 
     from recommender.executor import LocalExecutor
-    from recommender.finetune import _can_background, run_trials
+    from recommender.finetune import run_trials
+    from recommender.finetune.runner import _can_background
 
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
     assert _can_background(store) and not _can_background(HistoryStore("sqlite://"))

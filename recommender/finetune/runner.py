@@ -539,7 +539,7 @@ def _tracking(tracking_uri, home):
     """The MLflow experiment and client for fine-tune runs (set up once per process)."""
     from mlflow import MlflowClient
 
-    from .tracking import setup_tracking
+    from ..tracking import setup_tracking
 
     ck = (str(tracking_uri), str(resolve_home(home)))
     if ck not in _TRACKING:
@@ -553,7 +553,7 @@ def warm_tracking(tracking_uri=None, home=None) -> str | None:
 
     Returns an error message instead of raising; the trials then record it.
     """
-    from .tracking import SafeLogger
+    from ..tracking import SafeLogger
 
     sl = SafeLogger()
     with sl.step("set up MLflow"):
@@ -574,7 +574,7 @@ def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: 
     curves and best accuracy, FINISHED or FAILED. ``run_id``: the run :func:`_mlflow_start`
     created when the trial started (its ``job_id`` / ``trial`` tags are there); without it the
     run is created now, starting when the trial started."""
-    from .tracking import SafeLogger
+    from ..tracking import SafeLogger
 
     sl = SafeLogger()
     with sl.step("log fine-tune run"):
@@ -610,7 +610,7 @@ def _mlflow_start(tracking_uri, home, p: "PendingTrial", data: TaskData, start_m
     tags (on the bookkeeping thread, while the trial trains). Its params come at the end, with
     the metrics, in the same batch: as many SQLite commits in all as creating the run at the
     end (7), 5 of them after training instead of 7."""
-    from .tracking import SafeLogger
+    from ..tracking import SafeLogger
 
     t = time.perf_counter()
     sl = SafeLogger()
@@ -625,7 +625,7 @@ def _mlflow_start(tracking_uri, home, p: "PendingTrial", data: TaskData, start_m
 
 def _mlflow_abort(tracking_uri, home, run_ids: list, status: str = "FAILED") -> None:
     """End the RUNNING MLflow runs of trials that did not finish (tag ``status`` failed)."""
-    from .tracking import SafeLogger
+    from ..tracking import SafeLogger
 
     sl = SafeLogger()
     for run_id in run_ids:
@@ -637,7 +637,7 @@ def _mlflow_abort(tracking_uri, home, run_ids: list, status: str = "FAILED") -> 
 
 def _mlflow_orphans(tracking_uri, home, job_ids: list) -> list:
     """The RUNNING MLflow runs of the jobs ``job_ids`` (trials of a process that was killed)."""
-    from .tracking import SafeLogger
+    from ..tracking import SafeLogger
 
     sl = SafeLogger()
     out = []
@@ -986,7 +986,7 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
     executor). ``on_result(TrialResult)`` is called as each trial ends. Returns the results
     in the order of ``trials``.
     """
-    from .executor import Resources, Task
+    from ..executor import Resources, Task
 
     out: list = [None] * len(trials)
     pending, tasks = {}, []
