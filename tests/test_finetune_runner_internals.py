@@ -19,7 +19,9 @@ from experiments.tinyzoo import build_zoo, write_image_folder
 from history.store import HistoryStore
 from recommender.executor import LocalExecutor
 from recommender.finetune import TrialConfig, load_task, prepare_trial, run_trial, run_trials, split_indices
-from recommender.finetune.runner import _mlflow_start, _Preloader, _seed
+from recommender.finetune.runner import _Preloader
+from recommender.finetune.tracking import _mlflow_start
+from recommender.finetune.train import _seed
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -88,22 +90,22 @@ def test_cached_decoding_gives_the_same_tensors(zoo):
     import torch
 
     from features.extract import load_adapter
-    from recommender.finetune import runner as finetune
+    from recommender.finetune import train
 
     data = load_task(zoo["task"]).snapshot()
     a = load_adapter(zoo["specs"]["cnn-stripes"])
-    finetune._prepare(a, "images", torch.device("cpu"))
-    finetune._DECODED.clear()
-    first = finetune._Inputs(a, data).x
-    assert len(finetune._DECODED) == 1
-    again = finetune._Inputs(a, data).x  # from the cache
+    train._prepare(a, "images", torch.device("cpu"))
+    train._DECODED.clear()
+    first = train._Inputs(a, data).x
+    assert len(train._DECODED) == 1
+    again = train._Inputs(a, data).x  # from the cache
     direct = a.collate(data.inputs, "images")
     assert torch.equal(first, direct) and torch.equal(again, direct)
     # a trial sees its batches, which are copies: it cannot change what the next trial gets
-    inputs = finetune._Inputs(a, data)
+    inputs = train._Inputs(a, data)
     inputs.batch(np.arange(len(data))).add_(1.0)
     inputs.batch(np.array([0, 2])).mul_(0.0)
-    assert torch.equal(finetune._Inputs(a, data).x, direct)
+    assert torch.equal(train._Inputs(a, data).x, direct)
 
 
 def test_seeding_the_cpu_generator_is_torch_manual_seed():
@@ -159,7 +161,7 @@ def test_best_epoch_state_is_a_copy():
     import torch
     from torch import nn
 
-    from recommender.finetune.runner import _state_numpy
+    from recommender.finetune.train import _state_numpy
 
     m = nn.Linear(3, 2)
     snap = _state_numpy(m)
@@ -175,7 +177,7 @@ def test_saved_weights_are_the_fine_tuned_best_epoch(zoo, tmp_path, one_thread):
     from torch import nn
 
     from features.extract import load_adapter
-    from recommender.finetune import runner as finetune
+    from recommender.finetune import train
 
     spec = zoo["specs"]["cnn-textures"]
     cfg = TrialConfig(lr=3e-3, epochs=3, mode="full", patience=3)
@@ -185,7 +187,7 @@ def test_saved_weights_are_the_fine_tuned_best_epoch(zoo, tmp_path, one_thread):
     store.dispose()
     w = _weights(r.weights)
     adapter = load_adapter(spec)
-    backbone = finetune._prepare(adapter, "images", torch.device("cpu"))
+    backbone = train._prepare(adapter, "images", torch.device("cpu"))
     pretrained = {k: v.clone() for k, v in backbone.state_dict().items()}
     backbone.load_state_dict({k.split("/", 1)[1]: torch.as_tensor(v) for k, v in w.items()
                               if k.startswith("backbone/")})
@@ -195,7 +197,7 @@ def test_saved_weights_are_the_fine_tuned_best_epoch(zoo, tmp_path, one_thread):
     _, va = split_indices(data.labels, cfg.val_fraction, cfg.seed)
     backbone.eval()
     with torch.no_grad():
-        pred = head(finetune._features(adapter, finetune._Inputs(adapter, data).batch(va))).argmax(1).numpy()
+        pred = head(train._features(adapter, train._Inputs(adapter, data).batch(va))).argmax(1).numpy()
     assert float(np.mean(pred == data.labels[va])) == pytest.approx(r.value)
 
 
