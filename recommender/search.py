@@ -107,7 +107,7 @@ def prior_predictions(store, dataset: str, models: list[str], *, recommender=Non
     """(predicted accuracy per model, history targets, info) from the saved recommender."""
     from features.history_frame import HistoryFrame
 
-    from .training import load_saved
+    from .model_io import load_saved
 
     rec, info, name = load_saved(recommender, home)
     hist = HistoryFrame.from_store(store, source=info.get("source"), regime=info.get("regime"),

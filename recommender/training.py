@@ -1,4 +1,4 @@
-"""Training and prediction behind ``python -m recommender train`` / ``predict``.
+"""Training behind ``python -m recommender train``.
 
 Training (:func:`train_recommenders`)
 
@@ -13,25 +13,16 @@ Training (:func:`train_recommenders`)
    ``cv_regret3``), all with the evaluation engine's metric code (:func:`grouped_cv`);
 4. save it *atomically* under ``<home>/models/<name>/`` (written to a temporary folder,
    checked by loading it back, then swapped in; a failure leaves the previous model
-   untouched), with ``training.json`` recording store, source, regime, features, target
+   untouched; :mod:`recommender.model_io`), with ``training.json`` recording store, source, regime, features, target
    rule, counts and metrics; ``<home>/models/index.json`` lists the latest of each;
 5. log the run to MLflow (:func:`recommender.tracking.log_training_run`); a failure there
    is reported, never loses the saved model.
-
-Prediction (:func:`recommend_for_dataset`) loads a saved recommender and ranks every model of
-the *current* store for a dataset (so datasets registered and MS scores stored after
-training are used).
 """
 from __future__ import annotations
 
 import json
-import logging
 import sys
-import math
-import os
-import shutil
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,29 +30,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from history.config import models_dir as _models_dir
 from history.errors import NotFoundError, RecommenderError, closest
 
-log = logging.getLogger(__name__)
+from .model_io import TRAINING_INFO, _clean_floats, _json_default, _write_json_atomic, models_root, save_atomic, \
+    update_index
 
 #: A recommender learns across datasets: fewer than this many datasets with targets is refused.
 MIN_DATASETS = 2
-#: Preference order for ``predict`` when no recommender is named (first one that is saved).
-DEFAULT_ORDER = ("lgbm", "fm", "lr", "lgbm-rank")
-TRAINING_INFO = "training.json"
-INDEX_FILE = "index.json"
 
 
 class InsufficientHistoryError(RecommenderError):
     """The store does not hold enough fine-tuning results to train on."""
-
-
-class SaveError(RecommenderError):
-    """A trained recommender could not be written (the previous one is kept)."""
-
-
-class CorruptModelError(RecommenderError):
-    """A saved recommender folder cannot be read back."""
 
 
 # ------------------------------------------------------------------------------ registry
@@ -225,167 +204,6 @@ def grouped_cv(make, hist, folds: int = 5, progress: bool = False, desc: str = "
     return out
 
 
-# ------------------------------------------------------------------------------ saving
-def models_root(home=None) -> Path:
-    return _models_dir(home)
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def _clean_floats(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def save_atomic(rec, root: Path, name: str, info: dict, check_pairs=None, check_history=None) -> Path:
-    """Save ``rec`` as ``root/name`` atomically; return the final folder.
-
-    The recommender is written to a hidden temporary folder next to the target, with
-    ``training.json``; it is loaded back (and, given ``check_pairs``, must predict the same
-    numbers) before the old folder is moved aside and the new one renamed into place.
-    Any failure removes the temporary folder and leaves ``root/name`` as it was.
-    """
-    from .io import load_recommender
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / name
-    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:12]}"
-    old = root / f".{name}.old-{uuid.uuid4().hex[:12]}"
-    try:
-        rec.save(tmp)
-        _write_json_atomic(tmp / TRAINING_INFO, info)
-        back = load_recommender(tmp)
-        if check_pairs is not None and len(check_pairs):
-            a = np.asarray(rec.predict(check_pairs, history=check_history), dtype=float)
-            b = np.asarray(back.predict(check_pairs, history=check_history), dtype=float)
-            if not np.allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True):
-                raise RecommenderError(f"saved recommender {name!r} does not predict like the fitted one "
-                                       f"(max difference {np.nanmax(np.abs(a - b)):.3g}); not saved")
-    except RecommenderError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise SaveError(f"could not save recommender {name!r} to {final} ({type(exc).__name__}: {exc}); "
-                        f"{'the previous model there was left unchanged' if final.exists() else 'nothing was saved'}"
-                        ". Check free disk space and permissions of the home folder, then re-run train.") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    moved = False
-    try:
-        if final.exists():
-            os.rename(final, old)
-            moved = True
-        os.rename(tmp, final)
-    except BaseException:
-        if moved and not final.exists():
-            os.rename(old, final)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if moved:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def update_index(root: Path, name: str, info: dict) -> None:
-    """Record the latest saved ``name`` in ``root/index.json`` (atomic replace)."""
-    path = Path(root) / INDEX_FILE
-    try:
-        index = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        index = {}
-    index[name] = {k: info.get(k) for k in ("trained_at", "store", "source", "regime", "features",
-                                            "target_rule", "metrics", "counts", "mlflow")}
-    index[name]["path"] = name
-    _write_json_atomic(path, index)
-
-
-def saved_recommenders(home=None) -> dict:
-    """``{name: training info}`` of every saved recommender under ``<home>/models``."""
-    root = models_root(home)
-    out = {}
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and not p.name.startswith("."):
-            info = p / TRAINING_INFO
-            try:
-                out[p.name] = json.loads(info.read_text()) if info.is_file() else {}
-            except (OSError, ValueError):
-                out[p.name] = {"corrupt": True}
-    return out
-
-
-def _recover(root: Path, name: str) -> None:
-    """A crash between the two renames of :func:`save_atomic` leaves only ``.name.old-*``."""
-    final = root / name
-    if final.exists():
-        return
-    olds = sorted(root.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.rename(olds[-1], final)
-
-
-def load_saved(name: str | None = None, home=None):
-    """(recommender, training info, name) of the saved recommender ``name``.
-
-    ``name=None`` picks the first saved one in :data:`DEFAULT_ORDER`.
-    """
-    from .io import load_recommender
-
-    root = models_root(home)
-    valid = available_recommenders()
-    if name is not None and name not in valid:
-        hint = closest(name, valid)
-        extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
-        raise NotFoundError(f"unknown recommender {name!r}.{extra} Valid recommenders: {', '.join(valid)}.")
-    for n in ([name] if name else list(DEFAULT_ORDER) + valid):
-        _recover(root, n)
-    saved = saved_recommenders(home)
-    if not saved:
-        raise NotFoundError(
-            f"no trained recommender found in {root}. Train one first: `python -m recommender train` "
-            "(after importing a history, e.g. `python -m recommender history pull transfergraph-image`)."
-        )
-    if name is None:
-        name = next((n for n in list(DEFAULT_ORDER) + valid if n in saved), None)
-        if name is None:
-            raise NotFoundError(f"no known recommender saved in {root} (found {', '.join(saved)}); "
-                                "run `python -m recommender train`.")
-    elif name not in saved:
-        raise NotFoundError(
-            f"recommender {name!r} has not been trained yet (saved in {root}: {', '.join(saved)}). "
-            f"Run `python -m recommender train --recommender {name}`."
-        )
-    path = root / name
-    try:
-        rec = load_recommender(path)
-    except Exception as exc:  # noqa: BLE001 - any read failure is a corrupt model for the user
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CorruptModelError(
-            f"the saved recommender {name!r} at {path} cannot be loaded ({type(exc).__name__}: {msg}). "
-            f"It was left as it is; retrain it with `python -m recommender train --recommender {name}`."
-        ) from None
-    info = saved[name]
-    if info.get("corrupt"):
-        log.warning("training record %s is unreadable", path / TRAINING_INFO)
-        info = {}
-    return rec, info, name
-
-
 # ------------------------------------------------------------------------------ training
 @dataclass
 class TrainResult:
@@ -505,104 +323,3 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
         update_index(root, name, info)
         results.append(TrainResult(name, path, counts, fit_s, metrics, info, ml, rec))
     return results
-
-
-# ------------------------------------------------------------------------------ prediction
-def check_dataset(store, dataset: str) -> None:
-    """Raise a NotFoundError naming close matches and the add-dataset command."""
-    if store.has_dataset(dataset):
-        return
-    try:
-        store.get_dataset(dataset)
-        return
-    except NotFoundError as exc:
-        raise NotFoundError(
-            f"{exc} To rank models for a new dataset, register it first: "
-            f"`python -m recommender history add-dataset {dataset} --num-samples N --num-classes C` "
-            "(N training images, C classes), then predict again."
-        ) from None
-
-
-def recommend_for_dataset(store, dataset: str, *, name: str | None = None, home=None, k: int | None = None,
-                          regime=None, source=None, include_finetuned: bool = False,
-                          include_degenerate: bool = False):
-    """Rank every model of the current store for ``dataset`` with a saved recommender.
-
-    Returns ``(frame, meta)``: columns ``rank, model, predicted, std, real`` (``real`` is the
-    stored accuracy where ``dataset`` already has a job for that model; those models are
-    left out of the ranking unless ``include_finetuned``); ``meta`` describes the run.
-    """
-    from features.history_frame import HistoryFrame
-
-    check_dataset(store, dataset)
-    rec, info, name = load_saved(name, home)
-    src = source if source is not None else info.get("source")
-    reg = regime if regime is not None else info.get("regime")
-    hist = HistoryFrame.from_store(store, source=src, regime=reg, rule=info.get("target_rule") or "best",
-                                   metric=info.get("metric"))
-    t = hist.targets
-    real = t[t["dataset"] == dataset].groupby("model")["value"].max()
-    models = hist.model_names()
-    # an image dataset is not a candidate for a text model (and vice versa); models or
-    # datasets whose modality is unknown are kept
-    ds_mod = hist.datasets.set_index("name")["modality"].get(dataset) if len(hist.datasets) else None
-    other_modality = 0
-    if isinstance(ds_mod, str) and ds_mod:
-        mods = hist.models.set_index("name")["modality"]
-        keep = [m for m in models if not isinstance(mods.get(m), str) or mods.get(m) in ("", ds_mod)]
-        other_modality = len(models) - len(keep)
-        models = keep
-    degenerate_excluded = 0
-    if not include_degenerate and "degenerate" in hist.models.columns:
-        # models flagged by history.viability (stored with the model) are not ranked unless asked
-        flagged = set(hist.models.loc[hist.models["degenerate"].fillna(False).astype(bool), "name"].astype(str))
-        keep = [m for m in models if m not in flagged]
-        degenerate_excluded = len(models) - len(keep)
-        models = keep
-    exclude = () if include_finetuned else tuple(real.index)
-    ranked = rec.recommend(dataset, k=None, history=hist, models=models, exclude=exclude)
-    ranked["real"] = ranked["model"].map(real).astype(float)
-    ranked["guess"] = ranked["model"].isin(uninformed_models(hist))
-    for col in ("predicted", "std"):  # shown / exported accuracies are clipped; metrics use raw values
-        if col in ranked.columns:
-            ranked[col] = np.clip(ranked[col].astype(float), 0.0, 1.0)
-    if k is not None:
-        ranked = ranked.head(int(k))
-    meta = {
-        "dataset": dataset,
-        "recommender": name,
-        "trained_at": info.get("trained_at"),
-        "features": info.get("features"),
-        "source": src,
-        "regime": reg,
-        "candidates": len(models),
-        "other_modality": other_modality,
-        "degenerate_excluded": degenerate_excluded,
-        "modality": ds_mod if isinstance(ds_mod, str) else None,
-        "finetuned": int(len(real)),
-        "excluded_finetuned": 0 if include_finetuned else int(len(real)),
-        "best_finetuned": None if real.empty else {"model": str(real.idxmax()), "real": float(real.max())},
-        "has_uncertainty": bool(getattr(rec, "has_uncertainty", False)),
-        "guesses": int(ranked["guess"].sum()),
-    }
-    return ranked.reset_index(drop=True), meta
-
-
-#: Model fields that say nothing about how well a model fine-tunes (``score`` fills feature_dim).
-_NON_DESCRIPTIVE = {"modality", "feature_dim"}
-
-
-def uninformed_models(hist) -> set:
-    """Models the recommender knows nothing about: no fine-tuning job in the history and no
-    descriptive meta-feature (e.g. added only by ``score``). Their predictions are guesses."""
-    from history import schema as S
-
-    with_jobs = set(hist.targets["model"]) if len(hist.targets) else set()
-    fields = [f for f in S.MODEL_FIELDS if f not in _NON_DESCRIPTIVE and f in hist.models.columns]
-    out = set()
-    for r in hist.models.to_dict("records"):
-        if r["name"] in with_jobs:
-            continue
-        if not any(r.get(f) is not None and r.get(f) == r.get(f) for f in fields):
-            out.add(r["name"])
-    return out

@@ -35,7 +35,7 @@ def _num(v):
 
 def run(args) -> int:
     from history.errors import RecommenderError
-    from recommender.training import recommend_for_dataset
+    from recommender.prediction import recommend_for_dataset
 
     if args.top is not None and args.top < 0:
         raise RecommenderError(f"--top must be >= 0 (0 shows every model), got {args.top}")
