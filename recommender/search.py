@@ -128,6 +128,121 @@ def observed_on(store, dataset: str, models, exclude_search: str | None = None) 
     return out
 
 
+class _Session:
+    """What the steps of one search share: the trials' destination, the picks so far, the clock."""
+
+    def __init__(self, store, dataset: str, data: TaskData, specs: dict, executor, emit, kw: dict,
+                 time_budget_s: float | None, t0: float):
+        self.store, self.dataset, self.data, self.specs = store, dataset, data, specs
+        self.executor, self.emit, self.kw = executor, emit, kw
+        self.time_budget_s, self.t0 = time_budget_s, t0
+        self.picks: list[Pick] = []
+        # the last trial of one run_trials call is recorded (weights, MLflow run, final job write) while the
+        # next call trains; all of it is written before search returns or raises
+        self.recording: list = []
+
+    def out_of_time(self) -> bool:  # the first fine-tune always runs, however long the setup took
+        return (self.time_budget_s is not None and any(p.trials for p in self.picks)
+                and time.perf_counter() - self.t0 >= self.time_budget_s)
+
+    def run_many(self, jobs):
+        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial."""
+        emit, specs = self.emit, self.specs
+        trials, owner = [], []
+        for pick, configs in jobs:
+            emit("start", pick)
+            trials += [(specs[pick.model], c) for c in configs]
+            owner += [pick] * len(configs)
+        by_spec = {specs[p.model]: p for p, _ in jobs}
+        t = time.perf_counter()
+        res = run_trials(self.store, self.executor, trials, self.dataset, self.data,
+                         progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), background=self.recording,
+                         **self.kw)
+        for pick, tr in zip(owner, res):
+            pick.trials.append(tr)
+            emit("trial", (pick, tr))
+        for pick, _ in jobs:
+            pick.seconds += time.perf_counter() - t
+            emit("done", pick)
+
+    def run(self, pick: Pick, configs):
+        self.run_many([(pick, configs)])
+
+
+def _check_search(strategy: str, budget: int, grid) -> None:
+    if strategy not in STRATEGIES:
+        raise RecommenderError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+    if int(budget) < 1:
+        raise RecommenderError(f"--budget must be >= 1 (models to fine-tune), got {budget}")
+    if not grid:
+        raise RecommenderError("the hyper-parameter grid is empty")
+
+
+def _halving(s: _Session, prior: pd.Series, seen: dict, grid: list[TrialConfig], budget: int) -> str:
+    """Successive halving on the top ``budget`` models not yet seen; sets ``s.picks``, returns why it stopped."""
+    stopped = "budget reached"
+    order = list(prior.drop(list(seen), errors="ignore").sort_values(ascending=False, kind="mergesort").index)
+    alive = order[: int(budget)]
+    max_epochs = max(c.epochs for c in grid)
+    lrs = list(dict.fromkeys(c.lr for c in grid))
+    base = grid[0]
+    by_model = {m: Pick(i + 1, m, float(prior[m])) for i, m in enumerate(alive)}
+    s.picks = list(by_model.values())
+    epochs = 1
+    while alive:
+        configs = [TrialConfig(lr=lr, epochs=epochs, mode=base.mode, batch_size=base.batch_size, seed=base.seed,
+                               val_fraction=base.val_fraction, patience=base.patience,
+                               weight_decay=base.weight_decay) for lr in lrs]
+        if s.executor.in_process:
+            for m in alive:
+                if s.out_of_time():
+                    stopped = "time budget reached"
+                    break
+                s.run(by_model[m], configs)
+        elif s.out_of_time():
+            stopped = "time budget reached"
+        else:  # the whole rung at once
+            s.run_many([(by_model[m], configs) for m in alive])
+        if stopped != "budget reached" or len(alive) == 1 or epochs >= max_epochs:
+            break
+        score = {m: max([t.value for t in by_model[m].trials[-len(configs):] if t.value is not None],
+                        default=-1.0) for m in alive}
+        alive = sorted(alive, key=lambda m: (-score[m], m))[: max(1, math.ceil(len(alive) / 2))]
+        epochs = min(max_epochs, epochs * 2)
+    s.picks = [p for p in s.picks if p.trials]
+    return stopped
+
+
+def _ranked(s: _Session, strategy: str, prior: pd.Series, ranker, seen: dict, grid: list[TrialConfig],
+            budget: int) -> str:
+    """The adaptive or static strategy: the best (updated) prediction not yet tried, until the budget is
+    spent; adds to ``s.picks``, returns why it stopped."""
+    observed = dict(seen)
+    failed: set = set()
+    while len(s.picks) < int(budget):
+        if s.out_of_time():
+            return "time budget reached"
+        if strategy == "adaptive":
+            post = ranker.posterior(observed)
+        else:
+            post = prior
+        left = post[[m not in observed and m not in failed for m in post.index]]
+        if left.empty:
+            return "no candidate left"
+        # one model at a time, except the static order on a parallel executor: the rest of the budget at once
+        width = 1 if strategy == "adaptive" or s.executor.in_process else int(budget) - len(s.picks)
+        ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
+        batch = [Pick(len(s.picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
+        s.picks += batch
+        s.run_many([(p, grid) for p in batch])
+        for pick in batch:
+            if pick.best is not None:
+                observed[pick.model] = pick.best.value
+            else:
+                failed.add(pick.model)
+    return "budget reached"
+
+
 def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = "adaptive",
            grid: list[TrialConfig], time_budget_s: float | None = None, recommender=None, home=None,
            device="auto", mlflow: bool = True, tracking_uri=None, on_event=None, executor=None,
@@ -145,12 +260,7 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     """
     from .adaptive import AdaptiveRanker
 
-    if strategy not in STRATEGIES:
-        raise RecommenderError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-    if int(budget) < 1:
-        raise RecommenderError(f"--budget must be >= 1 (models to fine-tune), got {budget}")
-    if not grid:
-        raise RecommenderError("the hyper-parameter grid is empty")
+    _check_search(strategy, budget, grid)
     emit = on_event or (lambda *_: None)
     t0 = time.perf_counter()
     data = data.snapshot()  # the data's fingerprint once for the search, not once per fine-tune
@@ -173,100 +283,17 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     executor = executor or LocalExecutor()
     kw = dict(home=home, device=device, mlflow=mlflow, tracking_uri=tracking_uri,
               tags={"search": sid, "strategy": strategy}, resources=resources)
-
-    picks: list[Pick] = []
-    stopped = "budget reached"
-    # the last trial of one run_trials call is recorded (weights, MLflow run, final job write) while the
-    # next call trains; all of it is written before search returns or raises
-    recording: list = []
-
-    def out_of_time() -> bool:  # the first fine-tune always runs, however long the setup took
-        return (time_budget_s is not None and any(p.trials for p in picks)
-                and time.perf_counter() - t0 >= time_budget_s)
-
-    def run_many(jobs):
-        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial."""
-        trials, owner = [], []
-        for pick, configs in jobs:
-            emit("start", pick)
-            trials += [(specs[pick.model], c) for c in configs]
-            owner += [pick] * len(configs)
-        by_spec = {specs[p.model]: p for p, _ in jobs}
-        t = time.perf_counter()
-        res = run_trials(store, executor, trials, dataset, data,
-                         progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), background=recording, **kw)
-        for pick, tr in zip(owner, res):
-            pick.trials.append(tr)
-            emit("trial", (pick, tr))
-        for pick, _ in jobs:
-            pick.seconds += time.perf_counter() - t
-            emit("done", pick)
-
-    def run(pick: Pick, configs):
-        run_many([(pick, configs)])
-
+    s = _Session(store, dataset, data, specs, executor, emit, kw, time_budget_s, t0)
     try:
         if strategy == "halving":
-            order = list(prior.drop(list(seen), errors="ignore").sort_values(ascending=False, kind="mergesort").index)
-            alive = order[: int(budget)]
-            max_epochs = max(c.epochs for c in grid)
-            lrs = list(dict.fromkeys(c.lr for c in grid))
-            base = grid[0]
-            by_model = {m: Pick(i + 1, m, float(prior[m])) for i, m in enumerate(alive)}
-            picks = list(by_model.values())
-            epochs = 1
-            while alive:
-                configs = [TrialConfig(lr=lr, epochs=epochs, mode=base.mode, batch_size=base.batch_size, seed=base.seed,
-                                       val_fraction=base.val_fraction, patience=base.patience,
-                                       weight_decay=base.weight_decay) for lr in lrs]
-                if executor.in_process:
-                    for m in alive:
-                        if out_of_time():
-                            stopped = "time budget reached"
-                            break
-                        run(by_model[m], configs)
-                elif out_of_time():
-                    stopped = "time budget reached"
-                else:  # the whole rung at once
-                    run_many([(by_model[m], configs) for m in alive])
-                if stopped != "budget reached" or len(alive) == 1 or epochs >= max_epochs:
-                    break
-                score = {m: max([t.value for t in by_model[m].trials[-len(configs):] if t.value is not None],
-                                default=-1.0) for m in alive}
-                alive = sorted(alive, key=lambda m: (-score[m], m))[: max(1, math.ceil(len(alive) / 2))]
-                epochs = min(max_epochs, epochs * 2)
-            picks = [p for p in picks if p.trials]
+            stopped = _halving(s, prior, seen, grid, budget)
         else:
-            observed = dict(seen)
-            failed: set = set()
-            while len(picks) < int(budget):
-                if out_of_time():
-                    stopped = "time budget reached"
-                    break
-                if strategy == "adaptive":
-                    post = ranker.posterior(observed)
-                else:
-                    post = prior
-                left = post[[m not in observed and m not in failed for m in post.index]]
-                if left.empty:
-                    stopped = "no candidate left"
-                    break
-                # one model at a time, except the static order on a parallel executor: the rest of the budget at once
-                width = 1 if strategy == "adaptive" or executor.in_process else int(budget) - len(picks)
-                ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
-                batch = [Pick(len(picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
-                picks += batch
-                run_many([(p, grid) for p in batch])
-                for pick in batch:
-                    if pick.best is not None:
-                        observed[pick.model] = pick.best.value
-                    else:
-                        failed.add(pick.model)
+            stopped = _ranked(s, strategy, prior, ranker, seen, grid, budget)
     except BaseException:
         try:
-            wait_background(recording)  # the trials that finished are recorded first
+            wait_background(s.recording)  # the trials that finished are recorded first
         except Exception:  # noqa: BLE001 - the original error is the one to report
             pass
         raise
-    wait_background(recording)
-    return SearchResult(dataset, strategy, picks, prior, time.perf_counter() - t0, stopped, sid)
+    wait_background(s.recording)
+    return SearchResult(dataset, strategy, s.picks, prior, time.perf_counter() - t0, stopped, sid)
