@@ -76,16 +76,33 @@ def _check_args(args):
 
 
 def run(args) -> int:
-    from features.data import load_data, load_features_npz
-    from features.extract import extract_features, load_adapter, parse_model_spec, probe_inputs, resolve_device
-    from features.probe import record_probe, sample_probe
+    from recommender.executor import executor_from_args
 
     _check_args(args)
     methods = _methods(args.methods)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.format == "json" else print
     notes: list[str] = []
+    data, models, ref_spec = _data_and_models(args, methods, notes)  # all validated before anything is written
+    executor, resources = executor_from_args(args)
+    if not executor.in_process:
+        log(f"executor: {executor.describe()}")  # an unreachable cluster is an error before anything is written
+    store = open_store(args)
+    probe = _record_probe(args, store, data, notes, log)
+    reference, ref_reason = _reference(args, data, probe, methods, ref_spec, notes)
+    by_model = _score_models(args, data, probe, models, methods, reference, ref_reason, executor, resources)
+    got = _collect(args, models, by_model, probe, notes, log)
+    warnings = _flag_degenerate(got.rows, got.results)
+    res = store.commit(models=got.model_meta, scores=got.rows) if got.rows else None
+    store.dispose()
+    return _report(args, store, probe, models, methods, got, res, notes, warnings)
 
-    # ---- data and models (all validated before anything is written)
+
+def _data_and_models(args, methods, notes: list):
+    """The data, the ``(name, spec)`` of every model (spec None with precomputed features) and the
+    reference model's spec; every argument is checked before anything is written."""
+    from features.data import load_data, load_features_npz
+    from features.extract import load_adapter, parse_model_spec, resolve_device
+
     data = load_features_npz(args.features) if args.features else load_data(
         args.data, text_column=args.text_column, label_column=args.label_column)
     precomputed = data.kind == "features"
@@ -118,13 +135,13 @@ def run(args) -> int:
             ref_spec = parse_model_spec(args.reference_model)
     if not precomputed:
         resolve_device(args.device)  # a bad --device is a user error before anything is written
+    return data, models, ref_spec
 
-    from recommender.executor import Task, executor_from_args
 
-    executor, resources = executor_from_args(args)
-    if not executor.in_process:
-        log(f"executor: {executor.describe()}")  # an unreachable cluster is an error before anything is written
-    store = open_store(args)
+def _record_probe(args, store, data, notes: list, log):
+    """Register the dataset (warning where the data contradict it), draw the probe and record it."""
+    from features.probe import record_probe, sample_probe
+
     if not store.has_dataset(args.dataset):
         notes.append(f"dataset {args.dataset!r} was not in the store: created")
     else:
@@ -133,12 +150,19 @@ def run(args) -> int:
             notes.append(f"warning: {w}")
     probe = sample_probe(data.labels, args.probe_size, seed=args.seed)
     notes += list(probe.notes)
-    y = data.labels[probe.indices]
     store.commit(datasets=[{"name": args.dataset, "num_samples": len(data), "num_classes": data.num_classes,
                             "modality": {"images": "image", "text": "text"}.get(data.kind)}])
     record_probe(store, args.dataset, probe, data_ref=data.ref)
     log(f"probe: {probe.size} of {len(data)} samples, {probe.num_classes} of {probe.num_classes_total} classes, "
         f"seed {probe.seed}")
+    return probe
+
+
+def _reference(args, data, probe, methods, ref_spec, notes: list):
+    """The reference model's probe features for rsa / dds (or None), and why there are none."""
+    from features.extract import extract_features, load_adapter, probe_inputs
+
+    precomputed = data.kind == "features"
 
     def features_of(name, adapter):
         if precomputed:
@@ -153,7 +177,6 @@ def run(args) -> int:
         notes.extend(f"{name}: {n}" for n in r.notes)
         return r.features, r.probs, r.seconds, r.cached
 
-    # ---- reference model (rsa, dds)
     reference = None
     ref_reason = None
     if any(m.needs_reference for m in methods):
@@ -165,8 +188,16 @@ def run(args) -> int:
                 ref_reason = f"reference model failed: {exc}"
         else:
             ref_reason = "needs a reference model: pass --reference-model SPEC"
+    return reference, ref_reason
 
-    # ---- scores: one task per model (feature extraction + every method), run by the executor
+
+def _score_models(args, data, probe, models, methods, reference, ref_reason, executor, resources) -> dict:
+    """One task per model (feature extraction + every method), run by the executor; the outcomes by model."""
+    from features.extract import probe_inputs
+    from recommender.executor import Task
+
+    precomputed = data.kind == "features"
+    y = data.labels[probe.indices]
     inputs = None if precomputed else probe_inputs(data, probe.indices)
     opts = {"dataset": args.dataset, "probe_hash": probe.hash, "batch_size": args.batch_size, "device": args.device,
             "cache": not args.no_cache, "home": str(args.home) if args.home else None,
@@ -183,52 +214,63 @@ def run(args) -> int:
             by_model[o.key] = o
     finally:
         executor.shutdown()
-    rows, results, skipped, failed, model_meta = [], [], [], [], []
+    return by_model
+
+
+class _Collected:
+    """The score rows to store and what the report shows of them."""
+
+    def __init__(self):
+        self.rows, self.results, self.skipped, self.failed, self.model_meta = [], [], [], [], []
+
+
+def _collect(args, models, by_model: dict, probe, notes: list, log) -> _Collected:
+    got = _Collected()
     for name, _ in models:  # the order of --models, whatever order the tasks finished in
         o = by_model[name]
         if not o.ok:
-            failed.append({"model": name, "method": "*", "error": f"task failed: {o.error}"})
+            got.failed.append({"model": name, "method": "*", "error": f"task failed: {o.error}"})
             continue
         r = o.value
         notes.extend(r["notes"])
-        skipped.extend(r["skipped"])
-        failed.extend(r["failed"])
+        got.skipped.extend(r["skipped"])
+        got.failed.extend(r["failed"])
         if r["error"]:
-            failed.append({"model": name, "method": "*", "error": r["error"]})
+            got.failed.append({"model": name, "method": "*", "error": r["error"]})
             continue
         log(r["log"])
-        model_meta.append({"name": name, "feature_dim": r["feature_dim"]})
+        got.model_meta.append({"name": name, "feature_dim": r["feature_dim"]})
         for method, v, dt, flag, params in r["scores"]:
-            rows.append({"model": name, "dataset": args.dataset, "method": method, "value": v,
-                         "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE,
-                         "flag": flag, "params": params})
-            results.append({"model": name, "method": method, "value": v, "runtime_s": dt, "flag": flag})
-    warnings = _flag_degenerate(rows, results)
-    res = store.commit(models=model_meta, scores=rows) if rows else None
-    store.dispose()
+            got.rows.append({"model": name, "dataset": args.dataset, "method": method, "value": v,
+                             "probe_size": probe.size, "seed": probe.seed, "runtime_s": dt, "source": SOURCE,
+                             "flag": flag, "params": params})
+            got.results.append({"model": name, "method": method, "value": v, "runtime_s": dt, "flag": flag})
+    return got
 
-    # ---- report
+
+def _report(args, store, probe, models, methods, got: _Collected, res, notes: list, warnings: list) -> int:
+    """Print the scores (table or JSON), the notes, warnings and failures; the exit code."""
     if args.format == "json":
         print(json.dumps({
-            "dataset": args.dataset, "probe": probe.to_dict(), "scores": results, "skipped": skipped,
-            "failed": failed, "notes": notes,
+            "dataset": args.dataset, "probe": probe.to_dict(), "scores": got.results, "skipped": got.skipped,
+            "failed": got.failed, "notes": notes,
             "stored": None if res is None else {"added": res.scores_added, "replaced": res.scores_replaced,
                                                 "unchanged": res.scores_unchanged},
         }, indent=2))
     else:
-        _print_table(results, [n for n, _ in models], [m.name for m in methods])
-        for s in skipped:
+        _print_table(got.results, [n for n, _ in models], [m.name for m in methods])
+        for s in got.skipped:
             print(f"skipped {s['method']} for {s['model']}: {s['reason']}")
         for n in notes:
             print(f"note: {n}")
         if res is not None:
-            print(f"stored {len(rows)} score(s) in {store!r}: {res.scores_added} added, "
+            print(f"stored {len(got.rows)} score(s) in {store!r}: {res.scores_added} added, "
                   f"{res.scores_replaced} replaced, {res.scores_unchanged} unchanged")
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    for f in failed:
+    for f in got.failed:
         print(f"failed {f['method']} for {f['model']}: {f['error']}", file=sys.stderr)
-    if not rows:
+    if not got.rows:
         print("error: no score could be computed (see the messages above)", file=sys.stderr)
         return 1
     return 0
