@@ -18,6 +18,11 @@ Registry (``BASELINES``; ``<method>`` is any MS score method stored for the sour
                            median-imputed like source accuracy.
 ``model-mean``             the model's mean fine-tuned accuracy over the training datasets
                            (a strong collaborative baseline); NaN for models never seen.
+``model-additive``         the model effect ``a_m`` of the two-way additive fit
+                           ``acc(m, t) ~ a_m + b_t`` of the observed training cells
+                           (:func:`features.popularity.additive_effects`, raw accuracies):
+                           popularity corrected for which datasets each model was run on;
+                           NaN for models never seen.
 ``parc-heuristic``         PARC's hand-made heuristic (Bolya et al., NeurIPS 2021, as in its
                            public code): :math:`\\ell_s + \\log|D_s| - \\log|D_t|` with
                            :math:`\\ell_s` the number of layers of the model and
@@ -178,6 +183,17 @@ def model_mean(train, test_pairs, full, method=None):
     if not means.index.isin(test_pairs["model"]).any():
         raise BaselineUnavailable("none of the held-out models has a training target (cold-start models)")
     return test_pairs["model"].map(means).to_numpy(dtype=float)
+
+
+@register_baseline("model-additive", "model effect of a two-way additive fit (model + dataset) of the training "
+                   "accuracies", "training targets of the candidate models")
+def model_additive(train, test_pairs, full, method=None):
+    from features.popularity import additive_effects
+
+    effects, _ = additive_effects(train.targets, standardize=False)
+    if not effects.index.isin(test_pairs["model"]).any():
+        raise BaselineUnavailable("none of the held-out models has a training target (cold-start models)")
+    return test_pairs["model"].map(effects).to_numpy(dtype=float)
 
 
 @register_baseline("model-size", "task-agnostic: bigger models first (models.params, log scale)", "models.params")

@@ -239,36 +239,52 @@ def improvement(method_values, reference_values, metric: str) -> np.ndarray:
     return (b - a) if not METRICS[metric].higher_is_better else (a - b)
 
 
-def bootstrap_ci(diffs, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(diffs, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                 strata=None) -> tuple[float, float]:
     r"""Percentile bootstrap confidence interval of the mean of ``diffs`` (NaN dropped).
 
     ``n_boot`` resamples of the held-out datasets with replacement (numpy
     ``default_rng(seed)``, so the interval is reproducible); the interval is the
     :math:`(1-\text{level})/2` and :math:`(1+\text{level})/2` quantiles of the resampled
-    means. ``(nan, nan)`` with fewer than 2 values.
+    means. With ``strata`` (one label per value, e.g. the benchmark of each held-out
+    dataset) each resample draws within every stratum as many values as it has, so every
+    benchmark keeps its share of the pooled mean. ``(nan, nan)`` with fewer than 2 values.
     """
     d = np.asarray(diffs, dtype=float)
-    d = d[np.isfinite(d)]
-    if d.size < 2:
+    ok = np.isfinite(d)
+    if d[ok].size < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, d.size, size=(int(n_boot), d.size))
+    if strata is None:
+        d = d[ok]
+        idx = rng.integers(0, d.size, size=(int(n_boot), d.size))
+    else:
+        labels = np.asarray(strata, dtype=object)
+        if labels.shape != d.shape:
+            raise ValueError(f"strata has {labels.size} labels for {d.size} values")
+        d, labels = d[ok], labels[ok]
+        parts = []
+        for lab in sorted(set(labels.tolist()), key=str):
+            members = np.nonzero(labels == lab)[0]
+            parts.append(members[rng.integers(0, members.size, size=(int(n_boot), members.size))])
+        idx = np.concatenate(parts, axis=1)
     means = d[idx].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
 
 def paired_lift(method_values, reference_values, metric: str, *, tol: float = 1e-9, n_boot: int = 2000,
-                seed: int = 0) -> dict:
+                seed: int = 0, strata=None) -> dict:
     """Lift of a method over a reference on one metric, paired by held-out dataset.
 
     Inputs are aligned per-dataset values; a dataset where either side is NaN is left out
     (``n`` counts the pairs used). Returns ``mean`` (mean improvement, see
-    :func:`improvement`), ``ci_low`` / ``ci_high`` (:func:`bootstrap_ci`), and
-    ``wins`` / ``ties`` / ``losses`` (improvement > tol, within tol, < -tol).
+    :func:`improvement`), ``ci_low`` / ``ci_high`` (:func:`bootstrap_ci`, stratified by
+    ``strata`` when given: pooling several benchmarks), and ``wins`` / ``ties`` / ``losses``
+    (improvement > tol, within tol, < -tol).
     """
     d = improvement(method_values, reference_values, metric)
+    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed, strata=strata)
     d = d[np.isfinite(d)]
-    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
     return {"n": int(d.size), "mean": float(d.mean()) if d.size else float("nan"), "ci_low": lo, "ci_high": hi,
             "wins": int((d > tol).sum()), "ties": int((np.abs(d) <= tol).sum()), "losses": int((d < -tol).sum())}

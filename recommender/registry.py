@@ -25,8 +25,10 @@ def register_recommender(cls, summary: str) -> type:
 
 
 def _register_builtins():
-    from .estimators import FMRecommender, LGBMRankRecommender, LGBMRecommender, LinearRecommender
+    from .estimators import BlendRecommender, FMRecommender, LGBMRankRecommender, LGBMRecommender, LinearRecommender
 
+    register_recommender(BlendRecommender, "the default: popularity (additive model effect) + w x the ridge's learned "
+                                           "residual, w chosen on inner folds of the training datasets")
     register_recommender(LinearRecommender, "ridge regression, alpha by dataset-grouped CV")
     register_recommender(FMRecommender, "factorization machine (torch, L-BFGS); std over a 3-member seed ensemble as uncertainty")
     register_recommender(LGBMRecommender, "LightGBM gradient-boosted regression trees")
