@@ -284,24 +284,24 @@ def list_histories() -> list[dict]:
 
 
 def pull_all(store, *, from_dir=None, cache_dir=None, base_url: str | None = None, progress: bool = True,
-             timeout: float = 60.0, include_food101: bool = False) -> tuple[list[ImportReport], list[str]]:
-    """Pull every public history, in registry order; return (reports, skipped).
+             timeout: float = 60.0, include_food101: bool = False) -> tuple[dict[str, ImportReport], list[str]]:
+    """Pull every public history, in registry order; return ({name: report}, skipped).
 
     With ``from_dir``, a history whose folder ``<from_dir>/<name>/`` is absent is skipped (the
     reason is listed in ``skipped``) instead of downloaded: a local mirror may hold only some.
     ``cache_dir`` / ``base_url`` name a parent: each history uses ``<cache_dir>/<name>`` and
     ``<base_url>/<name>``. ``include_food101`` goes to ``transfergraph-image`` only. Each history
     is its own transaction: one that fails raises after the earlier ones were imported."""
-    reports, skipped = [], []
+    reports, skipped = {}, []
     for name, h in PUBLIC_HISTORIES.items():
         if from_dir is not None and not (Path(from_dir) / name).is_dir():
             skipped.append(f"{name}: no folder {Path(from_dir) / name} (pull it by name to download it)")
             continue
         image_tg = h.importer == "transfergraph" and h.options.get("layout") == "image"
         opts = {"include_food101": True} if include_food101 and image_tg else {}
-        reports.append(pull(
+        reports[name] = pull(
             store, name, from_dir=None if from_dir is None else Path(from_dir) / name,
             cache_dir=None if cache_dir is None else Path(cache_dir) / name,
             base_url=None if base_url is None else f"{base_url.rstrip('/')}/{name}",
-            progress=progress, timeout=timeout, **opts))
+            progress=progress, timeout=timeout, **opts)
     return reports, skipped
