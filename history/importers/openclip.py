@@ -22,7 +22,7 @@ Metrics. DataComp scores a few datasets by another main metric than top-1 accura
 its own metric name, so they are never averaged with accuracies: ``mean_per_class_recall``
 (Caltech-101, FGVC Aircraft, Oxford Flowers-102, Oxford-IIIT Pet), ``macro_f1`` (iWildCam),
 ``worst_region_accuracy`` (FMoW), ``worst_group_top5_accuracy`` (Dollar Street),
-``worst_group_accuracy`` (GeoDE); the other 26 datasets ``accuracy`` (top-1).
+``worst_group_accuracy`` (GeoDE); the other 27 datasets ``accuracy`` (top-1).
 
 Models: ``<name>@<pretrained>`` (``ViT-B-32@laion2b_s34b_b79k``), like PARC's
 (architecture, source) pairs. ``architecture`` = ``name``; ``family`` = its leading word
