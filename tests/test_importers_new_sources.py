@@ -202,7 +202,8 @@ def test_two_phase_canonical_names_and_models(imported):
     assert len(m) == 69 and not m.index.str.contains("--").any()
     assert r.repaired["model name written with '--' for '/' (Hugging Face cache spelling) -> org/name"] == 35
     row = m.loc["aditeyabaral/finetuned-sail2017-xlm-roberta-base"]
-    assert row["modality"] == "text" and row["extra"]["name_as_written"] == "aditeyabaral--finetuned-sail2017-xlm-roberta-base"
+    assert row["modality"] == "text"
+    assert row["extra"]["name_as_written"] == "aditeyabaral--finetuned-sail2017-xlm-roberta-base"
     assert m.loc["facebook/deit-base-patch16-384", "input_size"] == 384
     assert m.loc["google/vit-base-patch16-224", "modality"] == "image"
     assert hub_name("bert-base-uncased") == "bert-base-uncased" and hub_name("a--b") == "a/b"
@@ -243,9 +244,11 @@ def test_openclip_counts_regime_metrics_and_names(imported):
     assert canonical_name("vtab/pets") == canonical_name("pets") == canonical_name("oxford_iiit_pet")
     assert canonical_name("vtab/clevr_count_all") == task_name("clevr", "label", "clevr_count")
     assert canonical_name("imagenet1k") == "imagenet" and canonical_name("vtab/svhn") == "svhn_cropped"
-    assert {"stanford_cars", "oxford_iiit_pet", "imagenet", "clevr_count", "kitti", "food101", "mnist"} <= set(j["dataset"])
+    assert {"stanford_cars", "oxford_iiit_pet", "imagenet", "clevr_count", "kitti", "food101", "mnist"} \
+        <= set(j["dataset"])
     cols = pd.read_csv(s.imports_frame()["path"].iloc[0] + "/openclip_classification_results.csv", nrows=0).columns
-    assert set(DATASETS) == set(cols) - {"name", "pretrained", "params (M)", "FLOPs (B)", "Average perf. on 35 datasets"}
+    meta = {"name", "pretrained", "params (M)", "FLOPs (B)", "Average perf. on 35 datasets"}
+    assert set(DATASETS) == set(cols) - meta
 
 
 def test_openclip_model_meta(imported):

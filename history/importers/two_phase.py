@@ -166,8 +166,8 @@ class TwoPhaseImporter(Importer):
                         raise HistoryImportError(f"{mx_path}: line {i + 2} ({ds}), model {m}: value {cell!r} is not "
                                                  "a number") from None
                     if not -1 <= v <= 1:
-                        raise HistoryImportError(f"{mx_path}: line {i + 2} ({ds}), model {m}: value {cell!r} is outside "
-                                                 "[-1, 1]; the matrix holds fractions (and correlations)")
+                        raise HistoryImportError(f"{mx_path}: line {i + 2} ({ds}), model {m}: value {cell!r} is "
+                                                 "outside [-1, 1]; the matrix holds fractions (and correlations)")
                     jobs.append({"model": hub_name(m), "dataset": ds, "regime": REGIME, "hparams": {},
                                  "metric": metric, "value": v, "source": SOURCE, "provenance": f"{prov}:{i + 1}"})
                     per_metric[metric] = per_metric.get(metric, 0) + 1
@@ -185,6 +185,7 @@ class TwoPhaseImporter(Importer):
         for metric, text in METRIC_NOTES.items():
             if per_metric.get(metric):
                 rep.notes.append(f"metric {metric}: {per_metric[metric]} jobs -- {text}; kept apart from accuracy")
-        rep.notes.append(f"regime {REGIME}: the authors give no split sizes or hyper-parameters (not full, not vtab-1k)")
+        rep.notes.append(f"regime {REGIME}: the authors give no split sizes or hyper-parameters "
+                         "(not full, not vtab-1k)")
         batch.jobs, batch.models, batch.datasets = jobs, list(models.values()), list(datasets.values())
         return batch

@@ -152,7 +152,8 @@ class VtabImporter(Importer):
             vals = []
             for col in task_cols:
                 cell = df.iat[r, col]
-                where = f"{f}: data row {row} (file line {row + 3}, {label}), column {col + 1} ({names[col]}, {subset[col]})"
+                where = (f"{f}: data row {row} (file line {row + 3}, {label}), column {col + 1} "
+                         f"({names[col]}, {subset[col]})")
                 if is_blank(cell):
                     vals.append(np.nan)
                     continue
