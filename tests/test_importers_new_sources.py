@@ -265,6 +265,8 @@ def test_openclip_model_meta(imported):
     assert m["input_size"].notna().all() and m["params"].notna().all() and m["gmacs"].notna().all()
     assert pd.isna(m.loc["nllb-clip-base@v1", "pretrain_dataset"])
     assert any("version-only" in n for n in r.notes)
+    assert any(n.startswith("4 group(s) of models with identical scores") and "ViT-B-32-quickgelu@openai" in n
+               for n in r.notes)
 
 
 @pytest.mark.parametrize("tag,data,extra", [

@@ -43,6 +43,8 @@ Quirks handled (each counted in the report):
   (``avg_35_datasets``), never a job;
 * ``rows_read`` counts value cells (121 models x 35 datasets);
 * an empty cell would be dropped and counted; a value outside [0, 1] is an error;
+* models with identical scores on every dataset (``ViT-B-32@openai`` = ``ViT-B-32-quickgelu@openai``: the
+  same OpenAI weights under two architecture names; 4 such pairs) are kept as listed, named in a note;
 * a model whose architecture has no row in ``model_profile.csv`` keeps the results file's
   ``params (M)`` / ``FLOPs (B)`` (whole model) in ``extra`` only, counted in a note.
 """
@@ -240,6 +242,14 @@ class OpenClipImporter(Importer):
                              f"(pretrain_dataset left empty): {', '.join(versions)}")
         rep.drop("empty cell (no value)", n_blank)
         rep.drop("repeated (name, pretrained) row: the first is kept", n_dup * len(cols))
+        same: dict = {}
+        for i in range(len(df)):
+            key = tuple(df[c].iat[i] for c in cols)
+            same.setdefault(key, []).append(f"{df['name'].iat[i]}@{df['pretrained'].iat[i]}")
+        twins = [" = ".join(v) for v in same.values() if len(v) > 1]
+        if twins:  # kept: the file lists them as different models (e.g. the -quickgelu name of OpenAI weights)
+            rep.notes.append(f"{len(twins)} group(s) of models with identical scores on all {len(cols)} datasets, kept "
+                             "as listed: " + "; ".join(twins))
         self._profile(folder / PROFILE, models, rep)
         batch.models, batch.jobs = list(models.values()), jobs
         batch.datasets = [{"name": key, "modality": "image", "num_classes": k,
