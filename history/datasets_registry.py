@@ -42,7 +42,8 @@ from typing import Iterator, Mapping
 DATA_FILE = Path(__file__).with_name("data") / "datasets.json"
 SCHEMA_VERSION = 1
 #: Sources whose names the registry knows; ``other`` holds common spellings (TFDS, papers).
-KNOWN_SOURCES = ("transfergraph-image", "shift", "parc", "parc-controlled", "timm", "other")
+KNOWN_SOURCES = ("transfergraph-image", "shift", "parc", "parc-controlled", "timm", "vtab", "two-phase-selection",
+                 "openclip", "other")
 MODALITIES = ("image", "text")
 VTAB_1K_SIZE = 1000  # 800 train + 200 validation examples
 _FACT_FIELDS = ("num_samples", "num_classes")

@@ -6,6 +6,7 @@ downloads them into a cache folder (``<home>/cache/<name>/``), verifies each che
 (a mismatching file is deleted and reported), reuses cached files that still verify, and
 runs the history's importer. ``from_dir`` imports a local mirror instead (no network),
 ``base_url`` points the downloads at another server holding the same file names.
+:func:`pull_all` pulls every entry (``history pull all``).
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ _TG_ZLIZY = ("zLizy/transfergraph", "81957403ff293facf2e6c0573ebb537032094cb2")
 _TG_ORG = ("TransferGraph/transfergraph", "0458aff3ae6832926bed0bac515f243f99a98df0")
 _TG_IMG = "resources/experiments/image_classification"
 _TG_TXT = "resources/experiments/sequence_classification"
+_VTAB = ("google-research/task_adaptation", "c566d649f57e8e98e531bacf0e25309d04214bc6")
+_TWO = ("plasware/two-phase-selection", "4d6fec7810eeda5207bded93f43b1a934af28b5b")
+_OCLIP = ("mlfoundations/open_clip", "f862f86cd92123615a8695ce8bcb6ecc066af452")
 _TIMM = "huggingface/pytorch-image-models"
 _TIMM_COMMIT = "90cae8c5ab83d2d7e23b1fb2bab1559bfdcbc7e9"
 
@@ -125,6 +129,46 @@ PUBLIC_HISTORIES: dict[str, PublicHistory] = {h.name: h for h in [
                 "5e221773779c10edb5c6829f7fd52db3f69d8455020cc7e49607175ad4b2ecb7"),
         ),
     ),
+    PublicHistory(
+        name="vtab",
+        description="VTAB published results: 16 ImageNet upstream models (supervised, semi-, self-supervised, "
+                    "generative, from scratch) fine-tuned on 19 VTAB tasks, VTAB-1k and full regimes",
+        importer="vtab", origin="GitHub google-research/task_adaptation, docs/data/results.csv",
+        license="Apache-2.0",
+        files=(
+            _gh(*_VTAB, "docs/data/results.csv",
+                "a08ad693387bb120f620c91b960350c3dcdea0945be7e56353b6aed5cbd390b1"),
+        ),
+    ),
+    PublicHistory(
+        name="two-phase-selection",
+        description="two-phase-selection accuracy matrices: 30 HF image models x 6 datasets and 39 HF text "
+                    "models x 21 tasks, fine-tuned offline (split sizes unstated: regime finetune-unspecified)",
+        importer="two-phase", origin="GitHub plasware/two-phase-selection, coarse_recall/{CV,NLP}_coarse_recall/",
+        license="MIT",
+        files=(
+            _gh(*_TWO, "coarse_recall/CV_coarse_recall/datasets.txt",
+                "42a4f5e6141dcb588ca917f289dea36e62d05303830c6f61c5673fe3ce4c13f6", name="CV/datasets.txt"),
+            _gh(*_TWO, "coarse_recall/CV_coarse_recall/matrix.txt",
+                "69301ab71bd01ad1654c471ccda80b813b957c1e41f3bf5123b03ec6a5608d0a", name="CV/matrix.txt"),
+            _gh(*_TWO, "coarse_recall/NLP_coarse_recall/datasets.txt",
+                "eaddf291dae75d30c2797d01c374ee09d7705f0ab52f8ba4949484eec2d4b1ca", name="NLP/datasets.txt"),
+            _gh(*_TWO, "coarse_recall/NLP_coarse_recall/matrix.txt",
+                "cca6f1f18001d0a96ba60e9c59585e2f7a59feeb978b8e2af2ad4f9f9dc85cc5", name="NLP/matrix.txt"),
+        ),
+    ),
+    PublicHistory(
+        name="openclip",
+        description="open_clip zero-shot results: 121 CLIP models (architecture x pretrained tag) on the 35 "
+                    "DataComp classification datasets, regime zero-shot, with the model profile",
+        importer="openclip", origin="GitHub mlfoundations/open_clip, docs/", license="MIT-style (open_clip LICENSE)",
+        files=(
+            _gh(*_OCLIP, "docs/openclip_classification_results.csv",
+                "9cc4f1ca941d99004819310175f19b6f9031c1590d96650ae72a42f7daba93ac"),
+            _gh(*_OCLIP, "docs/model_profile.csv",
+                "6f0975464d02d31a4c7cfca79a100c47c0d01cf47222f4fa5b9bec5609677285"),
+        ),
+    ),
 ]}
 
 
@@ -177,7 +221,8 @@ def fetch(history: PublicHistory, *, cache_dir=None, base_url: str | None = None
     folder.mkdir(parents=True, exist_ok=True)
     notes = []
     for f in history.files:
-        dest = folder / f.name
+        dest = folder / f.name  # a name may hold a sub-folder (two-phase-selection: CV/matrix.txt)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             if f.sha256 is None:
                 notes.append(f"{f.name}: reused cached copy (no pinned checksum, not verified)")
@@ -236,3 +281,27 @@ def list_histories() -> list[dict]:
     return [{"name": h.name, "importer": h.importer, "files": len(h.files),
              "verified": all(f.sha256 for f in h.files), "description": h.description}
             for h in PUBLIC_HISTORIES.values()]
+
+
+def pull_all(store, *, from_dir=None, cache_dir=None, base_url: str | None = None, progress: bool = True,
+             timeout: float = 60.0, include_food101: bool = False) -> tuple[dict[str, ImportReport], list[str]]:
+    """Pull every public history, in registry order; return ({name: report}, skipped).
+
+    With ``from_dir``, a history whose folder ``<from_dir>/<name>/`` is absent is skipped (the
+    reason is listed in ``skipped``) instead of downloaded: a local mirror may hold only some.
+    ``cache_dir`` / ``base_url`` name a parent: each history uses ``<cache_dir>/<name>`` and
+    ``<base_url>/<name>``. ``include_food101`` goes to ``transfergraph-image`` only. Each history
+    is its own transaction: one that fails raises after the earlier ones were imported."""
+    reports, skipped = {}, []
+    for name, h in PUBLIC_HISTORIES.items():
+        if from_dir is not None and not (Path(from_dir) / name).is_dir():
+            skipped.append(f"{name}: no folder {Path(from_dir) / name} (pull it by name to download it)")
+            continue
+        image_tg = h.importer == "transfergraph" and h.options.get("layout") == "image"
+        opts = {"include_food101": True} if include_food101 and image_tg else {}
+        reports[name] = pull(
+            store, name, from_dir=None if from_dir is None else Path(from_dir) / name,
+            cache_dir=None if cache_dir is None else Path(cache_dir) / name,
+            base_url=None if base_url is None else f"{base_url.rstrip('/')}/{name}",
+            progress=progress, timeout=timeout, **opts)
+    return reports, skipped

@@ -28,7 +28,7 @@ def register_importer(cls):
     return cls
 
 
-_BUILTIN = ["transfergraph", "shift", "parc", "timm", "generic", "mlflow_runs"]
+_BUILTIN = ["transfergraph", "shift", "parc", "timm", "vtab", "two_phase", "openclip", "generic", "mlflow_runs"]
 
 
 def load_all():

@@ -16,7 +16,7 @@ from history.errors import NotFoundError, RecommenderError, StoreError
 from . import add_parser, open_store
 
 HELP = "fill, inspect and export the fine-tuning history store"
-FORMATS = ("generic", "transfergraph", "shift", "parc", "timm", "mlflow")
+FORMATS = ("generic", "transfergraph", "shift", "parc", "timm", "vtab", "two-phase", "openclip", "mlflow")
 LIST_FORMATS = ("table", "csv", "json")
 GENERIC_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
@@ -31,9 +31,11 @@ def register(sub):
     hs.parent_parser = sub.parent_parser
 
     q = add_parser(hs, "pull", help="import a public fine-tuning history by name",
-                   description="Import a public history (transfergraph-image, shift, parc, timm, ...) from a "
-                               "local copy (--from) or download it into the cache. Importing twice adds nothing.")
-    q.add_argument("name", nargs="?", help="public history name (see --list)")
+                   description="Import a public history (transfergraph-image, shift, parc, timm, vtab, "
+                               "two-phase-selection, openclip) from a local copy (--from) or download it into the "
+                               "cache; 'all' pulls every one (with --from: those with a folder there). Importing "
+                               "twice adds nothing.")
+    q.add_argument("name", nargs="?", help="public history name (see --list), or 'all'")
     q.add_argument("--list", action="store_true", help="list the public histories and exit")
     q.add_argument("--from", dest="from_dir", default=None, help="read the files from this local folder")
     q.add_argument("--cache", dest="cache_dir", default=None, help="download cache folder (default <home>/cache)")
@@ -217,6 +219,8 @@ def cmd_pull(args) -> int:
     if not args.name:
         raise CliUsageError(f"history pull: give the NAME of a public history: {', '.join(PUBLIC_HISTORIES)} "
                             "(--list describes them)")
+    if args.name == "all":
+        return _pull_all(args)
     if args.name not in PUBLIC_HISTORIES:
         from history.errors import closest
 
@@ -234,6 +238,34 @@ def cmd_pull(args) -> int:
     finally:
         store.dispose()
     _print_report(rep, args.json)
+    return 0
+
+
+def _pull_all(args) -> int:
+    """``history pull all``: every public history, one import (transaction) each."""
+    from history.pull import pull_all
+
+    if args.option:
+        raise CliUsageError("history pull all: --option/-o applies to one importer; pull that history by name "
+                            "to pass importer options")
+    store = open_store(args)
+    try:
+        reports, skipped = pull_all(store, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
+                                    progress=sys.stderr.isatty(), include_food101=args.include_food101)
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps({"imports": {n: r.to_dict() for n, r in reports.items()}, "skipped": skipped}, indent=2,
+                         default=str))
+        return 0
+    for rep in reports.values():
+        print(rep.summary())
+        print()
+    _table("history pull all", ["history", "importer", "rows read", "jobs added", "already there", "dropped"],
+           [(n, r.importer, f"{r.rows_read:,}", f"{r.jobs_added:,}", f"{r.jobs_existing:,}", f"{r.rows_dropped:,}")
+            for n, r in reports.items()])
+    for line in skipped:
+        print(f"skipped {line}")
     return 0
 
 
