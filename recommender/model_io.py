@@ -21,10 +21,12 @@ import numpy as np
 from history.config import models_dir as _models_dir
 from history.errors import NotFoundError, RecommenderError, closest
 
+from .defaults import DEFAULT_RECOMMENDER
+
 log = logging.getLogger(__name__)
 
 #: Preference order for ``predict`` when no recommender is named (first one that is saved).
-DEFAULT_ORDER = ("lgbm", "fm", "lr", "lgbm-rank")
+DEFAULT_ORDER = (DEFAULT_RECOMMENDER, "lgbm", "fm", "lr", "lgbm-rank")
 TRAINING_INFO = "training.json"
 INDEX_FILE = "index.json"
 

@@ -75,7 +75,7 @@ def test_run_uri_and_registry_versions(home, capsys):
     via_registry = _load("models:/recommender-lr/1", uri).predict(PAIRS)
     pd.testing.assert_frame_equal(via_run, via_registry)
 
-    rc = main(["--home", str(home), "train", "-r", "lr", "--cv-folds", "0", "--features", "d,m"])
+    rc = main(["--home", str(home), "train", "-r", "lr", "--cv-folds", "0", "--features", "d,m,s"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "registered recommender-lr version 2" in out
@@ -83,10 +83,10 @@ def test_run_uri_and_registry_versions(home, capsys):
     versions = sorted(int(v.version) for v in client.search_model_versions("name='recommender-lr'"))
     assert versions == [1, 2]
     run = client.get_run(json.loads((home / "models" / "lr" / "training.json").read_text())["mlflow"]["run_id"])
-    assert run.data.params["param.features"] == "d,m"
+    assert run.data.params["param.features"] == "d,m,s"
     assert "train_rmse" in run.data.metrics
     v2 = _load("models:/recommender-lr/2", uri).predict(PAIRS)
-    assert not np.allclose(v2["predicted"], via_registry["predicted"])  # a different model (no MS scores)
+    assert not np.allclose(v2["predicted"], via_registry["predicted"])  # a different model (with MS scores)
     # tracking URI set only for the duration of the calls
     assert os.environ.get("MLFLOW_TRACKING_URI") is None
 

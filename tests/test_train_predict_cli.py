@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from recommender.cli import main
+from recommender.defaults import DEFAULT_FEATURES
 
 ADD_DATASET_HINT = "python -m recommender history add-dataset {} --num-samples N --num-classes C"
 
@@ -107,7 +108,7 @@ def test_train_logs_saves_and_predict_formats_agree(synth, ml_home, cli):
     assert "30 (model, dataset) targets" in out and "4 datasets x 8 models" in out
     folder = ml_home / "models" / "lr"
     info = json.loads((folder / "training.json").read_text())
-    assert info["store"].endswith("history.db") and info["features"] == "d,m,s"
+    assert info["store"].endswith("history.db") and info["features"] == DEFAULT_FEATURES == "d,m"
     assert info["counts"]["datasets"] == 4 and info["mlflow"]["model_version"] == 1
     assert {"train_rmse", "train_pearson", "cv_pearson"} <= set(info["metrics"])
     assert "lr" in json.loads((ml_home / "models" / "index.json").read_text())

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..defaults import DEFAULT_RECOMMENDER
 from . import add_parser, fmt_pct, open_store
 
 HELP = "import the TransferGraph image history, train, and recommend for a held-out dataset"
@@ -27,7 +28,8 @@ def register(sub):
                    help="folder with the public histories (default: $RECOMMENDER_DATA or ../shared/data); "
                         f"without {HISTORY}/ there, the history is downloaded")
     p.add_argument("--holdout", default="pets", help="dataset to hold out and recommend for (default: pets)")
-    p.add_argument("--recommender", "-r", default="all", help="recommenders to train (default: all)")
+    p.add_argument("--recommender", "-r", default=DEFAULT_RECOMMENDER,
+                   help=f"recommenders to train, comma-separated, or 'all' (default: {DEFAULT_RECOMMENDER})")
     p.add_argument("--top", "-k", type=int, default=5, help="models to show (default 5)")
     p.add_argument("--cv-folds", type=int, default=0,
                    help="leave-datasets-out CV folds while training (default 0: skip, the demo holds one out)")

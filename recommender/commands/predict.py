@@ -5,6 +5,7 @@ import json
 import math
 import sys
 
+from ..model_io import DEFAULT_ORDER
 from . import add_parser, fmt_pct, open_store
 
 HELP = "rank every model of the store for a dataset (predicted fine-tune accuracy)"
@@ -17,7 +18,7 @@ def register(sub):
     p.add_argument("--dataset", "-d", required=True, help="target dataset name (as in the store)")
     p.add_argument("--top", "-k", type=int, default=10, help="show the top K models (default 10; 0: all)")
     p.add_argument("--recommender", "-r", default=None,
-                   help="saved recommender to use (default: the first trained of lgbm, fm, lr, lgbm-rank)")
+                   help="saved recommender to use (default: the first trained of " + ", ".join(DEFAULT_ORDER) + ")")
     p.add_argument("--format", "-f", default="table", choices=["table", "csv", "json"], help="output format")
     p.add_argument("--include-finetuned", action="store_true",
                    help="also rank models that already have a job on the dataset (their real accuracy is shown)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from ..defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
 from . import add_parser, open_store
 
 HELP = "fit recommenders on the stored history, save them and log them to MLflow"
@@ -12,8 +13,9 @@ def register(sub):
     p = add_parser(sub, "train", help=HELP, description=HELP + ". Saves to <home>/models/<name>/ "
                    "(the latest of each recommender) and registers 'recommender-<name>' in the MLflow "
                    "model registry. Exit code 3: saved, but MLflow logging failed.")
-    p.add_argument("--recommender", "-r", default="all",
-                   help="recommender name(s), comma-separated, or 'all' (default: all)")
+    p.add_argument("--recommender", "-r", default=DEFAULT_RECOMMENDER,
+                   help=f"recommender name(s), comma-separated, or 'all' (default: {DEFAULT_RECOMMENDER}, the "
+                        "default of every command, docs/recommenders.md)")
     p.add_argument("--source", default=None,
                    help="train only on jobs of this source (e.g. transfergraph-image); several, comma-separated "
                         "(e.g. transfergraph-image,shift,parc; 'shift:vtab-1k' names a regime), pool them: the other "
@@ -22,7 +24,7 @@ def register(sub):
     p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab-1k)")
     p.add_argument("--features", default=None,
                    help="feature groups, comma-separated: d (dataset meta), m (model meta), s (MS scores); "
-                        "default: each recommender's own default")
+                        f"default: {DEFAULT_FEATURES}")
     p.add_argument("--target-rule", default="best", choices=["best", "mean", "latest"],
                    help="how the jobs of one (model, dataset) become one target (default: best)")
     p.add_argument("--metric", default=None, help="target metric (default: the most frequent, accuracy)")

@@ -31,6 +31,7 @@ import pandas as pd
 from features.popularity import additive_effects
 from history.errors import RecommenderError
 
+from ..defaults import DEFAULT_FEATURES
 from ..metrics import weighted_tau
 from .base import grouped_folds
 from .lr import LinearRecommender
@@ -42,7 +43,7 @@ class BlendRecommender(LinearRecommender):
     name = "blend"
     has_uncertainty = False
 
-    def __init__(self, features: str = "d,m", random_state: int = 0, target_norm: str = "dataset",
+    def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0, target_norm: str = "dataset",
                  alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1000.0), cv_folds: int = 5,
                  collab_bandwidth: float = 1.0, model_ids=None, collab: bool = True, interactions: bool = False,
                  unpenalized: str = "", weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0), inner_folds: int = 3):

@@ -24,6 +24,7 @@ import numpy as np
 
 from history.errors import RecommenderError
 
+from ..defaults import DEFAULT_FEATURES
 from .base import TabularRecommender
 from .fm_torch import fm_score  # noqa: F401  (re-exported: the scoring kernel both FMs share)
 
@@ -65,7 +66,7 @@ class FMRecommender(_FMSamplesMixin, TabularRecommender):
 
     name = "fm"
 
-    def __init__(self, features: str = "d,m,s", random_state: int = 0,
+    def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 100, n_members: int = 3,
                  l2_linear: float = 1e-3, l2_factors: float = 1e-2, init_stdev: float = 0.1,
                  collab_bandwidth: float = 1.0, model_ids=None, collab: bool = False):
@@ -98,7 +99,7 @@ class MyFMRecommender(_FMSamplesMixin, TabularRecommender):
 
     name = "fm-myfm"
 
-    def __init__(self, features: str = "d,m,s", random_state: int = 0,
+    def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", rank: int = 8, n_iter: int = 300, n_kept_samples: int = 100,
                  init_stdev: float = 0.1, collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = False):

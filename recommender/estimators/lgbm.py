@@ -18,6 +18,7 @@ import numpy as np
 
 from history.errors import RecommenderError
 
+from ..defaults import DEFAULT_FEATURES
 from .base import TabularRecommender
 
 
@@ -54,7 +55,7 @@ class _LGBMBase(TabularRecommender):
 class LGBMRecommender(_LGBMBase):
     name = "lgbm"
 
-    def __init__(self, features: str = "d,m,s", random_state: int = 0,
+    def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", n_estimators: int = 300, learning_rate: float = 0.03,
                  num_leaves: int = 15, min_child_samples: int = 20, colsample: float = 0.8,
                  subsample: float = 0.8, reg_lambda: float = 1.0, n_jobs: int = 1, collab_bandwidth: float = 1.0, model_ids=None,
@@ -89,7 +90,7 @@ class LGBMRecommender(_LGBMBase):
 class LGBMRankRecommender(_LGBMBase):
     name = "lgbm-rank"
 
-    def __init__(self, features: str = "d,m,s", random_state: int = 0,
+    def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", n_estimators: int = 300, learning_rate: float = 0.03,
                  num_leaves: int = 15, min_child_samples: int = 20, colsample: float = 0.8,
                  subsample: float = 0.8, reg_lambda: float = 1.0, relevance_levels: int = 16,

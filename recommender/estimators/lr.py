@@ -15,6 +15,7 @@ import pandas as pd
 
 from history.errors import RecommenderError
 
+from ..defaults import DEFAULT_FEATURES
 from .base import TabularRecommender, grouped_folds
 
 
@@ -22,7 +23,7 @@ class LinearRecommender(TabularRecommender):
     name = "lr"
     has_uncertainty = False
 
-    def __init__(self, features: str = "d,m,s", random_state: int = 0,
+    def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", alphas: tuple = (0.1, 1.0, 10.0, 100.0, 1000.0), cv_folds: int = 5,
                  collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = True, interactions: bool = False, unpenalized: str = ""):
