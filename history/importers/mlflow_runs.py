@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from .. import schema as S
 from ..errors import HistoryImportError, closest
 from .base import ImportBatch, Importer, ImportReport, register_importer
-from .generic import DATASET_COLUMNS, MODEL_COLUMNS, UNITS
+from .generic_columns import DATASET_COLUMNS, MODEL_COLUMNS, UNITS
 
 STATUS = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "killed"}
 RESERVED_PARAMS = {"model", "dataset", "regime"}
