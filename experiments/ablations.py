@@ -87,7 +87,7 @@ def import_store(bench, data: Path, store_dir: Path, *, pooled: bool):
     from history.importers import get_importer
     from history.store import HistoryStore
 
-    from .report import BENCHMARKS as REPORT
+    from .benchmarks import BENCHMARKS as REPORT
 
     db = store_dir / f"{bench.name}{'-pooled' if pooled else ''}.db"
     for suffix in ("", "-wal", "-shm"):
@@ -117,7 +117,7 @@ def run_variant(bench, store, variant: str, *, progress: bool):
         history, _, _, notes = load_history(store, source=bench.source, regime=bench.regime,
                                             modality=bench.modality)
         primary = None
-    from .report import INNER_FOLDS
+    from .benchmarks import INNER_FOLDS
 
     fsets = feature_sets(variant, bool(len(history.scores)))
     ref = reference(variant)
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
                         "(e.g. benchmarks run as separate processes) instead of running")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from .report import BENCHMARKS as REPORT, default_data_dir
+    from .benchmarks import BENCHMARKS as REPORT, default_data_dir
 
     benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

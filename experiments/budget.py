@@ -358,7 +358,7 @@ def plot(summary: pd.DataFrame, path, title: str, budget: int) -> Path:
 
 def load_benchmark(name: str, data: Path, store_dir: Path):
     from experiments.histories import load_history
-    from experiments.report import BENCHMARKS as REPORT
+    from experiments.benchmarks import BENCHMARKS as REPORT
     from history.importers import get_importer
     from history.store import HistoryStore
 
@@ -391,7 +391,7 @@ def adaptive_beats_static(summary: pd.DataFrame, budget: int) -> bool:
 
 
 def main(argv=None) -> int:
-    from experiments.report import BENCHMARKS as REPORT, default_data_dir
+    from experiments.benchmarks import BENCHMARKS as REPORT, default_data_dir
 
     ap = argparse.ArgumentParser(prog="python -m experiments.budget", description=__doc__.splitlines()[0])
     ap.add_argument("--benchmarks", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")

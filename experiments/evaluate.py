@@ -375,6 +375,19 @@ def _fold_scores(spec, fold, masks: dict, seed) -> tuple[dict, object]:
     return out, rec
 
 
+@dataclass
+class _Tally:
+    """What the folds of one evaluation produce, method by method."""
+
+    timings: dict  # method -> seconds spent fitting and predicting
+    rows: dict = field(default_factory=lambda: {cs: [] for cs in CANDIDATE_SETS})
+    preds: list = field(default_factory=list)
+    imps: dict = field(default_factory=dict)  # method -> feature importance frames
+    choices: list = field(default_factory=list)  # nested selection, one per outer fold
+    fold_reasons: dict = field(default_factory=dict)  # method -> why it could not run on a fold
+    failures: dict = field(default_factory=dict)  # method -> crashes
+
+
 def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDERS, feature_sets=None,
              baselines="all", seeds: int = 5, test_fraction: float = 0.2, min_models: int = 3, datasets=None,
              rec_params=None, progress: bool = True, config: dict | None = None,
@@ -417,11 +430,7 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
         nested_specs = _nested_specs(runnable, nested_candidates)
         cfg["nested"] = {"candidates": [m.label for m in nested_specs], "inner_protocol": info.inner,
                          "inner_folds": inner_folds, "select_on": select_on}
-    rows = {cs: [] for cs in CANDIDATE_SETS}
-    preds, imps, choices = [], {}, []
-    timings = {m.label: 0.0 for m in runnable}
-    fold_reasons: dict[str, list] = {}
-    failures: dict[str, list] = {}
+    tally = _Tally(timings={m.label: 0.0 for m in runnable})
 
     from tqdm.auto import tqdm
 
@@ -432,73 +441,92 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
             masks = _candidate_masks(fold.test.reset_index(drop=True), degenerate)
             for spec in runnable:
                 bar.set_postfix_str(f"{fold.fold_id} {spec.label}", refresh=False)
-                ts = time.perf_counter()
-                try:
-                    scored, rec = _fold_scores(spec, fold, masks, fold.seed)
-                except (BaselineUnavailable, RecommenderError) as exc:
-                    # a method that cannot run on this fold (e.g. a recommender that needs >= 2
-                    # training datasets): recorded with its reason, reported as n/a
-                    fold_reasons.setdefault(spec.label, []).append(f"{fold.fold_id}: {exc}")
-                    bar.update(1)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a crashing method must not lose the others
-                    log.debug("%s failed on %s", spec.label, fold.fold_id, exc_info=True)
-                    failures.setdefault(spec.label, []).append(f"{fold.fold_id}: {type(exc).__name__}: {exc}")
-                    bar.update(1)
-                    continue
-                timings[spec.label] += time.perf_counter() - ts
-                if rec is not None:
-                    fi = feature_importances(rec)
-                    if fi is not None:
-                        imps.setdefault(spec.label, []).append(fi)
-                for cs, (test, pred) in scored.items():
-                    rows[cs].extend(_score_rows(fold, spec, test, pred, cs))
-                if keep_predictions:
-                    test, pred = scored[candidates]
-                    shown = M.clip_accuracy(pred) if spec.kind == "recommender" else pred
-                    preds.append(pd.DataFrame({"fold": fold.fold_id, "dataset": test["dataset"],
-                                               "model": test["model"], "method": spec.label,
-                                               "real": test["value"], "predicted": shown, "predicted_raw": pred}))
+                _run_method(tally, spec, fold, masks, candidates=candidates, keep_predictions=keep_predictions)
                 bar.update(1)
             if nested_specs:
                 choice = nested_choice(fold, nested_specs, protocol=info.inner, inner_folds=inner_folds,
                                        min_models=min_models, select_on=select_on,
                                        viable_only=(candidates == "viable"))
-                choices.append(choice)
+                tally.choices.append(choice)
     finally:
         bar.close()
+    frames = _result_frames(tally, cfg)
+    pred_df = (pd.concat(tally.preds, ignore_index=True) if tally.preds else
+               pd.DataFrame(columns=["fold", "dataset", "model", "method", "real", "predicted", "predicted_raw"]))
+    importances = {}
+    for label, frames_ in tally.imps.items():
+        cat = pd.concat(frames_, ignore_index=True)
+        importances[label] = (cat.groupby("feature")["importance"].mean().sort_values(ascending=False)
+                              .reset_index())
+    _note_unavailable(tally, unavailable, cfg, candidates)
+    other = {cs: df for cs, df in frames.items() if cs != candidates}
+    return EvaluationResult(cfg, frames[candidates], pred_df, plan.skipped, unavailable, importances,
+                            {k: round(v, 3) for k, v in tally.timings.items()}, time.perf_counter() - t0, other,
+                            tally.choices)
+
+
+def _run_method(tally: _Tally, spec: MethodSpec, fold, masks: dict, *, candidates: str,
+                keep_predictions: bool) -> None:
+    """Fit / run one method on one fold and add its scored rows (or why it could not run) to ``tally``."""
+    ts = time.perf_counter()
+    try:
+        scored, rec = _fold_scores(spec, fold, masks, fold.seed)
+    except (BaselineUnavailable, RecommenderError) as exc:
+        # a method that cannot run on this fold (e.g. a recommender that needs >= 2
+        # training datasets): recorded with its reason, reported as n/a
+        tally.fold_reasons.setdefault(spec.label, []).append(f"{fold.fold_id}: {exc}")
+        return
+    except Exception as exc:  # noqa: BLE001 - a crashing method must not lose the others
+        log.debug("%s failed on %s", spec.label, fold.fold_id, exc_info=True)
+        tally.failures.setdefault(spec.label, []).append(f"{fold.fold_id}: {type(exc).__name__}: {exc}")
+        return
+    tally.timings[spec.label] += time.perf_counter() - ts
+    if rec is not None:
+        fi = feature_importances(rec)
+        if fi is not None:
+            tally.imps.setdefault(spec.label, []).append(fi)
+    for cs, (test, pred) in scored.items():
+        tally.rows[cs].extend(_score_rows(fold, spec, test, pred, cs))
+    if keep_predictions:
+        test, pred = scored[candidates]
+        shown = M.clip_accuracy(pred) if spec.kind == "recommender" else pred
+        tally.preds.append(pd.DataFrame({"fold": fold.fold_id, "dataset": test["dataset"],
+                                         "model": test["model"], "method": spec.label,
+                                         "real": test["value"], "predicted": shown, "predicted_raw": pred}))
+
+
+def _result_frames(tally: _Tally, cfg: dict) -> dict:
+    """{candidate set: rows frame}, with the nested method's rows (the chosen method's) added."""
     cols = ["fold", "dataset", "seed", "method", "kind", "features", "candidates", "n_test", "n_missing",
             *M.METRICS]
-    frames = {cs: pd.DataFrame(r, columns=cols) for cs, r in rows.items()}
-    if choices:
+    frames = {cs: pd.DataFrame(r, columns=cols) for cs, r in tally.rows.items()}
+    if tally.choices:
         for cs, df in frames.items():
             picked = []
-            for c in choices:
+            for c in tally.choices:
                 sel = df[(df["fold"] == c["fold"]) & (df["method"] == c["chosen"])]
                 picked.append(sel.assign(method="nested", kind="nested", features=c["chosen"]))
             frames[cs] = pd.concat([df, *picked], ignore_index=True)
         cfg["method_kinds"]["nested"] = "nested"
-    for label, reasons in fold_reasons.items():
-        if not any(r["method"] == label for r in rows[candidates]):
+    return frames
+
+
+def _note_unavailable(tally: _Tally, unavailable: dict, cfg: dict, candidates: str) -> None:
+    """Methods that scored no row: unavailable with the first reason (or failure); the others'
+    failures and partly unavailable folds go to ``cfg``."""
+    rows = tally.rows[candidates]
+    for label, reasons in tally.fold_reasons.items():
+        if not any(r["method"] == label for r in rows):
             unavailable[label] = reasons[0].split(": ", 1)[1] if reasons else "not available"
-    pred_df = (pd.concat(preds, ignore_index=True) if preds else
-               pd.DataFrame(columns=["fold", "dataset", "model", "method", "real", "predicted", "predicted_raw"]))
-    importances = {}
-    for label, frames_ in imps.items():
-        cat = pd.concat(frames_, ignore_index=True)
-        importances[label] = (cat.groupby("feature")["importance"].mean().sort_values(ascending=False)
-                              .reset_index())
-    for label, errs in failures.items():
-        if not any(r["method"] == label for r in rows[candidates]):
+    for label, errs in tally.failures.items():
+        if not any(r["method"] == label for r in rows):
             unavailable[label] = f"FAILED ({len(errs)} fold(s)): {errs[0].split(': ', 1)[1]}"
+    failures = tally.failures
     if failures:
         cfg["failures"] = {k: v[:3] + ([f"... {len(v) - 3} more"] if len(v) > 3 else []) for k, v in failures.items()}
-    partial = {k: v for k, v in fold_reasons.items() if k not in unavailable}
+    partial = {k: v for k, v in tally.fold_reasons.items() if k not in unavailable}
     if partial:
         cfg["partially_unavailable"] = {k: len(v) for k, v in partial.items()}
-    other = {cs: df for cs, df in frames.items() if cs != candidates}
-    return EvaluationResult(cfg, frames[candidates], pred_df, plan.skipped, unavailable, importances,
-                            {k: round(v, 3) for k, v in timings.items()}, time.perf_counter() - t0, other, choices)
 
 
 # ---------------------------------------------------------------------- nested selection

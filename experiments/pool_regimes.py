@@ -24,7 +24,7 @@ def _store(url, tmp):
     from history.importers import get_importer
     from history.store import HistoryStore
 
-    from .report import default_data_dir
+    from .benchmarks import default_data_dir
 
     if url:
         return HistoryStore(url)

@@ -26,55 +26,19 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    name: str
-    title: str
-    importer: str
-    folder: str  # under the data folder
-    source: str
-    protocol: str
-    regime: str | None = None
-    modality: str | None = None
-    targets: dict = field(default_factory=dict)  # metric -> (op, value) reported honestly, never asserted
-    note: str = ""
-
-
-BENCHMARKS = {b.name: b for b in [
-    Benchmark("tg-lodo", "TransferGraph-image, leave one dataset out", "transfergraph", "transfergraph-image",
-              "transfergraph-image", "lodo",
-              targets={"pearson": (">=", 0.85), "weighted_tau": (">=", 0.5), "regret@1": ("<=", 1.0)},
-              note="food101 is excluded by the importer (runs at chance)."),
-    Benchmark("shift-vtab1k-lodo", "SHiFT VTAB-1k (19 image tasks), leave one dataset out", "shift", "shift",
-              "shift", "lodo", regime="vtab-1k", modality="image", targets={"pearson": (">=", 0.6)}),
-    Benchmark("parc-controlled-lodo", "PARC controlled benchmark, leave one dataset out", "parc", "parc",
-              "parc-controlled", "lodo", targets={"pearson": (">=", 0.80)},
-              note="voc2007 (multi-label mAP) is a different metric and is not pooled with accuracy."),
-    Benchmark("parc-all-lodo", "PARC all models, leave one dataset out", "parc", "parc", "parc", "lodo"),
-    Benchmark("timm-setting1", "timm ImageNet-1k, setting 1 (unseen models on a seen dataset)", "timm", "timm",
-              "timm", "setting1", targets={"pearson": (">=", 0.85)}),
-]}
+from .benchmarks import BENCHMARKS, INNER_FOLDS, REPO, Benchmark, default_data_dir
 
 
 #: the configurations nested selection chooses from (x the benchmark's feature sets), with model-mean;
 #: kept small so that the whole report stays within 15 minutes on a 2-core machine
 NESTED_GRID = ("lr", "lgbm")
-INNER_FOLDS = 3
 #: lgbm-rank (a ranking objective whose scores are not accuracies) is left out by default to keep the
 #: report within its time budget; --recommenders lr,fm,lgbm,lgbm-rank adds it
 DEFAULT_RECOMMENDERS = "lr,fm,lgbm"
 HEADLINE_METRICS = ("regret@1", "regret@3", "weighted_tau", "pearson")
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("RECOMMENDER_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -199,24 +163,9 @@ def _best_baselines(bench: Benchmark, result) -> list[str]:
 
 
 def run(args) -> int:
-    from . import plots
-    from .evaluate import format_lift, format_summary
+    from .ablations import results_section
 
-    data = Path(args.data).resolve() if args.data else default_data_dir()
-    if not data.is_dir():
-        from history.errors import RecommenderError
-
-        raise RecommenderError(f"real histories not found at {data}; pass --data or set RECOMMENDER_DATA")
-    names = [n.strip() for n in args.benchmarks.split(",")] if args.benchmarks else list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        from history.errors import NotFoundError
-
-        raise NotFoundError(f"unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(BENCHMARKS)}")
-    recommenders = args.recommenders or ("lr,lgbm" if args.quick else DEFAULT_RECOMMENDERS)
-    seeds = args.seeds or (2 if args.quick else 5)
-    out = Path(args.out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    data, names, recommenders, seeds, out = _options(args)
     tmp = None
     if args.store_dir:
         store_dir = Path(args.store_dir).resolve()
@@ -246,42 +195,7 @@ def run(args) -> int:
                 baselines.append([bench.name, "FAILED", "", "", ""])
                 continue
             wall = time.perf_counter() - t0
-            png = out.parent / f"results_{bench.name}.png"
-            summary = result.summary()
-            plots.bar_chart(summary, png, title=bench.title)
-            table = format_summary(result, markdown=True)
-            table_all = format_summary(result, markdown=True, candidates="all")
-            lift = format_lift(result, markdown=True)
-            deg = result.config.get("degenerate_models") or []
-            print(format_summary(result), flush=True)
-            print(f"   {wall:.1f} s", flush=True)
-            lines = [f"## {bench.title} (`{bench.name}`)", "",
-                     f"Source `{bench.source}`" + (f", regime `{bench.regime}`" if bench.regime else "")
-                     + (f", {bench.modality} datasets only" if bench.modality else "")
-                     + f"; protocol `{bench.protocol}`; {result.config['n_folds']} folds over "
-                     f"{len(result.config['datasets'])} held-out datasets; mean ± std over "
-                     + ("held-out datasets." if bench.protocol in ("lodo", "setting2") else "datasets x seeds."), ""]
-            if bench.note:
-                lines += [bench.note, ""]
-            for n in notes:
-                lines += [f"Note: {n}.", ""]
-            lines += [f"Viable candidates ({len(deg)} degenerate model(s) left out"
-                      + (f": {', '.join(deg[:6])}{' ...' if len(deg) > 6 else ''}" if deg else "") + "):", "",
-                      table, "",
-                      "Lift over `model-mean` (mean paired improvement per "
-                      + ("held-out dataset" if result.config.get("unit") == "dataset" else "fold")
-                      + ", [95% bootstrap CI], wins/ties/losses; positive = better):", "", lift, "",
-                      f"Nested selection (inner protocol `{result.config['nested']['inner_protocol']}`, "
-                      f"{INNER_FOLDS} inner folds, on inner regret@1) chose: {_choices(result)}.", "",
-                      "All candidates:", "", table_all, ""]
-            if result.skipped:
-                lines += ["Skipped held-out datasets: " + "; ".join(f"{s['dataset']} ({s['reason']})"
-                                                                    for s in result.skipped), ""]
-            for k, v in result.config.get("failures", {}).items():
-                lines += [f"**{k} failed**: {v[0]}", ""]
-            lines += [f"![{bench.name}]({png.name})", "",
-                      f"Wall time {wall:.1f} s (import {import_s:.1f} s, evaluation {result.wall_s:.1f} s).", ""]
-            sections.append("\n".join(lines))
+            sections.append(_section(bench, result, notes, import_s, wall, out))
             headline.append(_headline_row(bench, result))
             baselines.append(_best_baselines(bench, result))
             timing.append([bench.name, f"{wall:.1f}", "ok"])
@@ -289,8 +203,80 @@ def run(args) -> int:
         if tmp is not None:
             tmp.cleanup()
     total = time.perf_counter() - t_all
+    header = _header(args, total, recommenders, headline, baselines, timing)
+    out.write_text("\n".join(header) + "\n" + "\n".join(sections) + "\n"
+                   + results_section(out.parent / "ABLATIONS.md"))
+    print(f"wrote {out} ({total:.0f} s)")
+    return 1 if failed else 0
+
+
+def _options(args) -> tuple:
+    """(data folder, benchmark names, recommenders, seeds, output file) of the command line."""
+    data = Path(args.data).resolve() if args.data else default_data_dir()
+    if not data.is_dir():
+        from history.errors import RecommenderError
+
+        raise RecommenderError(f"real histories not found at {data}; pass --data or set RECOMMENDER_DATA")
+    names = [n.strip() for n in args.benchmarks.split(",")] if args.benchmarks else list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        from history.errors import NotFoundError
+
+        raise NotFoundError(f"unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(BENCHMARKS)}")
+    recommenders = args.recommenders or ("lr,lgbm" if args.quick else DEFAULT_RECOMMENDERS)
+    seeds = args.seeds or (2 if args.quick else 5)
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return data, names, recommenders, seeds, out
+
+
+def _section(bench: Benchmark, result, notes, import_s: float, wall: float, out: Path) -> str:
+    """One benchmark's section of RESULTS.md (its bar chart written next to ``out``)."""
+    from . import plots
+    from .evaluate import format_lift, format_summary
+
+    png = out.parent / f"results_{bench.name}.png"
+    summary = result.summary()
+    plots.bar_chart(summary, png, title=bench.title)
+    table = format_summary(result, markdown=True)
+    table_all = format_summary(result, markdown=True, candidates="all")
+    lift = format_lift(result, markdown=True)
+    deg = result.config.get("degenerate_models") or []
+    print(format_summary(result), flush=True)
+    print(f"   {wall:.1f} s", flush=True)
+    lines = [f"## {bench.title} (`{bench.name}`)", "",
+             f"Source `{bench.source}`" + (f", regime `{bench.regime}`" if bench.regime else "")
+             + (f", {bench.modality} datasets only" if bench.modality else "")
+             + f"; protocol `{bench.protocol}`; {result.config['n_folds']} folds over "
+             f"{len(result.config['datasets'])} held-out datasets; mean ± std over "
+             + ("held-out datasets." if bench.protocol in ("lodo", "setting2") else "datasets x seeds."), ""]
+    if bench.note:
+        lines += [bench.note, ""]
+    for n in notes:
+        lines += [f"Note: {n}.", ""]
+    lines += [f"Viable candidates ({len(deg)} degenerate model(s) left out"
+              + (f": {', '.join(deg[:6])}{' ...' if len(deg) > 6 else ''}" if deg else "") + "):", "",
+              table, "",
+              "Lift over `model-mean` (mean paired improvement per "
+              + ("held-out dataset" if result.config.get("unit") == "dataset" else "fold")
+              + ", [95% bootstrap CI], wins/ties/losses; positive = better):", "", lift, "",
+              f"Nested selection (inner protocol `{result.config['nested']['inner_protocol']}`, "
+              f"{INNER_FOLDS} inner folds, on inner regret@1) chose: {_choices(result)}.", "",
+              "All candidates:", "", table_all, ""]
+    if result.skipped:
+        lines += ["Skipped held-out datasets: " + "; ".join(f"{s['dataset']} ({s['reason']})"
+                                                            for s in result.skipped), ""]
+    for k, v in result.config.get("failures", {}).items():
+        lines += [f"**{k} failed**: {v[0]}", ""]
+    lines += [f"![{bench.name}]({png.name})", "",
+              f"Wall time {wall:.1f} s (import {import_s:.1f} s, evaluation {result.wall_s:.1f} s).", ""]
+    return "\n".join(lines)
+
+
+def _header(args, total: float, recommenders: str, headline: list, baselines: list, timing: list) -> list[str]:
+    """The head of RESULTS.md: how it was made, the headline and best-baseline tables, wall times."""
     cmd = "python -m experiments.report" + (" --quick" if args.quick else "")
-    header = [
+    return [
         "# Benchmark results", "",
         f"Generated by `{cmd}` on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
         f"total wall time {total / 60:.1f} min.", "",
@@ -316,12 +302,6 @@ def run(args) -> int:
         "| benchmark | wall time (s) | status |", "|---|---|---|",
         *["| " + " | ".join(r) + " |" for r in timing], "",
     ]
-    from .ablations import results_section
-
-    out.write_text("\n".join(header) + "\n" + "\n".join(sections) + "\n"
-                   + results_section(out.parent / "ABLATIONS.md"))
-    print(f"wrote {out} ({total:.0f} s)")
-    return 1 if failed else 0
 
 
 def main(argv=None) -> int:

@@ -143,11 +143,11 @@ def source_text(name) -> str | None:
     """The text of a model's pretraining / fine-tuning source dataset: the dataset registry's
     description and class names when the name is a registered dataset (e.g. TransferGraph models
     fine-tuned on ``cifar10``), else the description of the stated pretraining table of
-    :mod:`history.enrich` (``imagenet-21k``, ``laion``, ...); None when the name is unknown."""
+    :mod:`history.model_names` (``imagenet-21k``, ``laion``, ...); None when the name is unknown."""
     if name is None or (isinstance(name, float) and np.isnan(name)) or not str(name).strip():
         return None
     from history.datasets_registry import lookup
-    from history.enrich import PRETRAIN_TABLE, pretrain_key
+    from history.model_names import PRETRAIN_TABLE, pretrain_key
 
     ent = lookup(str(name).strip().lower())
     if ent is not None:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import schema as S
 from .errors import RecommenderError
-from .importers.generic import DATASET_COLUMNS, MODEL_COLUMNS, PROBE_COLUMNS
+from .importers.generic_columns import DATASET_COLUMNS, MODEL_COLUMNS, PROBE_COLUMNS
 
 FORMATS = ("csv", "parquet")
 COLUMNS = (

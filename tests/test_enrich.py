@@ -1,4 +1,4 @@
-"""Offline model meta-features (history/enrich.py): real stores, real configs, no weights."""
+"""Offline model meta-features (history/enrich.py, history/model_names.py): real stores, real configs, no weights."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from history import enrich as E
+from history import model_names as N
 from history.importers import get_importer
 from history.store import HistoryStore
 
@@ -35,14 +36,14 @@ def _nan(v):
     ("laion2b", "laion", "web"),
 ])
 def test_pretrain_table(text, key, domain):
-    assert E.pretrain_key(text) == key
-    assert E.pretrain_domain(key) == domain
+    assert N.pretrain_key(text) == key
+    assert N.pretrain_domain(key) == domain
 
 
 def test_every_table_domain_is_named_and_unknown_stays_unknown():
-    assert all(desc and dom for desc, dom in E.PRETRAIN_TABLE.values())
-    assert E.pretrain_key("some_private_data") is None and E.pretrain_domain(None) is None
-    assert E.pretrain_key(float("nan")) is None
+    assert all(desc and dom for desc, dom in N.PRETRAIN_TABLE.values())
+    assert N.pretrain_key("some_private_data") is None and N.pretrain_domain(None) is None
+    assert N.pretrain_key(float("nan")) is None
 
 
 @pytest.mark.parametrize("model, key", [
@@ -53,7 +54,7 @@ def test_every_table_domain_is_named_and_unknown_stays_unknown():
     ("resnet50", None),
 ])
 def test_timm_tag_names_the_data_before_fine_tuning(model, key):
-    assert E.timm_tag_pretrain(model) == key
+    assert N.timm_tag_pretrain(model) == key
 
 
 # ---------------------------------------------------------------------- name parsing + counting
@@ -67,23 +68,23 @@ def test_timm_tag_names_the_data_before_fine_tuning(model, key):
     ("Jeevesh8/bert_ft_cola-60", "text", "bert", "base"),
 ])
 def test_parse_hf_name(name, modality, fam, variant):
-    spec, why = E.parse_hf_name(name, modality)
+    spec, why = N.parse_hf_name(name, modality)
     assert spec is not None, why
     assert (spec.family, spec.variant) == (fam, variant)
 
 
 def test_a_name_without_architecture_is_unknown_with_a_reason():
-    spec, why = E.parse_hf_name("osanseviero/hot_dog_or_sandwich", "image")
+    spec, why = N.parse_hf_name("osanseviero/hot_dog_or_sandwich", "image")
     assert spec is None and "no architecture" in why
-    spec, why = E.parse_hf_name("davanstrien/convnext_flyswot", "image")
+    spec, why = N.parse_hf_name("davanstrien/convnext_flyswot", "image")
     assert spec is None and why.startswith("convnext:")
 
 
 @pytest.mark.slow  # builds transformers configs on the meta device (first import ~10 s)
 def test_variant_from_stored_params():
-    spec, _ = E.parse_hf_name("facebook/deit-cats", "image", family="vit", params=22.1e6)
+    spec, _ = N.parse_hf_name("facebook/deit-cats", "image", family="vit", params=22.1e6)
     assert (spec.family, spec.variant, spec.how) == ("deit", "small", "params")
-    spec, why = E.parse_hf_name("facebook/deit-odd", "image", family="vit", params=1e3)
+    spec, why = N.parse_hf_name("facebook/deit-odd", "image", family="vit", params=1e3)
     assert spec is None and "within 10%" in why
 
 
@@ -93,15 +94,15 @@ def test_counted_architectures_agree_with_timm_and_structure():
     bench = E.load_timm_benchmark(E.Path(__file__).resolve().parents[2] / "shared" / "data" / "timm")
     if not bench:
         pytest.skip("timm benchmark table not found")
-    vit = E.count(E.Spec("vit", "base", 224, patch=16))
+    vit = N.count(N.Spec("vit", "base", 224, patch=16))
     p, g = bench[("vit_base_patch16_224", 224)]
     assert abs(vit["gmacs"] - g) / g < 0.02 and abs(vit["params"] - p) / p < 0.02
     assert (vit["depth"], vit["feature_dim"]) == (12, 768)
-    conv = E.count(E.Spec("convnext", "tiny", 224))
+    conv = N.count(N.Spec("convnext", "tiny", 224))
     p, g = bench[("convnext_tiny", 224)]
     assert abs(conv["gmacs"] - g) / g < 0.02 and conv["depth"] == 18 and conv["feature_dim"] == 768
-    b128 = E.count(E.Spec("bert", "base"))
-    large = E.count(E.Spec("bert", "large"))
+    b128 = N.count(N.Spec("bert", "base"))
+    large = N.count(N.Spec("bert", "large"))
     assert large["gmacs"] > 3 * b128["gmacs"] > 0 and b128["depth"] == 12
 
 
@@ -142,7 +143,7 @@ def test_enrich_fills_only_missing_and_is_idempotent(tmp_path):
     assert vit["gmacs"] > 10 and vit["depth"] == 12 and vit["feature_dim"] == 768 and vit["domain"] == "objects"
     r50 = after.loc["resnet50@nabird"]
     assert (r50["gmacs"], r50["params"], r50["domain"]) == (
-        E.PARC_ARCH["resnet50"]["gmacs"], E.PARC_ARCH["resnet50"]["params"], "fine-grained")
+        N.PARC_ARCH["resnet50"]["gmacs"], N.PARC_ARCH["resnet50"]["params"], "fine-grained")
     assert _nan(after.at["someone/unlisted_classifier", "gmacs"])
     why = rep.sources["shift"].unknown["gmacs"]
     assert sum(why.values()) == 1 and "no architecture" in next(iter(why))
@@ -176,7 +177,7 @@ def test_real_histories_structural_facts(shared_data, tmp_path):
                 n_checked += 1
             assert row["domain"] in domains and row["pretrain_dataset"], name
         if srcs & {"parc", "parc-controlled"}:
-            t = E.PARC_ARCH[row["architecture"]]
+            t = N.PARC_ARCH[row["architecture"]]
             assert (row["params"], row["gmacs"], row["input_size"]) == (t["params"], t["gmacs"], t["input_size"])
             assert row["domain"] in domains, name
         for f in E.FIELDS:  # fill-only: every stored value is unchanged (timm's domain tag aside)
@@ -191,7 +192,7 @@ def test_real_histories_structural_facts(shared_data, tmp_path):
 
 
 # ---------------------------------------------------------------------- the model facts table
-_FACTS = E.load_model_facts()
+_FACTS = N.load_model_facts()
 
 
 def test_facts_table_ships_and_every_entry_names_its_source():
@@ -210,57 +211,57 @@ def test_every_fact_resolves(name):
     parameter count from the source agrees with the architecture it resolves to."""
     f = _FACTS[name]
     modality = "image" if f.get("base") else "text"
-    spec, why = E.spec_from_fact(f, modality)
+    spec, why = N.spec_from_fact(f, modality)
     if spec is None:
         assert f["family"] not in ("bert", "distilbert", "roberta", "xlm-roberta", "electra"), why
         assert "not modelled" in why
         return
-    c = E.count(spec)
+    c = N.count(spec)
     assert c["gmacs"] > 0 and c["depth"] and c["feature_dim"]
     if f.get("params"):  # the implied vocabulary makes the counted backbone match the source's count
         assert abs(c["params"] - f["params"]) / f["params"] < 0.01, (c["params"], f["params"])
     if f.get("weights_mb"):  # the weight file on the Hub agrees with the architecture (base or sized)
-        assert any(abs(c["params"] - f["weights_mb"] * 1e6 / b) / (f["weights_mb"] * 1e6 / b) <= E.WEIGHTS_TOL
+        assert any(abs(c["params"] - f["weights_mb"] * 1e6 / b) / (f["weights_mb"] * 1e6 / b) <= N.WEIGHTS_TOL
                    for b in (4, 2)), (c["params"], f["weights_mb"])
     if f.get("pretrain_dataset"):
-        assert E.pretrain_domain(E.pretrain_key(f["pretrain_dataset"])) is not None
+        assert N.pretrain_domain(N.pretrain_key(f["pretrain_dataset"])) is not None
 
 
 @pytest.mark.slow  # builds transformers configs on the meta device
 def test_weight_file_size_picks_one_architecture_or_none():
-    spec, p, _ = E._spec_by_weights("vit", 343, 224)  # ViT-B/16 + a small head, float32
+    spec, p, _ = N._spec_by_weights("vit", 343, 224)  # ViT-B/16 + a small head, float32
     assert (spec.variant, spec.patch) == ("base", 16) and abs(p - 85.75e6) < 1
-    spec, _, _ = E._spec_by_weights("vit", 86.7, 224)  # ViT-S/16 (= DeiT-S), float32
+    spec, _, _ = N._spec_by_weights("vit", 86.7, 224)  # ViT-S/16 (= DeiT-S), float32
     assert (spec.variant, spec.patch) == ("small", 16)
-    spec, _, why = E._spec_by_weights("vit", 350, 224)  # fits B/16 and B/32: not sized
+    spec, _, why = N._spec_by_weights("vit", 350, 224)  # fits B/16 and B/32: not sized
     assert spec is None and "2 size variants" in why
 
 
 def test_config_fields_pick_the_variant_with_exactly_those_dimensions():
     cfg = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
            "patch_size": 16, "image_size": 224}
-    spec, _ = E._spec_by_config("vit", cfg)
+    spec, _ = N._spec_by_config("vit", cfg)
     assert (spec.variant, spec.patch, spec.image_size) == ("base", 16, 224)
-    spec, _ = E._spec_by_config("vit", {**cfg, "hidden_size": 384, "num_attention_heads": 6,
+    spec, _ = N._spec_by_config("vit", {**cfg, "hidden_size": 384, "num_attention_heads": 6,
                                         "intermediate_size": 1536, "patch_size": 32, "image_size": 384})
     assert (spec.variant, spec.patch, spec.image_size) == ("small", 32, 384)
-    spec, why = E._spec_by_config("vit", {**cfg, "hidden_size": 32, "num_hidden_layers": 5,
+    spec, why = N._spec_by_config("vit", {**cfg, "hidden_size": 32, "num_hidden_layers": 5,
                                           "num_attention_heads": 4, "intermediate_size": 37})
     assert spec is None and "no size variant" in why  # a tiny test config is not rounded to a size
-    spec, why = E._spec_by_config("vit", {**cfg, "intermediate_size": 2048})  # not a standard MLP
+    spec, why = N._spec_by_config("vit", {**cfg, "intermediate_size": 2048})  # not a standard MLP
     assert spec is None
-    spec, why = E._spec_by_config("convnext", cfg)
+    spec, why = N._spec_by_config("convnext", cfg)
     assert spec is None and "ViT-like" in why
 
 
 def test_text_variant_implies_the_known_vocabularies():
     """Independent check of the params -> variant rule: the implied vocabulary of public
     checkpoints is the vocabulary their tokenizers are known to have."""
-    spec, _ = E._text_variant_by_params("bert", 109483778)  # bert-base-uncased + 2-class head
+    spec, _ = N._text_variant_by_params("bert", 109483778)  # bert-base-uncased + 2-class head
     assert (spec.variant, abs(spec.vocab - 30522) < 5) == ("base", True)
-    spec, _ = E._text_variant_by_params("xlm-roberta", 278044417)
+    spec, _ = N._text_variant_by_params("xlm-roberta", 278044417)
     assert (spec.variant, abs(spec.vocab - 250002) < 5) == ("base", True)
-    spec, why = E._text_variant_by_params("bert", 1e5)
+    spec, why = N._text_variant_by_params("bert", 1e5)
     assert spec is None and "no size variant" in why
 
 
@@ -276,7 +277,7 @@ def test_malformed_facts_are_refused(tmp_path):
                        "evidence": "e"}, "config must give")):
         p.write_text(json.dumps({"models": [bad]}))
         with pytest.raises(ValueError, match=msg):
-            E.load_model_facts.__wrapped__(p)
+            N.load_model_facts.__wrapped__(p)
 
 
 @pytest.mark.slow  # builds transformers configs on the meta device

@@ -162,7 +162,7 @@ def test_store_keeps_each_jobs_own_hyper_parameter_types(store):
 
 
 def test_existing_keys_are_looked_up_only_when_the_store_has_jobs(tmp_path, monkeypatch):
-    import history.store as ST
+    import history.store._writes as ST
 
     looked = []
     real = ST._existing_keys

@@ -38,11 +38,9 @@ it to kill an import deterministically half-way; never set it otherwise.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import time
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,204 +49,13 @@ from sqlalchemy import Integer, String, select
 
 from .. import schema as S
 from .. import store as S_store
-from ..errors import HistoryImportError, closest
-from .base import ImportBatch, Importer, ImportReport, parse_numbers, read_table, register_importer, sha256_of
-
-RECORD_KINDS = ("job", "score", "model", "dataset", "probe")
-#: Job statuses the store knows; only ``completed`` jobs become training targets.
-JOB_STATUSES = ("completed", "failed", "killed", "running")
-UNITS = ("fraction", "percent")
-
-REQUIRED = ("model", "dataset", "accuracy")
-JOB_COLUMNS = ("regime", "metric", "status", "hparams", "source", "provenance", "created_at")
-#: Hyper-parameter columns merged into ``hparams`` (name -> python type).
-HPARAM_COLUMNS = {"lr": float, "epochs": int, "batch_size": int, "seed": int}
-SCORE_COLUMNS = ("method", "score", "probe_size", "runtime_s", "flag", "params")  # + seed, source, created_at
-#: A ``probe`` row: the probe set drawn from ``dataset`` with (``probe_size``, ``seed``).
-PROBE_COLUMNS = ("probe_indices", "probe_num_classes", "probe_data_ref")
-MODEL_COLUMNS = {f"model_{f}": f for f in S.MODEL_FIELDS}
-DATASET_COLUMNS = {f"dataset_{f}": f for f in S.DATASET_FIELDS}
-META_EXTRA = {"model_extra": "model", "dataset_extra": "dataset"}
-KNOWN_COLUMNS = (
-    ("record",) + REQUIRED + JOB_COLUMNS + tuple(HPARAM_COLUMNS) + SCORE_COLUMNS + PROBE_COLUMNS
-    + tuple(MODEL_COLUMNS) + tuple(DATASET_COLUMNS) + tuple(META_EXTRA)
-)
-SCORE_PREFIX = "score_"
-
-SAME_JOB = ("same job as an earlier row (same model, dataset, regime, hparams, metric, value, status, source "
-            "and provenance)")
-SCORE_CHANGED = ("score repeated for the same (model, dataset, method, probe_size, seed, source) with a "
-                 "different value; the later row wins")
-
-PAUSE_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE"
-PAUSE_SECONDS_ENV = "RECOMMENDER_TEST_IMPORT_PAUSE_S"
-
-_MISSING = ("", "nan", "NaN", "None", "null", "NA")
-
-
-# ---------------------------------------------------------------------- cell helpers
-def _is_missing(v) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    if v is pd.NA or v is pd.NaT:
-        return True
-    return isinstance(v, str) and v.strip() == ""
-
-
-def _text(v):
-    """A string cell, or None when empty."""
-    if _is_missing(v):
-        return None
-    return str(v).strip()
-
-
-class _Loc(str):
-    """The file name, carrying the row offset of the chunk being parsed (for messages)."""
-
-    offset = 0
-
-
-def _at(path, offset: int) -> _Loc:
-    loc = _Loc(path)
-    loc.offset = offset
-    return loc
-
-
-def _where(path, i: int) -> str:
-    i = int(i) + getattr(path, "offset", 0)
-    return f"{path}: row {i + 1} (file line {i + 2})"
-
-
-def _max_len(table, column) -> int | None:
-    t = table.c[column].type
-    return t.length if isinstance(t, String) else None
-
-
-def _check_len(value: str | None, limit: int | None, column: str, path, i: int):
-    if value is not None and limit is not None and len(value) > limit:
-        raise HistoryImportError(
-            f"{_where(path, i)}: column {column!r} is {len(value)} characters long "
-            f"({value[:40]!r}...); the store allows at most {limit}"
-        )
-
-
-def _as_int(x: float, column: str, path, i: int, raw) -> int:
-    if not float(x).is_integer():
-        raise HistoryImportError(
-            f"{_where(path, i)}: column {column!r} has value {raw!r}, which is not a whole number"
-        )
-    return int(x)
-
-
-def _json_object(raw, column: str, path, i: int) -> dict | None:
-    if _is_missing(raw):
-        return None
-    if isinstance(raw, dict):
-        return raw
-    try:
-        obj = json.loads(str(raw))
-    except json.JSONDecodeError as exc:
-        raise HistoryImportError(
-            f"{_where(path, i)}: column {column!r} is not valid JSON ({exc.msg} at character "
-            f"{exc.pos}): {str(raw)[:80]!r}. Write a JSON object such as "
-            '{"lr": 0.01, "epochs": 30}'
-        ) from None
-    if obj is None:
-        return None
-    if not isinstance(obj, dict):
-        raise HistoryImportError(
-            f"{_where(path, i)}: column {column!r} must hold a JSON object ({{...}}), got {str(raw)[:80]!r}"
-        )
-    return obj
-
-
-def _parse_time(raw, path, i: int):
-    if _is_missing(raw):
-        return None
-    if isinstance(raw, datetime):
-        ts = raw
-    elif isinstance(raw, pd.Timestamp):
-        ts = raw.to_pydatetime()
-    else:
-        s = str(raw).strip()
-        try:
-            ts = datetime.fromisoformat(s.replace("Z", "+00:00"))
-        except ValueError:
-            try:
-                ts = pd.Timestamp(s).to_pydatetime()
-            except (ValueError, TypeError):
-                raise HistoryImportError(
-                    f"{_where(path, i)}: column 'created_at' has value {s!r}, which is not a date/time; "
-                    "use ISO 8601, e.g. 2024-05-01T12:30:00+00:00"
-                ) from None
-    if ts.tzinfo is not None:  # stored as UTC (SQLite keeps no offset)
-        ts = ts.astimezone(timezone.utc)
-    return ts
-
-
-def _numbers(df: pd.DataFrame, column: str, path) -> np.ndarray | None:
-    if column not in df.columns:
-        return None
-    return parse_numbers(df[column], column, path, offset=getattr(path, "offset", 0)).to_numpy()
-
-
-_NAN_TOKENS = ("nan", "NaN", "NAN")
-
-
-def _accuracies(df: pd.DataFrame, path, rows: np.ndarray):
-    """The accuracy column as floats, and a mask of cells that literally say NaN.
-
-    Unlike other numeric columns, an accuracy with a comma is refused (``0,9`` may be a
-    decimal comma or a thousands separator), and ``inf`` is named as not finite. Only the
-    job rows selected by ``rows`` are checked.
-    """
-    if "accuracy" not in df.columns:
-        return None, None
-    raw = df["accuracy"].tolist()
-    nan = np.zeros(len(raw), bool)
-    sel = np.flatnonzero(rows)
-    if FAST_PATH:  # plain strings without commas or NaN / inf: nothing for the loop below to say
-        try:
-            text = [raw[i].strip() for i in sel]
-        except AttributeError:
-            text = None
-        if text is not None and not any("," in t for t in text):
-            isnan = np.fromiter((t in _NAN_TOKENS for t in text), bool, len(text))
-            nan[sel[isnan]] = True
-            nums = pd.to_numeric(pd.Series([None if b else t for t, b in zip(text, isnan)], dtype=object),
-                                 errors="coerce").to_numpy(dtype=float)
-            odd = np.isnan(nums) & ~isnan & np.fromiter((t != "" for t in text), bool, len(text))
-            if not np.isinf(nums).any() and not odd.any():  # (odd: not a number to pandas; the loop decides)
-                sel = sel[:0]
-            else:
-                nan[:] = False
-    for i in sel:
-        v = raw[i]
-        if isinstance(v, str):
-            t = v.strip()
-            if t in _NAN_TOKENS:
-                nan[i] = True
-                continue
-            if "," in t:
-                raise HistoryImportError(
-                    f"{_where(path, int(i))}: accuracy {v!r} has a comma, which is ambiguous (decimal comma or "
-                    "thousands separator?); write numbers with a decimal point, e.g. 0.9")
-            try:
-                x = float(t)
-            except ValueError:
-                continue  # empty or not a number: parse_numbers below names the cell
-        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-            x = float(v)
-        else:
-            continue
-        if math.isinf(x):
-            raise HistoryImportError(
-                f"{_where(path, int(i))}: accuracy {v!r} is not a finite number; give the measured fraction, "
-                "or leave the cell empty if the run has no result")
-    vals = df["accuracy"].where(~pd.Series(nan, index=df.index), None)
-    return parse_numbers(vals, "accuracy", path, offset=getattr(path, "offset", 0)).to_numpy(), nan
+from ..errors import HistoryImportError
+from .base import ImportBatch, Importer, ImportReport, read_table, register_importer, sha256_of
+from .generic_columns import (
+    DATASET_COLUMNS, HPARAM_COLUMNS, JOB_STATUSES, MODEL_COLUMNS, PAUSE_ENV, PAUSE_SECONDS_ENV, SAME_JOB,
+    SCORE_CHANGED, SCORE_PREFIX, UNITS, _accuracies, _add_score, _as_int, _at, _check_len, _is_missing, _json_object,
+    _max_len, _numbers, _parse_time, _probe, _text, _where, record_kinds, score_columns)
+from .generic_fast import _Fallback, _fast_eligible, _fast_jobs
 
 
 # ---------------------------------------------------------------------- reading
@@ -313,8 +120,25 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     """Parse the next chunk of a file: its jobs, scores and probes (models and datasets, with
     their meta-features, accumulate in ``state``). Rows are numbered across chunks."""
     path = _at(state.path, state.offset)
-    unit, report, default_source = state.unit, state.report, state.default_source
     state.offset += len(df)
+    df = _normalize_frame(df, path, state.report)
+    score_methods = score_columns(df.columns, path, state.report)
+    kinds = record_kinds(df, path)
+    dup = _exact_duplicates(state, df)
+    acc, acc_nan = _job_accuracies(state, df, path, kinds, dup)
+    nums = _numeric_columns(df, path, score_methods)
+    if FAST_PATH and _fast_eligible(list(df.columns), kinds, dup):
+        try:
+            return _end_chunk(state, *_fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp, nums.wide), [])
+        except (HistoryImportError, _Fallback):
+            pass  # the row-by-row loop below names the first bad row exactly (or handles the case)
+    loop = _RowLoop(state, path, df, kinds, dup, acc, acc_nan, nums, score_methods)
+    del df
+    return loop.run(progress)
+
+
+def _normalize_frame(df: pd.DataFrame, path, report) -> pd.DataFrame:
+    """Cells as objects (missing: None), stripped column names, no repeated column."""
     if not all(dt == object for dt in df.dtypes) or df.isna().to_numpy().any():
         df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
     df.columns = [str(c).strip() for c in df.columns]
@@ -322,48 +146,11 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     if dupe_cols:
         raise HistoryImportError(f"{path}: column(s) {', '.join(dupe_cols)} appear more than once in the header")
     report.rows_read += len(df)
+    return df
 
-    # ---- columns
-    score_methods = {c: c[len(SCORE_PREFIX):] for c in df.columns if c.startswith(SCORE_PREFIX)}
-    for c, m in score_methods.items():
-        if not m:
-            raise HistoryImportError(f"{path}: column {c!r} names no score method; write score_<method>, e.g. score_logme")
-    unknown = [c for c in df.columns if c not in KNOWN_COLUMNS and c not in score_methods]
-    typos = [c for c in unknown if c.startswith(("model_", "dataset_"))]
-    if typos:
-        hints = []
-        for c in typos:
-            near = closest(c, list(MODEL_COLUMNS) + list(DATASET_COLUMNS) + list(META_EXTRA), n=1)
-            hints.append(f"{c!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
-        raise HistoryImportError(
-            f"{path}: unknown meta-feature column(s) {', '.join(hints)}; model columns: "
-            f"{', '.join(MODEL_COLUMNS)}; dataset columns: {', '.join(DATASET_COLUMNS)}"
-        )
-    if unknown:
-        report.notes.append(f"ignored unknown column(s): {', '.join(unknown)}")
 
-    kinds = (df["record"].map(lambda v: _text(v) or "job") if "record" in df.columns
-             else pd.Series(["job"] * len(df), index=df.index))
-    bad_kind = ~kinds.isin(RECORD_KINDS)
-    if bad_kind.any():
-        i = int(np.flatnonzero(bad_kind.to_numpy())[0])
-        raise HistoryImportError(
-            f"{_where(path, i)}: column 'record' has value {kinds.iloc[i]!r}; use one of: {', '.join(RECORD_KINDS)}"
-        )
-    kinds = kinds.to_numpy()
-    need = ["model", "dataset"]
-    if (kinds == "job").any():
-        need.append("accuracy")
-    if (kinds == "score").any():
-        need += ["method", "score"]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise HistoryImportError(
-            f"{path}: missing required column(s) {', '.join(missing)}; found: {', '.join(df.columns)}. "
-            "A generic history needs at least model,dataset,accuracy (see docs/generic-format.md)"
-        )
-
-    # ---- exact duplicates
+def _exact_duplicates(state: ParseState, df: pd.DataFrame) -> np.ndarray:
+    """Rows that repeat an earlier row of this chunk or of an earlier one, cell for cell."""
     if len(df):
         h = pd.util.hash_pandas_object(df.astype(str), index=False).to_numpy()
         dup = np.array(pd.Series(h).duplicated(), dtype=bool)
@@ -371,41 +158,58 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         state.row_hashes.add(h)
     else:
         dup = np.zeros(0, bool)
-    report.drop("exact duplicate of an earlier row", int(dup.sum()))
+    state.report.drop("exact duplicate of an earlier row", int(dup.sum()))
+    return dup
 
-    # ---- numeric columns, parsed once (errors name row and value)
-    acc, acc_nan = _accuracies(df, path, (kinds == "job") & ~dup)
-    if acc is not None:
-        job_rows = (kinds == "job") & ~dup
-        vals = np.where(job_rows, acc, np.nan)
-        neg = np.flatnonzero(vals < 0)
-        if len(neg):
-            i = int(neg[0])
+
+def _job_accuracies(state: ParseState, df: pd.DataFrame, path, kinds, dup):
+    """The job rows' accuracies as fractions (range checked against the unit), and the NaN mask."""
+    acc, acc_nan = _accuracies(df, path, (kinds == "job") & ~dup, fast=FAST_PATH)
+    if acc is None:
+        return acc, acc_nan
+    job_rows = (kinds == "job") & ~dup
+    vals = np.where(job_rows, acc, np.nan)
+    neg = np.flatnonzero(vals < 0)
+    if len(neg):
+        i = int(neg[0])
+        raise HistoryImportError(
+            f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is negative; a placeholder for "
+            "'not available' must be left empty"
+        )
+    if state.unit == "fraction":
+        over = np.flatnonzero(vals > 1)
+        if len(over):
+            i = int(over[0])
             raise HistoryImportError(
-                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is negative; a placeholder for "
-                "'not available' must be left empty"
+                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 1, but accuracies are "
+                f"fractions in [0, 1] ({len(over)} row(s) above 1). If the file is in percent, "
+                "import it with --unit percent (unit='percent')"
             )
-        if unit == "fraction":
-            over = np.flatnonzero(vals > 1)
-            if len(over):
-                i = int(over[0])
-                raise HistoryImportError(
-                    f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 1, but accuracies are "
-                    f"fractions in [0, 1] ({len(over)} row(s) above 1). If the file is in percent, "
-                    "import it with --unit percent (unit='percent')"
-                )
-        else:
-            over = np.flatnonzero(vals > 100)
-            if len(over):
-                i = int(over[0])
-                raise HistoryImportError(
-                    f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
-                    f"({len(over)} row(s) above 100); fix the value or the unit"
-                )
-            seen = vals[~np.isnan(vals)]
-            if len(seen):
-                state.pct_max, state.pct_n = max(state.pct_max, float(seen.max())), state.pct_n + len(seen)
-            acc = acc / 100.0
+    else:
+        over = np.flatnonzero(vals > 100)
+        if len(over):
+            i = int(over[0])
+            raise HistoryImportError(
+                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
+                f"({len(over)} row(s) above 100); fix the value or the unit"
+            )
+        seen = vals[~np.isnan(vals)]
+        if len(seen):
+            state.pct_max, state.pct_n = max(state.pct_max, float(seen.max())), state.pct_n + len(seen)
+        acc = acc / 100.0
+    return acc, acc_nan
+
+
+@dataclass
+class _Numbers:
+    """A chunk's numeric columns, parsed once (errors name row and value); None where absent."""
+    hp: dict  # hyper-parameter column -> values
+    sc: dict  # score, probe_size, runtime_s
+    wide: dict  # score method -> values of its score_<method> column
+    meta: dict  # numeric model_<field> / dataset_<field> columns
+
+
+def _numeric_columns(df: pd.DataFrame, path, score_methods: dict) -> _Numbers:
     hp_nums = {c: _numbers(df, c, path) for c in HPARAM_COLUMNS}
     sc_nums = {c: _numbers(df, c, path) for c in ("score", "probe_size", "runtime_s")}
     wide = {m: _numbers(df, c, path) for c, m in score_methods.items()}
@@ -414,56 +218,49 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         table = S.models if col.startswith("model_") else S.datasets
         if col in df.columns and not isinstance(table.c[f].type, String):
             meta_nums[col] = _numbers(df, col, path)
+    return _Numbers(hp=hp_nums, sc=sc_nums, wide=wide, meta=meta_nums)
 
-    columns = list(df.columns)
-    if FAST_PATH and _fast_eligible(columns, kinds, dup):
-        try:
-            return _fast_jobs(state, df, path, dup, acc, acc_nan, hp_nums, wide)
-        except (HistoryImportError, _Fallback):
-            pass  # the row-by-row loop below names the first bad row exactly (or handles the case)
-    column_values = [df[c].tolist() for c in columns]
-    del df
-    n_rows = len(kinds)
-    models, datasets, origin = state.models, state.datasets, state.origin
-    jobs, scores, probes = [], [], []
-    job_keys: set[str] = set()
-    job_key_list: list[str] = []
-    score_rows: dict[str, int] = {}
 
-    def meta(kind, name, field, value, i, col):
-        target = models if kind == "model" else datasets
-        rec = target.setdefault(name, {"name": name})
-        if value is None:
-            return
-        old = rec.get(field)
-        if old is not None and old != value:
-            raise HistoryImportError(
-                f"{_where(path, i)}: {kind} {name!r}: column {col!r} is {value!r} here but "
-                f"{old!r} in row {origin[(kind, name, field)] + 1}; one {kind} has one value per field"
-            )
-        rec[field] = value
-        origin.setdefault((kind, name, field), i + path.offset)
+class _RowLoop:
+    """The row-by-row parse of a chunk (any record kinds; names the first bad row exactly)."""
 
-    # only the meta columns this file has (a row dict has every column of the file)
-    model_cols = {c: f for c, f in MODEL_COLUMNS.items() if c in columns}
-    dataset_cols = {c: f for c, f in DATASET_COLUMNS.items() if c in columns}
-    it = range(n_rows)
-    if progress is True and n_rows >= 20000:
-        from tqdm import tqdm
+    def __init__(self, state: ParseState, path, df: pd.DataFrame, kinds, dup, acc, acc_nan, nums: _Numbers,
+                 score_methods: dict):
+        self.state, self.path, self.kinds, self.dup, self.acc, self.acc_nan = state, path, kinds, dup, acc, acc_nan
+        self.nums, self.score_methods = nums, score_methods
+        self.columns = list(df.columns)
+        self.column_values = [df[c].tolist() for c in self.columns]
+        # only the meta columns this file has (a row dict has every column of the file)
+        self.model_cols = {c: f for c, f in MODEL_COLUMNS.items() if c in self.columns}
+        self.dataset_cols = {c: f for c, f in DATASET_COLUMNS.items() if c in self.columns}
+        self.jobs, self.scores, self.probes = [], [], []
+        self.job_keys: set[str] = set()
+        self.job_key_list: list[str] = []
+        self.score_rows: dict[str, int] = {}
 
-        it = tqdm(it, desc=f"parsing {Path(path).name}", unit="row", leave=False)
-    for i in it:
-        if dup[i]:
-            continue
-        r = dict(zip(columns, [col[i] for col in column_values]))
-        kind = kinds[i]
+    def run(self, progress) -> ImportBatch:
+        n_rows = len(self.kinds)
+        it = range(n_rows)
+        if progress is True and n_rows >= 20000:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"parsing {Path(self.path).name}", unit="row", leave=False)
+        for i in it:
+            if not self.dup[i]:
+                self.row(i, dict(zip(self.columns, [col[i] for col in self.column_values])))
+        s = self
+        return _end_chunk(s.state, s.jobs, s.job_key_list, s.scores, s.score_rows, s.probes)
+
+    def row(self, i: int, r: dict) -> None:
+        path, report, acc = self.path, self.state.report, self.acc
+        kind = self.kinds[i]
         model = _text(r.get("model"))
         dataset = _text(r.get("dataset"))
         if kind == "job" and acc is not None and np.isnan(acc[i]) and (_text(r.get("status")) or "completed") == "completed":
             # dropped before its model / dataset are registered: nothing of the row is kept
-            report.drop("accuracy is NaN (not a number) on a completed job" if acc_nan[i]
+            report.drop("accuracy is NaN (not a number) on a completed job" if self.acc_nan[i]
                         else "empty accuracy on a completed job", 1)
-            continue
+            return
         if kind in ("job", "score", "model") and model is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'model' is empty")
         if kind in ("job", "score", "dataset", "probe") and dataset is None:
@@ -473,18 +270,50 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         if kind in ("dataset", "probe"):
             model = None
         if kind == "probe":
-            probes.append(_probe(r, i, dataset, sc_nums, hp_nums, path))
-            datasets.setdefault(dataset, {"name": dataset})
-            continue
+            self.probes.append(_probe(r, i, dataset, self.nums.sc, self.nums.hp, path))
+            self.state.datasets.setdefault(dataset, {"name": dataset})
+            return
         _check_len(model, 255, "model", path, i)
         _check_len(dataset, 255, "dataset", path, i)
+        self.row_meta(i, r, model, dataset)
+        if kind in ("model", "dataset"):
+            for c, m in self.score_methods.items():
+                if not _is_missing(r[c]):
+                    raise HistoryImportError(f"{_where(path, i)}: column {c!r} is set on a {kind} row; "
+                                             "scores belong to job or score rows")
+            return
 
-        # meta-features carried by any row that names the model / dataset
-        for name, kind2, cols, table in ((model, "model", model_cols, S.models),
-                                         (dataset, "dataset", dataset_cols, S.datasets)):
+        src = _text(r.get("source")) or self.state.default_source
+        _check_len(src, 64, "source", path, i)
+        created = _parse_time(r.get("created_at"), path, i)
+        if kind == "score":
+            self.score_row(i, r, model, dataset, src, created)
+        else:
+            self.job_row(i, r, model, dataset, src, created)
+
+    def meta(self, kind, name, field, value, i, col):
+        target = self.state.models if kind == "model" else self.state.datasets
+        origin = self.state.origin
+        rec = target.setdefault(name, {"name": name})
+        if value is None:
+            return
+        old = rec.get(field)
+        if old is not None and old != value:
+            raise HistoryImportError(
+                f"{_where(self.path, i)}: {kind} {name!r}: column {col!r} is {value!r} here but "
+                f"{old!r} in row {origin[(kind, name, field)] + 1}; one {kind} has one value per field"
+            )
+        rec[field] = value
+        origin.setdefault((kind, name, field), i + self.path.offset)
+
+    def row_meta(self, i: int, r: dict, model, dataset) -> None:
+        """Meta-features carried by any row that names the model / dataset."""
+        path, meta_nums = self.path, self.nums.meta
+        for name, kind2, cols, table in ((model, "model", self.model_cols, S.models),
+                                         (dataset, "dataset", self.dataset_cols, S.datasets)):
             if name is None:
                 continue
-            (models if kind2 == "model" else datasets).setdefault(name, {"name": name})
+            (self.state.models if kind2 == "model" else self.state.datasets).setdefault(name, {"name": name})
             for col, f in cols.items():
                 if col not in r:
                     continue
@@ -496,47 +325,38 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
                 else:
                     v = _text(r[col])
                     _check_len(v, _max_len(table, f), col, path, i)
-                meta(kind2, name, f, v, i, col)
+                self.meta(kind2, name, f, v, i, col)
             ex_col = f"{kind2}_extra"
             if ex_col in r:
                 ex = _json_object(r[ex_col], ex_col, path, i)
                 if ex is not None:
-                    meta(kind2, name, "extra", ex, i, ex_col)
-        if kind in ("model", "dataset"):
-            for c, m in score_methods.items():
-                if not _is_missing(r[c]):
-                    raise HistoryImportError(f"{_where(path, i)}: column {c!r} is set on a {kind} row; "
-                                             "scores belong to job or score rows")
-            continue
+                    self.meta(kind2, name, "extra", ex, i, ex_col)
 
-        src = _text(r.get("source")) or default_source
-        _check_len(src, 64, "source", path, i)
-        created = _parse_time(r.get("created_at"), path, i)
+    def score_row(self, i: int, r: dict, model, dataset, src, created) -> None:
+        path, sc_nums = self.path, self.nums.sc
+        method = _text(r.get("method"))
+        if method is None:
+            raise HistoryImportError(f"{_where(path, i)}: score row has an empty 'method'")
+        _check_len(method, 64, "method", path, i)
+        value = sc_nums["score"][i]
+        if np.isnan(value):
+            self.state.report.drop("score row with an empty score", 1)
+            return
+        probe = sc_nums["probe_size"]
+        seed = self.nums.hp["seed"]
+        rt = sc_nums["runtime_s"]
+        rec = {
+            "model": model, "dataset": dataset, "method": method, "value": float(value),
+            "probe_size": None if probe is None or np.isnan(probe[i]) else _as_int(probe[i], "probe_size", path, i, r["probe_size"]),
+            "seed": None if seed is None or np.isnan(seed[i]) else _as_int(seed[i], "seed", path, i, r["seed"]),
+            "runtime_s": None if rt is None or np.isnan(rt[i]) else float(rt[i]),
+            "source": src, "created_at": created,
+            "flag": _text(r.get("flag")), "params": _json_object(r.get("params"), "params", path, i),
+        }
+        _add_score(rec, i, self.scores, self.score_rows, self.state.report)
 
-        if kind == "score":
-            method = _text(r.get("method"))
-            if method is None:
-                raise HistoryImportError(f"{_where(path, i)}: score row has an empty 'method'")
-            _check_len(method, 64, "method", path, i)
-            value = sc_nums["score"][i]
-            if np.isnan(value):
-                report.drop("score row with an empty score", 1)
-                continue
-            probe = sc_nums["probe_size"]
-            seed = hp_nums["seed"]
-            rt = sc_nums["runtime_s"]
-            rec = {
-                "model": model, "dataset": dataset, "method": method, "value": float(value),
-                "probe_size": None if probe is None or np.isnan(probe[i]) else _as_int(probe[i], "probe_size", path, i, r["probe_size"]),
-                "seed": None if seed is None or np.isnan(seed[i]) else _as_int(seed[i], "seed", path, i, r["seed"]),
-                "runtime_s": None if rt is None or np.isnan(rt[i]) else float(rt[i]),
-                "source": src, "created_at": created,
-                "flag": _text(r.get("flag")), "params": _json_object(r.get("params"), "params", path, i),
-            }
-            _add_score(rec, i, scores, score_rows, report)
-            continue
-
-        # ---- job row
+    def job_row(self, i: int, r: dict, model, dataset, src, created) -> None:
+        path, report, acc, hp_nums = self.path, self.state.report, self.acc, self.nums.hp
         status = _text(r.get("status")) or "completed"
         if status not in JOB_STATUSES:
             raise HistoryImportError(
@@ -560,7 +380,7 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         value = None if acc is None or np.isnan(acc[i]) else float(acc[i])
         if value is None and status == "completed":
             report.drop("empty accuracy on a completed job", 1)
-            continue
+            return
         job = {
             "model": model, "dataset": dataset, "regime": regime, "hparams": hp, "metric": metric,
             "value": value, "status": status, "source": src,
@@ -568,21 +388,19 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
         }
         key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hp), metric=metric,
                         value=value, status=status, source=src, provenance=job["provenance"])
-        if key in job_keys:
+        if key in self.job_keys:
             report.drop(SAME_JOB, 1)
         else:
-            job_keys.add(key)
-            job_key_list.append(key)
+            self.job_keys.add(key)
+            self.job_key_list.append(key)
             job["key"] = key  # the same fields the store would hash: spares it a second hash
-            jobs.append(job)
-        for m, col in wide.items():
+            self.jobs.append(job)
+        for m, col in self.nums.wide.items():
             if col is not None and not np.isnan(col[i]):
                 _check_len(m, 64, f"{SCORE_PREFIX}{m}", path, i)
                 _add_score({"model": model, "dataset": dataset, "method": m, "value": float(col[i]),
                             "probe_size": None, "seed": None, "runtime_s": None, "source": src,
-                            "created_at": None}, i, scores, score_rows, report)
-
-    return _end_chunk(state, jobs, job_key_list, scores, score_rows, probes)
+                            "created_at": None}, i, self.scores, self.score_rows, report)
 
 
 def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes) -> ImportBatch:
@@ -613,204 +431,6 @@ def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes
 #: row-by-row loop, which still runs whenever the fast path meets anything else; tests
 #: switch it off to compare both.
 FAST_PATH = True
-
-
-class _Fallback(Exception):
-    """The chunk holds something only the row-by-row loop handles."""
-
-
-def _fast_eligible(columns, kinds, dup) -> bool:
-    if any(c.startswith(("model_", "dataset_")) or c in PROBE_COLUMNS or c in ("method", "score", "params", "flag")
-           for c in columns):
-        return False
-    return bool(np.all((kinds == "job") | dup))
-
-
-def _texts(values) -> list:
-    """``_text`` over a column."""
-    try:
-        return [v.strip() or None for v in values]
-    except AttributeError:  # not all strings (Parquet): cell by cell
-        return [_text(v) for v in values]
-
-
-def _fast_jobs(state: ParseState, df: pd.DataFrame, path, dup, acc, acc_nan, hp_nums, wide) -> ImportBatch:
-    """``parse_chunk`` for a chunk whose rows are all jobs and whose columns are the job columns.
-
-    Works column by column; any problem raises (HistoryImportError or _Fallback) before
-    ``state`` is touched, and the caller then runs the row-by-row loop, which reports the
-    first bad row exactly as before.
-    """
-    keep = keep0 = np.flatnonzero(~dup)  # rows not exactly duplicated; ``keep``: also not dropped below
-    whole = len(keep0) == len(df)
-
-    def column(c):  # the cells of rows keep0
-        if c not in df.columns:
-            return None
-        vals = df[c].tolist()
-        return _texts(vals if whole else [vals[i] for i in keep0])
-
-    status = column("status")
-    if status is None:
-        status = ["completed"] * len(keep)
-    else:
-        status = [s or "completed" for s in status]
-    # an empty / NaN accuracy on a completed job: dropped before anything of the row is kept
-    a = acc[keep]
-    gone = np.isnan(a) & (np.array(status, dtype=object) == "completed")
-    drops = []  # (first row, reason, count) in the order the loop would report them
-    if gone.any():
-        nan_rows = gone & acc_nan[keep]
-        for mask, reason in ((nan_rows, "accuracy is NaN (not a number) on a completed job"),
-                             (gone & ~nan_rows, "empty accuracy on a completed job")):
-            if mask.any():
-                drops.append((int(keep[np.argmax(mask)]), reason, int(mask.sum())))
-        stay = np.flatnonzero(~gone)
-        keep, a = keep[stay], a[stay]
-        status = [status[i] for i in stay]
-        pick = lambda xs: None if xs is None else [xs[i] for i in stay]  # noqa: E731
-    else:
-        pick = lambda xs: xs  # noqa: E731
-    model, dataset = pick(column("model")), pick(column("dataset"))
-    if model is None or dataset is None or None in model or None in dataset:
-        raise _Fallback
-    if (max(map(len, model), default=0) > 255 or max(map(len, dataset), default=0) > 255
-            or any(s not in JOB_STATUSES for s in set(status))):
-        raise _Fallback
-    rows = len(keep)
-
-    def short(c, default):
-        vals = pick(column(c))
-        if vals is None:
-            return [default] * rows
-        vals = [v or default for v in vals]
-        if max(map(len, set(vals)), default=0) > 64:
-            raise _Fallback
-        return vals
-
-    source = short("source", state.default_source)
-    regime, metric = short("regime", "full"), short("metric", "accuracy")
-    prov = pick(column("provenance"))
-    if prov is None:
-        prov = [None] * rows
-    created = [None] * rows
-    if "created_at" in df.columns:
-        vals = df["created_at"].tolist()
-        raw = pick(vals if whole else [vals[i] for i in keep0])
-        parsed = {}
-        for v in set(raw):  # raises on a bad value: the loop then names its first row
-            parsed[v] = _parse_time(v, path, 0)
-        created = [parsed[v] for v in raw]
-    if "hparams" in df.columns and any(not _is_missing(v) for v in df["hparams"].tolist()):
-        raise _Fallback  # JSON hyper-parameters: merged and checked row by row
-
-    # hyper-parameter columns: whole numbers where the store wants integers, finite values
-    hp_names, hp_vals = [], []
-    for c, typ in sorted(HPARAM_COLUMNS.items()):
-        col = hp_nums[c]
-        if col is None:
-            continue
-        x = col[keep]
-        ok = np.isnan(x) | np.isfinite(x)
-        if typ is int:
-            ok &= np.isnan(x) | (x == np.floor(x))
-        if not ok.all():
-            raise _Fallback
-        hp_names.append(c)
-        hp_vals.append([None if v != v else (typ(v)) for v in x.tolist()])
-    hp_rows = list(zip(*hp_vals)) if hp_names else [()] * rows
-
-    if any(len(m) > 64 and not np.isnan(col[keep]).all() for m, col in wide.items() if col is not None):
-        raise _Fallback  # a score method name the store cannot hold
-    value = [None if v != v else v for v in a.tolist()]
-    keys = S.job_keys(model=model, dataset=dataset, regime=regime, hparams=(hp_names, hp_rows), metric=metric,
-                      value=value, status=status, source=source, provenance=prov)
-
-    # ---- nothing below raises: record the chunk in state
-    report = state.report
-    hp_dicts: dict[tuple, dict] = {}
-    hps = []  # one dict per distinct setting, shared by its rows (the store cleans it once)
-    for t in hp_rows:
-        hp = hp_dicts.get(t)
-        if hp is None:
-            hp = hp_dicts[t] = {c: v for c, v in zip(hp_names, t) if v is not None}
-        hps.append(hp)
-    jobs = S_store.JobColumns(model=model, dataset=dataset, regime=regime, hparams=hps, metric=metric, value=value,
-                              status=status, source=source, provenance=prov, created_at=created, key=keys)
-    first = dict.fromkeys(keys)  # distinct keys, first row of each
-    same = rows - len(first)
-    first_same = None
-    if same:
-        seen = set()
-        sel = []
-        for j, k in enumerate(keys):
-            if k in seen:
-                if first_same is None:
-                    first_same = int(keep[j])
-                continue
-            seen.add(k)
-            sel.append(j)
-        jobs = jobs.take(sel)
-    job_key_list = jobs.key
-    if same:
-        drops.append((first_same, SAME_JOB, same))
-    for m in dict.fromkeys(model):
-        state.models.setdefault(m, {"name": m})
-    for d in dict.fromkeys(dataset):
-        state.datasets.setdefault(d, {"name": d})
-    scores, score_rows = [], {}
-    if wide:
-        cols = [(m, col[keep]) for m, col in wide.items() if col is not None]
-        changed = ImportReport(importer="generic", source="")
-        first_changed = None
-        for j in range(rows):
-            for m, col in cols:
-                x = col[j]
-                if x == x:
-                    before = changed.rows_dropped
-                    _add_score({"model": model[j], "dataset": dataset[j], "method": m, "value": float(x),
-                                "probe_size": None, "seed": None, "runtime_s": None, "source": source[j],
-                                "created_at": None}, int(keep[j]), scores, score_rows, changed)
-                    if first_changed is None and changed.rows_dropped > before:
-                        first_changed = int(keep[j])
-        if changed.rows_dropped:
-            drops.append((first_changed, SCORE_CHANGED, changed.rows_dropped))
-    for _, reason, count in sorted(drops, key=lambda d: d[0]):
-        report.drop(reason, count)
-    return _end_chunk(state, jobs, job_key_list, scores, score_rows, [])
-
-
-def _probe(r, i, dataset, sc_nums, hp_nums, path) -> dict:
-    size, seed = sc_nums["probe_size"], hp_nums["seed"]
-    if size is None or np.isnan(size[i]) or seed is None or np.isnan(seed[i]):
-        raise HistoryImportError(f"{_where(path, i)}: a probe row needs 'probe_size' and 'seed'")
-    raw = r.get("probe_indices")
-    try:
-        idx = json.loads(str(raw)) if not _is_missing(raw) else None
-    except json.JSONDecodeError:
-        idx = None
-    if not isinstance(idx, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in idx):
-        raise HistoryImportError(f"{_where(path, i)}: column 'probe_indices' must be a JSON list of whole "
-                                 f"numbers, got {str(raw)[:60]!r}")
-    nc = r.get("probe_num_classes")
-    return {"dataset": dataset, "size": _as_int(size[i], "probe_size", path, i, r.get("probe_size")),
-            "seed": _as_int(seed[i], "seed", path, i, r.get("seed")), "indices": idx,
-            "num_classes": None if _is_missing(nc) else _as_int(float(nc), "probe_num_classes", path, i, nc),
-            "data_ref": _text(r.get("probe_data_ref")), "created_at": _parse_time(r.get("created_at"), path, i)}
-
-
-def _add_score(rec, i, scores, score_rows, report):
-    key = S.score_key(model=rec["model"], dataset=rec["dataset"], method=rec["method"],
-                      probe_size=rec["probe_size"], seed=rec["seed"], source=rec["source"])
-    if key in score_rows:
-        j = score_rows[key]
-        old = scores[j]
-        if old["value"] == rec["value"]:
-            return  # the same score repeated on several job rows (one per hyper-parameter setting)
-        report.drop(SCORE_CHANGED, 1)
-        scores[j] = None
-    score_rows[key] = len(scores)
-    scores.append(rec)
 
 
 @register_importer

@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from .. import schema as S
 from ..errors import HistoryImportError, closest
 from .base import ImportBatch, Importer, ImportReport, register_importer
-from .generic import DATASET_COLUMNS, MODEL_COLUMNS, UNITS
+from .generic_columns import DATASET_COLUMNS, MODEL_COLUMNS, UNITS
 
 STATUS = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "killed"}
 RESERVED_PARAMS = {"model", "dataset", "regime"}
@@ -77,6 +77,126 @@ def _safe(uri: str) -> str:
         return uri
 
 
+def _fetch_runs(uri: str, experiment) -> tuple:
+    """The experiment (by name, or by id when all digits) and its active runs, oldest first."""
+    try:
+        from mlflow.entities import ViewType
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError as exc:  # pragma: no cover - mlflow is a dependency
+        raise HistoryImportError(f"the mlflow importer needs the mlflow package ({exc})") from None
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(str(experiment))
+        if exp is None and str(experiment).isdigit():
+            try:
+                exp = client.get_experiment(str(experiment))
+            except MlflowException:
+                exp = None
+        if exp is None:
+            names = [e.name for e in client.search_experiments(view_type=ViewType.ALL)]
+            near = closest(str(experiment), names)
+            raise HistoryImportError(
+                f"no MLflow experiment {experiment!r} at {_safe(uri)}"
+                + (f"; did you mean: {', '.join(near)}?" if near else "")
+                + f" Experiments there: {', '.join(names) or '(none)'}"
+            )
+        runs, token = [], None
+        while True:
+            page = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
+                                      max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    except HistoryImportError:
+        raise
+    except MlflowException as exc:
+        raise HistoryImportError(f"cannot read MLflow runs from {_safe(uri)}: {exc.message}") from None
+    except Exception as exc:  # connection errors, bad URIs
+        raise HistoryImportError(f"cannot read MLflow runs from {_safe(uri)}: {exc}") from None
+    return exp, runs
+
+
+def _run_hparams(params: dict, where: str, m_rec: dict, d_rec: dict) -> dict:
+    """A run's hyper-parameters; its ``model_<field>`` / ``dataset_<field>`` params go to the
+    model / dataset record instead (typed as the store's column)."""
+    hparams = {}
+    for k, v in params.items():
+        if k in RESERVED_PARAMS:
+            continue
+        if k in MODEL_COLUMNS or k in DATASET_COLUMNS:
+            field, table, rec = ((MODEL_COLUMNS[k], S.models, m_rec) if k in MODEL_COLUMNS
+                                 else (DATASET_COLUMNS[k], S.datasets, d_rec))
+            typ = table.c[field].type
+            if isinstance(typ, String):
+                rec[field] = v
+                continue
+            x = _param_value(v)
+            if not isinstance(x, (int, float)) or (isinstance(typ, Integer) and not float(x).is_integer()):
+                raise HistoryImportError(f"{where}: param {k!r} has value {v!r}, which is not a "
+                                         f"{'whole ' if isinstance(typ, Integer) else ''}number")
+            rec[field] = int(x) if isinstance(typ, Integer) else float(x)
+            continue
+        hparams[k] = _param_value(v)
+    return hparams
+
+
+def _fraction(value, metric: str, unit: str, where: str) -> float:
+    """A logged metric value as a fraction, range checked against ``unit``."""
+    value = float(value)
+    limit = 100.0 if unit == "percent" else 1.0
+    if value < 0 or value > limit:
+        hint = (" If the runs log percent, import with --unit percent (unit='percent')."
+                if unit == "fraction" and value <= 100 else "")
+        raise HistoryImportError(
+            f"{where}: metric {metric!r} is {value!r}, outside [0, {limit:g}] for unit {unit}.{hint}")
+    if unit == "percent":
+        value /= 100.0
+    return value
+
+
+def _job_of_run(run, exp, src: str, metric: str, unit: str, report: ImportReport, models: dict,
+                datasets: dict) -> dict | None:
+    """One run as a job dict (its model / dataset recorded in ``models`` / ``datasets``), or None
+    when the run is dropped (the reason counted in ``report``)."""
+    info, params, metrics = run.info, dict(run.data.params), dict(run.data.metrics)
+    where = f"MLflow run {info.run_id} (experiment {exp.name!r})"
+    status = STATUS.get(info.status)
+    if status is None:
+        report.drop(f"run not finished (MLflow status {info.status})")
+        return None
+    model, dataset = (params.get("model") or "").strip(), (params.get("dataset") or "").strip()
+    if not model or not dataset:
+        report.drop("run has no 'model' or no 'dataset' param")
+        return None
+    for name, lim in ((model, 255), (dataset, 255)):
+        if len(name) > lim:
+            raise HistoryImportError(f"{where}: name {name[:40]!r}... is longer than {lim} characters")
+    regime = (params.get("regime") or "full").strip()
+    m_rec = models.setdefault(model, {"name": model})
+    d_rec = datasets.setdefault(dataset, {"name": dataset})
+    hparams = _run_hparams(params, where, m_rec, d_rec)
+    value = metrics.get(metric)
+    if value is not None and not math.isfinite(value):
+        value = None
+    if value is None:
+        if status == "completed":
+            near = closest(metric, metrics)
+            report.drop(f"finished run without metric {metric!r}"
+                        + (f" (it has {', '.join(near)})" if near else ""))
+            return None
+    else:
+        value = _fraction(value, metric, unit, where)
+    created = (datetime.fromtimestamp(info.start_time / 1000.0, tz=timezone.utc)
+               if info.start_time else None)
+    return {
+        "model": model, "dataset": dataset, "regime": regime, "hparams": hparams, "metric": metric,
+        "value": value, "status": status, "source": src,
+        "provenance": f"mlflow:{exp.experiment_id}/{info.run_id}", "created_at": created,
+    }
+
+
 @register_importer
 class MlflowRunsImporter(Importer):
     """Runs of one MLflow experiment (see module docstring)."""
@@ -91,43 +211,7 @@ class MlflowRunsImporter(Importer):
         if unit not in UNITS:
             raise HistoryImportError(f"unknown accuracy unit {unit!r}; use one of: {', '.join(UNITS)}")
         uri = normalize_uri(path)
-        try:
-            from mlflow.entities import ViewType
-            from mlflow.exceptions import MlflowException
-            from mlflow.tracking import MlflowClient
-        except ImportError as exc:  # pragma: no cover - mlflow is a dependency
-            raise HistoryImportError(f"the mlflow importer needs the mlflow package ({exc})") from None
-        try:
-            client = MlflowClient(tracking_uri=uri)
-            exp = client.get_experiment_by_name(str(experiment))
-            if exp is None and str(experiment).isdigit():
-                try:
-                    exp = client.get_experiment(str(experiment))
-                except MlflowException:
-                    exp = None
-            if exp is None:
-                names = [e.name for e in client.search_experiments(view_type=ViewType.ALL)]
-                near = closest(str(experiment), names)
-                raise HistoryImportError(
-                    f"no MLflow experiment {experiment!r} at {_safe(uri)}"
-                    + (f"; did you mean: {', '.join(near)}?" if near else "")
-                    + f" Experiments there: {', '.join(names) or '(none)'}"
-                )
-            runs, token = [], None
-            while True:
-                page = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
-                                          max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
-                runs.extend(page)
-                token = page.token
-                if not token:
-                    break
-        except HistoryImportError:
-            raise
-        except MlflowException as exc:
-            raise HistoryImportError(f"cannot read MLflow runs from {_safe(uri)}: {exc.message}") from None
-        except Exception as exc:  # connection errors, bad URIs
-            raise HistoryImportError(f"cannot read MLflow runs from {_safe(uri)}: {exc}") from None
-
+        exp, runs = _fetch_runs(uri, experiment)
         src = source or f"mlflow:{exp.name}"
         if len(src) > 64:
             raise HistoryImportError(
@@ -139,69 +223,12 @@ class MlflowRunsImporter(Importer):
         datasets: dict[str, dict] = {}
         jobs, keys = [], set()
         for run in runs:
-            info, params, metrics = run.info, dict(run.data.params), dict(run.data.metrics)
-            where = f"MLflow run {info.run_id} (experiment {exp.name!r})"
-            status = STATUS.get(info.status)
-            if status is None:
-                report.drop(f"run not finished (MLflow status {info.status})")
+            job = _job_of_run(run, exp, src, metric, unit, report, models, datasets)
+            if job is None:
                 continue
-            model, dataset = (params.get("model") or "").strip(), (params.get("dataset") or "").strip()
-            if not model or not dataset:
-                report.drop("run has no 'model' or no 'dataset' param")
-                continue
-            for name, lim in ((model, 255), (dataset, 255)):
-                if len(name) > lim:
-                    raise HistoryImportError(f"{where}: name {name[:40]!r}... is longer than {lim} characters")
-            regime = (params.get("regime") or "full").strip()
-            hparams = {}
-            m_rec = models.setdefault(model, {"name": model})
-            d_rec = datasets.setdefault(dataset, {"name": dataset})
-            for k, v in params.items():
-                if k in RESERVED_PARAMS:
-                    continue
-                if k in MODEL_COLUMNS or k in DATASET_COLUMNS:
-                    field, table, rec = ((MODEL_COLUMNS[k], S.models, m_rec) if k in MODEL_COLUMNS
-                                         else (DATASET_COLUMNS[k], S.datasets, d_rec))
-                    typ = table.c[field].type
-                    if isinstance(typ, String):
-                        rec[field] = v
-                        continue
-                    x = _param_value(v)
-                    if not isinstance(x, (int, float)) or (isinstance(typ, Integer) and not float(x).is_integer()):
-                        raise HistoryImportError(f"{where}: param {k!r} has value {v!r}, which is not a "
-                                                 f"{'whole ' if isinstance(typ, Integer) else ''}number")
-                    rec[field] = int(x) if isinstance(typ, Integer) else float(x)
-                    continue
-                hparams[k] = _param_value(v)
-            value = metrics.get(metric)
-            if value is not None and not math.isfinite(value):
-                value = None
-            if value is None:
-                if status == "completed":
-                    near = closest(metric, metrics)
-                    report.drop(f"finished run without metric {metric!r}"
-                                + (f" (it has {', '.join(near)})" if near else ""))
-                    continue
-            else:
-                value = float(value)
-                limit = 100.0 if unit == "percent" else 1.0
-                if value < 0 or value > limit:
-                    hint = (" If the runs log percent, import with --unit percent (unit='percent')."
-                            if unit == "fraction" and value <= 100 else "")
-                    raise HistoryImportError(
-                        f"{where}: metric {metric!r} is {value!r}, outside [0, {limit:g}] for unit {unit}.{hint}")
-                if unit == "percent":
-                    value /= 100.0
-            created = (datetime.fromtimestamp(info.start_time / 1000.0, tz=timezone.utc)
-                       if info.start_time else None)
-            job = {
-                "model": model, "dataset": dataset, "regime": regime, "hparams": hparams, "metric": metric,
-                "value": value, "status": status, "source": src,
-                "provenance": f"mlflow:{exp.experiment_id}/{info.run_id}", "created_at": created,
-            }
-            key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hparams),
-                            metric=metric, value=value, status=status, source=src,
-                            provenance=job["provenance"])
+            key = S.job_key(model=job["model"], dataset=job["dataset"], regime=job["regime"],
+                            hparams=S._clean(job["hparams"]), metric=metric, value=job["value"],
+                            status=job["status"], source=src, provenance=job["provenance"])
             if key in keys:
                 report.drop("run identical to an earlier run (same params, status and value)")
                 continue
