@@ -18,6 +18,8 @@ def register_evaluate(sub) -> None:
 
     from recommender.protocols import list_protocols
 
+    from .evaluate import DEFAULT_RECOMMENDERS, NESTED_GRID, NESTED_INNER_FOLDS
+
     p = add_parser(sub, "evaluate", help="evaluate recommenders and baselines with a protocol (lodo, ...)",
                    description="Fit every recommender x feature set on the training folds of a protocol, "
                                "score the held-out pairs with ranking metrics, compare with baselines, print "
@@ -35,8 +37,9 @@ def register_evaluate(sub) -> None:
     p.add_argument("--budget", type=int, default=10,
                    help="with --protocol budget: the largest number of fine-tunes b (default 10); each held-out "
                         "dataset replays strategies that pick models one at a time (experiments/budget.py)")
-    p.add_argument("--recommenders", default="lr,fm,lgbm,lgbm-rank",
-                   help="comma-separated recommender names, or 'none' (default lr,fm,lgbm,lgbm-rank)")
+    p.add_argument("--recommenders", default=",".join(DEFAULT_RECOMMENDERS),
+                   help="comma-separated recommender names, or 'none' (default: the default recommender and the "
+                        f"nested grid, {','.join(DEFAULT_RECOMMENDERS)})")
     p.add_argument("--features", action="append", default=None,
                    help="feature set(s): groups d (dataset meta), m (model meta), s (MS scores), t (text similarity), "
                         "k (rich collaborative kernel), x (model x dataset interactions); repeatable "
@@ -57,9 +60,11 @@ def register_evaluate(sub) -> None:
                    help="'nested': add the method 'nested', the configuration chosen on inner folds of each outer "
                         "fold's training data (never the held-out dataset); the choice per fold is printed")
     p.add_argument("--nested-candidates", default=None,
-                   help="comma-separated method labels nested selection chooses from (default: every recommender "
-                        "x feature set, and model-mean), e.g. 'lr[d,m],lgbm[d,m],model-mean'")
-    p.add_argument("--inner-folds", type=int, default=4, help="inner dataset groups for nested selection (default 4)")
+                   help="comma-separated method labels nested selection chooses from (default: the grid of the "
+                        f"report, {' and '.join(NESTED_GRID)} x the evaluated feature sets, and model-mean), e.g. "
+                        "'lr[d,m],lgbm[d,m],model-mean'")
+    p.add_argument("--inner-folds", type=int, default=NESTED_INNER_FOLDS,
+                   help=f"inner dataset groups for nested selection (default {NESTED_INNER_FOLDS})")
     p.add_argument("--select-on", default="regret@1", help="inner metric nested selection minimises / maximises "
                                                            "(default regret@1)")
     p.add_argument("--json", dest="json_file", help="write machine-readable results (per fold/dataset/method "

@@ -26,13 +26,20 @@ import pandas as pd
 from history.errors import NotFoundError, RecommenderError
 
 from recommender import metrics as M
+from recommender.defaults import DEFAULT_RECOMMENDER
 from .baselines import BaselineSpec, BaselineUnavailable, resolve_baselines
 from recommender.protocols import FoldPlan, describe_plan, get_protocol, make_folds
 
 log = logging.getLogger(__name__)
 
 CORRELATION_METRICS = M.CORRELATION_METRICS
-DEFAULT_RECOMMENDERS = ("lr", "fm", "lgbm", "lgbm-rank")
+#: recommenders nested selection chooses among (x the evaluated feature sets), with model-mean; the same
+#: grid for ``evaluate --select nested`` and the report (docs/evaluation.md)
+NESTED_GRID = ("lr", "lgbm")
+#: inner dataset folds of nested selection (CLI and report)
+NESTED_INNER_FOLDS = 3
+#: what ``evaluate`` measures by default: the default recommender and the nested grid
+DEFAULT_RECOMMENDERS = (DEFAULT_RECOMMENDER, *NESTED_GRID)
 HEADLINE_METRICS = ("pearson", "spearman", "weighted_tau", "regret@1", "regret@3", "ndcg@5")
 #: the popularity baseline every method is compared with (paired, per unit)
 LIFT_REFERENCE = "model-mean"
@@ -392,7 +399,7 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
              baselines="all", seeds: int = 5, test_fraction: float = 0.2, min_models: int = 3, datasets=None,
              rec_params=None, progress: bool = True, config: dict | None = None,
              keep_predictions: bool = True, candidates: str = "viable", select: str = "none",
-             nested_candidates=None, inner_folds: int = 4, select_on: str = "regret@1") -> EvaluationResult:
+             nested_candidates=None, inner_folds: int = NESTED_INNER_FOLDS, select_on: str = "regret@1") -> EvaluationResult:
     """Evaluate methods over the folds of ``protocol`` on ``history`` (a HistoryFrame).
 
     ``candidates`` (``viable`` | ``all``) is the candidate set the summary leads with; both
@@ -549,10 +556,13 @@ def split_labels(text: str) -> list[str]:
 
 
 def _nested_specs(runnable, labels=None) -> list[MethodSpec]:
-    """The configurations nested selection chooses from (default: recommenders and model-mean)."""
+    """The configurations nested selection chooses from. Default: the evaluated recommenders of
+    :data:`NESTED_GRID` (every evaluated recommender when none of them is) x their feature sets,
+    and model-mean."""
     by_label = {m.label: m for m in runnable}
     if labels is None:
-        labels = [m.label for m in runnable if m.kind == "recommender"]
+        recs = [m for m in runnable if m.kind == "recommender"]
+        labels = [m.label for m in recs if m.name in NESTED_GRID] or [m.label for m in recs]
         labels += [LIFT_REFERENCE] if LIFT_REFERENCE in by_label else []
     elif isinstance(labels, str):
         labels = split_labels(labels)
@@ -565,7 +575,7 @@ def _nested_specs(runnable, labels=None) -> list[MethodSpec]:
     return [by_label[x] for x in labels]
 
 
-def nested_choice(fold, specs, *, protocol: str = "kfold", inner_folds: int = 4, min_models: int = 3,
+def nested_choice(fold, specs, *, protocol: str = "kfold", inner_folds: int = NESTED_INNER_FOLDS, min_models: int = 3,
                   select_on: str = "regret@1", viable_only: bool = True) -> dict:
     """Choose one of ``specs`` for the outer ``fold`` using ``fold.train`` only.
 

@@ -32,6 +32,11 @@ Feature groups (select with ``groups="d,m,s"``, as in the ablations of Li et al.
     models scored on that dataset; raw scales of different datasets are incomparable);
     ``s:missing:<method>`` = 1 where the pair has no score. A score flagged as degenerate
     when computed, or equal for all (>= 2) models of a dataset, counts as missing.
+``t`` / ``k`` / ``x`` -- text similarity, the rich collaborative kernel and model x dataset
+    interactions (see ``_similarity_block``, docs/recommenders.md).
+``p`` -- specialists: the model's source task against the target task (registry match,
+    twin, same VTAB group / domain, match x strength) and input resolution against the
+    target's native image size (:mod:`features.specialist`).
 
 Missing meta values get an explicit ``...:missing`` indicator column and are imputed with
 the training median (never a silent zero). Dense columns are standardized with the
@@ -50,15 +55,17 @@ import scipy.sparse as sp
 from history.errors import RecommenderError, SchemaMismatchError
 
 from .history_frame import HistoryFrame
+from .specialist import log_image_size_median, specialist_block
 from .meta_values import _cat, _informative_scores, _merge_meta, _norm_name, _num, _tf
 
 #: Bump when the meaning or order of columns changes; saved with every trained model.
 FEATURE_SCHEMA_VERSION = 1
-GROUPS = ("d", "m", "s", "t", "k", "x")
+GROUPS = ("d", "m", "s", "t", "k", "x", "p")
 #: what each group holds, for error messages and docs
 GROUP_HELP = {"d": "dataset meta", "m": "model meta", "s": "model-selection scores",
               "t": "text similarity of datasets and model sources", "k": "collaborative kernel over rich dataset similarity",
-              "x": "model x dataset interactions"}
+              "x": "model x dataset interactions",
+              "p": "specialists: source-target task match, resolution x native image size"}
 TEXT_PCS = 8  # principal components of the dataset text embedding used as t: features
 X_TEXT_PCS = 4  # of which crossed with model size / input size in x:
 
@@ -175,6 +182,9 @@ class Featurizer:
         self.sim_std_ = (np.where(u.std(0) > 0, u.std(0), 1.0).tolist() if len(u) else [1.0, 1.0])
 
         self._fit_text(mm, dm)
+        inp = self.model_medians_["input_size"]
+        self.log_input_median_ = float(np.log(inp)) if inp > 0 else float(np.log(224))
+        self.log_image_median_ = log_image_size_median(self.train_datasets_)
         self.scale_mean_ = None
         self.scale_std_ = None
         names, dense, _ = self._dense_block(t[["model", "dataset"]].reset_index(drop=True), history, fitting=True)
@@ -335,6 +345,12 @@ class Featurizer:
                 miss = np.isnan(v)
                 cols.append(np.where(miss, 0.0, v)); names.append(f"s:z:{meth}")
                 cols.append(miss.astype(float)); names.append(f"s:missing:{meth}")
+
+        if "p" in self.groups_:
+            p_names, p_cols = specialist_block(mrows, mcodes, muniq, duniq, dcodes, train_z=self.train_z_,
+                                               log_input_median=self.log_input_median_,
+                                               log_image_median=self.log_image_median_)
+            names += p_names; cols += p_cols
 
         if set(self.groups_) & {"t", "k", "x"}:
             e_names, e_cols = self._similarity_block(mrows, mcodes, muniq, drows, dcodes, duniq, fitting)
@@ -687,10 +703,11 @@ class Featurizer:
                     "score_methods_", "model_medians_", "dataset_medians_", "sim_mean_", "sim_std_",
                     "scale_mean_", "scale_std_", "dense_names_", "onehot_names_", "feature_names_", "n_features_",
                     "text_keys_", "text_emb_", "text_pca_mean_", "text_pca_", "text_dist_scale_", "kernel_h2_",
-                    "src_sim_fill_")
+                    "src_sim_fill_", "log_input_median_", "log_image_median_")
     #: state attributes a featurizer saved before the t / k / x groups lacks (loaded with these values)
     _STATE_DEFAULTS = {"text_keys_": [], "text_emb_": [], "text_pca_mean_": [], "text_pca_": [],
-                       "text_dist_scale_": 1.0, "kernel_h2_": 1.0, "src_sim_fill_": 0.0}
+                       "text_dist_scale_": 1.0, "kernel_h2_": 1.0, "src_sim_fill_": 0.0,
+                       "log_input_median_": float(np.log(224)), "log_image_median_": float(np.log(224))}
 
     def get_state(self) -> tuple[dict, dict[str, pd.DataFrame]]:
         """(JSON-able dict, tables to save as parquet) -- everything ``transform`` needs."""

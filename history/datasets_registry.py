@@ -96,6 +96,7 @@ class DatasetEntry:
     refs: tuple = ()  # ((fact, ref key), ...)
     per_source: tuple = ()  # (SourceFacts, ...)
     notes: str | None = None
+    image_size: int | None = None  # typical longer side of the images, pixels (approximate)
 
     def aliases_for(self, source: str) -> tuple:
         return dict(self.aliases).get(source, ())
@@ -168,7 +169,7 @@ class DatasetEntry:
             "aliases": {s: list(n) for s, n in self.aliases}, "refs": dict(self.refs),
             "per_source": {sf.source: {k: v for k, v in sf.__dict__.items() if k != "source" and v is not None}
                            for sf in self.per_source},
-            "notes": self.notes,
+            "notes": self.notes, "image_size": self.image_size,
         }
 
 
@@ -221,6 +222,13 @@ def validate(data: Mapping) -> list[str]:
             v = e.get(f)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (2 if f == "num_classes" else 1)):
                 errs.append(f"{where}: {f} must be a positive integer (>= 2 classes) or null, got {v!r}")
+        v = e.get("image_size")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 8):
+            errs.append(f"{where}: image_size must be an integer number of pixels (>= 8) or null, got {v!r}")
+        if v is not None and "image_size" not in e["refs"]:
+            errs.append(f"{where}: image_size has no ref naming its source")
+        if v is not None and e["modality"] != "image":
+            errs.append(f"{where}: only image tasks have an image_size")
         if e.get("num_samples") is not None and not e.get("num_samples_split"):
             errs.append(f"{where}: num_samples needs num_samples_split naming the split it counts")
         cn = e["class_names"]
@@ -278,7 +286,7 @@ def _entry(e: Mapping) -> DatasetEntry:
         aliases=tuple((s, tuple(n)) for s, n in e["aliases"].items()),
         refs=tuple(sorted(e["refs"].items())),
         per_source=tuple(SourceFacts(source=s, **sf) for s, sf in (e.get("per_source") or {}).items()),
-        notes=e.get("notes"),
+        notes=e.get("notes"), image_size=e.get("image_size"),
     )
 
 
