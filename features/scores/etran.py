@@ -193,6 +193,8 @@ def etran_energy(features, labels, *, probs=None, reference=None, percent=0.5):
     when that count is 0 (n < 200 at the default): raised here as an input error. Labels are
     not used. Not scale-invariant.
     """
+    if not 0 < float(percent) <= 100:
+        raise ScoreInputError(f"etran_energy: percent must be in (0, 100]; got {percent!r}.")
     n = features.shape[0]
     k = int(float(percent) * 10) * n // 1000
     if k < 1:

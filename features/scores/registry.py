@@ -262,10 +262,9 @@ def score_with_flag(name, features, labels, *, probs=None, reference=None, **kwa
     params.update(kwargs)
     flag = None
     with np.errstate(all="ignore"):
-        if spec.degenerate is not None:
+        flag = input_flag(X, y, uses_features=spec.uses_features)  # the input first: the wider reason
+        if flag is None and spec.degenerate is not None:
             flag = spec.degenerate(X, y, value, **kwargs)
-        if flag is None:
-            flag = input_flag(X, y, uses_features=spec.uses_features)
     return ScoreResult(value=value, flag=flag, params=params)
 
 
