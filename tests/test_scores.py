@@ -17,9 +17,14 @@ from history.errors import NotFoundError, RecommenderError
 
 REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore", "knn1",
             "split_lr", "rsa", "dds"}
-EXTRA = {"gbc", "gbc_diag", "transrate", "nleep", "sfda", "etran"}
+EXTRA = {"gbc", "gbc_diag", "transrate", "nleep", "sfda", "etran_v", "etran_energy", "etran_lda"}
 #: scores documented (docs/scores.md) as invariant to isotropic feature scaling
-SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran", "gbc", "split_lr"}
+SCALE_INVARIANT = set(SCORES) - {"transrate", "sfda", "etran_v", "etran_energy", "etran_lda", "gbc",
+                                 "split_lr", "nleep"}
+#: options that make the official configurations usable on the small test problems (the
+#: official PCA to 32/64 dims needs d >= 32/64; the official energy averages the lowest
+#: 0.5%, none below n = 200)
+SMALL = {"gbc": {"pca_dim": None}, "parc": {"pca_dim": None}, "etran_energy": {"percent": 100}}
 #: scores documented as invariant to duplicating every sample
 DUP_INVARIANT = {"lfc", "lgc", "hscore", "leep", "nce", "transrate"}
 ALL = sorted(SCORES)
@@ -52,6 +57,7 @@ def score(name, X, y, P=None, R=None, **kw):
     if P is None or R is None:
         P, R = aux(X, np.unique(y, return_inverse=True)[1])
     spec = get_score(name)
+    kw = {**SMALL.get(name, {}), **kw}
     return compute_score(name, X, y, probs=P if spec.needs_probs else None,
                          reference=R if spec.needs_reference else None, **kw)
 
@@ -110,7 +116,7 @@ def test_isotropic_scaling_invariance(name, factor):
     assert score(name, factor * X, y, P, R) == pytest.approx(score(name, X, y, P, R), rel=1e-5, abs=1e-8)
 
 
-@pytest.mark.parametrize("name", ["transrate", "sfda", "etran", "gbc"])
+@pytest.mark.parametrize("name", ["transrate", "sfda", "etran_v", "etran_energy", "etran_lda", "gbc"])
 def test_scale_dependent_scores_do_depend_on_scale(name):
     X, y = make_problem(seed=3, sep=2.0)
     assert score(name, 1e-3 * X, y) != pytest.approx(score(name, X, y), rel=1e-3)
@@ -260,10 +266,16 @@ def test_reg_hscore_matches_sklearn_ledoit_wolf(n, d):
     lw = LedoitWolf().fit(f)
     a = lw.shrinkage_
     g = np.stack([f[y == y[i]].mean(axis=0) for i in range(n)])
-    ref = np.trace(np.linalg.pinv(lw.covariance_) @ ((1 - a) * np.cov(g, rowvar=False, bias=True)))
+    # tllib's regularized_h_score: cov(E[f|y]) with np.cov's default 1/(n - 1)
+    ref = np.trace(np.linalg.pinv(lw.covariance_) @ ((1 - a) * np.cov(g, rowvar=False)))
     assert compute_score("reg_hscore", f, y) == pytest.approx(ref, rel=1e-7)
-    # no shrinkage: the plain H-score
-    assert compute_score("reg_hscore", f, y, shrinkage=0.0) == pytest.approx(compute_score("hscore", f, y), rel=1e-7)
+    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
+    from score_references import reg_hscore_official
+
+    assert compute_score("reg_hscore", f, y) == pytest.approx(reg_hscore_official(f, y), rel=1e-9)
+    # no shrinkage: the plain H-score times n / (n - 1)
+    assert compute_score("reg_hscore", f, y, shrinkage=0.0) == pytest.approx(
+        compute_score("hscore", f, y) * n / (n - 1), rel=1e-7)
 
 
 def _centered_alignment(K, L):
@@ -288,20 +300,35 @@ def test_lgc_matches_explicit_gradient_features():
     assert compute_score("lgc", X, y) == pytest.approx(_centered_alignment(grads @ grads.T, L), rel=1e-9)
 
 
-def test_parc_matches_loop_reference():
+def test_parc_without_pca_matches_official_rdms():
+    """pca_dim=None: StandardScaler, 1 - np.corrcoef of rows on both sides, scipy Spearman of
+    the upper triangles (the official get_parc_correlation, with its rounding of the label RDM)."""
     from sklearn.preprocessing import StandardScaler
 
     X, y = make_problem(seed=12, n=30, d=6, C=3, sep=1.0)
     Z = StandardScaler().fit_transform(X)
-    onehot = np.eye(3)[y]
-    a, b = [], []
-    for i in range(len(y)):
-        for j in range(i + 1, len(y)):
-            a.append(1 - np.corrcoef(Z[i], Z[j])[0, 1])
-            b.append(1 - np.corrcoef(onehot[i], onehot[j])[0, 1])
-    # corrcoef of identical one-hot rows is 1 only up to rounding: snap, or ties break randomly
-    ref = scipy.stats.spearmanr(a, np.round(b, 9))[0]
+    tri = np.triu_indices(len(y), 1)
+    ref = scipy.stats.spearmanr((1 - np.corrcoef(Z))[tri], (1 - np.corrcoef(np.eye(3)[y]))[tri])[0]
     assert compute_score("parc", X, y, pca_dim=None) == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spearman_grouped_equals_scipy(seed):
+    """Ranks of a against a few-valued b (rounding noise around two values included)."""
+    from features.scores._linalg import spearman_grouped, value_groups
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(3000)
+    base = np.where(rng.random(3000) < 0.2, 0.0, 1.0 + 1.0 / 9.0)
+    b = base + rng.integers(-2, 3, 3000) * np.where(base > 0, 2.0**-52, 2.0**-53)
+    b[base == 0] = np.abs(b[base == 0])
+    for vals in (a, np.round(a, 1)):
+        for bb in (b, base, np.round(rng.random(3000) * 3) / 7.0):
+            assert spearman_grouped(vals, bb) == pytest.approx(scipy.stats.spearmanr(vals, bb)[0], rel=1e-10)
+    codes, sizes = value_groups(b)
+    u, inv, cnt = np.unique(b, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(codes, inv)
+    np.testing.assert_array_equal(sizes, cnt)
 
 
 def test_leep_matches_loop_reference():
@@ -419,16 +446,24 @@ def _shrinkage_direct(X, y, floor):
     return max(np.exp(-5 * lam), floor)
 
 
-def _sfda_slow(X, y, floor=1e-4):
+def _sfda_slow(X, y, floor=1e-10):
+    """SFDA_Score's algorithm with textbook d x d algebra: the official 3-step power
+    iteration for lambda_max(S_w), LDA posteriors by a direct solve, ConfMix toward the mean
+    of the other class means."""
+    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
+    from score_references import sfda_iterative_A
+
     X = X - X.mean(axis=0)
     n, C = len(y), int(y.max()) + 1
-    s = _shrinkage_direct(X, y, floor)
+    M = np.stack([X[y == c].mean(axis=0) for c in range(C)])
+    Sw = (X - M[y]).T @ (X - M[y]) / n
+    s = max(np.exp(-5 * sfda_iterative_A(Sw, 3)), floor)
     P = _lda_posteriors_direct(X, y, s)
     soft = scipy.special.softmax(P, axis=1)
     Xm = X.copy()
     for i in range(n):  # ConfMix, one sample at a time
         c = y[i]
-        mu_out = X[y != c].mean(axis=0)
+        mu_out = (M.sum(axis=0) - M[c]) / (C - 1)
         Xm[i] = soft[i, c] * X[i] + (1 - soft[i, c]) * mu_out
     P2 = _lda_posteriors_direct(Xm, y, s)
     return np.mean(P2[np.arange(n), y])
@@ -446,6 +481,7 @@ def _slow_case(seed, n, d, C, scale):
 def test_sfda_matches_direct_lda_reference(case):
     X, y = _slow_case(*case)
     assert compute_score("sfda", X, y) == pytest.approx(_sfda_slow(X, y), rel=1e-8)
+    assert compute_score("sfda", X, y, min_shrinkage=1e-4) == pytest.approx(_sfda_slow(X, y, 1e-4), rel=1e-8)
 
 
 @pytest.mark.parametrize("case", SLOW_CASES)
@@ -528,18 +564,18 @@ def _etran_slow(X, y, variance=0.8, floor=1e-4):
 def test_etran_matches_direct_reference(case):
     X, y = _slow_case(*case)
     X = X + 0.7  # a non-zero mean: the regression term uses the raw features
-    assert compute_score("etran", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
-    assert compute_score("etran", X, y, variance=0.5) == pytest.approx(_etran_slow(X, y, 0.5), rel=1e-8)
+    assert compute_score("etran_v", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
+    assert compute_score("etran_v", X, y, variance=0.5) == pytest.approx(_etran_slow(X, y, 0.5), rel=1e-8)
 
 
 def test_etran_energy_fraction_averages_lowest_energies():
     X, y = make_problem(seed=22, n=50)
     lse = np.sort(scipy.special.logsumexp(X, axis=1))
-    full = compute_score("etran", X, y)
-    low = compute_score("etran", X, y, energy_fraction=0.1)
+    full = compute_score("etran_v", X, y)
+    low = compute_score("etran_v", X, y, energy_fraction=0.1)
     assert full - low == pytest.approx(lse.mean() - lse[:5].mean(), rel=1e-9)
-    with pytest.raises(ScoreInputError, match="etran: energy_fraction"):
-        compute_score("etran", X, y, energy_fraction=0.0)
+    with pytest.raises(ScoreInputError, match="etran_v: energy_fraction"):
+        compute_score("etran_v", X, y, energy_fraction=0.0)
 
 
 @pytest.mark.parametrize("case", SLOW_CASES)
@@ -552,7 +588,7 @@ def test_etran_sample_and_feature_routes_agree(case):
     a = _etran_value(X, y, 1.0, 0.8, 1e-4, "samples")
     b = _etran_value(X, y, 1.0, 0.8, 1e-4, "features")
     assert a == pytest.approx(b, rel=1e-9)
-    assert compute_score("etran", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
+    assert compute_score("etran_v", X, y) == pytest.approx(_etran_slow(X, y), rel=1e-8)
 
 
 def _gbc_official(X, y, gaussian, floor=1e-4):
@@ -621,33 +657,26 @@ def test_spearman_binary_equals_scipy_with_and_without_ties():
 
 
 def _parc_official(X, y, f=32):
-    """PARC as the official dbolya/parc code computes it (methods.PARC with n_dims=f): sklearn
-    randomized PCA (random_state 1919, one power iteration), StandardScaler, 1 - np.corrcoef
-    of the rows for features and one-hot labels, Spearman of the upper triangles, / 100."""
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
+    """dbolya/parc methods.PARC(n_dims=f).forward, ported line for line (score_references)."""
+    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
+    from score_references import parc_official
 
-    f = min(f, X.shape[0])
-    Z = PCA(n_components=f, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(X)
-    Z = StandardScaler().fit_transform(Z)
-    tri = np.triu_indices(len(y), 1)
-    rdm1 = (1 - np.corrcoef(Z))[tri]
-    rdm2 = (1 - np.corrcoef(np.eye(int(y.max()) + 1)[y]))[tri]
-    return scipy.stats.spearmanr(rdm1, np.round(rdm2, 9))[0]
+    return parc_official(X, y, n_dims=f)
 
 
-@pytest.mark.parametrize("n,d", [(60, 200), (300, 128)])
-def test_parc_matches_official_algorithm_where_pca_is_exact(n, d):
-    """Features of exact rank 32 (distinct spectrum): the official randomized PCA and ours
-    both recover the exact 32 principal components, so the values must agree."""
+@pytest.mark.parametrize("n,d,rank", [(60, 200, 32), (300, 128, 32), (200, 300, 300), (300, 64, 20)])
+def test_parc_matches_official_code(n, d, rank):
+    """Exact rank 32, flat spectra (rank = d) and dead directions (rank 20 < 32: the
+    official PCA keeps them as near-zero columns): the same value as the official code."""
     rng = np.random.default_rng(26)
     C = 5
     y = np.arange(n) % C
     rng.shuffle(y)
-    A = rng.standard_normal((n, 32)) * np.linspace(6.0, 1.0, 32) + 1.5 * np.eye(C)[y] @ rng.standard_normal((C, 32))
-    X = A @ np.linalg.qr(rng.standard_normal((d, 32)))[0].T
+    r = min(rank, d)
+    A = rng.standard_normal((n, r)) * np.linspace(6.0, 1.0, r) + 1.5 * np.eye(C)[y] @ rng.standard_normal((C, r))
+    X = A @ np.linalg.qr(rng.standard_normal((d, r)))[0].T
     got = compute_score("parc", X, y)
-    assert got == pytest.approx(_parc_official(X, y), rel=1e-6)
+    assert got == pytest.approx(_parc_official(X, y), rel=1e-9)
 
 
 def test_parc_uses_every_sample_unless_capped():

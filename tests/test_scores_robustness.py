@@ -27,12 +27,31 @@ def extras(X, y, seed=1):
     return P, R
 
 
+#: the official configurations need d >= 32 (parc's PCA), n, d >= 64 (gbc's PCA) and
+#: n >= 200 (etran_energy's lowest 0.5%); these small problems use them without
+SMALL = {"gbc": {"pca_dim": None}, "parc": {"pca_dim": None}, "etran_energy": {"percent": 100}}
+
+
 def run(name, X, y, P=None, R=None, **kw):
     if P is None:
         P, R = extras(np.asarray(X, dtype=float), np.asarray(y))
     spec = get_score(name)
+    kw = {**SMALL.get(name, {}), **kw}
     return compute_score(name, X, y, probs=P if spec.needs_probs else None,
                          reference=R if spec.needs_reference else None, **kw)
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("gbc", {}, "gbc: the official configuration reduces to pca_dim = 64"),
+    ("parc", {}, "parc: the official PCA to 32 dims needs at least 32 feature dims"),
+    ("etran_energy", {}, "etran_energy: the official Energy_Score averages the lowest"),
+])
+def test_official_configurations_refuse_inputs_they_cannot_score(name, kw, match):
+    """Where the official code raises or returns NaN (PCA beyond min(n, d), an empty energy
+    average) the input error says so and names the option that works."""
+    X, y = problem(n=40, d=13)
+    with pytest.raises(ScoreInputError, match=match):
+        compute_score(name, X, y, **kw)
 
 
 def finite(v):
@@ -54,9 +73,23 @@ def test_constant_and_duplicated_columns(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_all_features_constant(name):
+    """Constant features: a finite value flagged as degenerate (treated as missing downstream),
+    or an input error where the official code gives NaN (sfda)."""
+    from features.scores import score_with_flag
+
     X, y = problem()
     X = np.ones_like(X)
-    assert finite(run(name, X, y))
+    P, R = extras(X, y)
+    spec = get_score(name)
+    try:
+        r = score_with_flag(name, X, y, probs=P if spec.needs_probs else None,
+                            reference=R if spec.needs_reference else None, **SMALL.get(name, {}))
+    except ScoreInputError as exc:
+        assert name in ("sfda",) and "not finite" in str(exc)
+        return
+    assert finite(r.value)
+    if spec.uses_features:
+        assert r.flag and "constant" in r.flag
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -81,6 +114,9 @@ def test_non_finite_features_are_named(name, bad, word):
     P, R = extras(X, y)
     X[5, 2] = bad
     X[7, 1] = bad
+    if not get_score(name).uses_features:  # LEEP, NCE never read the features: not checked
+        assert finite(run(name, X, y, P, R))
+        return
     with pytest.raises(ScoreInputError) as e:
         run(name, X, y, P, R)
     msg = str(e.value)

@@ -40,6 +40,13 @@ def test_unsigned_pca_equals_signed_up_to_column_signs(shape, k):
 def test_gbc_values_do_not_depend_on_component_signs(seed, n, d, C, fn):
     """GBC on the unsigned PCA (its default route) equals GBC on the sign-fixed PCA scores."""
     X, y = _mixture(seed, n, d, C, quality=0.6)
+    if fn is gbc:  # the official pipeline: scikit-learn's exact PCA, output in float32
+        from sklearn.decomposition import PCA
+
+        Z = PCA(64, svd_solver="full").fit_transform(X).astype(np.float32).astype(np.float64)
+        ref = fn(Z, y, pca_dim=None)
+        assert fn(X, y) == pytest.approx(ref, rel=1e-6, abs=1e-300)  # float32 rounding of both PCAs
+        return
     ref = fn(pca(X, 64), y, pca_dim=None)
     assert fn(X, y) == pytest.approx(ref, rel=1e-9, abs=1e-300)
     assert compute_score(fn.__name__, X, y) == pytest.approx(ref, rel=1e-9, abs=1e-300)
@@ -161,18 +168,21 @@ def test_sfda_sparse_confmix_matches_dense_algebra(seed):
     C = 6
     Xc = X - X.mean(0)
     counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, y, C)
-    lam = adaptive_shrinkage(Gww / n, 1e-4)
+    from features.scores.probabilistic import iterative_a_gram
+
+    Xw = Xc - (Y.T @ Xc / counts[:, None])[y]
+    lam = max(np.exp(-5 * iterative_a_gram(Gww, Xw.sum(1), 1 / n)), 1e-10)
     P = lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, lam)
     soft = np.exp(P)
     soft /= soft.sum(1, keepdims=True)
     p = soft[np.arange(n), y]
-    g = p - (1 - p) * (counts / (n - counts))[y]
-    gbar = np.bincount(y, weights=g, minlength=C) / counts
-    dlt = g - gbar[y]
+    h = (1 - p) / (C - 1)
+    A = (p - h)[:, None] * Y + h[:, None]  # Xm = diag(p) Xw + A M (official ConfMix)
+    Abar = (Y.T @ A) / counts[:, None]
     # the ConfMix features in the basis [Xw; M]: Xm = L [Xw; M], Gram blocks from the full Gram
     Wp = (Y * p[:, None]).T / counts[:, None]
-    L = np.hstack([np.diag(p) - Wp[y], dlt[:, None] * Y])
-    Lm = np.hstack([Wp, np.diag(gbar)])  # class means of Xm
+    L = np.hstack([np.diag(p) - Wp[y], A - Abar[y]])
+    Lm = np.hstack([Wp, Abar])  # class means of Xm
     Gfull = np.block([[Gww, Gwm], [Gwm.T, Gmm]])
     Gm = Lm @ Gfull
     Gww2, Gwm2, Gmm2 = L @ Gfull @ L.T, L @ Gfull @ Lm.T, Gm @ Lm.T

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import RANK_TOL, class_gram_blocks, gram_spectrum_projections, one_hot
+from ._linalg import RANK_TOL, class_gram_blocks, class_rows, gram_spectrum_projections, one_hot
 from .probabilistic import adaptive_shrinkage, lda_posteriors_gram
 from .registry import ScoreInputError, register_score
 
@@ -29,12 +29,26 @@ def energy_score(X: np.ndarray, fraction: float = 1.0) -> float:
     return float(np.partition(lse, m - 1)[:m].mean())
 
 
-@register_score("etran", paper=ETRAN_PAPER,
-                summary="energy (logsumexp of features) + shrunk-LDA correct-class posterior "
-                        "+ truncated-SVD least-squares fit of the one-hot labels")
-def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, variance=0.8,
-          min_shrinkage=1e-4):
-    """ETran (Gholami et al. 2023) for classification: ``T = S_en + S_cls + S_reg``.
+ETRAN_REPO = "mgholamikn/ETran@a63361e"
+
+
+@register_score("etran_v", paper=ETRAN_PAPER,
+                summary="this project's single-model ETran: energy (logsumexp of features) + "
+                        "shrunk-LDA correct-class posterior + truncated-SVD least-squares fit",
+                reference="",
+                deviation="own variant, no official counterpart: the official ETran (mgholamikn/ETran "
+                          "tw.py) is not a per-model score (it min-max scales etran_energy and "
+                          "etran_lda across the models of a dataset, see etran_combine); this one "
+                          "adds the paper's regression term and a true LDA and needs no model set")
+def etran_v(features, labels, *, probs=None, reference=None, energy_fraction=1.0, variance=0.8,
+            min_shrinkage=1e-4):
+    """ETran as a single-model score, this project's variant (``etran_v``): ``T = S_en + S_cls + S_reg``.
+
+    Why a variant: the official ETran (mgholamikn/ETran ``tw.py``) combines two per-model
+    scores, :func:`etran_energy` and :func:`etran_lda`, by min-max scaling each across the
+    models of one dataset (:func:`etran_combine`), so it has no value for one model alone;
+    its "LDA" reduces to a nearest-class-mean rule and it has no regression term. This
+    variant is one number per model with the paper's three terms:
 
     * Energy score: ``S_en = 1/n sum_i logsumexp_k x_ik`` (minus the free energy of the
       raw features read as logits, T = 1); ``energy_fraction`` < 1 averages only that
@@ -67,11 +81,11 @@ def etran(features, labels, *, probs=None, reference=None, energy_fraction=1.0, 
     scale-dependent). Cost O(n d min(n, d) + min(n, d)^3).
     """
     if not 0 < float(energy_fraction) <= 1:
-        raise ScoreInputError(f"etran: energy_fraction must be in (0, 1]; got {energy_fraction!r}.")
+        raise ScoreInputError(f"etran_v: energy_fraction must be in (0, 1]; got {energy_fraction!r}.")
     if not 0 < float(variance) <= 1:
-        raise ScoreInputError(f"etran: variance must be in (0, 1]; got {variance!r}.")
+        raise ScoreInputError(f"etran_v: variance must be in (0, 1]; got {variance!r}.")
     if not 0 < float(min_shrinkage) <= 1:
-        raise ScoreInputError(f"etran: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
+        raise ScoreInputError(f"etran_v: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
     X = features
     n, d = X.shape
     route = "samples" if n <= d else "features"
@@ -164,3 +178,104 @@ def _lda_accuracy_scatter(X, y, Y, counts, Mraw, W, min_shrinkage):
     P = np.exp(logits)
     P /= P.sum(axis=1, keepdims=True)
     return float(np.mean(P[np.arange(n), y]))
+
+
+@register_score("etran_energy", paper=ETRAN_PAPER,
+                summary="ETran's energy score: mean logsumexp of the features over the 0.5% "
+                        "lowest-energy samples (official Energy_Score)",
+                reference=f"{ETRAN_REPO} metrics.py Energy_Score(X, 0.5, 'bot') (evaluate_metric.py)")
+def etran_energy(features, labels, *, probs=None, reference=None, percent=0.5):
+    """ETran's energy term as the official ``Energy_Score(X, percent=0.5, tail='bot')``.
+
+    ``e_i = logsumexp_k x_ik`` (minus the free energy of the features read as logits); the
+    score is the mean of the ``int(10 percent) * n // 1000`` lowest ``e_i`` (the lowest 0.5%:
+    2 samples at n = 500, 25 at n = 5,000). The official code averages an empty set, NaN,
+    when that count is 0 (n < 200 at the default): raised here as an input error. Labels are
+    not used. Not scale-invariant.
+    """
+    if not 0 < float(percent) <= 100:
+        raise ScoreInputError(f"etran_energy: percent must be in (0, 100]; got {percent!r}.")
+    n = features.shape[0]
+    k = int(float(percent) * 10) * n // 1000
+    if k < 1:
+        raise ScoreInputError(
+            f"etran_energy: the official Energy_Score averages the lowest int(10 * percent) * n // 1000 = "
+            f"{k} samples at n = {n}, percent = {percent} (NaN); it needs n >= "
+            f"{-(-1000 // max(int(float(percent) * 10), 1))} at this percent.")
+    mx = features.max(axis=1)
+    E = features - mx[:, None]
+    np.exp(E, out=E)
+    lse = mx + np.log(E.sum(axis=1))
+    return float(np.partition(lse, k - 1)[:k].mean())
+
+
+def _etran_lda_degenerate(X, y, value, **options):
+    C = int(y.max()) + 1
+    counts = np.bincount(y, minlength=C).astype(float)
+    M = (one_hot(y, C).T @ X) / counts[:, None]
+    if float(np.sum((X - M[y]) ** 2)) <= 1e-24 * max(float(np.sum(X * X)), 1e-300):
+        return ("etran_lda: the classes have no within-class variance; the official LDA_Score "
+                "inverts a singular matrix there (it raises)")
+    return None
+
+
+@register_score("etran_lda", paper=ETRAN_PAPER,
+                summary="ETran's classification score as the official LDA_Score: mean "
+                        "correct-class softmax of a nearest-class-mean rule",
+                reference=f"{ETRAN_REPO} metrics.py LDA_Score (class LDA)",
+                degenerate=_etran_lda_degenerate)
+def etran_lda(features, labels, *, probs=None, reference=None):
+    """ETran's classification term exactly as the official ``LDA_Score`` evaluates it.
+
+    The official ``LDA._solve_eigen`` takes ``np.linalg.eigh(inv(S_w') @ S_b)`` of a
+    *non-symmetric* matrix: ``eigh`` reads one triangle and returns an orthonormal basis
+    ``V``, so ``coef_ = means V V^T = means`` and the shrinkage cancels. The posteriors are
+    those of a nearest-class-mean rule with Euclidean distance and class priors,
+
+        p(c | x_i) = softmax_c(x_i . mu_c - ||mu_c||^2 / 2 + log n_c/n),
+
+    and the score is ``1/n sum_i p(y_i | x_i)``. Computed directly in O(n d C) instead of the
+    official O(d^3) inverse and eigendecomposition (same value to rounding). Translation
+    invariant; not scale-invariant.
+    """
+    n, d = features.shape
+    C = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=C).astype(float)
+    m = features.mean(axis=0)
+    Xc = features - m  # logits change by a per-sample constant: same posteriors
+    M = class_rows(labels, 1.0 / counts[labels], C) @ Xc
+    logits = Xc @ M.T
+    logits -= 0.5 * np.sum(M * M, axis=1)
+    logits += np.log(counts / n)
+    logits -= logits.max(axis=1, keepdims=True)
+    P = np.exp(logits)
+    P /= P.sum(axis=1, keepdims=True)
+    return float(np.mean(P[np.arange(n), labels]))
+
+
+def etran_combine(energy, lda, *, energy_weight: float = 0.15) -> dict:
+    """The official ETran score of a *set* of models (mgholamikn/ETran tw.py, ``-me etran``).
+
+    ``energy``, ``lda``: dicts model -> :func:`etran_energy` / :func:`etran_lda` value on one
+    dataset. Each is min-max scaled across the models, then
+    ``ETran = 0.15 * energy + 0.85 * lda``. Needs the whole candidate set (a model's value
+    depends on the others), so it is a helper, not a registered per-model score (like
+    :func:`features.scores.parc_ensemble`). A score equal for every model has no range; the
+    official code divides by zero there, raised here.
+    """
+    if set(energy) != set(lda):
+        raise ScoreInputError("etran_combine: energy and lda must score the same models; "
+                              f"differ in {sorted(set(energy) ^ set(lda))[:5]}.")
+
+    def scale(score, what):
+        v = {k: float(x) for k, x in score.items()}
+        lo, hi = min(v.values()), max(v.values())
+        if not hi > lo:
+            raise ScoreInputError(f"etran_combine: {what} is the same for every model (no range to scale).")
+        return {k: (x - lo) / (hi - lo) for k, x in v.items()}
+
+    if not energy:
+        return {}
+    e, c = scale(energy, "etran_energy"), scale(lda, "etran_lda")
+    w = float(energy_weight)
+    return {k: e[k] * w + c[k] * (1.0 - w) for k in e}

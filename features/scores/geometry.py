@@ -5,7 +5,10 @@ from typing import Mapping
 
 import numpy as np
 
+import scipy.linalg as sla
+
 from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_binary,
+                      spearman_grouped,
                       standardize)
 from .registry import ScoreInputError, register_score
 
@@ -30,32 +33,71 @@ def _reduce(X: np.ndarray, pca_dim, name: str, signed: bool = True) -> np.ndarra
     return pca(X, int(pca_dim), signed=signed)
 
 
+PARC_REF = "dbolya/parc@b05d062 methods.py PARC.forward (n_dims=32; feature_reduce)"
+
+
+def _parc_reduce(X: np.ndarray, pca_dim, random_state: int) -> np.ndarray:
+    """dbolya/parc ``feature_reduce``: scikit-learn's randomized PCA (``iterated_power=1``,
+    ``random_state=1919``) to ``min(pca_dim, n)`` dims; the same call, so the same output."""
+    from sklearn.decomposition import PCA
+
+    if pca_dim is None:
+        return X
+    if int(pca_dim) < 1:
+        raise ScoreInputError(f"parc: pca_dim must be a positive integer or None; got {pca_dim!r}.")
+    f = min(int(pca_dim), X.shape[0])
+    if f > X.shape[1]:
+        raise ScoreInputError(
+            f"parc: the official PCA to {f} dims needs at least {f} feature dims; the features have "
+            f"{X.shape[1]} (scikit-learn raises). Pass pca_dim=None (no PCA) or pca_dim <= {X.shape[1]}.")
+    return PCA(n_components=f, svd_solver="randomized", random_state=int(random_state),
+               iterated_power=1).fit_transform(X)
+
+
+def _standard_scale(Z: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``StandardScaler().fit_transform`` (same constant-column rule)."""
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit_transform(Z)
+
+
 @register_score("parc", paper=PARC_PAPER,
-                summary="Spearman correlation of feature and label dissimilarity matrices (PCA to 32 dims)")
-def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=None, seed=0):
-    """Pairwise Annotation Representation Comparison (Bolya et al. 2021).
+                summary="Spearman correlation of feature and label dissimilarity matrices "
+                        "(official randomized PCA to 32 dims)",
+                reference=PARC_REF)
+def parc(features, labels, *, probs=None, reference=None, pca_dim=32, max_samples=None, seed=0,
+         pca_random_state=1919):
+    """Pairwise Annotation Representation Comparison (Bolya et al. 2021), as dbolya/parc's
+    ``PARC(n_dims=32).forward`` computes it.
 
         PARC = spearman( triu(1 - corrcoef(Z)), triu(1 - corrcoef(onehot(y))) ),
 
-    where ``Z`` is the features reduced by PCA to ``pca_dim`` (default 32, as in the paper;
-    None: no PCA) and z-scored per column, and ``corrcoef`` correlates *samples* (rows). The
-    label dissimilarity takes two values (same class: 0, different: 1 + 1/(C-1)), so the
-    Spearman correlation equals the Pearson correlation of the ranked feature
-    dissimilarities with the "different class" indicator. Returned in [-1, 1] (the paper
-    prints x100). All samples are used by default; ``max_samples`` (a stated cap, recorded
-    with the stored score's ``params``) scores a seeded, label-independent subset instead,
-    which changes the value (the n x n matrices grow quadratically: about 1 GB of memory at
-    n = 5,000). Invariant to label permutation and
-    isotropic scaling; cost O(n d f + n^2 (f + log n)).
+    where ``Z`` is the features reduced by the official ``feature_reduce`` (scikit-learn's
+    randomized PCA with one power iteration, ``random_state=1919``, to ``min(pca_dim, n)``
+    dims; None: no PCA; directions without variance are kept, as there) and z-scored by
+    scikit-learn's ``StandardScaler``, and ``corrcoef`` correlates *samples* (rows). The
+    label dissimilarity takes two values, so the Spearman correlation equals the Pearson
+    correlation of the ranked feature dissimilarities with the "different class" indicator
+    (one sort instead of two ``rankdata`` calls: :func:`spearman_binary`). Returned in
+    [-1, 1] (the paper prints x100). ``max_samples`` (default None: all) scores a seeded
+    (``seed``), label-independent subset instead, which changes the value. The official
+    PCA needs ``d >= min(pca_dim, n)`` (else an input error). Invariant to label
+    permutation; cost O(n d f + n^2 (f + log n)).
     """
     sub = _subsample(features.shape[0], max_samples, seed, "parc")
     if sub is not None:
         features, labels = features[sub], labels[sub]
-    Z = standardize(_reduce(features, pca_dim, "parc"))
+    Z = _standard_scale(_parc_reduce(features, pca_dim, pca_random_state))
     n = Z.shape[0]
     tri = np.triu(np.ones((n, n), dtype=bool), k=1)
-    corr = np.clip(corr_matrix(Z)[tri], -1.0, 1.0)  # the dissimilarity 1 - corr ranks in reverse
-    return -spearman_binary(corr, (labels[:, None] != labels[None, :])[tri])
+    # both dissimilarities exactly as the official code rounds them: np.corrcoef of the
+    # one-hot labels gives same-class pairs 0 or a few ulps, and the official Spearman
+    # ranks those as distinct values
+    rdm1 = np.corrcoef(Z)
+    np.subtract(1.0, rdm1, out=rdm1)
+    rdm2 = np.corrcoef(one_hot(labels))
+    np.subtract(1.0, rdm2, out=rdm2)
+    return spearman_grouped(rdm1[tri], rdm2[tri])
 
 
 def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
@@ -89,7 +131,8 @@ def parc_ensemble(parc_scores: Mapping[str, float], depths: Mapping[str, float],
 @register_score("rsa", needs_reference=True,
                 paper="Dwivedi & Roig 2019, 'Representation similarity analysis for efficient "
                       "task taxonomy & transfer learning', CVPR",
-                summary="Spearman correlation of the model's and a reference model's dissimilarity matrices")
+                summary="Spearman correlation of the model's and a reference model's dissimilarity matrices",
+                reference="dbolya/parc@b05d062 methods.py RSA.get_rsa_correlation (n_dims=None)")
 def rsa(features, labels, *, probs=None, reference=None, pca_dim=None, max_samples=None, seed=0):
     """Representation Similarity Analysis score (Dwivedi & Roig 2019).
 
@@ -181,7 +224,8 @@ def _center_gram(K: np.ndarray, debiased: bool) -> np.ndarray:
 @register_score("dds", needs_reference=True,
                 paper="Dwivedi et al. 2020, 'DUality Diagram Similarity: a generic framework for "
                       "initialization selection in task transfer learning', ECCV",
-                summary="CKA between cosine dissimilarity matrices of z-scored model and reference features")
+                summary="CKA between cosine dissimilarity matrices of z-scored model and reference features",
+                reference="dbolya/parc@b05d062 methods.py DDS.get_similarity_from_rdms (cosine, debiased)")
 def dds(features, labels, *, probs=None, reference=None, distance="cosine", debiased=True,
         pca_dim=None, max_samples=None, seed=0):
     """Duality Diagram Similarity (Dwivedi et al. 2020).
@@ -218,7 +262,8 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
 
 
 @register_score("knn1", paper="1-nearest-neighbour baseline, as benchmarked in " + PARC_PAPER,
-                summary="leave-one-out 1-nearest-neighbour accuracy (Euclidean)")
+                summary="leave-one-out 1-nearest-neighbour accuracy (Euclidean)",
+                reference="dbolya/parc@b05d062 methods.py kNN(k=1, metric='l2')")
 def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", block=8192):
     """Leave-one-out 1-NN accuracy: ``mean_i [y_{nn(i)} = y_i]``, ``nn(i) = argmin_{j != i} dist``.
 
@@ -256,35 +301,68 @@ def _pair_sum(C: int, dist) -> float:
     return -2.0 * float(np.exp(-dist(i, j)).sum())
 
 
+GBC_REF = ("google-research/google-research@1d4d2f1 stable_transfer/transferability/gbc.py "
+           "get_gbc_score(gaussian_type='spherical') after features_targets_utils.pca_reduction(64)")
+
+
+def exact_pca_all(X: np.ndarray, k: int) -> np.ndarray:
+    """Scores of the top ``k`` principal components (n, k), exact, *including* directions
+    without variance (zero columns), as scikit-learn's ``PCA(k, svd_solver='full')``
+    returns them. Column signs are arbitrary (callers whose value does not depend on them)."""
+    Xc = X - X.mean(axis=0)
+    n, d = Xc.shape
+    if n <= d:
+        lam, U = sla.eigh(Xc @ Xc.T, subset_by_index=[n - k, n - 1])
+        return U[:, ::-1] * np.sqrt(np.maximum(lam[::-1], 0.0))
+    lam, V = sla.eigh(Xc.T @ Xc, subset_by_index=[d - k, d - 1])
+    return Xc @ V[:, ::-1]
+
+
 @register_score("gbc", paper=GBC_PAPER,
                 summary="minus the summed Bhattacharyya coefficients between per-class spherical "
-                        "Gaussians (official configuration)")
+                        "Gaussians (official configuration: exact PCA to 64 dims in float32)",
+                reference=GBC_REF,
+                deviation="the official TF code sums in float32; ours sums the same float32 PCA "
+                          "output in float64 (differences ~1e-7 relative)")
 def gbc(features, labels, *, probs=None, reference=None, pca_dim=64, gaussian="spherical",
         variance_floor=1e-4):
     """Gaussian Bhattacharyya Coefficient (Pandy et al. 2022), the official configuration.
 
-    Features are reduced by PCA to ``pca_dim`` (64, as in the official configuration; None:
-    off). Each class gets its mean ``mu_c`` and per-dimension population variance
-    ``v_ck = max(var_k(class c), variance_floor)`` (floor 1e-4, as in the official code).
-    ``gaussian="spherical"`` (the official default) replaces ``v_c`` by its mean
-    ``s_c = mean_k v_ck`` and, with ``s = (s_i + s_j) / 2``,
+    Features are reduced by the official ``pca_reduction``: exact PCA to ``pca_dim`` (64)
+    dims, *every* component kept (directions without variance, e.g. from dead units, are
+    zero columns whose variance the 1e-4 floor sets), output rounded to float32 as there;
+    ``pca_dim`` must not exceed ``min(n, d)`` (scikit-learn raises; an input error here;
+    None: no PCA). Each class gets its mean ``mu_c`` and per-dimension population variance
+    ``v_ck = max(var_k(class c), variance_floor)`` (floor 1e-4). ``gaussian="spherical"``
+    (the official default) replaces ``v_c`` by its mean ``s_c = mean_k v_ck`` and, with
+    ``s = (s_i + s_j) / 2``,
 
         D_B(i, j) = 1/8 sum_k (mu_ik - mu_jk)^2 / s + 1/2 (log s - 1/2 log s_i - 1/2 log s_j),
 
-    exactly as the official code evaluates it (the log term is that of one dimension, not
-    multiplied by the number of dimensions). ``gaussian="diagonal"``: with ``v = (v_i + v_j)/2``,
+    exactly as the official code evaluates it (the log term is that of one dimension).
+    ``gaussian="diagonal"``: with ``v = (v_i + v_j)/2``,
     ``D_B = 1/8 sum_k (mu_ik - mu_jk)^2 / v_k + 1/2 sum_k log(v_k / sqrt(v_ik v_jk))``. Then
 
         GBC = - sum_{i != j} exp(-D_B(i, j))  in [-C(C-1), 0].
 
     Invariant to label permutation, translation and rotation; *not* to scaling (the
-    variance floor is absolute). Cost O(n d f + C^2 f).
+    variance floor is absolute). Cost O(n d min(n, d) + C^2 f).
     """
     if gaussian not in ("diagonal", "spherical"):
         raise ScoreInputError(f"gbc: gaussian must be 'diagonal' or 'spherical'; got {gaussian!r}.")
     if not float(variance_floor) > 0:
         raise ScoreInputError(f"gbc: variance_floor must be > 0; got {variance_floor!r}.")
-    Z = _reduce(features, pca_dim, "gbc", signed=False)  # flipping a component leaves D_B unchanged
+    if pca_dim is None:
+        Z = features
+    else:
+        k = int(pca_dim)
+        if not 1 <= k <= min(features.shape):
+            raise ScoreInputError(
+                f"gbc: the official configuration reduces to pca_dim = {pca_dim} PCA dims, which needs "
+                f"at least that many samples and feature dims (n = {features.shape[0]}, d = "
+                f"{features.shape[1]}; scikit-learn raises). Pass pca_dim=None or pca_dim <= "
+                f"{min(features.shape)}.")
+        Z = exact_pca_all(features, k).astype(np.float32).astype(np.float64)  # official: float32 output
     C = int(labels.max()) + 1
     counts, mu = class_counts_means(Z, labels, C)
     resid = Z - mu[labels]
@@ -317,7 +395,9 @@ def _diagonal_bhattacharyya(mu: np.ndarray, var: np.ndarray):
 
 @register_score("gbc_diag", paper=GBC_PAPER,
                 summary="GBC with per-class diagonal Gaussians shrunk toward the pooled variance "
-                        "(this project's variant)")
+                        "(this project's variant)",
+                deviation="own variant of gbc: scale-free variance prior instead of the absolute 1e-4 "
+                          "floor, diagonal log term over every dimension")
 def gbc_diag(features, labels, *, probs=None, reference=None, pca_dim=64):
     """GBC with diagonal class Gaussians and a scale-free variance prior (this project's variant).
 
@@ -356,7 +436,8 @@ def _coding_rate(Z: np.ndarray, eps: float) -> float:
 
 @register_score("transrate",
                 paper="Huang et al. 2022, 'Frustratingly easy transferability estimation', ICML",
-                summary="coding rate of all features minus the mean coding rate within classes")
+                summary="coding rate of all features minus the mean coding rate within classes",
+                reference="thuml/Transfer-Learning-Library@efe6e33 tllib/ranking/transrate.py transrate")
 def transrate(features, labels, *, probs=None, reference=None, eps=1e-4):
     """TransRate (Huang et al. 2022), as in the authors' code.
 

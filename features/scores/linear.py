@@ -16,7 +16,8 @@ def _safe_ratio(num: float, den: float) -> float:
 
 
 @register_score("lfc", paper=DESHPANDE,
-                summary="centered kernel alignment of the feature Gram matrix with the label Gram matrix")
+                summary="centered kernel alignment of the feature Gram matrix with the label Gram matrix",
+                reference="no official code; the paper's formula (explicit n x n kernels in the tests)")
 def lfc(features, labels, *, probs=None, reference=None):
     """Label-Feature Correlation (Deshpande et al. 2021).
 
@@ -77,9 +78,13 @@ def lgc(features, labels, *, probs=None, reference=None):
 
 
 def _hscore_saturated(X, y, value) -> str | None:
-    """H-score equals its maximum C - 1: the centered features span every class indicator."""
+    """H-score at its bound: C - 1 (the centered features span every class indicator) or the
+    feature rank d (every feature direction is explained by the class means)."""
     n, d = X.shape
     C = int(y.max()) + 1
+    if n > d and d < C - 1 and value >= d * (1.0 - 1e-9):
+        return (f"hscore is at its bound d = {d} (fewer feature dims than C - 1 = {C - 1}, every one "
+                "explained by the class means); the value cannot rank models")
     if value < (C - 1) * (1.0 - 1e-9):
         return None
     why = (f"n <= d ({n} samples, {d} dims), so any features of full rank give it"
@@ -91,7 +96,10 @@ def _hscore_saturated(X, y, value) -> str | None:
                 paper="Bao et al. 2019, 'An information-theoretic approach to transferability "
                       "in task transfer learning', ICIP",
                 summary="tr(cov(f)^+ cov(E[f|y])): class-mean variance relative to feature covariance",
-                degenerate=_hscore_saturated)
+                degenerate=_hscore_saturated,
+                reference="dbolya/parc@b05d062 methods.py HScore.get_hscore_fast (n_dims=None)",
+                deviation="the official pinv(rcond=1e-15) keeps directions of relative size 1e-15 "
+                          "that ours (1e-10) treats as rank deficiency: equal to 1e-9 on full-rank input")
 def hscore(features, labels, *, probs=None, reference=None):
     """H-score (Bao et al. 2019): ``H = tr(cov(f)^+ cov(E[f|y]))``.
 
@@ -145,18 +153,22 @@ def ledoit_wolf_shrinkage(X: np.ndarray, sq_gram: float | None = None) -> float:
 @register_score("reg_hscore",
                 paper="Ibrahim et al. 2022, 'Newer is not always better: rethinking "
                       "transferability metrics, their peculiarities, stability and performance', ECML-PKDD",
-                summary="H-score with a Ledoit-Wolf shrunk feature covariance")
+                summary="H-score with a Ledoit-Wolf shrunk feature covariance",
+                reference="thuml/Transfer-Learning-Library@b0d863f tllib/ranking/hscore.py "
+                          "regularized_h_score")
 def reg_hscore(features, labels, *, probs=None, reference=None, shrinkage=None):
     """Shrinkage-regularized H-score (Ibrahim et al. 2022).
 
     ``H_a = (1 - a) tr(S_a^{-1} cov(E[f|y]))`` with ``S_a = (1 - a) S + a mu I``, ``S`` the
-    feature covariance, ``mu = tr(S)/d`` and ``a`` the Ledoit-Wolf shrinkage
+    feature covariance (1/n, Ledoit-Wolf's), ``cov(E[f|y])`` with 1/(n - 1) (``np.cov``'s
+    default, as the official tllib ``regularized_h_score``: so ``shrinkage=0`` gives
+    ``n/(n-1)`` times the H-score), ``mu = tr(S)/d`` and ``a`` the Ledoit-Wolf shrinkage
     (:func:`ledoit_wolf_shrinkage`, or the ``shrinkage`` option in [0, 1]). With
     ``Xc = U diag(s) V^T``:
 
         H_a = (1 - a) sum_c sum_k s_k^2 (u_k' y_c)^2 / (n n_c ((1 - a) s_k^2 / n + a mu)).
 
-    ``a = 0`` gives the H-score. For ``a > 0`` it is evaluated without an eigendecomposition:
+    (times ``n/(n-1)``). For ``a > 0`` it is evaluated without an eigendecomposition:
     ``K = (1 - a)/n G + a mu I`` on the smaller Gram matrix ``G`` is positive definite, and
     ``Xc S_a^-1 Xc^T = G K^-1`` (n <= d) or ``S_a = K`` (n > d), so one Cholesky solve gives
     the trace. Invariant to label permutation, isotropic scaling,
@@ -183,11 +195,11 @@ def reg_hscore(features, labels, *, probs=None, reference=None, shrinkage=None):
         cho = sla.cho_factor(K, lower=True, check_finite=False)
         if n <= d:  # Xc S_a^-1 Xc' = G K^-1 (push-through identity)
             F = G @ sla.cho_solve(cho, Y, check_finite=False)
-            return float((1.0 - a) * np.sum(Y * F / counts) / n)
+            return float((1.0 - a) * np.sum(Y * F / counts) / (n - 1))
         M = Xc.T @ Y
-        return float((1.0 - a) * np.sum(M * sla.cho_solve(cho, M, check_finite=False) / counts) / n)
+        return float((1.0 - a) * np.sum(M * sla.cho_solve(cho, M, check_finite=False) / counts) / (n - 1))
     U, s = thin_svd(Xc)
     if U.shape[1] == 0:
         return 0.0
     proj2 = (U.T @ Y) ** 2  # (r, C)
-    return float(np.sum(proj2 / counts))  # a = 0: the H-score
+    return float(np.sum(proj2 / counts) * n / (n - 1))  # a = 0: the H-score, times n / (n - 1)

@@ -12,6 +12,7 @@ from .registry import ScoreInputError, register_score
 
 def _leep_from_probs(theta: np.ndarray, labels: np.ndarray) -> float:
     n = theta.shape[0]
+    theta = np.asarray(theta, dtype=np.float64)  # probs come validated but uncast
     order = np.argsort(labels, kind="stable")
     C = int(labels.max()) + 1
     b = np.searchsorted(labels[order], np.arange(C + 1))  # class c: rows b[c]:b[c+1] of ts
@@ -26,6 +27,7 @@ def _leep_from_probs(theta: np.ndarray, labels: np.ndarray) -> float:
 @register_score("leep", needs_probs=True, uses_features=False,
                 paper="Nguyen et al. 2020, 'LEEP: A new measure to evaluate transferability of "
                       "learned representations', ICML",
+                reference="dbolya/parc@b05d062 methods.py LEEP.forward (src='probs')",
                 summary="log expected empirical prediction of the source head through P(y|z)")
 def leep(features, labels, *, probs=None, reference=None):
     """Log Expected Empirical Prediction (Nguyen et al. 2020).
@@ -44,7 +46,12 @@ def leep(features, labels, *, probs=None, reference=None):
 @register_score("nce", needs_probs=True, uses_features=False,
                 paper="Tran et al. 2019, 'Transferability and hardness of supervised "
                       "classification tasks', ICCV",
-                summary="negative conditional entropy of target labels given the source argmax label")
+                summary="negative conditional entropy of target labels given the source argmax label",
+                reference="Tran et al. 2019 formula; dbolya/parc@b05d062 methods.py NegativeCrossEntropy "
+                          "with eps=0",
+                deviation="dbolya/parc adds eps=1e-5 to each of the C x Z joint cells, which with 1,000 "
+                          "source classes outweighs the data (Spearman -0.5 against the formula); not "
+                          "reproduced")
 def nce(features, labels, *, probs=None, reference=None):
     """Negative Conditional Entropy (Tran et al. 2019).
 
@@ -61,93 +68,107 @@ def nce(features, labels, *, probs=None, reference=None):
     return float(np.sum(counts[nz] / n * np.log(counts[nz] / np.broadcast_to(col, counts.shape)[nz])))
 
 
+NLEEP_REF = "TencentARC/SFDA@eb1eee0 metrics.py NLEEP (component_ratio=5)"
+
+
 @register_score("nleep", iterative=True,
                 paper="Li et al. 2021, 'Ranking neural checkpoints', CVPR",
-                summary="LEEP with a Gaussian mixture fitted on PCA-reduced features as the source head")
-def nleep(features, labels, *, probs=None, reference=None, n_components=None, variance=0.8,
-          max_iter=100, seed=0):
-    """Gaussian-LEEP / N-LEEP (Li et al. 2021).
+                summary="mean P(y|x) through a Gaussian mixture (5 components per class, full "
+                        "covariance) fitted on the 80%-variance PCA of the features",
+                reference=NLEEP_REF,
+                deviation="GaussianMixture gets random_state=seed (official: None, a different fit "
+                          "each run)")
+def nleep(features, labels, *, probs=None, reference=None, component_ratio=5, variance=0.8,
+          seed=0):
+    """N-LEEP (Li et al. 2021) as TencentARC/SFDA ``metrics.NLEEP`` computes it.
 
-    Features are reduced by PCA to the fewest components explaining ``variance`` of the
-    variance (0.8 as in the paper), rescaled by one scalar (unit average variance), and a
-    diagonal-covariance Gaussian mixture with ``n_components`` (default: number of target
-    classes, at most n) is fitted by EM (``seed``); its posteriors ``P(k | x_i)`` replace the
-    source-class probabilities in LEEP (:func:`leep`):
+    ``PCA(n_components=0.8)`` (scikit-learn, exact SVD: the fewest components explaining more
+    than 80% of the variance), a ``GaussianMixture`` with ``component_ratio * C`` components
+    (scikit-learn defaults: full covariances, k-means init, ``reg_covar=1e-6``,
+    ``max_iter=100``) and its posteriors ``P(k | x_i)`` in place of source-class
+    probabilities:
 
-        NLEEP = 1/n sum_i log sum_k P(y_i | k) P(k | x_i),  P(y | k) = P(y, k) / P(k).
+        P(y, k) = 1/n sum_{i: y_i = y} P(k | x_i),  P(y | k) = P(y, k) / P(k),
+        NLEEP = 1/n sum_i sum_k P(y_i | k) P(k | x_i)      (no log, as the official code).
 
-    Iterative (EM). Invariant to label
-    permutation and isotropic scaling.
+    ``seed`` is the mixture's ``random_state`` (the official call leaves it None). Same
+    scikit-learn calls as the official function, so equal to it at the same seed. At least
+    ``component_ratio * C`` samples are needed (scikit-learn raises otherwise). Iterative
+    (EM). Invariant to label permutation.
     """
+    from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    if not 0 < float(variance) <= 1:
-        raise ScoreInputError(f"nleep: variance must be in (0, 1]; got {variance!r}.")
+    if not 0 < float(variance) < 1:
+        raise ScoreInputError(f"nleep: variance must be in (0, 1); got {variance!r}.")
     n = features.shape[0]
     C = int(labels.max()) + 1
-    K = C if n_components is None else int(n_components)
-    if not 1 <= K:
-        raise ScoreInputError(f"nleep: n_components must be >= 1; got {n_components!r}.")
-    K = min(K, n)
-    Z = pca(features, min(features.shape))
-    var = Z.var(axis=0)
-    total = var.sum()
-    if total <= 0:
-        return _leep_from_probs(np.full((n, 1), 1.0), labels)
-    keep = int(np.searchsorted(np.cumsum(var) / total, float(variance) - 1e-12) + 1)
-    Z = Z[:, :keep]
-    Z = Z / np.sqrt(Z.var(axis=0).mean())
-    gmm = GaussianMixture(n_components=K, covariance_type="diag", max_iter=int(max_iter),
-                          random_state=int(seed), reg_covar=1e-6)
+    K = int(component_ratio) * C
+    if not 1 <= K <= n:
+        raise ScoreInputError(f"nleep: the mixture has component_ratio * C = {K} components, but there are "
+                              f"{n} samples; it needs 1 <= components <= samples (lower component_ratio).")
+    pca_80 = PCA(n_components=float(variance))
+    Z = pca_80.fit(features).transform(features)
+    gmm = GaussianMixture(n_components=K, random_state=int(seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gmm.fit(Z)
-    return _leep_from_probs(gmm.predict_proba(Z), labels)
+        prob = gmm.fit(Z).predict_proba(Z)
+    order = np.argsort(labels, kind="stable")
+    b = np.searchsorted(labels[order], np.arange(C + 1))
+    ps = prob[order]
+    pyz = np.stack([ps[b[c]:b[c + 1]].sum(axis=0) for c in range(C)]) / n
+    py_z = pyz / pyz.sum(axis=0)
+    return float(np.sum(np.einsum("ik,ik->i", prob, py_z[labels])) / n)
 
 
 @register_score("split_lr", iterative=True,
                 paper="split logistic-regression baseline of Bolya et al. 2021, NeurIPS (PARC), "
                       "with its protocol",
-                summary="accuracy of a logistic regression trained on one half of the (shuffled) "
-                        "samples and tested on the other (PARC's split-logistic protocol)")
+                summary="accuracy of a logistic regression trained on the first half of the "
+                        "samples and tested on the second (PARC's SplitLogistic)",
+                reference="dbolya/parc@b05d062 methods.py SplitLogistic.forward (percent_train=0.5)",
+                deviation="seed=0 (default) first puts the samples in a seeded random order: PARC's "
+                          "probe sets come shuffled, ours are in dataset order, which can be sorted by "
+                          "class (then the halves share no class); seed=None is the official call")
 def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=20, tol=0.1,
              train_fraction=0.5, seed=0):
-    """Split logistic regression with the protocol of PARC's ``SplitLogistic`` baseline.
+    """Split logistic regression, PARC's ``SplitLogistic.forward``.
 
-    The samples are put in a seeded random order (``seed``; PARC's probe sets come in
-    random order, ours may be sorted by class), the first ``n - floor(train_fraction n)``
-    train and the rest test (PARC's split, not stratified); the raw features (no scaling)
-    fit scikit-learn's multinomial L2 logistic regression with PARC's solver settings
-    (lbfgs, ``C=1``, ``max_iter=20``, ``tol=0.1``, ``random_state=0``), and
-
-        split_lr = 1/|test| sum_{i in test} [argmax_c (W x_i + b)_c = y_i]
-
-    (PARC prints x100). A training half with a single class predicts that class. With two
-    classes scikit-learn >= 1.8 fits a binary logistic regression (PARC's code asked for a
-    two-class softmax, whose penalty is half as strong). Iterative (lbfgs). Invariant to
-    label permutation; *not* to scaling (the stopping rule and penalty see raw scales) or
-    duplication.
+    The first ``n - floor(train_fraction n)`` samples train and the rest test (PARC's
+    ``split_data``, not stratified); the raw features (no scaling) fit scikit-learn's L2
+    logistic regression with PARC's settings (lbfgs, ``C=1``, ``max_iter=20``, ``tol=0.1``,
+    ``random_state=0``) and the score is the test accuracy (PARC prints x100). ``seed``: an
+    int puts the samples in that seeded random order first (default 0; PARC's probe sets
+    come shuffled, ours keep the dataset's order, which may be sorted by class); None
+    splits in the given order, exactly the official call. A training half with a single
+    class predicts that class. With two classes scikit-learn >= 1.8 fits a binary logistic
+    regression (PARC's code asked for a two-class softmax, whose penalty is half as strong).
+    Iterative (lbfgs). *Not* invariant to scaling or duplication.
     """
     from sklearn.linear_model import LogisticRegression
 
     if not 0 < float(train_fraction) < 1:
         raise ScoreInputError(f"split_lr: train_fraction must be in (0, 1); got {train_fraction!r}.")
     n = labels.shape[0]
-    order = np.random.default_rng(int(seed)).permutation(n)
     cut = n - int(float(train_fraction) * n)
-    tr, te = order[:cut], order[cut:]
-    if te.size == 0 or tr.size == 0:
+    if cut >= n or cut <= 0:
         raise ScoreInputError(f"split_lr: {n} samples cannot be split into non-empty train and test halves "
                               f"with train_fraction={train_fraction}.")
-    if np.unique(labels[tr]).size < 2:
-        pred = np.full(te.size, labels[tr][0])
+    if seed is None:  # contiguous slices: no copies
+        Xtr, Xte, ytr, yte = features[:cut], features[cut:], labels[:cut], labels[cut:]
+    else:
+        order = np.random.default_rng(int(seed)).permutation(n)
+        tr, te = order[:cut], order[cut:]
+        Xtr, Xte, ytr, yte = features[tr], features[te], labels[tr], labels[te]
+    if np.unique(ytr).size < 2:
+        pred = np.full(yte.size, ytr[0])
     else:
         clf = LogisticRegression(C=float(C), max_iter=int(max_iter), tol=float(tol), random_state=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clf.fit(features[tr], labels[tr])
-        pred = clf.predict(features[te])
-    return float(np.mean(pred == labels[te]))
+            clf.fit(Xtr, ytr)
+        pred = clf.predict(Xte)
+    return float(np.mean(pred == yte))
 
 
 def _top_eig_gram(G: np.ndarray, iters: int = 200, tol: float = 1e-10,
@@ -219,66 +240,124 @@ def lda_posteriors_gram(Gww, Gwm, Gmm, y, counts, d, s):
     return P / P.sum(axis=1, keepdims=True)
 
 
+def iterative_a_gram(Gw: np.ndarray, r: np.ndarray, scale: float, max_iterations: int = 3) -> float:
+    """SFDA's ``iterative_A(S_w, 3)`` (TencentARC/SFDA utils.py) for ``S_w = scale Xw^T Xw``
+    from ``Gw = Xw Xw^T`` and ``r = Xw 1`` (the row sums), without the d x d matrix.
+
+    The official iteration starts at ``x = S_w 1``, alternates ``y = S_w x / ||S_w x||``,
+    ``x = S_w y / ||S_w y||`` three times and returns ``x^T S_w y``. Every iterate lies in the
+    row space of ``Xw``, ``x = Xw^T c``, so with ``S_w Xw^T c = Xw^T (scale Gw c)`` and
+    ``||Xw^T c||^2 = c^T Gw c`` the same numbers come from n-vectors. Returns NaN where the
+    official code divides by zero (``S_w 1 = 0``).
+    """
+    c = scale * r  # x = S_w 1 = Xw^T (scale Xw 1)
+    Gc = Gw @ c
+    cy = None
+    for _ in range(max_iterations):
+        t = scale * Gc  # temp = S_w x
+        Gt = Gw @ t
+        nt = np.sqrt(max(float(t @ Gt), 0.0))
+        cy, Gcy = t / nt, Gt / nt  # y
+        t = scale * Gcy  # temp = S_w y
+        Gt = Gw @ t
+        nt = np.sqrt(max(float(t @ Gt), 0.0))
+        c, Gc = t / nt, Gt / nt  # x
+    return float(scale * (Gc @ Gcy))  # x^T S_w y = scale (Gw c) . (Gw c_y)
+
+
+SFDA_REF = "TencentARC/SFDA@eb1eee0 metrics.py SFDA_Score (class SFDA, utils.iterative_A)"
+
+
+def _sfda_degenerate(X, y, value, **options):
+    if value >= 1.0 - 1e-12:
+        n, d = X.shape
+        why = (f"n <= d ({n} samples, {d} dims): the nearly unregularized LDA separates any labels"
+               if n <= d else "the shrunk LDA separates the training samples perfectly")
+        return f"sfda is at its bound 1.0: {why}; the value cannot rank models"
+    return None
+
+
 @register_score("sfda",
                 paper="Shao et al. 2022, 'Not all models are equal: predicting model "
                       "transferability in a self-challenging Fisher space', ECCV",
-                summary="mean correct-class probability of regularized LDA after confusion mixing")
-def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-4):
-    """Self-challenging Fisher Discriminant Analysis (Shao et al. 2022).
+                summary="mean correct-class probability of regularized LDA after confusion mixing",
+                reference=SFDA_REF, degenerate=_sfda_degenerate)
+def sfda(features, labels, *, probs=None, reference=None, min_shrinkage=1e-10):
+    """Self-challenging Fisher Discriminant Analysis (Shao et al. 2022), as TencentARC/SFDA's
+    ``SFDA_Score`` computes it.
 
-    1. Regularized FDA: within-class scatter ``S_w`` shrunk to ``(1-l) S_w + l tr(S_w)/d I``
-       with the adaptive ``l = exp(-5 lambda_max(S_w))`` (floored at ``min_shrinkage`` so it
-       stays invertible when n <= d); class posteriors ``p(c | x)`` of the resulting LDA.
-    2. ConfMix: ``p_i = softmax(p(. | x_i))_{y_i}`` and ``x_i <- p_i x_i + (1 - p_i) mu_out(y_i)``
-       (``mu_out(c)``: mean of the samples outside class c): hard samples move toward the
-       other classes.
+    1. Regularized FDA: the within-class covariance ``S_w`` (class covariances weighted by
+       the priors) shrunk to ``(1-l) S_w + l tr(S_w)/d I`` with ``l = max(exp(-5 lambda),
+       min_shrinkage)``, ``lambda`` from the official 3-step power iteration
+       (:func:`iterative_a_gram`, the same numbers as ``iterative_A``), floor 1e-10 as in the
+       official code. Its generalized eigenbasis is complete, so the official
+       ``coef_ = means V V^T`` is ``means S^-1``: the LDA posteriors ``p(c | x)``.
+    2. ConfMix: ``p_i = softmax(p(. | x_i))_{y_i}``, ``x_i <- p_i x_i + (1 - p_i) mu_{-y_i}``
+       with ``mu_{-c}`` the mean of the *other class means* (official ``_class_means``).
     3. ``SFDA = 1/n sum_i p'(y_i | x_i)`` with the LDA refit (same ``l``) on the mixed features.
 
-    Both LDAs are evaluated exactly from Gram matrices (:func:`lda_posteriors_gram`): the
-    features enter through one (n + C) x (n + C) Gram matrix of the within-class residuals
-    and class means; the mixed features are linear combinations of those rows, so their
-    Gram blocks follow in O(n^2 C). Cost O(n^2 d / 2 + n^2 C + n^3/3). Invariant to label
-    permutation and translation; not to scaling (``lambda_max`` is scale-dependent, as in
-    the paper).
+    Both LDAs are evaluated from Gram matrices (:func:`lda_posteriors_gram`): the features
+    enter through one n x n Gram matrix of the centered features; the mixed features are
+    linear combinations of the within-class residuals and class means, so their Gram
+    blocks follow in O(n^2 C). Cost O(n^2 d + n^3/3). With n <= d and the 1e-10 floor the
+    LDA separates the training samples and SFDA is 1.0, its bound: flagged as degenerate.
+    Invariant to label permutation and translation; not to scaling (``lambda_max`` is
+    scale-dependent).
     """
     if not 0 < float(min_shrinkage) <= 1:
         raise ScoreInputError(f"sfda: min_shrinkage must be in (0, 1]; got {min_shrinkage!r}.")
     n, d = features.shape
     C = int(labels.max()) + 1
-    Xc = features - features.mean(axis=0)
+    m = features.mean(axis=0)
+    Xc = features - m
     counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, labels, C)
-    lam = adaptive_shrinkage(Gww, float(min_shrinkage), scale=1.0 / n)
+    rc = Xc.sum(axis=1)  # Xc 1; the residual row sums Xw 1 = Xc 1 - (M 1)[y]
+    rw = rc - (np.bincount(labels, weights=rc, minlength=C) / counts)[labels]
+    lam_max = iterative_a_gram(Gww, rw, 1.0 / n)
+    if not np.isfinite(lam_max):
+        return float("nan")  # the official code divides by zero here (no within-class variance)
+    lam = max(float(np.exp(-5.0 * lam_max)), float(min_shrinkage))
     P = lda_posteriors_gram(Gww, Gwm, Gmm, labels, counts, d, lam)
     soft = np.exp(P)
     soft /= soft.sum(axis=1, keepdims=True)
     p = soft[np.arange(n), labels]
-    # ConfMix in coefficients of B = [Xw; M]. The centered class means satisfy
-    # sum_c n_c M_c = 0, so mu_out(c) = -n_c M_c / (n - n_c) and
-    # Xm_i = p_i x_i + (1 - p_i) mu_out(y_i) = p_i Xw_i + g_i M[y_i]:
-    g = p - (1.0 - p) * (counts / np.maximum(n - counts, 1.0))[labels]
-    gbar = np.bincount(labels, weights=g, minlength=C) / counts  # class means of Xm: Mm = Wp Xw + diag(gbar) M
-    dlt = g - gbar[labels]  # residuals: Xmw = diag(p) Xw - Wp[y] Xw + diag(dlt) M[y]
+    # ConfMix in the basis [Xw; M] (M: centered class means). With Msum = sum_c M_c,
+    # mu_{-c} - m = (Msum - M_c) / (C - 1), so the mixed (centered) features are
+    # Xm_i = p_i Xw_i + g_i M_{y_i} + h_i Msum, g = p - (1 - p)/(C - 1), h = (1 - p)/(C - 1):
+    # Xm = diag(p) Xw + A M with A = g e_y^T + h 1^T.
+    h = (1.0 - p) / (C - 1)
+    g = p - h
+    gbar = np.bincount(labels, weights=g, minlength=C) / counts
+    hbar = np.bincount(labels, weights=h, minlength=C) / counts
+    Abar = np.diag(gbar) + hbar[:, None]  # class means of A: Mm = Wp Xw + Abar M
+    dlt = g - gbar[labels]  # residual coefficients D = A - Abar[y] = dlt e_y^T + hd 1^T
+    hd = h - hbar[labels]
     Wp = class_rows(labels, p / counts[labels], C)  # (C, n), sparse: W_p[c, i] = p_i [y_i = c] / n_c
     WpGww = Wp @ Gww  # (C, n)
     WpGwm = Wp @ Gwm  # (C, C)
-    R1 = p[:, None] * Gww  # Xmw Xw^T = diag(p) Gww - (Wp Gww)[y] + diag(dlt) (Gwm^T)[y], in place
+    gsum = Gwm.sum(axis=1)  # Xw Msum^T
+    # R1 = Xmw Xw^T = diag(p) Gww - (Wp Gww)[y] + D Gwm^T, in place
+    R1 = p[:, None] * Gww
     R1 -= WpGww[labels]
     GwmTy = Gwm.T[labels]
     GwmTy *= dlt[:, None]
     R1 += GwmTy
-    R2 = p[:, None] * Gwm - WpGwm[labels] + dlt[:, None] * Gmm[labels]  # Xmw M^T
-    R1Wp = R1 @ Wp.T  # Xmw Xw^T Wp^T (n, C)
-    Gww2 = R1 * p[None, :]  # R1 diag(p) - (R1 Wp^T)[:, y] + R2[:, y] diag(dlt), in place
+    R1 += hd[:, None] * gsum[None, :]
+    # R2 = Xmw M^T = diag(p) Gwm - (Wp Gwm)[y] + D Gmm
+    R2 = p[:, None] * Gwm - WpGwm[labels] + dlt[:, None] * Gmm[labels] + hd[:, None] * Gmm.sum(axis=0)[None, :]
+    R1Wp = R1 @ Wp.T  # (n, C)
+    # Gww2 = Xmw Xmw^T = R1 diag(p) - (R1 Wp^T)[:, y] + R2 D^T, in place
+    Gww2 = R1 * p[None, :]
     Gww2 -= R1Wp[:, labels]
     R2y = R2[:, labels]
     R2y *= dlt[None, :]
     Gww2 += R2y
+    Gww2 += R2.sum(axis=1)[:, None] * hd[None, :]
     # Gww2 is symmetric up to rounding; lda_posteriors_gram reads only its lower triangle
-    # (Cholesky with lower=True) and its diagonal, so it is not symmetrized (an n x n transpose)
-    Gwm2 = R1Wp + R2 * gbar[None, :]
-    S1 = WpGww + gbar[:, None] * Gwm.T  # Mm Xw^T (C, n)
-    S2 = WpGwm + gbar[:, None] * Gmm  # Mm M^T (C, C)
-    Gmm2 = S1 @ Wp.T + S2 * gbar[None, :]
+    Gwm2 = R1Wp + R2 @ Abar.T
+    S1 = WpGww + Abar @ Gwm.T  # Mm Xw^T (C, n)
+    S2 = WpGwm + Abar @ Gmm  # Mm M^T (C, C)
+    Gmm2 = S1 @ Wp.T + S2 @ Abar.T
     Gmm2 = 0.5 * (Gmm2 + Gmm2.T)
     P2 = lda_posteriors_gram(Gww2, Gwm2, Gmm2, labels, counts, d, lam)
     return float(np.mean(P2[np.arange(n), labels]))

@@ -37,6 +37,11 @@ class ScoreSpec:
     #: ``degenerate(X, y, value, **options) -> str | None``: why the value carries no
     #: information for this input (e.g. H-score at n <= d), or None
     degenerate: Callable | None = None
+    #: the official code this score equals: repository@commit, file, function and the
+    #: configuration it is reproduced in ("" where there is none); see docs/scores.md
+    reference: str = ""
+    #: how the score differs from ``reference`` and why ("" where it equals it)
+    deviation: str = ""
 
     def options(self) -> list[str]:
         """Names of the keyword options the score function accepts."""
@@ -49,7 +54,8 @@ SCORES: dict[str, ScoreSpec] = {}
 
 
 def register_score(name, *, paper, summary, needs_probs=False, needs_reference=False,
-                   iterative=False, higher_is_better=True, degenerate=None, uses_features=True):
+                   iterative=False, higher_is_better=True, degenerate=None, uses_features=True,
+                   reference="", deviation=""):
     """Decorator registering ``fn`` in :data:`SCORES` under ``name`` (names are unique)."""
 
     def deco(fn):
@@ -58,7 +64,8 @@ def register_score(name, *, paper, summary, needs_probs=False, needs_reference=F
         SCORES[name] = ScoreSpec(name=name, fn=fn, paper=paper, summary=summary,
                                  needs_probs=needs_probs, needs_reference=needs_reference,
                                  iterative=iterative, higher_is_better=higher_is_better,
-                                 degenerate=degenerate, uses_features=uses_features)
+                                 degenerate=degenerate, uses_features=uses_features,
+                                 reference=reference, deviation=deviation)
         return fn
 
     return deco
@@ -144,30 +151,53 @@ def _labels(name: str, labels, n_min: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _probs(name: str, probs, n: int) -> np.ndarray:
-    p = _finite_matrix(name, "probs", probs, n)
-    if p.min() < 0:
+    """Validated source-class probabilities, as given (not cast, not renormalized: the
+    official LEEP/NCE code uses them as they are).
+
+    Two passes over the array (row sums, minimum) instead of a cast, a finiteness pass and
+    a normalized copy: for NCE the input check costs less than the score.
+    """
+    p = _shape_only(name, "probs", probs, n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = np.add.reduce(p, axis=1)  # NaN/inf make a row sum non-finite
+    if not np.isfinite(s).all():
+        _finite_matrix(name, "probs", p, n)  # raises, naming the count and the first position
+    mn = p.min()
+    if mn < 0:
         r, c = np.argwhere(p < 0)[0]
         raise ScoreInputError(
             f"{name}: probs must be source-class probabilities (>= 0); probs[{r}, {c}] = "
             f"{p[r, c]:g}. Apply a softmax to logits first.")
-    s = p.sum(axis=1)
-    off = np.abs(s - 1.0) > 1e-3
+    off = np.abs(s.astype(np.float64, copy=False) - 1.0) > 1e-3
     if off.any():
         r = int(np.argmax(off))
         raise ScoreInputError(
             f"{name}: each row of probs must sum to 1 ({int(off.sum())} rows do not; row {r} "
-            f"sums to {s[r]:.6g}). Pass softmax probabilities, not logits.")
-    if p is probs or (isinstance(probs, np.ndarray) and np.shares_memory(p, probs)):
-        return p / s[:, None]  # never modify the caller's array
-    p /= s[:, None]
+            f"sums to {float(s[r]):.6g}). Pass softmax probabilities, not logits.")
     return p
+
+
+def _shape_only(name: str, what: str, arr, n: int) -> np.ndarray:
+    """``arr`` as an array after the dtype and shape checks of :func:`_finite_matrix`, without
+    reading its values (for inputs a score does not use, or checks itself)."""
+    try:
+        a = np.asarray(arr)
+    except Exception as exc:
+        raise ScoreInputError(f"{name}: {what} cannot be read as a numeric array ({exc}).") from None
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a) \
+            or a.ndim != 2 or a.shape[0] != n or a.shape[1] == 0:
+        return _finite_matrix(name, what, a, n, cast=False)  # raises with the precise message
+    return a
 
 
 def validate_inputs(name: str, features, labels, *, probs=None, reference=None):
     """Validated ``(X float64 [n,d], y int [n] in 0..C-1, probs, reference)`` for score ``name``."""
     spec = get_score(name)
     y, _ = _labels(name, labels)
-    X = _finite_matrix(name, "features", features, len(y), cast=spec.uses_features)
+    if spec.uses_features:
+        X = _finite_matrix(name, "features", features, len(y))
+    else:  # LEEP, NCE: the features are never read, so only their shape is checked
+        X = _shape_only(name, "features", features, len(y))
     P = R = None
     if spec.needs_probs:
         if probs is None:
@@ -231,10 +261,43 @@ def score_with_flag(name, features, labels, *, probs=None, reference=None, **kwa
     params = {p: sig.parameters[p].default for p in valid}
     params.update(kwargs)
     flag = None
-    if spec.degenerate is not None:
-        with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):
+        flag = input_flag(X, y, uses_features=spec.uses_features)  # the input first: the wider reason
+        if flag is None and spec.degenerate is not None:
             flag = spec.degenerate(X, y, value, **kwargs)
     return ScoreResult(value=value, flag=flag, params=params)
+
+
+#: features whose total standard deviation is at most this fraction of their scale
+#: (root mean square) are "near-constant": below float32 resolution (6e-8) times ~16
+NEAR_CONSTANT_REL = 1e-6
+
+
+def input_flag(X: np.ndarray, y: np.ndarray, uses_features: bool = True) -> str | None:
+    """Why an input makes *every* score uninformative, or None (checked by :func:`score_with_flag`).
+
+    * every class has a single sample (C = n): no within-class statistics exist, and the
+      scores reach their bounds (H-score = rank, SFDA = 1, LEEP-type scores = 0);
+    * constant or near-constant features (total standard deviation <= ``NEAR_CONSTANT_REL``
+      times the features' root-mean-square, or exactly 0): the official codes give NaN or
+      raise there; any finite value a score returns carries no information. Not checked
+      for scores that do not read the features (LEEP, NCE).
+    """
+    n = y.shape[0]
+    C = int(y.max()) + 1
+    if C == n:
+        return f"every class has a single sample (C = n = {n}): no score can rank models on this input"
+    if uses_features:
+        mean = X.sum(axis=0) / n
+        sq = float(np.einsum("ij,ij->", X, X)) / n  # one pass, no n x d temporary
+        ms = float(mean @ mean)
+        var = max(sq - ms, 0.0)  # rounding: at most ~1e-16 sq, far below the threshold squared
+        scale = float(np.sqrt(sq))
+        if var <= 0.0 or np.sqrt(var) <= NEAR_CONSTANT_REL * scale:
+            what = "constant" if var <= 0.0 else f"near-constant (relative spread {np.sqrt(var) / scale:.1e})"
+            return (f"the features are {what} across the {n} samples: the official code gives NaN "
+                    "or raises; the value carries no information")
+    return None
 
 
 def constant_flag(values, rel: float = 1e-9) -> str | None:
