@@ -107,7 +107,7 @@ def _spearman(a, b) -> str:
     return f"{float(spearmanr(a, b)[0]):.3f}"
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench_scores", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 repeats, naive LogME timed once")
@@ -127,7 +127,11 @@ def main(argv=None) -> int:
                     help="also compute ours and the reference on K (default 5) feature sets of rising "
                          "quality (Spearman of the two over the sets)")
     ap.add_argument("--naive", action="store_true", help="time the per-class LogME (default only at n <= 1000)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     ref_repeats = max(1, args.ref_repeats or (repeats if args.n <= 1000 else 1))
     if args.threads:
