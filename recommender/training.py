@@ -82,7 +82,8 @@ def build_history(store, *, source=None, regime=None, target_rule: str = "best",
 
     if target_rule not in TARGET_RULES:
         raise RecommenderError(f"unknown target rule {target_rule!r}; valid: {', '.join(TARGET_RULES)}")
-    hist = HistoryFrame.from_store(store, source=source, regime=regime, rule=target_rule, metric=metric)
+    hist = HistoryFrame.from_store(store, source=source, regime=regime, rule=target_rule, metric=metric,
+                                   dataset_scope="source")
     t = hist.targets
     n_ds = int(t["dataset"].nunique()) if len(t) else 0
     if n_ds < min_datasets:
