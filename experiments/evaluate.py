@@ -587,7 +587,7 @@ def nested_choice(fold, specs, *, protocol: str = "kfold", inner_folds: int = NE
     ties going to the higher mean Pearson, then to the earlier candidate. When no inner
     fold can be built, the first candidate is chosen and the reason recorded.
     """
-    from history.viability import assess
+    from history.viability import assess_groups
 
     train = fold.train
     lower = not M.METRICS[select_on].higher_is_better
@@ -606,7 +606,8 @@ def nested_choice(fold, specs, *, protocol: str = "kfold", inner_folds: int = NE
     if viable_only:
         nc = (pd.to_numeric(train.datasets.set_index("name")["num_classes"], errors="coerce")
               if "num_classes" in train.datasets.columns else pd.Series(dtype=float))
-        res = assess(train.targets, nc)
+        # per source (pooled rows keep their own ``sources``) and regime: another source never un-flags
+        res = assess_groups(train.targets, nc, by=("sources", "regime"))
         degenerate = set(res.loc[res["degenerate"], "model"].astype(str))
     scores = {s.label: {select_on: [], "pearson": []} for s in specs}
     for f in inner.folds:

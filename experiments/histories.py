@@ -28,7 +28,7 @@ def load_history(store, *, source=None, regime=None, rule="best", metric=None, m
     if regime is None and len(regimes) > 1:
         raise RecommenderError(f"source {source!r} has {len(regimes)} regimes ({', '.join(regimes)}); their "
                                "targets must not be pooled -- choose one with --regime")
-    h = HistoryFrame.from_store(store, source=source, regime=regime, rule=rule, metric=metric)
+    h = HistoryFrame.from_store(store, source=source, regime=regime, rule=rule, metric=metric, dataset_scope="source")
     notes = []
     all_t = store.targets(rule, source=source, regime=regime)
     other = all_t[~all_t["metric"].isin(h.targets["metric"].unique())]

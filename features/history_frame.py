@@ -62,15 +62,35 @@ class HistoryFrame:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_store(cls, store, *, source=None, regime=None, rule: str = "best", metric=None) -> "HistoryFrame":
+    def from_store(cls, store, *, source=None, regime=None, rule: str = "best", metric=None,
+                   dataset_scope: str = "all") -> "HistoryFrame":
         """Build the frame from a :class:`history.store.HistoryStore`.
 
         ``source`` / ``regime`` filter the jobs (a name or a list). ``metric`` selects the
         target metric; by default the most frequent one (``accuracy`` on ties). When a
         source filter is given, the candidate models are those of that source (models with
         a job or a score in it); otherwise every model in the store.
+
+        ``dataset_scope="source"`` (with a source filter; what ``train`` and ``evaluate`` read)
+        also keeps the frame to that source: the datasets with a job or a score of the source
+        plus the datasets no source has a job on (registered with ``history add-dataset``),
+        and the scores of the source plus those of no job source (``score-cli``). Another
+        source's datasets would otherwise add categories (e.g. ``d:domain=medical``) to the
+        featurizer's vocabulary and change the fit. ``"all"`` (default, e.g. ``predict``, which
+        may rank a dataset only another source ran) keeps every dataset and score.
+
+        The models' ``degenerate`` / ``degenerate_reason`` are computed on read from the jobs
+        read, per source and regime (:func:`history.viability.flags_for_jobs`): the flags of
+        the source and regime asked for, never un-set by another source's runs.
         """
-        targets = store.targets(rule, source=source, regime=regime)
+        from history.store.targets import TARGET_RULES, aggregate_targets
+        from history.viability import flags_for_jobs
+
+        if rule not in TARGET_RULES:
+            raise ValueError(f"unknown target rule {rule!r}; valid: {', '.join(TARGET_RULES)}")
+        jobs = store.jobs_frame(source=source, regime=regime)  # what store.targets() aggregates
+        jobs = jobs[jobs["value"].notna()]
+        targets = aggregate_targets(jobs, rule)
         if not targets.empty:
             if metric is None:
                 counts = targets["metric"].value_counts()
@@ -89,6 +109,11 @@ class HistoryFrame:
             models = models[models["name"].isin(keep_models)]
             scores = scores[scores["model"].isin(keep_models)]
         datasets = store.datasets_frame().drop(columns=["id"], errors="ignore")
+        models = _with_flags(models, flags_for_jobs(jobs, datasets))
+        if dataset_scope not in ("all", "source"):
+            raise ValueError(f"unknown dataset_scope {dataset_scope!r}; valid: all, source")
+        if dataset_scope == "source" and source is not None:
+            datasets, scores = _source_scope(store, _as_set(source), datasets, scores)
         if "flag" in scores:  # a degenerate score (flagged when computed) is missing, not information
             scores = scores[scores["flag"].isna()]
         if not scores.empty:
@@ -151,6 +176,45 @@ class HistoryFrame:
         s = self.summary()
         return (f"HistoryFrame(targets={s['targets']}, models={s['models']}, datasets={s['datasets']}, "
                 f"score_methods={s['score_methods']})")
+
+
+def _job_sources(store) -> dict:
+    """dataset name -> the sources with a job on it (one small distinct query)."""
+    from sqlalchemy import select
+
+    from history import schema as S
+
+    q = (select(S.datasets.c.name, S.jobs.c.source).join(S.jobs, S.jobs.c.dataset_id == S.datasets.c.id)
+         .distinct())
+    out: dict = {}
+    with store.read() as conn:
+        for name, src in conn.execute(q).all():
+            out.setdefault(name, set()).add(src)
+    return out
+
+
+def _source_scope(store, srcs: set, datasets: pd.DataFrame, scores: pd.DataFrame):
+    """The datasets and scores of ``srcs`` (``from_store(dataset_scope="source")``)."""
+    by_ds = _job_sources(store)
+    job_sources = set().union(*by_ds.values()) if by_ds else set()
+    scores = scores[scores["source"].isin(srcs) | ~scores["source"].isin(job_sources)]
+    own = set(scores["dataset"])
+    keep = [n for n in datasets["name"] if n in own or not by_ds.get(n) or by_ds[n] & srcs]
+    datasets = datasets[datasets["name"].isin(keep)]
+    return datasets, scores[scores["dataset"].isin(set(keep))]
+
+
+def _with_flags(models: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """``models`` with the viability flags of the jobs read (models without an assessed job
+    are not degenerate)."""
+    models = models.copy()
+    flag = flags.set_index("model") if len(flags) else None
+    names = models["name"].astype(str)
+    models["degenerate"] = (names.map(flag["degenerate"]).fillna(False).astype(bool) if flag is not None
+                            else False)
+    models["degenerate_reason"] = names.map(flag["reason"]) if flag is not None else None
+    models.loc[~models["degenerate"], "degenerate_reason"] = None
+    return models
 
 
 def _normalize_targets(t) -> pd.DataFrame:

@@ -19,6 +19,13 @@ VTAB-1k runs, 1,000 training examples): pooling those into
 TransferGraph's full fine-tunings sank the TransferGraph ranking (docs/recommenders.md,
 "Pooled training"), so pool the primary's regime where the other source has it
 (:func:`pool_regime`, the rule ``train`` and ``evaluate`` pool by unless a regime is named).
+
+One scale: every pooled source contributes one regime and its datasets are renamed per
+source, so the per-dataset standardization is per dataset within each source and regime;
+``train`` refuses a pooled frame for a recommender with ``target_norm="none"``. Viability
+flags stay per source and regime: a model's row (with its ``degenerate`` flag, computed by
+``HistoryFrame.from_store`` for its source) comes from the primary when the primary has it,
+so another source never un-flags a candidate of the datasets ranked.
 """
 from __future__ import annotations
 

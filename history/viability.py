@@ -15,10 +15,24 @@ Rule (documented in docs/evaluation.md):
 * a model is **degenerate** when it is at chance on at least ``MIN_SHARE`` (80%) of the
   assessed datasets it was run on. Models with no assessed dataset are not flagged.
 
-The flag is stored with the model (``models.degenerate``, ``models.degenerate_reason``) and
-recomputed for every model by :meth:`history.store.HistoryStore.commit` whenever a commit
-adds jobs or dataset facts, so it follows the histories. ``evaluate --candidates viable``
-and ``predict`` leave flagged models out of the ranking.
+Flags are per **source and regime**: the rule runs on each (source, regime) group of jobs on
+its own (its own chance floors, its own share of datasets), so another source's runs never
+un-flag a model of this one (SHiFT's runs of ``lysandre/tiny-vit-random`` do not make it
+viable in TransferGraph, whose full fine-tunings have it at chance on 10 of 12 datasets).
+
+Where they live (backward compatible, no schema change):
+
+* ``HistoryFrame.from_store`` computes the flags **on read** (:func:`flags_for_jobs`) from
+  the jobs it reads, i.e. for the source and regime it was asked for; evaluate, train and
+  predict use those. A store written by an older version (flags pooled over every source)
+  therefore gives the same per-source flags without a migration;
+* the stored column (``models.degenerate``, ``models.degenerate_reason``) is the summary
+  over the whole store: flagged when degenerate in **at least one** (source, regime) where
+  it was assessed, recomputed by :meth:`history.store.HistoryStore.commit` whenever a commit
+  adds jobs or dataset facts (import summaries, ``history`` listings). An unfiltered read
+  (several sources or regimes) applies the same "any group" rule.
+
+``evaluate --candidates viable`` and ``predict`` leave flagged models out of the ranking.
 """
 from __future__ import annotations
 
@@ -72,9 +86,49 @@ def assess(results: pd.DataFrame, num_classes) -> pd.DataFrame:
     return out[cols]
 
 
+#: the columns a group of jobs is assessed by on its own
+GROUP_KEYS = ("source", "regime")
+
+
+def assess_groups(results: pd.DataFrame, num_classes, by=GROUP_KEYS) -> pd.DataFrame:
+    """:func:`assess` on each ``by`` group of ``results`` (default per source and regime) on its
+    own; a model is degenerate when it is degenerate in at least one group where it was
+    assessed. One row per model, :func:`assess`'s columns plus ``group`` (the flagging
+    group, else the group with the most assessed datasets; ``"source/regime"``)."""
+    cols = ["model", "n_assessed", "n_at_chance", "degenerate", "reason", "group"]
+    keys = [k for k in by if results is not None and k in results.columns]
+    if results is None or len(results) == 0:
+        return pd.DataFrame(columns=cols)
+    if not keys:
+        return assess(results, num_classes).assign(group=None)[cols]
+    parts = []
+    for key, g in results.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        parts.append(assess(g, num_classes).assign(group="/".join(map(str, key))))
+    res = pd.concat(parts, ignore_index=True)
+    res = res.sort_values(["degenerate", "n_assessed", "group"], ascending=[False, False, True], kind="mergesort")
+    flagged = res[res["degenerate"]].groupby("model")["group"].agg(list)
+    out = res.drop_duplicates("model", keep="first").set_index("model")
+    for m, groups in flagged.items():
+        out.loc[m, "reason"] = f"{out.loc[m, 'reason']} (jobs of {', '.join(groups)})"
+    return out.reset_index().sort_values("model", kind="mergesort").reset_index(drop=True)[cols]
+
+
+def flags_for_jobs(jobs: pd.DataFrame, datasets: pd.DataFrame) -> pd.DataFrame:
+    """The flags of the models in ``jobs`` (completed jobs: model, dataset, metric, value,
+    source, regime) per source and regime (:func:`assess_groups`), with ``datasets``'
+    class counts: columns ``model, degenerate, reason``."""
+    if jobs is None or jobs.empty or datasets is None or "num_classes" not in datasets.columns:
+        return pd.DataFrame(columns=["model", "degenerate", "reason"])
+    nc = pd.to_numeric(datasets.drop_duplicates("name").set_index("name")["num_classes"], errors="coerce")
+    res = assess_groups(jobs[jobs["value"].notna()], nc)
+    return res[["model", "degenerate", "reason"]]
+
+
 def update_models(conn) -> dict:
     """Recompute and store the flag of every model inside ``conn``'s transaction (the floor
-    of a dataset depends on all its models). Returns ``{"assessed": models updated,
+    of a dataset depends on all its models), per source and regime (:func:`assess_groups`:
+    flagged when degenerate in one of them). Returns ``{"assessed": models updated,
     "degenerate": how many are flagged}``."""
     from sqlalchemy import bindparam, select, update
 
@@ -84,28 +138,31 @@ def update_models(conn) -> dict:
     # best value per (model id, dataset id, metric), from jobs read in parts into compact columns (ids as
     # integers, one shared string per metric, names joined from the small tables): a store of
     # 1.5M pairs needs ~100 MB here instead of ~900 MB of row objects
-    q = (select(j.c.model_id, j.c.dataset_id, j.c.metric, j.c.value)
+    q = (select(j.c.model_id, j.c.dataset_id, j.c.metric, j.c.value, j.c.source, j.c.regime)
          .where(j.c.status == "completed").where(j.c.value.is_not(None)))
-    cur, parts, metrics = conn.execute(q), [], {}
+    cur, parts, texts = conn.execute(q), [], {}
     while rows := cur.fetchmany(100_000):
-        mids, dids, mets, vals = zip(*rows)
+        mids, dids, mets, vals, srcs, regs = zip(*rows)
         parts.append(pd.DataFrame({"model_id": np.array(mids, dtype=np.int64),
                                    "dataset_id": np.array(dids, dtype=np.int64),
-                                   "metric": [metrics.setdefault(x, x) for x in mets],
-                                   "value": np.array(vals, dtype=float)}))
-        del rows, mids, dids, mets, vals
+                                   "metric": [texts.setdefault(x, x) for x in mets],
+                                   "value": np.array(vals, dtype=float),
+                                   "source": [texts.setdefault(x, x) for x in srcs],
+                                   "regime": [texts.setdefault(x, x) for x in regs]}))
+        del rows, mids, dids, mets, vals, srcs, regs
     if not parts:
         return {"assessed": 0, "degenerate": 0}
     df = pd.concat(parts, ignore_index=True)
     del parts
-    df = df.groupby(["model_id", "dataset_id", "metric"], sort=False, as_index=False)["value"].max()
+    df = df.groupby(["model_id", "dataset_id", "metric", *GROUP_KEYS], sort=False, as_index=False,
+                    dropna=False)["value"].max()
     names = dict(conn.execute(select(m.c.id, m.c.name)).all())
     dsets = {i: (n, c) for i, n, c in conn.execute(select(d.c.id, d.c.name, d.c.num_classes)).all()}
     df["model"] = df["model_id"].map(names)
     df["dataset"] = df["dataset_id"].map({i: n for i, (n, _) in dsets.items()})
     used = set(df["dataset_id"].unique().tolist())
     nc = pd.Series({n: c for i, (n, c) in dsets.items() if i in used}, dtype=object)
-    res = assess(df, pd.to_numeric(nc, errors="coerce"))
+    res = assess_groups(df, pd.to_numeric(nc, errors="coerce"))
     mid = pd.Series({names[i]: i for i in df["model_id"].unique().tolist()})
     rows = [{"mid": int(mid[r.model]), "deg": bool(r.degenerate), "why": r.reason}
             for r in res.itertuples(index=False)]
@@ -129,5 +186,5 @@ def degenerate_models(models: pd.DataFrame, targets: pd.DataFrame | None = None,
     if targets is None or datasets is None or "num_classes" not in datasets.columns:
         return set()
     nc = pd.to_numeric(datasets.set_index("name")["num_classes"], errors="coerce")
-    res = assess(targets, nc)
+    res = assess_groups(targets, nc)
     return set(res.loc[res["degenerate"], "model"].astype(str))

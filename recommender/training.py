@@ -74,6 +74,40 @@ def _recommender_info(name: str):
 
 
 # ------------------------------------------------------------------------------ history
+def check_source(store, source=None) -> None:
+    """Refuse to train on a store of several sources without ``--source``: their histories
+    (other protocols, other accuracy scales, other viability flags) are never mixed silently.
+    One source -> train on it; ``--source a,b`` pools them on purpose (:mod:`features.pooling`)."""
+    if source is not None:
+        return
+    sources = store.sources()
+    if len(sources) < 2:
+        return
+    try:
+        by = store.stats()["by_source"]
+    except Exception:  # noqa: BLE001 - the counts only decorate the message
+        by = {}
+    listing = ", ".join(f"{s} ({by[s]['datasets']} datasets)" if s in by else s for s in sources)
+    raise RecommenderError(
+        f"the store holds {len(sources)} sources: {listing}; train on one with --source NAME (e.g. --source "
+        f"{sources[0]}), or pool them on purpose with --source A,B (the first source's datasets are the "
+        "ones ranked; docs/recommenders.md, 'Several sources in one store')")
+
+
+def trained_on(hist) -> dict:
+    """The sources and regimes of a training frame's targets (pooled rows count under their own
+    source and regime, ``extra.pooled_from``)."""
+    t = hist.targets
+    srcs = sorted({s for v in t["sources"].dropna() for s in str(v).split(",")}) if "sources" in t else []
+    pooled = {}
+    if "extra" in hist.datasets.columns:
+        for ex in hist.datasets["extra"]:
+            if isinstance(ex, dict) and isinstance(ex.get("pooled_from"), dict):
+                pf = ex["pooled_from"]
+                pooled[str(pf.get("source"))] = str(pf.get("regime"))
+    return {"sources": srcs, "regimes": sorted(map(str, t["regime"].unique())), "pooled": pooled}
+
+
 def build_history(store, *, source=None, regime=None, target_rule: str = "best", metric=None,
                   min_datasets: int = MIN_DATASETS):
     """The training :class:`HistoryFrame`, or a clear refusal when it cannot be trained on."""
@@ -82,7 +116,9 @@ def build_history(store, *, source=None, regime=None, target_rule: str = "best",
 
     if target_rule not in TARGET_RULES:
         raise RecommenderError(f"unknown target rule {target_rule!r}; valid: {', '.join(TARGET_RULES)}")
-    hist = HistoryFrame.from_store(store, source=source, regime=regime, rule=target_rule, metric=metric)
+    check_source(store, source)
+    hist = HistoryFrame.from_store(store, source=source, regime=regime, rule=target_rule, metric=metric,
+                                   dataset_scope="source")
     t = hist.targets
     n_ds = int(t["dataset"].nunique()) if len(t) else 0
     if n_ds < min_datasets:
@@ -257,10 +293,12 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
 
     names = resolve_names(names)
     if history is None:
+        check_source(store, source)
         regime = default_regime(store, source=source, regime=regime)
     hist = history if history is not None else build_history(
         store, source=source, regime=regime, target_rule=target_rule, metric=metric)
     counts = history_counts(hist)
+    on = trained_on(hist)
     root = models_root(home)
     store_url = _safe_store_url(store)
     t = hist.targets
@@ -277,6 +315,10 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
             return create_recommender(name, **kw)
 
         rec = make()
+        if on["pooled"] and rec.get_params().get("target_norm", "dataset") != "dataset":
+            raise RecommenderError(f"{name}: pooled sources need target_norm='dataset' (each source's accuracies "
+                                   "standardized per dataset); got target_norm="
+                                   f"{rec.get_params().get('target_norm')!r}")
         t0, started = time.perf_counter(), time.time()  # started: the MLflow run's start (it spans the fit)
         rec.fit(hist)
         fit_s = time.perf_counter() - t0
@@ -296,6 +338,7 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
             "store": store_url,
             "source": source,
             "regime": regime,
+            "trained_on": on,
             "target_rule": target_rule,
             "metric": str(t["metric"].iloc[0]) if len(t) and "metric" in t else metric,
             "features": rparams.get("features", features),

@@ -72,6 +72,18 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     return pooled
 
 
+def _on(info) -> str:
+    """``source transfergraph-image, regime full`` (pooled: ``... + pooled shift (regime vtab-1k)``)."""
+    on = info.get("trained_on") or {}
+    pooled = on.get("pooled") or {}
+    own = [s for s in on.get("sources") or [] if s not in pooled] or [info.get("source") or "?"]
+    regimes = on.get("regimes") or [info.get("regime") or "?"]
+    text = f"source {', '.join(own)}, regime {', '.join(regimes)}"
+    for src, reg in sorted(pooled.items()):
+        text += f" + pooled {src} (regime {reg})"
+    return text
+
+
 def _fmt(v, spec=".3f"):
     return "n/a" if v is None else format(v, spec)
 
@@ -98,10 +110,8 @@ def run(args) -> int:
     failed = []
     for r in results:
         c, m = r.counts, r.metrics
-        filt = ", ".join(f"{k}={v}" for k, v in (("source", args.source), ("regime", args.regime)) if v)
-        print(f"trained {r.name}: {c['pairs']:,} (model, dataset) targets from {c['jobs']:,} jobs, "
-              f"{c['datasets']} datasets x {c['models']} models"
-              f"{' [' + filt + ']' if filt else ''}, features={r.info.get('features')}, "
+        print(f"trained {r.name} on {_on(r.info)}: {c['pairs']:,} (model, dataset) targets from {c['jobs']:,} jobs, "
+              f"{c['datasets']} datasets x {c['models']} models, features={r.info.get('features')}, "
               f"fit {r.fit_seconds:.1f} s")
         line = f"  in-sample RMSE {_fmt(m.get('train_rmse'))}, Pearson {_fmt(m.get('train_pearson'))}"
         if "cv_pearson" in m:
