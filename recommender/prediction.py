@@ -97,7 +97,7 @@ def _candidates(hist, dataset: str, outside, include_degenerate: bool):
     models = hist.model_names()
     out = set(outside)
     keep = [m for m in models if m not in out]
-    counts = {"outside_context": len(models) - len(keep)}
+    counts = {"outside_context": len(out)}  # with a source, HistoryFrame has already left most of them out
     models = keep
     # an image dataset is not a candidate for a text model (and vice versa); models or
     # datasets whose modality is unknown are kept
