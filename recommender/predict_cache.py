@@ -190,3 +190,76 @@ def save_calibrations(home=None, known=(), keep: int = 64) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------- the prior of a dataset
+def peek_saved(name, home=None):
+    """``(name, training info)`` of the saved recommender ``predict`` would load, read from its
+    ``training.json`` alone (no model loaded); None when it must be loaded to know (or to fail)."""
+    from .model_io import DEFAULT_ORDER, saved_recommenders
+
+    try:
+        saved = saved_recommenders(home)
+    except OSError:
+        return None
+    n = name if name is not None else next((x for x in DEFAULT_ORDER if x in saved), None)
+    if n is None or n not in saved or not saved[n] or saved[n].get("corrupt"):
+        return None
+    return n, saved[n]
+
+
+def model_signature(name: str, home=None) -> str | None:
+    """Changes whenever a file of the saved recommender ``name`` does (size, modification time)."""
+    from .model_io import models_root
+
+    folder = models_root(home) / name
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        parts = [f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    except OSError:
+        return None
+    return hashlib.sha256("|".join(parts).encode()).hexdigest() if parts else None
+
+
+def prior_key(store, name: str, home, ctx: dict, dataset: str, pool) -> str | None:
+    fp, sig = store_fingerprint(store), model_signature(name, home)
+    if fp is None or sig is None:
+        return None
+    blob = json.dumps([VERSION, fp, sig, name, ctx["source"], ctx["regime"], ctx["rule"], ctx["metric"], dataset,
+                       list(pool)], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load_prior(key: str | None, home=None):
+    """``(prior, std or None)`` saved under ``key``, or None."""
+    import numpy as np
+
+    if key is None:
+        return None
+    path = cache_root(home) / "priors" / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            prior, std = z["prior"].copy(), z["std"].copy()
+            has_std = bool(z["has_std"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return prior, (std if has_std else None)
+
+
+def save_prior(key: str | None, prior, std, home=None, keep: int = 256) -> None:
+    import numpy as np
+
+    if key is None:
+        return
+    folder = cache_root(home) / "priors"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.npz"
+        np.savez(tmp, prior=np.asarray(prior, dtype=float),
+                 std=np.asarray(std if std is not None else [], dtype=float), has_std=std is not None)
+        os.replace(tmp, folder / f"{key}.npz")
+        files = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[keep:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass

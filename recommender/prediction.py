@@ -160,9 +160,13 @@ def _one_blas_thread():
 def _recommend(store, dataset, *, name, home, k, regime, source, include_finetuned, include_degenerate,
                ignore_own_results):
     from .adaptive import update_predictions
-    from .predict_cache import load_calibrations, save_calibrations
+    from .predict_cache import load_calibrations, load_prior, peek_saved, prior_key, save_calibrations, save_prior
 
-    rec, info, name = load_saved(name, home)
+    rec, peek = None, peek_saved(name, home)  # the prior may be cached: load the model only when needed
+    if peek is None:
+        rec, info, name = load_saved(name, home)
+    else:
+        name, info = peek
     hist, ctx = history_context(store, info, source=source, regime=regime, home=home)
     t = hist.targets
     own = t[t["dataset"] == dataset].groupby("model")["value"].max()
@@ -171,8 +175,16 @@ def _recommend(store, dataset, *, name, home, k, regime, source, include_finetun
     pool = models + [m for m in own.index if m not in cand]  # every own result conditions the others
     pairs = pd.DataFrame({"model": pool, "dataset": dataset})
     # the recommender's features never read the context's targets: the prior ignores own results
-    prior = pd.Series(np.asarray(rec.predict(pairs, history=hist), dtype=float), index=pool)
-    std = rec.predict_std(pairs, history=hist)
+    key = prior_key(store, name, home, ctx, dataset, pool)
+    got = load_prior(key, home)
+    if got is None:
+        if rec is None:
+            rec, info, name = load_saved(name, home)
+        got = (np.asarray(rec.predict(pairs, history=hist), dtype=float), rec.predict_std(pairs, history=hist))
+        save_prior(key, *got, home=home)
+    prior, std = pd.Series(got[0], index=pool), got[1]
+    has_uncertainty = bool(getattr(rec, "has_uncertainty", False)) if rec is not None \
+        else bool(info.get("has_uncertainty"))
     used = {} if ignore_own_results else {m: float(v) for m, v in own.items()}
     known = None
     if used:
@@ -201,12 +213,12 @@ def _recommend(store, dataset, *, name, home, k, regime, source, include_finetun
     if k is not None:
         out = out.head(int(k))
     out = out[["rank", "model", "predicted", "std", "real", "guess", "prior", "measured", "elsewhere"]]
-    meta = _meta(dataset, name, info, ctx, hist, rec, counts, own, used, prior, else_, out, include_finetuned,
-                 n_candidates=len(models))
+    meta = _meta(dataset, name, info, ctx, hist, has_uncertainty, counts, own, used, prior, else_, out,
+                 include_finetuned, n_candidates=len(models))
     return out.reset_index(drop=True), meta
 
 
-def _meta(dataset, name, info, ctx, hist, rec, counts, own, used, prior, else_, out, include_finetuned,
+def _meta(dataset, name, info, ctx, hist, has_uncertainty, counts, own, used, prior, else_, out, include_finetuned,
           n_candidates) -> dict:
     own_rows = [{"model": str(m), "real": float(v), "prior": float(np.clip(prior[m], 0.0, 1.0))}
                 for m, v in own.sort_values(ascending=False, kind="mergesort").items()]
@@ -236,7 +248,7 @@ def _meta(dataset, name, info, ctx, hist, rec, counts, own, used, prior, else_, 
                                 "value": float(r.value)} for r in else_.itertuples(index=False)],
         "notes": cold_start_notes(dataset, hist, info, own, else_),
         "cold_start": bool(own.empty),
-        "has_uncertainty": bool(getattr(rec, "has_uncertainty", False)),
+        "has_uncertainty": has_uncertainty,
         "guesses": int(out["guess"].sum()),
     }
 
