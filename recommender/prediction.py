@@ -54,6 +54,7 @@ def history_context(store, info: dict, *, source=None, regime=None, home=None):
 
     from .predict_cache import cached_context
 
+    _check_asked(store, source, regime)
     src = source if source is not None else info.get("source")
     reg = regime if regime is not None else info.get("regime")
     rule, metric = info.get("target_rule") or "best", info.get("metric")
@@ -78,6 +79,23 @@ def history_context(store, info: dict, *, source=None, regime=None, home=None):
            "origin": origin, "outside_models": derived["outside_models"], "cached": hit,
            "uninformed": set(derived["uninformed"]), "elsewhere": derived["elsewhere"]}
     return hist, ctx
+
+
+def _check_asked(store, source, regime) -> None:
+    """An asked source / regime the store has no result for is an error, not an empty ranking."""
+    from history.errors import NotFoundError, closest
+
+    for what, value, have in (("source", source, lambda: store.sources()),
+                              ("regime", regime, lambda: list(store.stats()["by_regime"]))):
+        if value is None:
+            continue
+        names = sorted(map(str, have()))
+        for v in [value] if isinstance(value, str) else list(value):
+            if v not in names:
+                hint = closest(v, names)
+                raise NotFoundError(f"no results of {what} {v!r} in the store"
+                                    + (f"; did you mean: {', '.join(hint)}?" if hint else ".")
+                                    + f" {what.capitalize()}s with results: {', '.join(names) or 'none'}.")
 
 
 def describe_context(ctx: dict) -> str:

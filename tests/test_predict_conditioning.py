@@ -128,3 +128,7 @@ def test_bad_inputs_are_one_line(trained, cli):
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     rc, out, err = cli("predict", "--dataset", "nope_dataset", "--ignore-own-results")
     assert rc == 2 and "Traceback" not in err
+    for flag, bad in (("--source", "synthetc"), ("--regime", "fulll")):
+        rc, out, err = cli("predict", "--dataset", "ds1", flag, bad)
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert f"no results of {flag[2:]} {bad!r}" in err and "did you mean" in err
