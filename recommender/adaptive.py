@@ -108,6 +108,25 @@ def _loglik(resid, K, noise):
     return float(-0.5 * a @ a - np.log(np.diag(L)).sum())
 
 
+def update_rule(prior: pd.Series, targets: pd.DataFrame, dataset: str) -> "AdaptiveRanker":
+    """THE rule that updates predictions with a dataset's own results, shared by ``search`` and
+    ``predict``: an :class:`AdaptiveRanker` (default parameters, kernel weights calibrated on the
+    history's other datasets) with ``prior`` as its mean, fitted on ``targets`` without ``dataset``.
+    ``update_rule(...).posterior(observed)`` is the updated prediction of every model."""
+    return AdaptiveRanker().fit(prior, targets, exclude=[dataset])
+
+
+def update_predictions(prior: pd.Series, targets: pd.DataFrame, dataset: str, observed: dict) -> pd.Series:
+    """``prior`` updated with ``observed`` ``{model: accuracy}`` on ``dataset`` by :func:`update_rule`.
+
+    With no usable observation (none, or none among ``prior``'s models) the prior itself is
+    returned, unchanged (same object values, bit for bit)."""
+    usable = {m: v for m, v in observed.items() if m in prior.index and v is not None and np.isfinite(v)}
+    if not usable:
+        return prior
+    return update_rule(prior, targets, dataset).posterior(usable)
+
+
 class AdaptiveRanker:
     """Posterior predicted accuracies of ``models`` given observed fine-tunes (see module doc).
 

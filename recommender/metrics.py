@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import stats
 
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +61,8 @@ def spearman(y_true, y_pred) -> float:
     t, p = _pair(y_true, y_pred)
     if _constant(t) or _constant(p):
         return float("nan")
+    from scipy import stats  # imported on use: scipy.stats costs ~1 s at import (predict never needs it)
+
     return pearson(stats.rankdata(t), stats.rankdata(p))
 
 
@@ -76,6 +77,8 @@ def kendall_tau(y_true, y_pred) -> float:
     t, p = _pair(y_true, y_pred)
     if _constant(t) or _constant(p):
         return float("nan")
+    from scipy import stats
+
     return float(stats.kendalltau(t, p).statistic)
 
 
@@ -94,6 +97,8 @@ def weighted_tau(y_true, y_pred) -> float:
     t, p = _pair(y_true, y_pred)
     if _constant(t) or _constant(p):
         return float("nan")
+    from scipy import stats
+
     return float(stats.weightedtau(t, p).statistic)
 
 

@@ -6,7 +6,7 @@ stored as a job. Strategies:
 
 ``adaptive`` (default)  the first pick is the recommender's top model; after each result
                         the observed accuracies update every prediction
-                        (:class:`recommender.adaptive.AdaptiveRanker`: models that moved
+                        (:func:`recommender.adaptive.update_rule`, also used by ``predict``: models that moved
                         together with the observed ones on past datasets move with them)
                         and the next pick is the best updated prediction;
 ``static``              the recommender's order, unchanged;
@@ -258,7 +258,7 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     one pick (the grid) run together; so do the models of one halving rung and, with an
     executor that is not in process, the picks of the static strategy.
     """
-    from .adaptive import AdaptiveRanker
+    from .adaptive import update_rule
 
     _check_search(strategy, budget, grid)
     emit = on_event or (lambda *_: None)
@@ -277,7 +277,7 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
 
         warm_tracking(tracking_uri, home)
     seen = observed_on(store, dataset, models, exclude_search=sid)
-    ranker = AdaptiveRanker().fit(prior, targets, exclude=[dataset])
+    ranker = update_rule(prior, targets, dataset)  # the same rule predict uses (adaptive.update_rule)
     from .executor import LocalExecutor
 
     executor = executor or LocalExecutor()

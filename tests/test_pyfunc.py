@@ -53,7 +53,8 @@ def test_registered_pyfunc_predicts_like_the_saved_recommender(trained, name):
     home, uri = trained
     model = _load(f"models:/recommender-{name}/1", uri)
     got = model.predict(PAIRS)
-    assert list(got.columns) == ["model", "dataset", "predicted", "std"]
+    assert list(got.columns) == ["model", "dataset", "predicted", "std", "reason", "conditioned_on"]
+    assert (got["reason"] == "").all() and (got["conditioned_on"] == 0).all()
     assert list(got["model"]) == list(PAIRS["model"])
     rec = load_recommender(home / "models" / name)
     np.testing.assert_allclose(got["predicted"], rec.predict(PAIRS), rtol=1e-9)

@@ -127,7 +127,7 @@ def test_train_logs_saves_and_predict_formats_agree(synth, ml_home, cli):
     rc_tab, out_tab, _ = cli("predict", "--dataset", "ds3", "--include-finetuned", "--top", "3")
     assert rc == rc_csv == rc_tab == 0
     csv = pd.read_csv(io.StringIO(out_csv))
-    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real", "guess"]
+    assert list(csv.columns) == ["rank", "model", "predicted", "std", "real", "guess", "prior", "measured", "elsewhere"]
     assert list(csv["model"]) == [r["model"] for r in rows] and len(rows) == 8
     assert list(csv["rank"]) == list(range(1, 9))
     pred = [r["predicted"] for r in rows]
@@ -140,8 +140,9 @@ def test_train_logs_saves_and_predict_formats_agree(synth, ml_home, cli):
         if r["real"] is not None:
             assert r["real"] == pytest.approx(t[r["model"]])
     lines = out_tab.splitlines()
-    assert lines[1].split() == ["rank", "model", "predicted", "real"]
-    assert [ln.split()[1] for ln in lines[3:6]] == [r["model"] for r in rows[:3]]
+    assert lines[1].startswith("context: ")  # which source and regime the numbers refer to
+    assert lines[2].split() == ["rank", "model", "predicted", "real"]
+    assert [ln.split()[1] for ln in lines[4:7]] == [r["model"] for r in rows[:3]]
 
 
 def test_new_dataset_is_predictable_and_uses_new_scores(synth, home, cli):
