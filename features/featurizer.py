@@ -49,16 +49,12 @@ import scipy.sparse as sp
 
 from history.errors import RecommenderError, SchemaMismatchError
 
+from .groups import GROUP_HELP, GROUPS  # noqa: F401  (defined in groups.py, light for the CLI)
 from .history_frame import HistoryFrame
 from .meta_values import _cat, _informative_scores, _merge_meta, _norm_name, _num, _tf
 
 #: Bump when the meaning or order of columns changes; saved with every trained model.
 FEATURE_SCHEMA_VERSION = 1
-GROUPS = ("d", "m", "s", "t", "k", "x")
-#: what each group holds, for error messages and docs
-GROUP_HELP = {"d": "dataset meta", "m": "model meta", "s": "model-selection scores",
-              "t": "text similarity of datasets and model sources", "k": "collaborative kernel over rich dataset similarity",
-              "x": "model x dataset interactions"}
 TEXT_PCS = 8  # principal components of the dataset text embedding used as t: features
 X_TEXT_PCS = 4  # of which crossed with model size / input size in x:
 
