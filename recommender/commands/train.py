@@ -5,6 +5,7 @@ import sys
 
 from ..defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
 from . import add_parser, open_store
+from .flags import features_help
 
 HELP = "fit recommenders on the stored history, save them and log them to MLflow"
 
@@ -22,9 +23,7 @@ def register(sub):
                         "sources' datasets are renamed <dataset>@<source> and every dataset's target is "
                         "standardized on its own (docs/recommenders.md)")
     p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab-1k)")
-    p.add_argument("--features", default=None,
-                   help="feature groups, comma-separated: d (dataset meta), m (model meta), s (MS scores); "
-                        f"default: {DEFAULT_FEATURES}")
+    p.add_argument("--features", default=None, help=features_help(DEFAULT_FEATURES))
     p.add_argument("--target-rule", default="best", choices=["best", "mean", "latest"],
                    help="how the jobs of one (model, dataset) become one target (default: best)")
     p.add_argument("--metric", default=None, help="target metric (default: the most frequent, accuracy)")
