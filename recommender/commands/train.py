@@ -42,7 +42,7 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     named after its colon, else the first source's regime when it has it, else its most
     frequent one (:func:`features.pooling.pool_regime`, the rule ``evaluate`` pools by)."""
     from features.pooling import pool_histories, pool_regime
-    from history.errors import NotFoundError
+    from history.errors import unknown_name_error
     from recommender.training import build_history, default_regime
 
     frames = []
@@ -51,8 +51,8 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     for i, part in enumerate(p for p in spec.split(",") if p.strip()):
         src, _, reg = part.strip().partition(":")
         if src not in known:
-            raise NotFoundError(f"unknown source {src!r} in --source {spec!r}; sources in the store: "
-                                f"{', '.join(known) or 'none'}")
+            raise unknown_name_error("source", src, known, where=f" in --source {spec!r}",
+                                     plural="sources in the store")
         if i == 0:
             reg = default_regime(store, source=src, regime=reg or regime)
             if reg is None:  # one regime per pair: the most common one names the primary's protocol
