@@ -29,6 +29,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from history.util import is_missing
+
 from .benchmarks import BENCHMARKS, INNER_FOLDS, REPO, Benchmark, default_data_dir
 
 
@@ -109,7 +111,7 @@ def run_benchmark(bench: Benchmark, data: Path, store_dir: Path, *, recommenders
 
 
 def _cell(v, metric) -> str:
-    if v is None or v != v:
+    if is_missing(v):
         return "n/a"
     return f"{v:.2f}" if metric.startswith("regret") else f"{v:.3f}"
 

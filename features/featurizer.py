@@ -48,6 +48,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from history.errors import RecommenderError, SchemaMismatchError
+from history.util import is_missing
 
 from .groups import GROUP_HELP, GROUPS  # noqa: F401  (defined in groups.py, light for the CLI)
 from .history_frame import HistoryFrame
@@ -754,10 +755,10 @@ def _jsonify_extra(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         if df[c].dtype == object and c != "name":
             if df[c].map(lambda v: isinstance(v, (dict, list))).any() or c == "extra":
-                df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                df[c] = df[c].map(lambda v: None if is_missing(v)
                                   else json.dumps(v, sort_keys=True, default=str))
             else:
-                df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+                df[c] = df[c].map(lambda v: None if is_missing(v) else str(v))
     return df.reset_index(drop=True)
 
 
