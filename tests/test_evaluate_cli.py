@@ -26,9 +26,9 @@ def _run(capsys, store, *args):
 @pytest.mark.parametrize("args, expected", [
     (["--source", "parc-controlled", "--protocol", "loso"], "Valid protocols: lodo, setting1, coldstart, setting2"),
     (["--source", "parc-controled"], "Valid sources: parc, parc-controlled"),
-    (["--source", "parc-controlled", "--recommender", "lr,xgb"], "Valid recommenders: lr, fm, lgbm, lgbm-rank"),
+    (["--source", "parc-controlled", "--recommender", "lr,xgb"], "Valid recommenders: blend, lr, fm, lgbm, lgbm-rank"),
     (["--source", "parc-controlled", "--baselines", "oracle"], "Valid baselines: all, none, ms:<method>"),
-    (["--source", "parc-controlled", "--regime", "vtab-1k"], "its regimes: full"),
+    (["--source", "parc-controlled", "--regime", "vtab-1k"], "Valid regimes of 'parc-controlled': full"),
     (["--source", "parc-controlled", "--features", "d,q"], "unknown feature group 'q'"),
 ])
 def test_bad_inputs_list_valid_choices(capsys, parc_store, args, expected):
