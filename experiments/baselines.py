@@ -52,7 +52,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from history.errors import NotFoundError
+from history.errors import NotFoundError, unknown_name_error
 
 HYBRID_K = 5
 
@@ -335,8 +335,8 @@ def resolve_baselines(spec, full) -> list[BaselineSpec]:
     for name in names:
         base, _, method = name.partition(":")
         if base not in BASELINES:
-            raise NotFoundError(f"unknown baseline {name!r}; valid baselines: {valid}"
-                                + (f" (stored MS methods: {', '.join(methods)})" if methods else ""))
+            raise unknown_name_error("baseline", name, ["all", "none"] + list_baselines(),
+                                     extra=f"Stored MS methods: {', '.join(methods)}." if methods else "")
         b = BASELINES[base]
         if b.per_method:
             if not method:

@@ -15,7 +15,7 @@ from history.errors import NotFoundError, RecommenderError
 
 def register_evaluate(sub) -> None:
     from recommender.commands import add_parser
-
+    from recommender.commands.flags import features_help, renamed
     from recommender.protocols import list_protocols
 
     from .evaluate import DEFAULT_RECOMMENDERS, NESTED_GRID, NESTED_INNER_FOLDS
@@ -31,19 +31,20 @@ def register_evaluate(sub) -> None:
                                     "(per-dataset standardized targets; docs/recommenders.md)")
     p.add_argument("--regime", help="training regime (e.g. vtab-1k for shift); required when the source has several")
     p.add_argument("--metric", help="target metric (default: the most frequent, e.g. accuracy)")
-    p.add_argument("--rule", default="best", help="target rule: best | mean | latest (default best)")
+    renamed(p, "--rule", p.add_argument(
+        "--target-rule", default="best", choices=["best", "mean", "latest"],
+        help="how the jobs of one (model, dataset) become one target (default: best)"))
     p.add_argument("--protocol", default="lodo",
                    help=f"one of {', '.join(list_protocols())}, or budget (default lodo)")
     p.add_argument("--budget", type=int, default=10,
                    help="with --protocol budget: the largest number of fine-tunes b (default 10); each held-out "
                         "dataset replays strategies that pick models one at a time (experiments/budget.py)")
-    p.add_argument("--recommenders", default=",".join(DEFAULT_RECOMMENDERS),
-                   help="comma-separated recommender names, or 'none' (default: the default recommender and the "
-                        f"nested grid, {','.join(DEFAULT_RECOMMENDERS)})")
+    renamed(p, "--recommenders", p.add_argument(
+        "--recommender", "-r", default=",".join(DEFAULT_RECOMMENDERS),
+        help="recommender name(s), comma-separated, or 'none' (default: the default recommender and the nested "
+             f"grid, {','.join(DEFAULT_RECOMMENDERS)})"))
     p.add_argument("--features", action="append", default=None,
-                   help="feature set(s): groups d (dataset meta), m (model meta), s (MS scores), t (text similarity), "
-                        "k (rich collaborative kernel), x (model x dataset interactions); repeatable "
-                        "or ';'-separated, e.g. --features 'd,m;d,m,s' (default d,m and d,m,s if scores exist)")
+                   help=features_help("d,m and d,m,s if scores exist", repeatable=True))
     p.add_argument("--baselines", default="all",
                    help="'all', 'none' or comma-separated names (ms:<method>, source-accuracy, model-mean, "
                         "parc-heuristic, hybrid:<method>, parc-ensemble:<method>)")
@@ -55,7 +56,7 @@ def register_evaluate(sub) -> None:
                                       "19 VTAB image tasks of shift")
     p.add_argument("--candidates", default="viable", choices=["viable", "all"],
                    help="candidate models the tables lead with: 'viable' (default; degenerate models -- at chance "
-                        "on >= 80%% of their datasets -- left out) or 'all'; both are computed and saved in --json")
+                        "on >= 80%% of their datasets -- left out) or 'all'; both are computed and saved in --json-out")
     p.add_argument("--select", default="none", choices=["none", "nested"],
                    help="'nested': add the method 'nested', the configuration chosen on inner folds of each outer "
                         "fold's training data (never the held-out dataset); the choice per fold is printed")
@@ -67,8 +68,9 @@ def register_evaluate(sub) -> None:
                    help=f"inner dataset groups for nested selection (default {NESTED_INNER_FOLDS})")
     p.add_argument("--select-on", default="regret@1", help="inner metric nested selection minimises / maximises "
                                                            "(default regret@1)")
-    p.add_argument("--json", dest="json_file", help="write machine-readable results (per fold/dataset/method "
-                                                    "metrics + config) to this file")
+    renamed(p, "--json", p.add_argument(
+        "--json-out", metavar="FILE", help="write machine-readable results (per fold/dataset/method metrics + "
+                                           "config) to this file"))
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--no-plots", action="store_true", help="log no plots to MLflow")
     p.add_argument("--quiet-datasets", action="store_true", help="print only the summary table")
@@ -108,7 +110,7 @@ def _run_budget(args) -> int:
 
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1, got {args.budget}")
-    recs = [r.strip() for r in str(args.recommenders).split(",") if r.strip() and r.strip() != "none"]
+    recs = [r.strip() for r in str(args.recommender).split(",") if r.strip() and r.strip() != "none"]
     feature_sets = parse_feature_sets(args.features) if args.features else ["d,m"]
     rec, feats = (recs or ["lr"])[0], feature_sets[0]
     if len(recs) > 1 or len(feature_sets) > 1:
@@ -116,15 +118,15 @@ def _run_budget(args) -> int:
               file=sys.stderr)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     rows, summary, source, regime = run_on_store(
-        open_store(args), source=args.source, regime=args.regime, rule=args.rule, metric=args.metric,
+        open_store(args), source=args.source, regime=args.regime, rule=args.target_rule, metric=args.metric,
         modality=args.modality, budget=args.budget, recommender=rec, features=feats, datasets=datasets,
         progress=not args.no_progress, viable_only=args.candidates == "viable")
     print(f"{source}" + (f" / {regime}" if regime else "") + f" -- budget {args.budget}, "
           f"{args.candidates} candidates, {int(summary['datasets'].max())} held-out datasets "
           "(regret in accuracy points after b fine-tunes)")
     print(_table(summary, args.budget))
-    if args.json_file:
-        path = Path(args.json_file)
+    if args.json_out:
+        path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"config": {"protocol": "budget", "budget": args.budget, "source": source,
                                                "regime": regime, "recommender": rec, "features": feats,
@@ -160,7 +162,7 @@ def run_evaluate(args) -> int:
         from .histories import load_pooled
 
         history, source, regime, notes, primary = load_pooled(store, source=args.source, regime=args.regime,
-                                                              rule=args.rule, metric=args.metric,
+                                                              rule=args.target_rule, metric=args.metric,
                                                               modality=args.modality)
         bad = sorted(set(datasets or ()) - set(primary))
         if bad:
@@ -169,13 +171,13 @@ def run_evaluate(args) -> int:
         datasets = datasets or primary
     else:
         history, source, regime, notes = load_history(store, source=args.source, regime=args.regime,
-                                                      rule=args.rule, metric=args.metric, modality=args.modality)
+                                                      rule=args.target_rule, metric=args.metric, modality=args.modality)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
-    config = {"source": source, "regime": regime, "rule": args.rule, "modality": args.modality, "notes": notes,
+    config = {"source": source, "regime": regime, "rule": args.target_rule, "modality": args.modality, "notes": notes,
               "store": repr(store),
-              "recommenders": args.recommenders, "feature_sets": feature_sets, "baselines": args.baselines}
-    result = evaluate(history, protocol=args.protocol, recommenders=args.recommenders, feature_sets=feature_sets,
+              "recommenders": args.recommender, "feature_sets": feature_sets, "baselines": args.baselines}
+    result = evaluate(history, protocol=args.protocol, recommenders=args.recommender, feature_sets=feature_sets,
                       baselines=args.baselines, seeds=args.seeds, test_fraction=args.test_fraction,
                       min_models=args.min_models, datasets=datasets, progress=not args.no_progress,
                       config=config, candidates=args.candidates, select=args.select,
@@ -183,8 +185,8 @@ def run_evaluate(args) -> int:
                       select_on=args.select_on)
     title = f"{source}" + (f" / {regime}" if regime else "") + f" -- {args.protocol}"
     print_result(result, title, per_dataset=not args.quiet_datasets)
-    if args.json_file:
-        path = Path(args.json_file)
+    if args.json_out:
+        path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.to_dict(), indent=1, default=str))
         print(f"results written to {path}")
@@ -206,7 +208,7 @@ def run_evaluate(args) -> int:
     _print_wall(t_start, time.perf_counter() - t1)
     if not info["ok"]:
         print(f"error: MLflow logging failed ({info['error']}); the results above are complete"
-              + (f" and saved to {args.json_file}" if args.json_file else "; rerun with --json FILE to keep them")
+              + (f" and saved to {args.json_out}" if args.json_out else "; rerun with --json-out FILE to keep them")
               + ". Fix --tracking-uri or pass --no-mlflow.", file=sys.stderr)
         return MLFLOW_FAILED_EXIT_CODE
     print(f"logged to MLflow {info['tracking_uri']} experiment 'evaluate/{source}' run {info['run_id']}")

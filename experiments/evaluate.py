@@ -249,11 +249,9 @@ def build_methods(full, *, recommenders=DEFAULT_RECOMMENDERS, feature_sets=None,
         valid = list_recommender_names()
         for r in recs:
             if r not in valid:
-                from history.errors import closest
+                from history.errors import unknown_name_error
 
-                hint = closest(r, valid)
-                raise NotFoundError(f"unknown recommender {r!r}; valid recommenders: {', '.join(valid)}"
-                                    + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+                raise unknown_name_error("recommender", r, valid)
         for r in recs:
             for fs in feature_sets:
                 why = None

@@ -17,14 +17,15 @@ def load_history(store, *, source=None, regime=None, rule="best", metric=None, m
             raise RecommenderError(f"the store holds several sources; choose one with --source: {', '.join(sources)}")
         source = sources[0]
     if source not in sources:
-        from history.errors import closest
+        from history.errors import unknown_name_error
 
-        hint = closest(source, sources)
-        raise NotFoundError(f"unknown source {source!r}; valid sources: {', '.join(sources)}"
-                            + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
+        raise unknown_name_error("source", source, sources)
     regimes = sorted(store.jobs_frame(source=source)["regime"].dropna().unique())
     if regime is not None and regime not in regimes:
-        raise NotFoundError(f"source {source!r} has no regime {regime!r}; its regimes: {', '.join(regimes)}")
+        from history.errors import unknown_name_error
+
+        raise unknown_name_error("regime", regime, regimes, where=f" for source {source!r}",
+                                 plural=f"regimes of {source!r}")
     if regime is None and len(regimes) > 1:
         raise RecommenderError(f"source {source!r} has {len(regimes)} regimes ({', '.join(regimes)}); their "
                                "targets must not be pooled -- choose one with --regime")

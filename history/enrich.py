@@ -55,7 +55,6 @@ from __future__ import annotations
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -64,6 +63,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+
+from history.util import is_missing
 
 from .model_names import (
     FAMILY_PRETRAIN, IMAGE_FAMILIES, PARC_ARCH, PARC_REF, PRETRAIN_TABLE, TEXT_MAX_TOKENS, VAN, VAN_REF, Spec, count,
@@ -178,7 +179,7 @@ class EnrichReport:
 
 # --------------------------------------------------------------------------- enrich
 def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
+    return is_missing(v) or (isinstance(v, str) and not v.strip())
 
 
 class _Facts:

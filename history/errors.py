@@ -39,3 +39,18 @@ def closest(name: str, choices, n: int = 3) -> list[str]:
         low = name.lower()
         found = [c for c in choices if low in c.lower() or c.lower() in low][:n]
     return found
+
+
+def unknown_name_error(kind: str, name, valid, *, where: str = "", extra: str = "", plural: str | None = None,
+                       cls: type[RecommenderError] = NotFoundError) -> RecommenderError:
+    """The one "unknown <kind>" error, with did-you-mean hints and the valid names (raise it).
+
+    ``unknown recommender 'lgmb'. Did you mean 'lgbm'? Valid recommenders: lr, fm, lgbm, lgbm-rank.``
+    ``where`` follows the name (e.g. ``" in --source 'a,b'"``); ``extra`` ends the message.
+    Used for recommender, source, regime, baseline, score and protocol names."""
+    valid = [str(v) for v in valid]
+    hint = closest(str(name), valid)
+    did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+    return cls(f"unknown {kind} {name!r}{where}.{did} Valid {plural or kind + 's'}: "
+               f"{', '.join(valid) or 'none'}.{' ' + extra if extra else ''}")
+

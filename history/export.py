@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from history.util import is_missing
+
 from . import schema as S
 from .errors import RecommenderError
 from .importers.generic_columns import DATASET_COLUMNS, MODEL_COLUMNS, PROBE_COLUMNS
@@ -73,7 +75,7 @@ class ExportReport:
 
 
 def _iso(ts) -> str | None:
-    if ts is None or (isinstance(ts, float) and np.isnan(ts)) or ts is pd.NaT:
+    if is_missing(ts):
         return None
     if isinstance(ts, pd.Timestamp):
         ts = ts.to_pydatetime()

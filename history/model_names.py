@@ -14,13 +14,14 @@ its architecture and pretraining, without weights or network.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+
+from history.util import is_missing
 
 TEXT_TOKENS = 128  # sequence length at which text-model GMACs are counted
 
@@ -90,7 +91,7 @@ FAMILY_PRETRAIN = {
 def pretrain_key(text) -> str | None:
     """Normalize a pretraining name (TransferGraph dataset, PARC source, timm tag) to a table key
     (or a dataset-registry name for a target dataset used as a source); None if unknown."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
+    if is_missing(text):
         return None
     s = str(text).strip().lower()
     if not s:

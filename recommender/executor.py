@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from history.errors import RecommenderError
+from history.util import exception_reason as _reason
 
 EXECUTORS = ("local", "ray")
 
@@ -54,11 +55,6 @@ class Outcome:
     value: object = None
     error: str | None = None  # "ExceptionType: message" when not ok
     seconds: float = 0.0  # from submission to result, as seen by the driver
-
-
-def _reason(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 class _Progress:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.featurizer import FEATURE_SCHEMA_VERSION, Featurizer
 from features.history_frame import HistoryFrame
-from history.errors import NotFoundError, RecommenderError, SchemaMismatchError
+from history.errors import NotFoundError, RecommenderError, SchemaMismatchError, unknown_name_error
 
 from .base import BaseRecommender
 
@@ -48,8 +48,8 @@ def load_recommender(path) -> BaseRecommender:
     meta = _read_json(folder / "meta.json")
     name = meta.get("recommender")
     if name not in RECOMMENDERS:
-        raise RecommenderError(f"{folder / 'meta.json'}: unknown recommender {name!r}; "
-                               f"this version knows {', '.join(RECOMMENDERS)}.")
+        raise unknown_name_error("recommender", name, RECOMMENDERS, where=f" in {folder / 'meta.json'}",
+                                 cls=RecommenderError, extra="Was it saved by another version?")
     ver = meta.get("feature_schema_version")
     if ver != FEATURE_SCHEMA_VERSION:
         raise SchemaMismatchError(

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from history.config import models_dir as _models_dir
-from history.errors import NotFoundError, RecommenderError, closest
+from history.errors import NotFoundError, RecommenderError, unknown_name_error
+from history.util import json_default as _json_default  # noqa: F401  (training imports it from here)
 
 from .defaults import DEFAULT_RECOMMENDER
 
@@ -47,16 +48,6 @@ def _write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
     os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
 
 
 def _clean_floats(d: dict) -> dict:
@@ -163,9 +154,7 @@ def load_saved(name: str | None = None, home=None):
     root = models_root(home)
     valid = list(list_recommenders())  # as training.available_recommenders (training imports this module)
     if name is not None and name not in valid:
-        hint = closest(name, valid)
-        extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
-        raise NotFoundError(f"unknown recommender {name!r}.{extra} Valid recommenders: {', '.join(valid)}.")
+        raise unknown_name_error("recommender", name, valid)
     for n in ([name] if name else list(DEFAULT_ORDER) + valid):
         _recover(root, n)
     saved = saved_recommenders(home)

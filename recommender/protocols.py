@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from history.errors import NotFoundError, RecommenderError
+from history.errors import NotFoundError, RecommenderError, unknown_name_error
 
 
 @dataclass
@@ -101,7 +101,7 @@ def list_protocols() -> list[str]:
 
 def get_protocol(name: str) -> ProtocolInfo:
     if name not in PROTOCOLS:
-        raise NotFoundError(f"unknown protocol {name!r}; valid protocols: {', '.join(PROTOCOLS)}")
+        raise unknown_name_error("protocol", name, PROTOCOLS)
     return PROTOCOLS[name]
 
 

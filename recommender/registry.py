@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from history.errors import NotFoundError, closest
+from history.errors import unknown_name_error
 
 from .base import BaseRecommender
 
@@ -44,9 +44,7 @@ def list_recommenders() -> list[str]:
 
 def get_entry(name: str) -> RecommenderEntry:
     if name not in RECOMMENDERS:
-        hint = closest(str(name), RECOMMENDERS)
-        extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
-        raise NotFoundError(f"unknown recommender {name!r}; valid: {', '.join(RECOMMENDERS)}.{extra}")
+        raise unknown_name_error("recommender", name, RECOMMENDERS)
     return RECOMMENDERS[name]
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from history.errors import NotFoundError, RecommenderError, closest
+from history.errors import NotFoundError, RecommenderError, unknown_name_error
 
 from .model_io import TRAINING_INFO, _clean_floats, _json_default, _write_json_atomic, models_root, save_atomic, \
     update_index
@@ -60,10 +60,7 @@ def resolve_names(spec) -> list[str]:
         raise NotFoundError(f"no recommender named; valid: {', '.join(valid)}, or 'all'")
     for n in names:
         if n not in valid:
-            hint = closest(n, valid)
-            extra = f" Did you mean: {', '.join(hint)}?" if hint else ""
-            raise NotFoundError(f"unknown recommender {n!r}.{extra} Valid recommenders: {', '.join(valid)} "
-                                "(or 'all').")
+            raise unknown_name_error("recommender", n, valid, extra="Or 'all' for every one.")
     return list(dict.fromkeys(names))
 
 

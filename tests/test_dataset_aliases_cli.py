@@ -82,7 +82,7 @@ def test_alias_taken_by_another_dataset(url, capsys):
 
 
 def test_list_aliases_shows_the_registry_and_imported_names(url, shared_data, capsys):
-    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--format", "parc") == 0
+    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--input-format", "parc") == 0
     rows = _aliases(url, capsys)
     pets = [r for r in rows if r["name"] == "oxford_pets" and r["source"] == "parc-controlled"]
     assert pets == [{"name": "oxford_pets", "source": "parc-controlled", "canonical": "oxford_iiit_pet",
@@ -111,7 +111,7 @@ def test_a_user_alias_is_held_out_with_its_dataset():
 
 
 def test_show_and_predict_accept_a_source_name(url, shared_data, capsys):
-    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--format", "parc") == 0
+    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--input-format", "parc") == 0
     capsys.readouterr()
     assert cli(url, "show", "dataset", "oxford_pets") == 0
     cap = capsys.readouterr()

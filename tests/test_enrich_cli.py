@@ -14,10 +14,10 @@ def cli(url, *argv):
 
 def test_enrich_cli_fills_reports_and_is_idempotent(home, shared_data, tmp_path, capsys):
     url = f"sqlite:///{home / 'history.db'}"
-    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--format", "parc") == 0
+    assert cli(url, "import", shared_data / "parc" / "controlled.csv", "--input-format", "parc") == 0
     runs = tmp_path / "runs.csv"
     runs.write_text("model,dataset,accuracy,source\nsomeone/my_model,leaves,0.8,mine\n")
-    assert cli(url, "import", runs, "--format", "generic") == 0
+    assert cli(url, "import", runs, "--input-format", "generic") == 0
     capsys.readouterr()
     assert cli(url, "enrich", "--json") == 0
     first = json.loads(capsys.readouterr().out)

@@ -24,11 +24,11 @@ def _run(capsys, store, *args):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--source", "parc-controlled", "--protocol", "loso"], "valid protocols: lodo, setting1, coldstart, setting2"),
-    (["--source", "parc-controled"], "valid sources: parc, parc-controlled"),
-    (["--source", "parc-controlled", "--recommenders", "lr,xgb"], "valid recommenders: blend, lr, fm, lgbm, lgbm-rank"),
-    (["--source", "parc-controlled", "--baselines", "oracle"], "valid baselines: all, none, ms:<method>"),
-    (["--source", "parc-controlled", "--regime", "vtab-1k"], "its regimes: full"),
+    (["--source", "parc-controlled", "--protocol", "loso"], "Valid protocols: lodo, setting1, coldstart, setting2"),
+    (["--source", "parc-controled"], "Valid sources: parc, parc-controlled"),
+    (["--source", "parc-controlled", "--recommender", "lr,xgb"], "Valid recommenders: blend, lr, fm, lgbm, lgbm-rank"),
+    (["--source", "parc-controlled", "--baselines", "oracle"], "Valid baselines: all, none, ms:<method>"),
+    (["--source", "parc-controlled", "--regime", "vtab-1k"], "Valid regimes of 'parc-controlled': full"),
     (["--source", "parc-controlled", "--features", "d,q"], "unknown feature group 'q'"),
 ])
 def test_bad_inputs_list_valid_choices(capsys, parc_store, args, expected):
@@ -44,9 +44,9 @@ def test_store_with_several_sources_needs_source(capsys, parc_store):
 
 def test_real_parc_controlled_lodo_json(capsys, parc_store, tmp_path):
     out_json = tmp_path / "res.json"
-    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "lodo", "--recommenders",
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "lodo", "--recommender",
                         "lr", "--features", "d,m", "--baselines", "model-mean,parc-heuristic",
-                        "--no-mlflow", "--json", str(out_json))
+                        "--no-mlflow", "--json-out", str(out_json))
     assert rc == 0, err
     res = json.loads(out_json.read_text())
     targets = parc_store.targets(source="parc-controlled")
@@ -70,9 +70,9 @@ def test_mlflow_unreachable_still_prints_and_fails(capsys, parc_store, tmp_path)
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     out_json = tmp_path / "r.json"
-    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--recommenders", "none",
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--recommender", "none",
                         "--baselines", "model-mean", "--tracking-uri", f"sqlite:///{blocker}/mlflow.db",
-                        "--json", str(out_json))
+                        "--json-out", str(out_json))
     assert rc != 0
     assert "summary: parc-controlled" in out and "model-mean" in out
     assert "MLflow logging failed" in err
@@ -81,7 +81,7 @@ def test_mlflow_unreachable_still_prints_and_fails(capsys, parc_store, tmp_path)
 
 @pytest.mark.slow
 def test_mlflow_parent_and_child_runs(capsys, parc_store, home):
-    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--recommenders", "lr",
+    rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--recommender", "lr",
                         "--features", "d,m", "--baselines", "model-mean", "--datasets", "cub200,stanford_dogs",
                         "--home", str(home))
     assert rc == 0, err
@@ -108,7 +108,7 @@ def test_budget_protocol_through_evaluate(capsys, parc_store, tmp_path):
 
     out_json = tmp_path / "budget.json"
     rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "budget", "--budget", "3",
-                        "--recommenders", "lr", "--features", "d,m", "--json", str(out_json))
+                        "--recommender", "lr", "--features", "d,m", "--json-out", str(out_json))
     assert rc == 0, err
     res = json.loads(out_json.read_text())
     assert res["config"]["protocol"] == "budget" and res["config"]["candidates"] == "viable"
@@ -132,8 +132,8 @@ def test_pooled_sources_hold_out_only_the_first_sources_datasets(capsys, parc_st
     train accepts the same pooled sources."""
     out_json = tmp_path / "pooled.json"
     rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled,parc", "--protocol", "lodo",
-                        "--recommenders", "lr", "--features", "d,m,k", "--baselines", "model-mean",
-                        "--no-mlflow", "--json", str(out_json), "--quiet-datasets")
+                        "--recommender", "lr", "--features", "d,m,k", "--baselines", "model-mean",
+                        "--no-mlflow", "--json-out", str(out_json), "--quiet-datasets")
     assert rc == 0, err
     assert "pooled: parc (regime full) adds training targets under '<dataset>@parc'" in err
     res = json.loads(out_json.read_text())

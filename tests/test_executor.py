@@ -93,7 +93,7 @@ def test_an_unreachable_cluster_is_one_clear_error_before_anything_is_written(ho
     with socket.socket() as s:  # a free port: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rc = main(["--home", str(home), "score", "--dataset", "x", "--features", str(npz), "--executor", "ray",
+    rc = main(["--home", str(home), "score", "--dataset", "x", "--features-file", str(npz), "--executor", "ray",
                "--address", f"127.0.0.1:{port}"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the Ray cluster" in err and len(err.strip().splitlines()) == 1

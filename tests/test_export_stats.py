@@ -26,7 +26,7 @@ def _csv(tmp_path, text, name="runs.csv"):
 # ---------------------------------------------------------------------- 4. drops in stats
 def test_stats_lists_last_imports_with_drops(url, tmp_path, capsys):
     f = _csv(tmp_path, "model,dataset,accuracy\na,d,0.5\na,d,0.5\nb,d,\nc,d,NaN\nc,e,0.7\n")
-    assert main(["--store", url, "history", "import", str(f), "--format", "generic"]) == 0
+    assert main(["--store", url, "history", "import", str(f), "--input-format", "generic"]) == 0
     capsys.readouterr()
     assert main(["--store", url, "history", "stats", "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
@@ -84,7 +84,7 @@ def test_header_only_file_without_record_column_is_still_an_error(store, tmp_pat
 def test_wide_export(url, tmp_path, capsys):
     f = _csv(tmp_path, "model,dataset,accuracy,lr,score_logme\nvit,pets,0.9,0.1,2.5\nvit,pets,0.8,0.01,2.5\n"
                        "rn,pets,0.7,0.1,1.0\nrn,dtd,0.6,0.1,\n")
-    assert main(["--store", url, "history", "import", str(f), "--format", "generic"]) == 0
+    assert main(["--store", url, "history", "import", str(f), "--input-format", "generic"]) == 0
     out = tmp_path / "wide.csv"
     assert main(["--store", url, "history", "export", str(out), "--wide"]) == 0
     assert "wide" in capsys.readouterr().out

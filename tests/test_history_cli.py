@@ -52,11 +52,11 @@ def test_help(action, capsys):
 
 
 def test_import_stats_list_show(url, runs_csv, capsys):
-    assert cli(url, "import", runs_csv, "--format", "generic") == 0
+    assert cli(url, "import", runs_csv, "--input-format", "generic") == 0
     out = capsys.readouterr().out
     assert "jobs: 4 parsed, 4 added" in out and "scores: 2 parsed, 2 added" in out
 
-    assert cli(url, "import", runs_csv, "--format", "generic", "--json") == 0
+    assert cli(url, "import", runs_csv, "--input-format", "generic", "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert (rep["jobs_added"], rep["jobs_existing"], rep["source"]) == (0, 4, "runs")
 
@@ -89,8 +89,8 @@ def test_import_stats_list_show(url, runs_csv, capsys):
 def test_list_source_filter(url, runs_csv, tmp_path, capsys):
     other = tmp_path / "other.csv"
     other.write_text("model,dataset,accuracy\nbert,sst2,0.9\n")
-    cli(url, "import", runs_csv, "--format", "generic")
-    cli(url, "import", other, "--format", "generic")
+    cli(url, "import", runs_csv, "--input-format", "generic")
+    cli(url, "import", other, "--input-format", "generic")
     capsys.readouterr()
     assert cli(url, "list-models", "--source", "other", "--format", "json") == 0
     assert [m["name"] for m in json.loads(capsys.readouterr().out)] == ["bert"]
@@ -99,12 +99,12 @@ def test_list_source_filter(url, runs_csv, tmp_path, capsys):
 
 
 def test_export_then_import_via_cli(url, runs_csv, tmp_path, capsys):
-    cli(url, "import", runs_csv, "--format", "generic")
+    cli(url, "import", runs_csv, "--input-format", "generic")
     out_file = tmp_path / "out" / "h.parquet"
     assert cli(url, "export", out_file) == 0
     assert "exported 4 jobs, 2 scores, 2 models and 2 datasets" in capsys.readouterr().out
     url2 = f"sqlite:///{tmp_path / 'fresh.db'}"
-    assert cli(url2, "import", out_file, "--format", "generic", "--json") == 0
+    assert cli(url2, "import", out_file, "--input-format", "generic", "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert (rep["jobs_added"], rep["scores_added"], rep["rows_dropped"]) == (4, 2, 0)
 
@@ -112,14 +112,14 @@ def test_export_then_import_via_cli(url, runs_csv, tmp_path, capsys):
 def test_percent_flag(url, tmp_path, capsys):
     f = tmp_path / "pct.csv"
     f.write_text("model,dataset,accuracy\na,d,91.5\n")
-    assert cli(url, "import", f, "--format", "generic") == 2
+    assert cli(url, "import", f, "--input-format", "generic") == 2
     assert "--unit percent" in capsys.readouterr().err
-    assert cli(url, "import", f, "--format", "generic", "--unit", "percent", "--json") == 0
+    assert cli(url, "import", f, "--input-format", "generic", "--unit", "percent", "--json") == 0
     assert json.loads(capsys.readouterr().out)["jobs_added"] == 1
 
 
 def test_unknown_format(url, runs_csv, capsys):
-    assert cli(url, "import", runs_csv, "--format", "excel") == 2
+    assert cli(url, "import", runs_csv, "--input-format", "excel") == 2
     err = capsys.readouterr().err
     assert "unknown import format 'excel'" in err and "generic" in err and "mlflow" in err
 
@@ -138,7 +138,7 @@ def test_add_dataset(url, capsys):
 
 
 def test_show_unknown_suggests(url, runs_csv, capsys):
-    cli(url, "import", runs_csv, "--format", "generic")
+    cli(url, "import", runs_csv, "--input-format", "generic")
     capsys.readouterr()
     assert cli(url, "show", "model", "vitt") == 2
     assert "Did you mean: vit" in capsys.readouterr().err
@@ -258,7 +258,7 @@ def test_mlflow_import(store, mlflow_store):
 
 @pytest.mark.slow
 def test_mlflow_import_cli_metric_and_percent(url, mlflow_store, capsys):
-    assert cli(url, "import", mlflow_store["uri"], "--format", "mlflow", "--experiment", "finetune",
+    assert cli(url, "import", mlflow_store["uri"], "--input-format", "mlflow", "--experiment", "finetune",
                "--metric", "loss", "--source", "ml-loss", "--json") == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["source"] == "ml-loss" and rep["jobs_added"] == 3  # vit/pets, failed, vit/dtd (loss 0.9)
@@ -270,7 +270,7 @@ def test_mlflow_import_cli_metric_and_percent(url, mlflow_store, capsys):
     with pytest.raises(HistoryImportError, match=r"outside \[0, 100\]"):
         imp.read(mlflow_store["uri"], experiment="finetune", unit="percent", metric="steps")
     # the tracking URI defaults to --tracking-uri
-    assert main(["--store", url, "--tracking-uri", mlflow_store["uri"], "history", "import", "--format",
+    assert main(["--store", url, "--tracking-uri", mlflow_store["uri"], "history", "import", "--input-format",
                  "mlflow", "--experiment", "finetune", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["jobs_added"] == 3
 

@@ -42,10 +42,10 @@ def test_percent_unit_on_percentages_still_works(store, tmp_path):
 def test_cli_force_unit(home, tmp_path, capsys):
     f = _write(tmp_path, "model,dataset,accuracy\na,d,0.9\n")
     url = f"sqlite:///{home / 'history.db'}"
-    assert main(["--store", url, "history", "import", str(f), "--format", "generic", "--unit", "percent"]) == 2
+    assert main(["--store", url, "history", "import", str(f), "--input-format", "generic", "--unit", "percent"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--force-unit" in err and len(err.strip().splitlines()) == 1
-    assert main(["--store", url, "history", "import", str(f), "--format", "generic", "--unit", "percent",
+    assert main(["--store", url, "history", "import", str(f), "--input-format", "generic", "--unit", "percent",
                  "--force-unit"]) == 0
 
 

@@ -109,7 +109,7 @@ def test_single_dataset_lodo_refused():
 
 def test_unknown_protocol_and_dataset_and_mixed_regimes():
     h = synthetic()
-    with pytest.raises(NotFoundError, match="valid protocols: .*lodo.*coldstart"):
+    with pytest.raises(NotFoundError, match="Valid protocols: .*lodo.*coldstart"):
         make_folds(h, "loo")
     with pytest.raises(NotFoundError, match="datasets with targets: a, b, c, d"):
         make_folds(h, "lodo", datasets=["zz"])
@@ -127,7 +127,7 @@ def test_baseline_resolution_and_errors():
     assert {"ms:logme", "source-accuracy", "model-size", "model-mean", "parc-heuristic", "hybrid:logme",
             "parc-ensemble:logme"} <= set(labels)
     assert B.resolve_baselines("none", h) == []
-    with pytest.raises(NotFoundError, match="valid baselines: .*model-mean"):
+    with pytest.raises(NotFoundError, match="Valid baselines: .*model-mean"):
         B.resolve_baselines("model-meen", h)
     with pytest.raises(NotFoundError, match="stored methods: logme"):
         B.resolve_baselines("ms:hscore", h)

@@ -38,7 +38,7 @@ def fitted(hist):
 
 def test_registry_names_and_unknown():
     assert {"lr", "fm", "lgbm", "lgbm-rank"} <= set(list_recommenders())
-    with pytest.raises(NotFoundError, match="valid: .*lgbm"):
+    with pytest.raises(NotFoundError, match="Valid recommenders: .*lgbm"):
         create_recommender("lgbn")
     with pytest.raises(RecommenderError, match="invalid parameter"):
         create_recommender("lr", nonsense=1)

@@ -105,7 +105,7 @@ def test_score_from_npz_with_failing_method(tmp_path, home, capsys, monkeypatch)
     probs = rng.dirichlet(np.ones(3), size=60)
     path = save_features_npz(tmp_path / "f.npz", y, {"m1": good, "org/m2": good[:, :1]}, probs={"m1": probs})
     db = home / "n.db"
-    rc = _run("score", "--store", db, "--dataset", "toy", "--features", path, "--methods", "logme,leep,boom",
+    rc = _run("score", "--store", db, "--dataset", "toy", "--features-file", path, "--methods", "logme,leep,boom",
               "--probe-size", 40)
     cap = capsys.readouterr()
     assert rc == 0
@@ -117,7 +117,7 @@ def test_score_from_npz_with_failing_method(tmp_path, home, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--methods", "logmee"], "unknown model-selection score 'logmee'.*Valid names"),
+    (["--methods", "logmee"], "unknown model-selection score 'logmee'.*Valid model-selection scores"),
     (["--models", "nope"], "not in .*f.npz; it has features for: m1"),
     (["--probe-size", "0"], "--probe-size must be >= 1"),
     (["--methods", "rsa", "--reference-model", "ref"], "reference model 'ref' not in .*f.npz"),
@@ -128,7 +128,7 @@ def test_score_cli_user_errors(tmp_path, home, capsys, extra, match):
     y = np.repeat(np.arange(2), 5)
     path = save_features_npz(tmp_path / "f.npz", y, {"m1": np.random.default_rng(0).normal(size=(10, 3))})
     db = home / "e.db"
-    assert _run("score", "--store", db, "--dataset", "d", "--features", path, *extra) == 2
+    assert _run("score", "--store", db, "--dataset", "d", "--features-file", path, *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(match, err), err
     assert len(HistoryStore(f"sqlite:///{db}").scores_frame()) == 0  # nothing written
@@ -149,7 +149,7 @@ def test_score_warns_when_data_contradicts_registered_counts(tmp_path, home, cap
     assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", "5000",
                  "--num-classes", "10"]) == 0
     capsys.readouterr()
-    assert _run("score", "--store", db, "--dataset", "toy", "--features", path, "--methods", "logme",
+    assert _run("score", "--store", db, "--dataset", "toy", "--features-file", path, "--methods", "logme",
                 "--probe-size", 40) == 0
     err = capsys.readouterr().err
     assert "warning: the data has 4 classes but dataset 'toy' is registered with 10" in err
@@ -165,6 +165,6 @@ def test_score_no_warning_when_counts_agree(tmp_path, home, capsys):
     db = home / "w.db"
     assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", "60",
                  "--num-classes", "4"]) == 0
-    assert _run("score", "--store", db, "--dataset", "toy", "--features", path, "--methods", "logme",
+    assert _run("score", "--store", db, "--dataset", "toy", "--features-file", path, "--methods", "logme",
                 "--probe-size", 40) == 0
     assert "warning" not in capsys.readouterr().err

@@ -42,7 +42,7 @@ def _npz(tmp_path, n, d, seed=0):
 def test_score_cli_flags_warns_and_stores(tmp_path, home, capsys):
     path = _npz(tmp_path, n=30, d=40)  # n <= d: the H-score is C - 1 = 2 for every model
     db = home / "f.db"
-    rc = _run("score", "--store", db, "--dataset", "toy", "--features", path, "--methods", "hscore,lfc,parc",
+    rc = _run("score", "--store", db, "--dataset", "toy", "--features-file", path, "--methods", "hscore,lfc,parc",
               "--probe-size", 30, "--format", "json")
     cap = capsys.readouterr()
     assert rc == 0

@@ -60,7 +60,7 @@ def test_lock_wait_says_so_then_one_error_line(tmp_path):
             assert holder.poll() is None, holder.stderr.read()
             assert time.monotonic() - t0 < 90, "the first import never took the lock"
             time.sleep(0.05)
-        r = _cli("--store", url, "--lock-timeout", "1", "history", "import", b, "--format", "generic")
+        r = _cli("--store", url, "--lock-timeout", "1", "history", "import", b, "--input-format", "generic")
     finally:
         holder.kill()
         holder.communicate()
@@ -114,7 +114,7 @@ def test_read_only_store_reads_work_writes_say_read_only(filled, tmp_path, what)
     assert "2" in r.stdout and "error" not in r.stderr
     r = _cli("--store", url, "history", "list-models", "--format", "csv", prefix=UNPRIV)
     assert r.returncode == 0 and "m1" in r.stdout and "m2" in r.stdout, r.stderr
-    for argv in (["history", "import", _csv(tmp_path / "b.csv", [("m3", "d2", 0.1)]), "--format", "generic"],
+    for argv in (["history", "import", _csv(tmp_path / "b.csv", [("m3", "d2", 0.1)]), "--input-format", "generic"],
                  ["history", "add-dataset", "new", "--num-samples", "10", "--num-classes", "2"]):
         line = _one_error_line(_cli("--store", url, *argv, prefix=UNPRIV))
         assert "read-only" in line, line
@@ -169,7 +169,7 @@ def test_missing_store_via_env_is_refused_for_reads(tmp_path):
 def test_store_under_missing_folder_is_not_created(tmp_path):
     target = tmp_path / "no" / "such" / "history.db"
     a = _csv(tmp_path / "a.csv", [("m1", "d1", 0.5)])
-    r = _cli("--store", f"sqlite:///{target}", "history", "import", a, "--format", "generic")
+    r = _cli("--store", f"sqlite:///{target}", "history", "import", a, "--input-format", "generic")
     line = _one_error_line(r)
     assert "does not exist" in line and "no/such" in line
     assert not (tmp_path / "no").exists()
@@ -178,7 +178,7 @@ def test_store_under_missing_folder_is_not_created(tmp_path):
 def test_write_command_creates_a_new_store_in_an_existing_folder(tmp_path):
     target = tmp_path / "new.db"
     a = _csv(tmp_path / "a.csv", [("m1", "d1", 0.5)])
-    r = _cli("--store", target, "history", "import", a, "--format", "generic")
+    r = _cli("--store", target, "history", "import", a, "--input-format", "generic")
     assert r.returncode == 0, r.stderr
     assert target.exists()
 

@@ -284,12 +284,12 @@ def test_mlflow_unreachable_server_still_saves_model(synth, home, cli, monkeypat
 # ----------------------------------------------------------------------------- real history + demo
 @pytest.mark.slow
 def test_demo_on_transfergraph_is_idempotent_and_predict_shows_real_accuracy(shared_data, store, home, cli):
-    rc, out, err = cli("demo", "--data", shared_data, "-r", "lr", "--no-mlflow")
+    rc, out, err = cli("demo", "--from", shared_data, "-r", "lr", "--no-mlflow")
     assert rc == 0, err
     assert re.search(r"[1-9][\d,]* jobs added", out)
     top = [ln for ln in out.splitlines() if re.fullmatch(r"\s+\d+\s+\S+\s+[\d.]+%\s+[\d.]+%\s+\d+", ln)]
     assert len(top) == 5, out  # top-5 rows for the held-out dataset: rank, model, predicted, real, real rank
-    rc, out2, err = cli("demo", "--data", shared_data, "-r", "lr", "--no-mlflow")
+    rc, out2, err = cli("demo", "--from", shared_data, "-r", "lr", "--no-mlflow")
     assert rc == 0, err
     assert " 0 jobs added" in out2 and "[4/4]" in out2
 
@@ -308,8 +308,8 @@ def test_demo_on_transfergraph_is_idempotent_and_predict_shows_real_accuracy(sha
 
 
 def test_demo_bad_data_folder(home, cli, tmp_path):
-    rc, _, err = cli("demo", "--data", tmp_path, "--no-mlflow")
-    assert rc == 2 and "transfergraph-image" in err and "--data" in err
+    rc, _, err = cli("demo", "--from", tmp_path, "--no-mlflow")
+    assert rc == 2 and "transfergraph-image" in err and "--from" in err
 
 
 def test_models_known_only_by_score_are_marked_as_guesses(synth, cli):

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from history.errors import NotFoundError, RecommenderError, closest
+from history.errors import RecommenderError, unknown_name_error
 
 
 class ScoreInputError(RecommenderError):
@@ -81,11 +81,7 @@ def get_score(name) -> ScoreSpec:
     try:
         return SCORES[name]
     except (KeyError, TypeError):
-        hint = closest(str(name), SCORES)
-        did = f" Did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
-        raise NotFoundError(
-            f"unknown model-selection score {name!r}.{did} Valid names: {', '.join(list_scores())}."
-        ) from None
+        raise unknown_name_error("model-selection score", name, list_scores()) from None
 
 
 # ----------------------------------------------------------------------------- validation

@@ -18,6 +18,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from history.util import is_missing
+
 from ..errors import HistoryImportError
 
 IMPORTERS: dict[str, type["Importer"]] = {}
@@ -221,7 +223,7 @@ BLANK_TOKENS = frozenset({"", "nan", "none", "null"})
 
 def is_blank(v) -> bool:
     """A cell without a value: None, NaN, or a blank / 'nan' / 'none' / 'null' string."""
-    return v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip().lower() in BLANK_TOKENS
+    return is_missing(v) or str(v).strip().lower() in BLANK_TOKENS
 
 
 def read_table(path, allow_no_rows: bool = False, **kw) -> pd.DataFrame:
@@ -291,7 +293,7 @@ def parse_numbers(series: pd.Series, column: str, path, *, allow_missing: bool =
             return pd.Series(fast, index=series.index, name=column)
     for i, v in enumerate(vals):
         row = i + offset + 1
-        if v is None or (isinstance(v, float) and np.isnan(v)):
+        if is_missing(v):
             if not allow_missing:
                 raise HistoryImportError(f"{path}: row {row}: column {column!r} is empty")
             continue

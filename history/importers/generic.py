@@ -448,7 +448,7 @@ class GenericImporter(Importer):
         p = Path(path)
         if p.is_dir():
             raise HistoryImportError(f"{p}: is a directory; the generic format is one .csv or .parquet file "
-                                     "(folders of public histories use --format transfergraph/shift/parc/timm)")
+                                     "(folders of public histories use --input-format transfergraph/shift/parc/timm)")
         if p.suffix.lower() not in (".csv", ".parquet", ".pq", ".txt", ".tsv", ".gz"):
             raise HistoryImportError(
                 f"{p}: unsupported file extension {p.suffix!r}; the generic format is read from .csv or .parquet"

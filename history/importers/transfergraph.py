@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from history.util import is_missing
+
 from ..errors import HistoryImportError
 from .base import (
     ImportBatch,
@@ -78,7 +80,7 @@ FOOD101_REASON = (
 
 def _num(v):
     """A float or None (cells already parsed by ``parse_numbers``)."""
-    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+    return None if is_missing(v) else float(v)
 
 
 def _int(v):

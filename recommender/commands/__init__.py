@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from history.store import HistoryStore
+from history.util import is_missing
 
 
 def open_store(args, *, write: bool = True) -> HistoryStore:
@@ -34,6 +35,4 @@ def add_parser(sub, name: str, **kw):
 def fmt_pct(v) -> str:
     """A fraction as a percentage with one decimal ('' for a missing value), clipped to [0, 100]%
     (a regressor may predict slightly outside [0, 1]; metrics use the raw values)."""
-    import math
-
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * min(max(float(v), 0.0), 1.0):.1f}%"
+    return "" if is_missing(v) else f"{100 * min(max(float(v), 0.0), 1.0):.1f}%"

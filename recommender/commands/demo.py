@@ -1,6 +1,6 @@
 """``python -m recommender demo``: the README's main job, end to end on the TransferGraph history.
 
-1. import the TransferGraph image-classification history (from the local mirror ``--data``,
+1. import the TransferGraph image-classification history (from the local mirror ``--from``,
    or downloaded by ``history pull`` when no mirror exists); re-running adds nothing;
 2. train the recommenders on it (saved under ``<home>/models``, logged to MLflow);
 3. hold one dataset out (``--holdout``, default ``pets``): refit each recommender without
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..defaults import DEFAULT_RECOMMENDER
 from . import add_parser, fmt_pct, open_store
+from .flags import renamed
 
 HELP = "import the TransferGraph image history, train, and recommend for a held-out dataset"
 HISTORY = "transfergraph-image"
@@ -24,9 +25,10 @@ HISTORY = "transfergraph-image"
 
 def register(sub):
     p = add_parser(sub, "demo", help=HELP, description=HELP + ". Idempotent: re-running re-uses the store.")
-    p.add_argument("--data", default=None,
-                   help="folder with the public histories (default: $RECOMMENDER_DATA or ../shared/data); "
-                        f"without {HISTORY}/ there, the history is downloaded")
+    renamed(p, "--data", p.add_argument(
+        "--from", dest="from_dir", default=None, metavar="DIR",
+        help="read the public histories from this local folder (default: $RECOMMENDER_DATA or ../shared/data); "
+             f"without {HISTORY}/ there, the history is downloaded"))
     p.add_argument("--holdout", default="pets", help="dataset to hold out and recommend for (default: pets)")
     p.add_argument("--recommender", "-r", default=DEFAULT_RECOMMENDER,
                    help=f"recommenders to train, comma-separated, or 'all' (default: {DEFAULT_RECOMMENDER})")
@@ -39,7 +41,7 @@ def register(sub):
 
 
 def find_data(data) -> Path | None:
-    """The history mirror folder: --data, $RECOMMENDER_DATA, ../shared/data (from cwd or the checkout)."""
+    """The history mirror folder: --from, $RECOMMENDER_DATA, ../shared/data (from cwd or the checkout)."""
     cands = [data] if data else [os.environ.get("RECOMMENDER_DATA"), "../shared/data",
                                  Path(__file__).resolve().parents[3] / "shared" / "data"]
     for c in cands:
@@ -48,8 +50,8 @@ def find_data(data) -> Path | None:
     if data:
         from history.errors import RecommenderError
 
-        raise RecommenderError(f"--data {data}: no {HISTORY}/ folder there (expected {Path(data) / HISTORY}); "
-                               "point --data at the folder holding the public histories, or leave it out "
+        raise RecommenderError(f"--from {data}: no {HISTORY}/ folder there (expected {Path(data) / HISTORY}); "
+                               "point --from at the folder holding the public histories, or leave it out "
                                "to download the history.")
     return None
 
@@ -83,7 +85,7 @@ def run(args) -> int:
 
     home = resolve_home(args.home)
     names = resolve_names(args.recommender)
-    data = find_data(args.data)
+    data = find_data(args.from_dir)
     store = open_store(args)
     try:
         print(f"[1/4] importing the {HISTORY} history from {data / HISTORY if data else 'its public origin'}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from history.errors import NotFoundError, RecommenderError, StoreError
 
 from . import add_parser, open_store
+from .flags import renamed
 
 HELP = "fill, inspect and export the fine-tuning history store"
 FORMATS = ("generic", "transfergraph", "shift", "parc", "timm", "vtab", "two-phase", "openclip", "mlflow")
@@ -52,10 +53,11 @@ def register(sub):
                                "nothing). Importing the same rows twice adds nothing. Formats: generic "
                                "(CSV/Parquet, docs/generic-format.md), transfergraph, shift, parc, timm "
                                "(folders of the public histories), mlflow (PATH = tracking URI).")
-    q.add_argument("path", nargs="?", help="file or folder; for --format mlflow the tracking URI "
+    q.add_argument("path", nargs="?", help="file or folder; for --input-format mlflow the tracking URI "
                                            "(default: --tracking-uri)")
-    q.add_argument("--format", "-f", default=None,
-                   help=f"input format: {', '.join(FORMATS)} (default: generic for a .csv or .parquet file)")
+    renamed(q, ["--format", "-f"], q.add_argument(
+        "--input-format", default=None,
+        help=f"input format: {', '.join(FORMATS)} (default: generic for a .csv or .parquet file)"))
     q.add_argument("--unit", choices=["fraction", "percent"], default=None,
                    help="generic/mlflow: accuracy unit in the input (default fraction, values in [0, 1])")
     q.add_argument("--force-unit", action="store_true",
@@ -77,7 +79,8 @@ def register(sub):
                                "into a fresh store reproduces the same models, datasets, jobs and scores.")
     q.add_argument("path", help="output file (.csv or .parquet)")
     q.add_argument("--source", default=None, help="only the jobs and scores of this source")
-    q.add_argument("--format", choices=["csv", "parquet"], default=None, help="default: from the extension")
+    q.add_argument("--format", "-f", choices=["csv", "parquet"], default=None,
+                   help="output format (default: from the extension)")
     q.add_argument("--wide", action="store_true",
                    help="for pandas: one row per (model, dataset) with the target and one score_<method> column "
                         "per score (a view, not re-importable)")
@@ -95,7 +98,7 @@ def register(sub):
         q = add_parser(hs, f"list-{kind}", help=f"list the {kind} with their meta-features and job counts",
                        description=f"List the {kind} in the store with their meta-features and job counts.")
         q.add_argument("--source", default=None, help=f"only {kind} with jobs or scores of this source")
-        q.add_argument("--format", choices=LIST_FORMATS, default="table", help="output format (default table)")
+        q.add_argument("--format", "-f", choices=LIST_FORMATS, default="table", help="output format (default table)")
         if kind == "datasets":
             q.add_argument("--aliases", action="store_true",
                            help="show the name mapping instead: each name a source (or you) used -> the "
@@ -210,7 +213,7 @@ def cmd_pull(args) -> int:
     except ModuleNotFoundError as exc:
         if exc.name == "history.pull":
             raise CliUsageError("history pull is not available in this build (history.pull missing); "
-                                "use 'history import PATH --format ...' instead") from None
+                                "use 'history import PATH --input-format ...' instead") from None
         raise
     if args.list:
         _table("public histories", ["name", "description"],
@@ -273,14 +276,14 @@ def cmd_import(args) -> int:
     from history.config import resolve_tracking_uri
     from history.importers import get_importer
 
-    if args.format is None:
+    if args.input_format is None:
         suffixes = [x.lower() for x in Path(args.path or "").suffixes]
         if args.path and suffixes and suffixes[-1] in GENERIC_SUFFIXES or suffixes[-2:-1] == [".csv"]:
-            args.format = "generic"
+            args.input_format = "generic"
         else:
-            raise CliUsageError(f"history import {args.path or ''}: give --format (one of {', '.join(FORMATS)}); "
+            raise CliUsageError(f"history import {args.path or ''}: give --input-format (one of {', '.join(FORMATS)}); "
                                 "only a .csv or .parquet file is taken as the generic format by default")
-    imp = get_importer(args.format)  # unknown format -> error listing the supported ones
+    imp = get_importer(args.input_format)  # unknown format -> error listing the supported ones
     options = _parse_options(args.option)
     for k in ("unit", "source", "experiment", "metric"):
         v = getattr(args, k)
@@ -292,8 +295,8 @@ def cmd_import(args) -> int:
         options["force_unit"] = True
     path = args.path
     if path is None:
-        if args.format != "mlflow":
-            raise CliUsageError(f"history import --format {args.format}: give the PATH of the file or folder")
+        if args.input_format != "mlflow":
+            raise CliUsageError(f"history import --input-format {args.input_format}: give the PATH of the file or folder")
         path = resolve_tracking_uri(args.tracking_uri, args.home)
     store = open_store(args)
     try:
@@ -349,7 +352,7 @@ def cmd_stats(args) -> int:
         if drops:
             _table("dropped rows of those imports, by reason", ["when", "source", "reason", "count"], drops)
     if not t["jobs"] and not t["scores"]:
-        print("the store is empty: fill it with 'history pull NAME' or 'history import PATH --format generic'")
+        print("the store is empty: fill it with 'history pull NAME' or 'history import PATH --input-format generic'")
     return 0
 
 

@@ -1,6 +1,6 @@
 """``score``: compute model-selection scores of models on a dataset and store them.
 
-    python -m recommender score --dataset X (--data PATH | --features FILE.npz) \\
+    python -m recommender score --dataset X (--data PATH | --features-file FILE.npz) \\
         --models M1,M2,... [--methods logme,parc,...] [--probe-size 500] [--seed 0] \\
         [--batch-size 64] [--device auto] [--reference-model SPEC] [--format table|json]
 
@@ -21,6 +21,7 @@ import time
 from history.errors import NotFoundError, RecommenderError
 
 from . import add_parser, open_store
+from .flags import renamed
 
 SOURCE = "score-cli"
 
@@ -29,25 +30,26 @@ def register(sub):
     p = add_parser(sub, "score", help="compute model-selection scores (LogME, PARC, LEEP, ...) and store them",
                    description="Draw a seeded probe of the dataset, extract each model's features on it, "
                                "compute model-selection scores and store them (source score-cli).")
-    p.add_argument("--dataset", required=True, help="dataset name in the history store (created if new)")
+    p.add_argument("--dataset", "-d", required=True, help="dataset name in the history store (created if new)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="image folder (root/<class>/<image>), .csv of texts, or .npz of features")
-    src.add_argument("--features", help=".npz of precomputed arrays: labels, features/<model>, probs/<model>")
-    p.add_argument("--models", help="comma-separated model specs: [name=]torchscript:PATH | timm:NAME | hf:ID | "
-                                    "sentence:PATH_OR_ID; with --features: model names in the npz (default all)")
+    renamed(src, "--features", src.add_argument(
+        "--features-file", metavar="FILE.npz", help=".npz of precomputed arrays: labels, features/<model>, probs/<model>"))
+    p.add_argument("--models", "-m", help="comma-separated model specs: [name=]torchscript:PATH | timm:NAME | hf:ID | "
+                                    "sentence:PATH_OR_ID; with --features-file: model names in the npz (default all)")
     p.add_argument("--methods", help="comma-separated score names (default: all registered)")
     p.add_argument("--probe-size", type=int, default=500, help="probe set size (default 500)")
     p.add_argument("--seed", type=int, default=0, help="probe seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="extraction batch size (default 64)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--reference-model", help="model spec of the fixed reference model for rsa/dds "
-                                             "(with --features: a model name in the npz)")
+                                             "(with --features-file: a model name in the npz)")
     p.add_argument("--image-size", type=int, help="resize images to this size (overrides the model's own)")
     p.add_argument("--text-column", default="text", help="text column of a CSV (default text)")
     p.add_argument("--label-column", default="label", help="label column of a CSV (default label)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    p.add_argument("--format", "-f", choices=["table", "json"], default="table", help="output format")
     from recommender.executor import add_executor_args
 
     add_executor_args(p, what="model")
@@ -103,7 +105,7 @@ def _data_and_models(args, methods, notes: list):
     from features.data import load_data, load_features_npz
     from features.extract import load_adapter, parse_model_spec, resolve_device
 
-    data = load_features_npz(args.features) if args.features else load_data(
+    data = load_features_npz(args.features_file) if args.features_file else load_data(
         args.data, text_column=args.text_column, label_column=args.label_column)
     precomputed = data.kind == "features"
     specs = _split(args.models)

@@ -5,6 +5,7 @@ import sys
 
 from ..defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
 from . import add_parser, open_store
+from .flags import features_help
 
 HELP = "fit recommenders on the stored history, save them and log them to MLflow"
 
@@ -22,9 +23,7 @@ def register(sub):
                         "sources' datasets are renamed <dataset>@<source> and every dataset's target is "
                         "standardized on its own (docs/recommenders.md)")
     p.add_argument("--regime", default=None, help="train only on jobs of this regime (e.g. full, vtab-1k)")
-    p.add_argument("--features", default=None,
-                   help="feature groups, comma-separated: d (dataset meta), m (model meta), s (MS scores); "
-                        f"default: {DEFAULT_FEATURES}")
+    p.add_argument("--features", default=None, help=features_help(DEFAULT_FEATURES))
     p.add_argument("--target-rule", default="best", choices=["best", "mean", "latest"],
                    help="how the jobs of one (model, dataset) become one target (default: best)")
     p.add_argument("--metric", default=None, help="target metric (default: the most frequent, accuracy)")
@@ -43,7 +42,7 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     named after its colon, else the first source's regime when it has it, else its most
     frequent one (:func:`features.pooling.pool_regime`, the rule ``evaluate`` pools by)."""
     from features.pooling import pool_histories, pool_regime
-    from history.errors import NotFoundError
+    from history.errors import unknown_name_error
     from recommender.training import build_history, default_regime
 
     frames = []
@@ -52,8 +51,8 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     for i, part in enumerate(p for p in spec.split(",") if p.strip()):
         src, _, reg = part.strip().partition(":")
         if src not in known:
-            raise NotFoundError(f"unknown source {src!r} in --source {spec!r}; sources in the store: "
-                                f"{', '.join(known) or 'none'}")
+            raise unknown_name_error("source", src, known, where=f" in --source {spec!r}",
+                                     plural="sources in the store")
         if i == 0:
             reg = default_regime(store, source=src, regime=reg or regime)
             if reg is None:  # one regime per pair: the most common one names the primary's protocol

@@ -22,6 +22,7 @@ import pandas as pd
 from features.featurizer import FEATURE_SCHEMA_VERSION, Featurizer, parse_groups
 from features.history_frame import HistoryFrame
 from history.errors import RecommenderError
+from history.util import json_default as _json_default
 
 from ..base import BaseRecommender, NotFittedError
 
@@ -187,16 +188,6 @@ class TabularRecommender(BaseRecommender):
 
     def _load_estimator(self, folder: Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def grouped_folds(groups: np.ndarray, n_splits: int = 5):

@@ -33,27 +33,9 @@ def _lgb_params(self, objective: str) -> dict:
 
 
 class _LGBMBase(TabularRecommender):
+    """What ``lgbm`` and ``lgbm-rank`` share: the LightGBM hyper-parameters, prediction, save / load."""
+
     has_uncertainty = False
-
-    def _predict_raw(self, X):
-        return self.booster_.predict(X.tocsr(), num_threads=int(self.n_jobs))
-
-    def _save_estimator(self, folder: Path) -> list[str]:
-        self.booster_.save_model(str(folder / "lgbm_model.txt"))
-        return ["lgbm_model.txt"]
-
-    def _load_estimator(self, folder: Path) -> None:
-        import lightgbm as lgb
-
-        f = folder / "lgbm_model.txt"
-        try:
-            self.booster_ = lgb.Booster(model_file=str(f))
-        except Exception as exc:  # lightgbm raises LightGBMError on a corrupt file
-            raise RecommenderError(f"cannot read the LightGBM model file {f}: {exc}") from None
-
-
-class LGBMRecommender(_LGBMBase):
-    name = "lgbm"
 
     def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", n_estimators: int = 300, learning_rate: float = 0.03,
@@ -76,6 +58,26 @@ class LGBMRecommender(_LGBMBase):
         self.collab = collab
         self.interactions = interactions
 
+    def _predict_raw(self, X):
+        return self.booster_.predict(X.tocsr(), num_threads=int(self.n_jobs))
+
+    def _save_estimator(self, folder: Path) -> list[str]:
+        self.booster_.save_model(str(folder / "lgbm_model.txt"))
+        return ["lgbm_model.txt"]
+
+    def _load_estimator(self, folder: Path) -> None:
+        import lightgbm as lgb
+
+        f = folder / "lgbm_model.txt"
+        try:
+            self.booster_ = lgb.Booster(model_file=str(f))
+        except Exception as exc:  # lightgbm raises LightGBMError on a corrupt file
+            raise RecommenderError(f"cannot read the LightGBM model file {f}: {exc}") from None
+
+
+class LGBMRecommender(_LGBMBase):
+    name = "lgbm"
+
     def _fit_estimator(self, X, y, groups, targets):
         import lightgbm as lgb
 
@@ -96,23 +98,11 @@ class LGBMRankRecommender(_LGBMBase):
                  subsample: float = 0.8, reg_lambda: float = 1.0, relevance_levels: int = 16,
                  truncation_level=None, n_jobs: int = 1, collab_bandwidth: float = 1.0, model_ids=None,
                  collab: bool = True, interactions: bool = False):
-        self.features = features
-        self.random_state = random_state
-        self.target_norm = target_norm
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.colsample = colsample
-        self.subsample = subsample
-        self.reg_lambda = reg_lambda
+        super().__init__(features, random_state, target_norm, n_estimators, learning_rate, num_leaves,
+                         min_child_samples, colsample, subsample, reg_lambda, n_jobs, collab_bandwidth, model_ids,
+                         collab, interactions)
         self.relevance_levels = relevance_levels
         self.truncation_level = truncation_level
-        self.n_jobs = n_jobs
-        self.collab_bandwidth = collab_bandwidth
-        self.model_ids = model_ids
-        self.collab = collab
-        self.interactions = interactions
 
     def _fit_estimator(self, X, y, groups, targets):
         import lightgbm as lgb

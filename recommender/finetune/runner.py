@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from history.util import exception_reason as _reason
+
 from .config import TrialConfig, TrialResult, trial_key
 from .data import TaskData
 from .tracking import _log_mlflow, _mlflow_abort, _mlflow_orphans, _mlflow_start, completed_trials, process_alive
@@ -301,11 +303,6 @@ def wait_background(futures: list) -> None:
     futures.clear()
     if first is not None:
         raise first
-
-
-def _reason(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {msg}"
 
 
 def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfig, *, home=None, device="auto",
