@@ -510,8 +510,9 @@ class GenericImporter(Importer):
              force_unit: bool = False) -> ImportBatch:
         """The whole file as one batch (for small files and the Python API; ``run`` streams)."""
         p = self._check_path(path)
+        if p.is_file():
+            self._check_header(p)
         df = read_table(p, allow_no_rows=True, **self._csv_options(p))
-        self._check_header(p)
         if df.empty and "record" not in [str(c).strip() for c in df.columns]:
             raise HistoryImportError(f"{p}: file has a header but no data rows")
         batch = read_generic_frame(p, df, unit=unit, source=source, progress=progress, force_unit=force_unit)
