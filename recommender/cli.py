@@ -112,12 +112,15 @@ def _quiet_sigint() -> None:
 
 
 def _named(exc: RecommenderError, args) -> str:
-    """A 'not found' error names the store it looked in (password masked)."""
+    """A 'not found' error about the store's content names the store it looked in (password masked);
+    one about a name of the tool (a recommender, a protocol, ...) is left as it is."""
     from history.errors import NotFoundError
 
     msg = str(exc)
     url = getattr(args, "_store_url", None)
-    if isinstance(exc, NotFoundError) and url:
+    low = msg.lower()
+    about_store = any(w in low for w in ("store", "source", "dataset", "model named", "job")) and "public" not in low
+    if isinstance(exc, NotFoundError) and url and about_store:
         from history.store._open import _safe_url, sqlite_path
 
         shown = _safe_url(url)
