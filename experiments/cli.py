@@ -118,7 +118,8 @@ def _run_budget(args) -> int:
               file=sys.stderr)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     rows, summary, source, regime = run_on_store(
-        open_store(args), source=args.source, regime=args.regime, rule=args.target_rule, metric=args.metric,
+        open_store(args, write=False), source=args.source, regime=args.regime, rule=args.target_rule,
+        metric=args.metric,
         modality=args.modality, budget=args.budget, recommender=rec, features=feats, datasets=datasets,
         progress=not args.no_progress, viable_only=args.candidates == "viable")
     print(f"{source}" + (f" / {regime}" if regime else "") + f" -- budget {args.budget}, "
@@ -154,7 +155,7 @@ def run_evaluate(args) -> int:
     if not 0 < args.test_fraction < 1:
         raise RecommenderError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     feature_sets = parse_feature_sets(args.features) if args.features else None
-    store = open_store(args)
+    store = open_store(args, write=False)  # evaluate only reads the store
     from .histories import load_history
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None

@@ -25,7 +25,8 @@ def common_parent() -> argparse.ArgumentParser:
     g = p.add_argument_group("global options")
     g.add_argument("--home", default=argparse.SUPPRESS,
                    help="home folder for the default store, MLflow store and saved models "
-                        "(env RECOMMENDER_HOME, default ./.recommender)")
+                        "(env RECOMMENDER_HOME; default ./.recommender where that folder exists, else the "
+                        "per-user data folder, e.g. ~/.local/share/finetune-recommender)")
     g.add_argument("--store", default=argparse.SUPPRESS,
                    help="history store SQLAlchemy URL or SQLite path (env RECOMMENDER_STORE, "
                         "default sqlite:///<home>/history.db)")
@@ -73,17 +74,77 @@ def main(argv=None) -> int:
     verbose = getattr(args, "verbose", 0) or 0
     logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.home:
-        os.environ["RECOMMENDER_HOME"] = str(args.home)
     try:
+        if args.home:
+            from history.config import resolve_home
+
+            resolve_home(args.home, create=False)  # a file named as home: one line
+            os.environ["RECOMMENDER_HOME"] = str(args.home)
         rc = args.func(args)
     except RecommenderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_named(exc, args)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _quiet_sigint()
+        msg = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "interrupted"
+        print(msg, file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as exc:  # noqa: BLE001 - last resort for faults of the store or the disk
+        line = _fault_line(exc, args)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     return int(rc or 0)
+
+
+def _quiet_sigint() -> None:
+    """A second Ctrl-C while we report the first one must not print a traceback."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread
+        pass
+
+
+def _named(exc: RecommenderError, args) -> str:
+    """A 'not found' error about the store's content names the store it looked in (password masked);
+    one about a name of the tool (a recommender, a protocol, ...) is left as it is."""
+    from history.errors import NotFoundError
+
+    msg = str(exc)
+    url = getattr(args, "_store_url", None)
+    low = msg.lower()
+    about_store = any(w in low for w in ("store", "source", "dataset", "model named", "job")) and "public" not in low
+    if isinstance(exc, NotFoundError) and url and about_store:
+        from history.store._open import _safe_url, sqlite_path
+
+        shown = _safe_url(url)
+        p = sqlite_path(url)
+        if shown not in msg and (p is None or str(p) not in msg):
+            msg = f"{msg.rstrip()} (history store: {shown})"
+    return msg
+
+
+def _fault_line(exc: Exception, args) -> str | None:
+    """One line for a corrupt store or a full disk met outside the store's own checks; None: a bug."""
+    import errno
+
+    from sqlalchemy.exc import DatabaseError
+
+    from history.store._open import _is_corrupt, _is_full, corrupt_message, full_message
+
+    url = getattr(args, "_store_url", None)
+    if isinstance(exc, DatabaseError) or type(exc).__name__ == "DatabaseError":
+        if _is_corrupt(exc) and url:
+            return corrupt_message(url, exc)
+        if _is_full(exc) and url:
+            return full_message(url, exc)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"no space left on the disk{where}; free some space and run the command again"
+    return None

@@ -13,9 +13,22 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.pop("RECOMMENDER_STORE", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+# Hermetic: nothing the tests run (in-process or as a child process) may write to the real
+# per-user home, the developer's ./.recommender or ~/.local/share. Every test process gets a
+# fresh default home and XDG data folder under the system temp folder; tests that need their
+# own home use the ``home`` fixture (or --home).
+import tempfile  # noqa: E402
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="recommender-tests-"))
+os.environ["RECOMMENDER_HOME"] = str(_SESSION_TMP / "home")
+os.environ["XDG_DATA_HOME"] = str(_SESSION_TMP / "xdg-data")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RECOMMENDER_DATA", REPO.parent / "shared" / "data")).resolve()
-ARTIFACTS = REPO / "test-artifacts"
+# Screenshots of the browser test: under the temp folder unless RECOMMENDER_TEST_ARTIFACTS names one
+# (CI may set it to keep them); the test run writes nothing into the checkout.
+ARTIFACTS = Path(os.environ.get("RECOMMENDER_TEST_ARTIFACTS")
+                 or Path(__import__("tempfile").gettempdir()) / "finetune-recommender-test-artifacts")
 
 
 @pytest.fixture(scope="session")
@@ -46,5 +59,11 @@ def store(home):
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)

@@ -183,6 +183,13 @@ def test_write_command_creates_a_new_store_in_an_existing_folder(tmp_path):
     assert target.exists()
 
 
-def test_default_home_store_still_reads_as_empty(home, capsys):
+def test_default_home_store_is_not_created_by_a_read(home, capsys):
+    """A read of a home without a store is one line naming the file; it creates no empty history.db
+    (issue 21: read-only commands never create a store). An existing empty store reads as empty."""
+    assert main(["history", "stats"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no history store at ") and str(home / "history.db") in err
+    assert not (home / "history.db").exists()
+    HistoryStore(f"sqlite:///{home / 'history.db'}").dispose()
     assert main(["history", "stats"]) == 0
     assert "store is empty" in capsys.readouterr().out

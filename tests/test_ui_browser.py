@@ -4,7 +4,7 @@ The browser test starts ``python -m recommender ui`` as a subprocess over a fres
 real evaluation (parent run + one child run per method) into its SQLite tracking store with
 ``experiments.mlflow_log.log_evaluation``, opens the experiment, child-run and artifact
 pages in headless Chromium and waits for the experiment name, run names, metric names and the
-values that were logged. Screenshots go to ``test-artifacts/``.
+values that were logged. Screenshots go to ``$TMPDIR/finetune-recommender-test-artifacts/`` (or ``$RECOMMENDER_TEST_ARTIFACTS``).
 
 The other tests cover the error paths (port in use, a store ``mlflow server`` cannot serve, a
 server that crashes at start) without a browser.
@@ -276,14 +276,21 @@ def test_dashboard_shows_evaluation_runs(home, tmp_path, artifacts_dir):
         server_pids = _children(proc.pid)
         assert server_pids, "the ui command should run `mlflow server` as its child"
 
-        # the landing page: the printed runs view of the training experiment shows run names and a metric
+        # the one printed address opens the runs view of the training experiment (run names, a metric)
         import re
 
-        landing = re.search(r"runs view: (\S+)", out_path.read_text()).group(1)
+        from selenium.webdriver.common.by import By
+
+        printed = re.findall(r"https?://\S+", out_path.read_text())
+        assert len(printed) == 1, f"`ui` should print one address:\n{out_path.read_text()}"
+        landing = printed[0]
         assert landing.startswith(f"{url}/#/experiments/") and f"/runs?{ML}" in landing
         _log_training_run(url)
         driver.get(landing)
+        # the runs view of the training experiment, in the model-training workflow: its run and metric
         _wait_for_text(driver, ["recommender-training", "train-lr", "cv_pearson"], artifacts_dir / "ui_landing.png")
+        assert f"/runs?{ML}" in driver.current_url and "/experiments/" in driver.current_url, driver.current_url
+        assert "Welcome to MLflow" not in driver.find_element(By.TAG_NAME, "body").text  # not the GenAI home page
 
         ids = _log_demo_evaluation(home)
         assert ids["pearson_mean"] == 0.6875 and ids["regret_at_1_mean"] == 2.25  # means of LOGGED

@@ -55,6 +55,10 @@ def get_importer(name: str) -> "Importer":
     return IMPORTERS[name]()
 
 
+#: How many row numbers of each drop reason a report keeps (the first ones).
+FIRST_ROWS = 5
+
+
 @dataclass
 class ImportReport:
     importer: str
@@ -75,10 +79,18 @@ class ImportReport:
     dropped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
+    #: reason -> the first (at most :data:`FIRST_ROWS`) data rows dropped for it, 1-based as a
+    #: spreadsheet numbers them after the header (file line = row + 1); where an importer knows them
+    dropped_rows: dict = field(default_factory=dict)
 
-    def drop(self, reason: str, n: int = 1):
+    def drop(self, reason: str, n: int = 1, rows=()):
+        """Count ``n`` rows dropped for ``reason``; ``rows``: (some of) their 1-based data row numbers."""
         if n:
             self.dropped[reason] += int(n)
+            rows = [int(r) for r in rows]
+            if rows:
+                have = self.dropped_rows.get(reason, [])
+                self.dropped_rows[reason] = sorted(set(have) | set(rows))[:FIRST_ROWS]
 
     def repair(self, what: str, n: int = 1):
         if n:
@@ -97,8 +109,16 @@ class ImportReport:
             "models_added": self.models_added, "datasets_added": self.datasets_added,
             "probes_read": self.probes_read, "probes_added": self.probes_added,
             "rows_dropped": self.rows_dropped, "dropped": dict(self.dropped),
+            "dropped_first_rows": {k: list(v) for k, v in self.dropped_rows.items()},
             "repaired": dict(self.repaired), "notes": list(self.notes),
         }
+
+    def _rows_note(self, reason: str, n: int) -> str:
+        rows = self.dropped_rows.get(reason)
+        if not rows:
+            return ""
+        more = ", ..." if n > len(rows) else ""
+        return f" (row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}{more})"
 
     def summary(self) -> str:
         lines = [
@@ -115,7 +135,7 @@ class ImportReport:
         if self.dropped:
             lines.append(f"  rows dropped: {self.rows_dropped}")
             for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]):
-                lines.append(f"    - {n} x {reason}")
+                lines.append(f"    - {n} x {reason}{self._rows_note(reason, n)}")
         else:
             lines.append("  rows dropped: 0")
         for what, n in self.repaired.items():

@@ -50,7 +50,7 @@ from sqlalchemy import Integer, String, select
 from .. import schema as S
 from .. import store as S_store
 from ..errors import HistoryImportError
-from .base import ImportBatch, Importer, ImportReport, read_table, register_importer, sha256_of
+from .base import FIRST_ROWS, ImportBatch, Importer, ImportReport, read_table, register_importer, sha256_of
 from .generic_columns import (
     DATASET_COLUMNS, HPARAM_COLUMNS, JOB_STATUSES, MODEL_COLUMNS, PAUSE_ENV, PAUSE_SECONDS_ENV, SAME_JOB,
     SCORE_CHANGED, SCORE_PREFIX, UNITS, _accuracies, _add_score, _as_int, _at, _check_len, _is_missing, _json_object,
@@ -95,6 +95,11 @@ class ParseState:
         self.pct_max = -np.inf  # largest accuracy seen with --unit percent
         self.pct_n = 0
         self.offset = 0
+        self.chunk_start = 0  # rows of the file before the chunk being parsed
+
+    def row(self, i) -> int:
+        """The 1-based data row number of the current chunk's row ``i`` (file line = row + 1)."""
+        return self.chunk_start + int(i) + 1
 
     def finish(self) -> None:
         """Checks that need the whole file (raises before anything is committed)."""
@@ -120,6 +125,7 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     """Parse the next chunk of a file: its jobs, scores and probes (models and datasets, with
     their meta-features, accumulate in ``state``). Rows are numbered across chunks."""
     path = _at(state.path, state.offset)
+    state.chunk_start = state.offset
     state.offset += len(df)
     df = _normalize_frame(df, path, state.report)
     score_methods = score_columns(df.columns, path, state.report)
@@ -129,7 +135,8 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     nums = _numeric_columns(df, path, score_methods)
     if FAST_PATH and _fast_eligible(list(df.columns), kinds, dup):
         try:
-            return _end_chunk(state, *_fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp, nums.wide), [])
+            jobs, keys, scores, score_rows, job_rows = _fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp, nums.wide)
+            return _end_chunk(state, jobs, keys, scores, score_rows, [], job_rows)
         except (HistoryImportError, _Fallback):
             pass  # the row-by-row loop below names the first bad row exactly (or handles the case)
     loop = _RowLoop(state, path, df, kinds, dup, acc, acc_nan, nums, score_methods)
@@ -158,7 +165,8 @@ def _exact_duplicates(state: ParseState, df: pd.DataFrame) -> np.ndarray:
         state.row_hashes.add(h)
     else:
         dup = np.zeros(0, bool)
-    state.report.drop("exact duplicate of an earlier row", int(dup.sum()))
+    state.report.drop("exact duplicate of an earlier row", int(dup.sum()),
+                      rows=[state.row(i) for i in np.flatnonzero(dup)[:FIRST_ROWS]])
     return dup
 
 
@@ -236,6 +244,7 @@ class _RowLoop:
         self.jobs, self.scores, self.probes = [], [], []
         self.job_keys: set[str] = set()
         self.job_key_list: list[str] = []
+        self.job_rows: list[int] = []  # the chunk row of each job
         self.score_rows: dict[str, int] = {}
 
     def run(self, progress) -> ImportBatch:
@@ -249,7 +258,7 @@ class _RowLoop:
             if not self.dup[i]:
                 self.row(i, dict(zip(self.columns, [col[i] for col in self.column_values])))
         s = self
-        return _end_chunk(s.state, s.jobs, s.job_key_list, s.scores, s.score_rows, s.probes)
+        return _end_chunk(s.state, s.jobs, s.job_key_list, s.scores, s.score_rows, s.probes, s.job_rows)
 
     def row(self, i: int, r: dict) -> None:
         path, report, acc = self.path, self.state.report, self.acc
@@ -259,7 +268,7 @@ class _RowLoop:
         if kind == "job" and acc is not None and np.isnan(acc[i]) and (_text(r.get("status")) or "completed") == "completed":
             # dropped before its model / dataset are registered: nothing of the row is kept
             report.drop("accuracy is NaN (not a number) on a completed job" if self.acc_nan[i]
-                        else "empty accuracy on a completed job", 1)
+                        else "empty accuracy on a completed job", 1, rows=[self.state.row(i)])
             return
         if kind in ("job", "score", "model") and model is None:
             raise HistoryImportError(f"{_where(path, i)}: column 'model' is empty")
@@ -340,7 +349,7 @@ class _RowLoop:
         _check_len(method, 64, "method", path, i)
         value = sc_nums["score"][i]
         if np.isnan(value):
-            self.state.report.drop("score row with an empty score", 1)
+            self.state.report.drop("score row with an empty score", 1, rows=[self.state.row(i)])
             return
         probe = sc_nums["probe_size"]
         seed = self.nums.hp["seed"]
@@ -353,7 +362,7 @@ class _RowLoop:
             "source": src, "created_at": created,
             "flag": _text(r.get("flag")), "params": _json_object(r.get("params"), "params", path, i),
         }
-        _add_score(rec, i, self.scores, self.score_rows, self.state.report)
+        _add_score(rec, self.state.row(i), self.scores, self.score_rows, self.state.report)
 
     def job_row(self, i: int, r: dict, model, dataset, src, created) -> None:
         path, report, acc, hp_nums = self.path, self.state.report, self.acc, self.nums.hp
@@ -379,7 +388,7 @@ class _RowLoop:
             hp[c] = v
         value = None if acc is None or np.isnan(acc[i]) else float(acc[i])
         if value is None and status == "completed":
-            report.drop("empty accuracy on a completed job", 1)
+            report.drop("empty accuracy on a completed job", 1, rows=[self.state.row(i)])
             return
         job = {
             "model": model, "dataset": dataset, "regime": regime, "hparams": hp, "metric": metric,
@@ -389,10 +398,11 @@ class _RowLoop:
         key = S.job_key(model=model, dataset=dataset, regime=regime, hparams=S._clean(hp), metric=metric,
                         value=value, status=status, source=src, provenance=job["provenance"])
         if key in self.job_keys:
-            report.drop(SAME_JOB, 1)
+            report.drop(SAME_JOB, 1, rows=[self.state.row(i)])
         else:
             self.job_keys.add(key)
             self.job_key_list.append(key)
+            self.job_rows.append(i)
             job["key"] = key  # the same fields the store would hash: spares it a second hash
             self.jobs.append(job)
         for m, col in self.nums.wide.items():
@@ -400,17 +410,20 @@ class _RowLoop:
                 _check_len(m, 64, f"{SCORE_PREFIX}{m}", path, i)
                 _add_score({"model": model, "dataset": dataset, "method": m, "value": float(col[i]),
                             "probe_size": None, "seed": None, "runtime_s": None, "source": src,
-                            "created_at": None}, i, self.scores, self.score_rows, report)
+                            "created_at": None}, self.state.row(i), self.scores, self.score_rows, report)
 
 
-def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes) -> ImportBatch:
-    """Drop the jobs an earlier chunk already had and note scores that change a value."""
+def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes, job_rows) -> ImportBatch:
+    """Drop the jobs an earlier chunk already had and note scores that change a value.
+
+    ``job_rows``: the chunk row of each job (for the row numbers of the drops)."""
     report = state.report
     kh = np.array([int(k[:16], 16) for k in job_key_list], dtype=np.uint64)
     if len(kh):
         again = state.job_hashes.seen(kh)
         if again.any():
-            report.drop(SAME_JOB, int(again.sum()))
+            report.drop(SAME_JOB, int(again.sum()),
+                        rows=[state.row(job_rows[j]) for j in np.flatnonzero(again)[:FIRST_ROWS]])
             jobs = (jobs.take(np.flatnonzero(~again)) if isinstance(jobs, S_store.JobColumns)
                     else [j for j, a in zip(jobs, again) if not a])
     if len(kh):
@@ -420,9 +433,11 @@ def _end_chunk(state: ParseState, jobs, job_key_list, scores, score_rows, probes
         if rec is None:
             continue
         if k in state.score_values and state.score_values[k] != rec["value"]:
-            report.drop(SCORE_CHANGED, 1)
+            report.drop(SCORE_CHANGED, 1, rows=[rec["_row"]] if "_row" in rec else ())
         state.score_values[k] = rec["value"]
     scores = [s for s in scores if s is not None]
+    for s in scores:
+        s.pop("_row", None)
     return ImportBatch(report=report, jobs=jobs, scores=scores, probes=probes)
 
 
@@ -460,10 +475,43 @@ class GenericImporter(Importer):
         return {} if p.suffix.lower() in (".parquet", ".pq") else {
             "dtype": str, "keep_default_na": False, "sep": "\t" if p.suffix.lower() == ".tsv" else ","}
 
+    @classmethod
+    def _check_header(cls, p: Path) -> None:
+        """A column named twice is an error naming it (pandas would silently rename the second
+        ``accuracy`` to ``accuracy.1``, and the importer would have to guess which one is meant)."""
+        if p.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            try:
+                names = [str(c).strip() for c in pq.ParquetFile(p).schema_arrow.names]
+            except Exception:  # unreadable: the reader's own error says why
+                return
+        else:
+            import csv
+            import gzip
+
+            opener = gzip.open if p.suffix.lower() == ".gz" else open
+            try:
+                with opener(p, "rt", encoding="utf-8", newline="") as f:
+                    names = [c.strip() for c in next(csv.reader(f, delimiter=cls._csv_options(p)["sep"]), [])]
+            except (OSError, UnicodeDecodeError, csv.Error):  # read_table reports these
+                return
+        seen: dict[str, list[int]] = {}
+        for i, c in enumerate(names, start=1):
+            seen.setdefault(c, []).append(i)
+        twice = {c: at for c, at in seen.items() if len(at) > 1 and c}
+        if twice:
+            parts = "; ".join(f"{c!r} is columns {', '.join(map(str, at))}" for c, at in twice.items())
+            raise HistoryImportError(
+                f"{p}: column {', '.join(map(repr, twice))} appears more than once in the header ({parts}); "
+                "the importer does not guess which one to use: rename or remove the extra column and import again")
+
     def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
              force_unit: bool = False) -> ImportBatch:
         """The whole file as one batch (for small files and the Python API; ``run`` streams)."""
         p = self._check_path(path)
+        if p.is_file():
+            self._check_header(p)
         df = read_table(p, allow_no_rows=True, **self._csv_options(p))
         if df.empty and "record" not in [str(c).strip() for c in df.columns]:
             raise HistoryImportError(f"{p}: file has a header but no data rows")
@@ -480,6 +528,7 @@ class GenericImporter(Importer):
                 raise HistoryImportError(f"{p}: file is empty")
         else:  # existence, empty file, no header, undecodable header: read_table's clear errors
             read_table(p, allow_no_rows=True, nrows=1, **self._csv_options(p))
+        self._check_header(p)
         try:
             if p.suffix.lower() in (".parquet", ".pq"):
                 import pyarrow.parquet as pq

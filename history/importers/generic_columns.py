@@ -285,15 +285,18 @@ def _probe(r, i, dataset, sc_nums, hp_nums, path) -> dict:
             "data_ref": _text(r.get("probe_data_ref")), "created_at": _parse_time(r.get("created_at"), path, i)}
 
 
-def _add_score(rec, i, scores, score_rows, report):
+def _add_score(rec, row, scores, score_rows, report):
+    """Keep score ``rec`` of data row ``row`` (1-based, file-wide; kept as ``rec["_row"]`` until the
+    chunk ends); a later row with another value for the same score replaces it (noted as a drop)."""
     key = S.score_key(model=rec["model"], dataset=rec["dataset"], method=rec["method"],
                       probe_size=rec["probe_size"], seed=rec["seed"], source=rec["source"])
+    rec["_row"] = row
     if key in score_rows:
         j = score_rows[key]
         old = scores[j]
         if old["value"] == rec["value"]:
             return  # the same score repeated on several job rows (one per hyper-parameter setting)
-        report.drop(SCORE_CHANGED, 1)
+        report.drop(SCORE_CHANGED, 1, rows=[row])
         scores[j] = None
     score_rows[key] = len(scores)
     scores.append(rec)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import schema as S
 from .. import store as S_store
-from .base import ImportReport
+from .base import FIRST_ROWS, ImportReport
 from .generic_columns import (
     HPARAM_COLUMNS, JOB_STATUSES, PROBE_COLUMNS, SAME_JOB, SCORE_CHANGED, _add_score, _is_missing, _parse_time,
     _text)
@@ -70,7 +70,8 @@ def _fast_jobs(state, df: pd.DataFrame, path, dup, acc, acc_nan, hp_nums, wide) 
     Works column by column; any problem raises (HistoryImportError or _Fallback) before
     ``state`` (a :class:`history.importers.generic.ParseState`) is touched, and the caller
     then runs the row-by-row loop, which reports the first bad row exactly as before. Returns
-    (jobs, job_key_list, scores, score_rows) for the caller's ``_end_chunk``.
+    (jobs, job_key_list, scores, score_rows, job_rows) for the caller's ``_end_chunk`` (job_rows:
+    the chunk row of each job).
     """
     cells = _FastCells(df, dup)
     status, a, drops = _fast_drop_empty(cells, acc, acc_nan)
@@ -92,22 +93,22 @@ def _fast_jobs(state, df: pd.DataFrame, path, dup, acc, acc_nan, hp_nums, wide) 
         hps.append(hp)
     jobs = S_store.JobColumns(model=model, dataset=dataset, regime=regime, hparams=hps, metric=metric, value=value,
                               status=status, source=source, provenance=prov, created_at=created, key=keys)
-    jobs = _fast_unique_jobs(jobs, cells.keep, drops)
+    jobs, job_rows = _fast_unique_jobs(jobs, cells.keep, drops)
     job_key_list = jobs.key
     for m in dict.fromkeys(model):
         state.models.setdefault(m, {"name": m})
     for d in dict.fromkeys(dataset):
         state.datasets.setdefault(d, {"name": d})
-    scores, score_rows = _fast_wide_scores(wide, cells.keep, model, dataset, source, drops)
-    for _, reason, count in sorted(drops, key=lambda d: d[0]):
-        state.report.drop(reason, count)
-    return jobs, job_key_list, scores, score_rows
+    scores, score_rows = _fast_wide_scores(wide, cells.keep, model, dataset, source, drops, state.row)
+    for _, reason, count, rows in sorted(drops, key=lambda d: d[0]):
+        state.report.drop(reason, count, rows=[state.row(r) for r in rows])
+    return jobs, job_key_list, scores, score_rows, job_rows
 
 
 def _fast_drop_empty(cells: _FastCells, acc, acc_nan):
     """Statuses and accuracies of the kept rows: an empty / NaN accuracy on a completed job is
     dropped before anything of the row is kept. Returns (status, accuracies, drops), drops as
-    (first row, reason, count) in the order the loop would report them."""
+    (first row, reason, count, first rows) in the order the loop would report them."""
     keep = cells.keep
     status = cells.column("status")
     if status is None:
@@ -122,7 +123,8 @@ def _fast_drop_empty(cells: _FastCells, acc, acc_nan):
         for mask, reason in ((nan_rows, "accuracy is NaN (not a number) on a completed job"),
                              (gone & ~nan_rows, "empty accuracy on a completed job")):
             if mask.any():
-                drops.append((int(keep[np.argmax(mask)]), reason, int(mask.sum())))
+                at = keep[np.flatnonzero(mask)[:FIRST_ROWS]]
+                drops.append((int(at[0]), reason, int(mask.sum()), at.tolist()))
         stay = np.flatnonzero(~gone)
         cells.keep, a = keep[stay], a[stay]
         status = [status[i] for i in stay]
@@ -189,28 +191,29 @@ def _fast_hparams(cells: _FastCells, hp_nums, rows: int):
 
 
 def _fast_unique_jobs(jobs, keep, drops: list):
-    """The first job of each key; the repeats are noted in ``drops``."""
+    """The first job of each key and the chunk rows of those; the repeats are noted in ``drops``."""
     keys = jobs.key
     first = dict.fromkeys(keys)  # distinct keys, first row of each
     same = len(keys) - len(first)
     if not same:
-        return jobs
-    first_same = None
+        return jobs, keep
+    same_rows = []
     seen = set()
     sel = []
     for j, k in enumerate(keys):
         if k in seen:
-            if first_same is None:
-                first_same = int(keep[j])
+            if len(same_rows) < FIRST_ROWS:
+                same_rows.append(int(keep[j]))
             continue
         seen.add(k)
         sel.append(j)
-    drops.append((first_same, SAME_JOB, same))
-    return jobs.take(sel)
+    drops.append((same_rows[0], SAME_JOB, same, same_rows))
+    return jobs.take(sel), keep[sel]
 
 
-def _fast_wide_scores(wide, keep, model, dataset, source, drops: list):
-    """The scores of the ``score_<method>`` columns: (scores, score_rows) as ``_add_score`` keeps them."""
+def _fast_wide_scores(wide, keep, model, dataset, source, drops: list, row):
+    """The scores of the ``score_<method>`` columns: (scores, score_rows) as ``_add_score`` keeps them
+    (``row``: chunk row -> 1-based file row)."""
     scores, score_rows = [], {}
     if not wide:
         return scores, score_rows
@@ -224,9 +227,10 @@ def _fast_wide_scores(wide, keep, model, dataset, source, drops: list):
                 before = changed.rows_dropped
                 _add_score({"model": model[j], "dataset": dataset[j], "method": m, "value": float(x),
                             "probe_size": None, "seed": None, "runtime_s": None, "source": source[j],
-                            "created_at": None}, int(keep[j]), scores, score_rows, changed)
+                            "created_at": None}, row(keep[j]), scores, score_rows, changed)
                 if first_changed is None and changed.rows_dropped > before:
                     first_changed = int(keep[j])
     if changed.rows_dropped:
-        drops.append((first_changed, SCORE_CHANGED, changed.rows_dropped))
+        at = [r - row(0) for r in changed.dropped_rows.get(SCORE_CHANGED, [])]  # back to chunk rows
+        drops.append((first_changed, SCORE_CHANGED, changed.rows_dropped, at))
     return scores, score_rows

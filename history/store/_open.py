@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, insert, inspect, select, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from .. import schema as S
-from ..config import resolve_store_url
+from ..config import home_origin, resolve_home, resolve_store_url, store_is_default
 from ..errors import StoreError
 
 _CHUNK = 5000
@@ -98,6 +98,46 @@ def _is_readonly(exc) -> bool:
     return "readonly database" in str(getattr(exc, "orig", exc)).lower()
 
 
+def _is_corrupt(exc) -> bool:
+    m = str(getattr(exc, "orig", exc)).lower()
+    return "malformed" in m or "file is not a database" in m or "file is encrypted" in m
+
+
+def _is_full(exc) -> bool:
+    import errno
+
+    inner = getattr(exc, "orig", exc)
+    if isinstance(inner, OSError) and inner.errno == errno.ENOSPC:
+        return True
+    m = str(inner).lower()
+    return "database or disk is full" in m or "no space left" in m
+
+
+def corrupt_message(url: str, exc) -> str:
+    """One line: the store's file is damaged (names the file, says nothing was changed)."""
+    p = sqlite_path(url)
+    what = f"SQLite file {p}" if p is not None else _safe_url(url)
+    return (f"history store {what} is corrupt ({_first_line(exc)}); nothing was changed. Restore it from a "
+            "backup, or start a new store (--store / --home) and import your histories again.")
+
+
+def full_message(url: str, exc) -> str:
+    """One line: the disk filled up during a write (the transaction was rolled back)."""
+    p = sqlite_path(url)
+    where = f" ({p.parent})" if p is not None else ""
+    return (f"no space left on the disk of history store {_safe_url(url)}{where} ({_first_line(exc)}); "
+            "nothing was written, the store is as it was. Free some space and run the command again.")
+
+
+def missing_store_message(url: str, home=None) -> str:
+    """One line: the default store ``<home>/history.db`` does not exist (a read-only command)."""
+    p = sqlite_path(url)
+    how = {"--home": "--home", "RECOMMENDER_HOME": "RECOMMENDER_HOME", ".recommender": "./.recommender here",
+           "user": "the per-user default"}[home_origin(home)]
+    return (f"no history store at {p} (home {p.parent}, from {how}): nothing imported there yet. Fill it "
+            "with 'history pull NAME' or 'history import PATH', or point --home / --store to an existing store.")
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for other databases, in-memory and ``file:`` URIs)."""
     try:
@@ -150,6 +190,11 @@ class _Opening:
     def __init__(self, url: str | None = None, *, home=None, create: bool = True, must_exist: bool = False,
                  lock_timeout: float | None = None):
         self.url = resolve_store_url(url, home)
+        default = store_is_default(url)
+        if default and must_exist and (sqlite_path(self.url) and not sqlite_path(self.url).exists()):
+            raise StoreError(missing_store_message(self.url, home))
+        if default and create and not must_exist:
+            resolve_home(home, create=True)  # the first write creates the home folder
         self.lock_timeout = _default_lock_timeout() if lock_timeout is None else float(lock_timeout)
         if self.lock_timeout < 0:
             raise StoreError(f"--lock-timeout must be >= 0 seconds, got {self.lock_timeout:g}")
@@ -173,6 +218,10 @@ class _Opening:
             engine.dispose()
             if _is_readonly(exc):
                 raise StoreError(self._readonly_message(url)) from None
+            if _is_corrupt(exc):
+                raise StoreError(corrupt_message(url, exc)) from None
+            if _is_full(exc):
+                raise StoreError(full_message(url, exc)) from None
             raise StoreError(f"cannot open history store {_safe_url(url)}: {_first_line(exc)}. {_OPEN_HINT}") from None
         return engine
 
@@ -349,19 +398,28 @@ class _Opening:
         try:
             with eng.begin() as conn:
                 yield conn
-        except OperationalError as exc:
+        except (DatabaseError, OSError) as exc:
             if _is_readonly(exc):
                 raise StoreError(self._readonly_message()) from None
             if _is_locked(exc):
                 raise StoreError(
                     f"history store {_safe_url(self.url)} stayed locked by another writer for more than "
                     f"{self.lock_timeout:g} s; nothing was written. Retry, or raise --lock-timeout.") from None
+            if _is_full(exc):
+                raise StoreError(full_message(self.url, exc)) from None
+            if _is_corrupt(exc):
+                raise StoreError(corrupt_message(self.url, exc)) from None
             raise
 
     @contextlib.contextmanager
     def read(self):
-        with self.engine.connect() as conn:
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise StoreError(corrupt_message(self.url, exc)) from None
+            raise
 
     def dispose(self):
         self.engine.dispose()

@@ -8,16 +8,22 @@ from history.util import is_missing
 def open_store(args, *, write: bool = True) -> HistoryStore:
     """The history store selected by --store / --home / env.
 
-    ``write=False`` (read-only commands): a SQLite store named explicitly (--store or
-    RECOMMENDER_STORE) must exist, so a typo is an error instead of a new empty store; a
-    store without write permission opens read-only. ``write=True``: a read-only store is
-    refused at once with one line.
+    ``write=False`` (read-only commands): a SQLite store must exist -- the default
+    ``<home>/history.db`` as well as one named with --store / RECOMMENDER_STORE -- so a read
+    never creates a store, an empty history.db or the home folder, and a typo is an error
+    naming the file; a store without write permission opens read-only. ``write=True``: a
+    read-only store is refused at once with one line; the home folder and the store are
+    created when missing. The URL is remembered on ``args`` (``_store_url``) so that the
+    CLI's last-resort error handler can name the store.
     """
-    import os
+    from history.config import resolve_store_url
 
-    explicit = bool(getattr(args, "store", None) or os.environ.get("RECOMMENDER_STORE"))
+    try:
+        args._store_url = resolve_store_url(getattr(args, "store", None), getattr(args, "home", None))
+    except Exception:  # reported by HistoryStore below
+        pass
     store = HistoryStore(getattr(args, "store", None), home=getattr(args, "home", None),
-                         must_exist=explicit and not write, lock_timeout=getattr(args, "lock_timeout", None))
+                         must_exist=not write, lock_timeout=getattr(args, "lock_timeout", None))
     if write and store.read_only:
         from history.errors import StoreError
 

@@ -238,6 +238,8 @@ def cmd_pull(args) -> int:
     try:
         rep = pull(store, args.name, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
                    progress=sys.stderr.isatty(), **options)
+    except KeyboardInterrupt:  # the import's one transaction was rolled back
+        raise KeyboardInterrupt(f"interrupted: nothing of {args.name} was imported") from None
     finally:
         store.dispose()
     _print_report(rep, args.json)
@@ -301,6 +303,8 @@ def cmd_import(args) -> int:
     store = open_store(args)
     try:
         rep = _call_importer(imp.run, store, path, options=options)
+    except KeyboardInterrupt:  # the import's one transaction was rolled back
+        raise KeyboardInterrupt(f"interrupted: nothing of {path} was imported") from None
     finally:
         store.dispose()
     _print_report(rep, args.json)

@@ -122,7 +122,7 @@ def _data_and_models(args, methods, notes: list):
         models = []
         for s in specs:
             ms = parse_model_spec(s)
-            load_adapter(ms)  # a bad spec is a user error before anything is written
+            _check_model(ms, load_adapter(ms))  # a bad spec or a missing file: an error before anything is written
             models.append((ms.name, s))
         dup = sorted({n for n, _ in models if [m for m, _ in models].count(n) > 1})
         if dup:
@@ -135,9 +135,30 @@ def _data_and_models(args, methods, notes: list):
                                 f"{', '.join(sorted(data.features))}")
         if not precomputed:
             ref_spec = parse_model_spec(args.reference_model)
+            _check_model(ref_spec, load_adapter(ref_spec), what="--reference-model")
     if not precomputed:
         resolve_device(args.device)  # a bad --device is a user error before anything is written
     return data, models, ref_spec
+
+
+def _check_model(ms, adapter, what: str = "--models") -> None:
+    """Refuse a model that cannot be loaded here before anything is written: a TorchScript file is
+    read (missing, not TorchScript, bad metadata); a target that names a local path must exist.
+    Hub ids (timm:NAME, hf:ID) are resolved when the model is scored."""
+    from pathlib import Path
+
+    from features.extract import ExtractionError
+
+    if ms.prefix == "torchscript":
+        try:
+            adapter.configure("cpu")
+        except ExtractionError as exc:
+            raise ExtractionError(f"{what} {ms.name}={ms.prefix}:{ms.target}: {exc}") from None
+        adapter.module = None  # loaded again on the device that scores it
+        return
+    t = ms.target
+    if t.startswith(("/", "./", "../", "~")) and not Path(t).expanduser().exists():
+        raise ExtractionError(f"{what} {ms.name}={ms.prefix}:{t}: {Path(t).expanduser()} does not exist")
 
 
 def _record_probe(args, store, data, notes: list, log):

@@ -92,7 +92,7 @@ def run(args) -> int:
     from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
     from recommender.training import train_recommenders
 
-    home = resolve_home(args.home)
+    home = resolve_home(args.home, create=False)  # created when a model is saved, not before
     store = open_store(args, write=False)
     try:
         history = None

@@ -3,9 +3,9 @@
 Starts ``mlflow server`` on ``--host``/``--port`` with backend store
 ``resolve_tracking_uri(--tracking-uri, --home)`` (``sqlite:///<home>/mlflow.db`` by default)
 and artifacts under ``<home>/mlartifacts``, prints the URL, and serves until Ctrl-C (or
-SIGTERM), then stops the server. It prints (and, in a terminal, opens) the runs view of the
-training experiment ``recommender-training`` in MLflow's machine-learning workflow, creating the
-experiment when the store has none yet. ``--no-wait`` leaves the server running in the background and
+SIGTERM), then stops the server. The one address it prints (and, in a terminal, opens) is the
+runs view of the training experiment ``recommender-training`` in MLflow's machine-learning
+workflow (not MLflow's GenAI welcome page), creating the experiment when the store has none yet. ``--no-wait`` leaves the server running in the background and
 prints its process id instead.
 """
 from __future__ import annotations
@@ -73,12 +73,14 @@ def _serve(args, uri, artifacts, log_path) -> int:
     except Exception as exc:  # the dashboard still works from its home page
         print(f"warning: cannot find the {DEFAULT_EXPERIMENT!r} experiment ({exc}); open {url}", file=sys.stderr)
         landing = url
+    # One address: the runs view of the training experiment (the server's bare URL opens MLflow's
+    # GenAI welcome page instead).
     if args.no_wait:
-        print(f"MLflow UI: {url}\nruns view: {landing}\nrunning in the background as process {server.pid}; "
+        print(f"MLflow UI: {landing}\nrunning in the background as process {server.pid}; "
               f"stop it with: kill {server.pid}\nserver log: {log_path}", flush=True)
         return 0
-    print(f"MLflow UI: {url}\nruns view: {landing}  (training runs; evaluations are the evaluate/* "
-          f"experiments)\nserver log: {log_path}\npress Ctrl-C to stop", flush=True)
+    print(f"MLflow UI: {landing}\n  (the training runs; evaluations are the evaluate/* experiments, in the "
+          f"experiment list)\nserver log: {log_path}\npress Ctrl-C to stop", flush=True)
     if not args.no_browser and sys.stdout.isatty():
         import webbrowser
 
