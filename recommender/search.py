@@ -9,6 +9,11 @@ stored as a job. Strategies:
                         (:class:`recommender.adaptive.AdaptiveRanker`: models that moved
                         together with the observed ones on past datasets move with them)
                         and the next pick is the best updated prediction;
+``portfolio``           as ``adaptive``, but with ``r`` fine-tunes left it plans the set of
+                        ``r`` models with the highest expected best accuracy under the
+                        joint posterior (Monte-Carlo), fine-tuning its top model first and
+                        keeping the rest of the budget as hedges where the target may
+                        deviate from the prior (:mod:`recommender.acquisition`);
 ``static``              the recommender's order, unchanged;
 ``halving``             successive halving on the recommender's top ``budget`` models:
                         1 epoch each, keep the best half (by validation accuracy), double
@@ -34,9 +39,10 @@ import pandas as pd
 
 from history.errors import RecommenderError
 
+# the strategies, the default one (with its date) and their acquisitions: recommender/acquisition.py
+from .acquisition import ACQUISITION, DEFAULT_STRATEGY, DEFAULT_STRATEGY_FIXED_ON, STRATEGIES, choose_next  # noqa: F401
 from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials, wait_background
 
-STRATEGIES = ("adaptive", "static", "halving")
 
 
 @dataclass
@@ -222,17 +228,16 @@ def _ranked(s: _Session, strategy: str, prior: pd.Series, ranker, seen: dict, gr
     while len(s.picks) < int(budget):
         if s.out_of_time():
             return "time budget reached"
-        if strategy == "adaptive":
-            post = ranker.posterior(observed)
-        else:
-            post = prior
-        left = post[[m not in observed and m not in failed for m in post.index]]
-        if left.empty:
+        if strategy in ACQUISITION:  # one model at a time, the posterior updated after each
+            m, pred = choose_next(ACQUISITION[strategy], ranker, observed, int(budget) - len(s.picks), failed)
+            picked = [] if m is None else [(m, pred)]
+        else:  # the static order; on a parallel executor the rest of the budget at once
+            left = prior[[m not in observed and m not in failed for m in prior.index]]
+            width = 1 if s.executor.in_process else int(budget) - len(s.picks)
+            picked = [(m, float(left[m])) for m in sorted(left.index, key=lambda m: (-left[m], m))[:width]]
+        if not picked:
             return "no candidate left"
-        # one model at a time, except the static order on a parallel executor: the rest of the budget at once
-        width = 1 if strategy == "adaptive" or s.executor.in_process else int(budget) - len(s.picks)
-        ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
-        batch = [Pick(len(s.picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
+        batch = [Pick(len(s.picks) + k + 1, m, p) for k, (m, p) in enumerate(picked)]
         s.picks += batch
         s.run_many([(p, grid) for p in batch])
         for pick in batch:
@@ -243,7 +248,7 @@ def _ranked(s: _Session, strategy: str, prior: pd.Series, ranker, seen: dict, gr
     return "budget reached"
 
 
-def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = "adaptive",
+def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = DEFAULT_STRATEGY,
            grid: list[TrialConfig], time_budget_s: float | None = None, recommender=None, home=None,
            device="auto", mlflow: bool = True, tracking_uri=None, on_event=None, executor=None,
            resources=None) -> SearchResult:
