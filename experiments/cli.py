@@ -13,6 +13,10 @@ from pathlib import Path
 from history.errors import NotFoundError, RecommenderError
 
 
+#: the recommenders ``evaluate`` compares by default (the budget protocol then uses the default one)
+EVALUATE_RECOMMENDERS = "lr,fm,lgbm,lgbm-rank"
+
+
 def register_evaluate(sub) -> None:
     from recommender.commands import add_parser
 
@@ -35,7 +39,7 @@ def register_evaluate(sub) -> None:
     p.add_argument("--budget", type=int, default=10,
                    help="with --protocol budget: the largest number of fine-tunes b (default 10); each held-out "
                         "dataset replays strategies that pick models one at a time (experiments/budget.py)")
-    p.add_argument("--recommenders", default="lr,fm,lgbm,lgbm-rank",
+    p.add_argument("--recommenders", default=EVALUATE_RECOMMENDERS,
                    help="comma-separated recommender names, or 'none' (default lr,fm,lgbm,lgbm-rank)")
     p.add_argument("--features", action="append", default=None,
                    help="feature set(s): groups d (dataset meta), m (model meta), s (MS scores), t (text similarity), "
@@ -98,14 +102,20 @@ def _run_budget(args) -> int:
     """``evaluate --protocol budget``: the budget protocol of experiments/budget.py on one history."""
     from recommender.commands import open_store
 
-    from .budget import _table, run_on_store
+    from recommender.acquisition import DEFAULT_STRATEGY
+    from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
+
+    from .budget import _table, per_dataset, per_dataset_table, run_on_store
     from .evaluate import parse_feature_sets
 
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1, got {args.budget}")
+    # the prior follows the project's default unless --recommenders / --features name one
     recs = [r.strip() for r in str(args.recommenders).split(",") if r.strip() and r.strip() != "none"]
-    feature_sets = parse_feature_sets(args.features) if args.features else ["d,m"]
-    rec, feats = (recs or ["lr"])[0], feature_sets[0]
+    if args.recommenders == EVALUATE_RECOMMENDERS:
+        recs = [DEFAULT_RECOMMENDER]
+    feature_sets = parse_feature_sets(args.features) if args.features else [DEFAULT_FEATURES]
+    rec, feats = (recs or [DEFAULT_RECOMMENDER])[0], feature_sets[0]
     if len(recs) > 1 or len(feature_sets) > 1:
         print(f"note: the budget protocol uses one recommender for its static and adaptive orders: {rec}[{feats}]",
               file=sys.stderr)
@@ -118,6 +128,8 @@ def _run_budget(args) -> int:
           f"{args.candidates} candidates, {int(summary['datasets'].max())} held-out datasets "
           "(regret in accuracy points after b fine-tunes)")
     print(_table(summary, args.budget))
+    print(f"strategy used per held-out dataset (default = {DEFAULT_STRATEGY}):")
+    print(per_dataset_table(rows, args.budget))
     if args.json_file:
         path = Path(args.json_file)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +137,8 @@ def _run_budget(args) -> int:
                                                "regime": regime, "recommender": rec, "features": feats,
                                                "candidates": args.candidates},
                                     "per_dataset": rows.to_dict(orient="records"),
+                                    "strategy_per_dataset": per_dataset(rows, args.budget).to_dict(orient="records"),
+                                    "default_strategy": DEFAULT_STRATEGY,
                                     "summary": summary.reset_index().to_dict(orient="records")},
                                    indent=1, default=str))
         print(f"results written to {path}")
