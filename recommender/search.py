@@ -151,8 +151,9 @@ class _Session:
         return (self.time_budget_s is not None and any(p.trials for p in self.picks)
                 and time.perf_counter() - self.t0 >= self.time_budget_s)
 
-    def run_many(self, jobs):
-        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial."""
+    def run_many(self, jobs, prefetch=None):
+        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial; ``prefetch``:
+        model names the next call will probably fine-tune (their models load meanwhile)."""
         emit, specs = self.emit, self.specs
         trials, owner = [], []
         for pick, configs in jobs:
@@ -163,7 +164,7 @@ class _Session:
         t = time.perf_counter()
         res = run_trials(self.store, self.executor, trials, self.dataset, self.data,
                          progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), background=self.recording,
-                         **self.kw)
+                         prefetch=[specs[m] for m in prefetch or () if m in specs], **self.kw)
         for pick, tr in zip(owner, res):
             pick.trials.append(tr)
             emit("trial", (pick, tr))
@@ -239,7 +240,10 @@ def _ranked(s: _Session, strategy: str, prior: pd.Series, ranker, seen: dict, gr
             return "no candidate left"
         batch = [Pick(len(s.picks) + k + 1, m, p) for k, (m, p) in enumerate(picked)]
         s.picks += batch
-        s.run_many([(p, grid) for p in batch])
+        guess = None  # the likely next pick, loaded while this one trains: the runner-up of the current posterior
+        if strategy in ACQUISITION and len(s.picks) < int(budget):
+            guess = choose_next("mean", ranker, observed, 1, failed | {picked[0][0]})[0]
+        s.run_many([(p, grid) for p in batch], prefetch=[guess] if guess else None)
         for pick in batch:
             if pick.best is not None:
                 observed[pick.model] = pick.best.value
