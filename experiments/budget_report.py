@@ -118,10 +118,12 @@ def pooled_table(rows_by_bench: dict, groups: dict, strategies=POOLED, budgets=L
     stratified by benchmark), one row per (pool, strategy)."""
     head = "| pool | strategy | datasets | " + " | ".join(f"b={b}" for b in budgets) + " |"
     lines = [head, "|" + "---|" * (len(budgets) + 3)]
+    seen = []
     for pool, names in groups.items():
         sub = {n: rows_by_bench[n] for n in names if n in rows_by_bench}
-        if not sub:
+        if not sub or sorted(sub) in seen:  # empty, or the same benchmarks as a pool above
             continue
+        seen.append(sorted(sub))
         allr = pooled_rows(sub)
         for s in strategies:
             if s not in set(allr["strategy"]):

@@ -64,7 +64,8 @@ def test_budget_protocol_on_a_synthetic_history():
     s = summarize(rows, 4)
     assert {"default", "static", "adaptive", "portfolio", "popularity-static", "random", "hybrid"} <= set(s.index)
     assert (s.drop("nested")["datasets"] == 5).all() and s.at["nested", "datasets"] == 0
-    curves = s[[f"regret@{b}" for b in range(1, 5)]].to_numpy()
+    # one run per strategy, so regret never rises with b (portfolio plans per budget: a run per b)
+    curves = s.drop(["nested", "portfolio"])[[f"regret@{b}" for b in range(1, 5)]].to_numpy()
     assert (np.diff(curves, axis=1) <= 1e-9).all() and (curves >= 0).all()
     # every strategy starts from something better than chance at one fine-tune
     assert s.loc["static", "regret@1"] < s.loc["random", "regret@1"]
@@ -147,7 +148,7 @@ def test_budget_protocol_reports_the_nested_choice():
         order = _adaptive_order_ex(cfg, folds.prior(ex, c["dataset"], y.index, cfg.base), y, folds, ex, 3)
         np.testing.assert_allclose(a[["regret@1", "regret@2", "regret@3"]].to_numpy(float),
                                    regret_curve(order, y, 3))
-    assert all(c.label in nested_section(rows, choices) for c in {k["choice"]: 0 for k in choices})
+    assert all(label in nested_section(rows, choices) for label in {k["choice"] for k in choices})
 
 
 def test_prefit_shards_fill_the_prior_cache_that_the_protocol_reads(tmp_path):
