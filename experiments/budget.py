@@ -174,6 +174,7 @@ def _parser():
     ap.add_argument("--prefit", default=None, metavar="K/N",
                     help="only fit the recommender for shard K of N of the excluded sets into --prior-cache "
                          "(run N processes, then the protocol reads the fits)")
+    ap.add_argument("--note", default="", help="a sentence for BUDGET.md's header (e.g. how the cached rows were made)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
