@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--per-model", action="store_true",
                     help="one run_trials call per model, as `search` (local executor) and `finetune` make them, "
                          "instead of one call for all six; counted until everything is recorded")
+    ap.add_argument("--no-prefetch", dest="prefetch", action="store_false",
+                    help="with --per-model: do not prefetch the next model during each call")
     args = ap.parse_args(argv)
 
     import torch
@@ -69,8 +71,10 @@ def main(argv=None) -> int:
         if args.per_model:
             res, recording = [], []
             data = data.snapshot()
-            for spec in specs.values():
-                res += run_trials(store, LocalExecutor(), [(spec, cfg)], "task", data, **kw, background=recording)
+            order = list(specs.values())
+            for k, spec in enumerate(order):  # each call prefetches the next model, as search does its likely pick
+                res += run_trials(store, LocalExecutor(), [(spec, cfg)], "task", data, **kw, background=recording,
+                                  prefetch=order[k + 1:k + 2] if args.prefetch else None)
             wait_background(recording)
         else:
             res = run_trials(store, LocalExecutor(), [(spec, cfg) for spec in specs.values()], "task", data, **kw)

@@ -105,14 +105,20 @@ def _run_budget(args) -> int:
     """``evaluate --protocol budget``: the budget protocol of experiments/budget.py on one history."""
     from recommender.commands import open_store
 
-    from .budget import _table, run_on_store
-    from .evaluate import parse_feature_sets
+    from recommender.acquisition import DEFAULT_STRATEGY
+    from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
+
+    from .budget import _table, per_dataset, per_dataset_table, run_on_store
+    from .evaluate import DEFAULT_RECOMMENDERS, parse_feature_sets
 
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1, got {args.budget}")
+    # the prior follows the project's default unless --recommender / --features name one
     recs = [r.strip() for r in str(args.recommender).split(",") if r.strip() and r.strip() != "none"]
-    feature_sets = parse_feature_sets(args.features) if args.features else ["d,m"]
-    rec, feats = (recs or ["lr"])[0], feature_sets[0]
+    if args.recommender == ",".join(DEFAULT_RECOMMENDERS):
+        recs = [DEFAULT_RECOMMENDER]
+    feature_sets = parse_feature_sets(args.features) if args.features else [DEFAULT_FEATURES]
+    rec, feats = (recs or [DEFAULT_RECOMMENDER])[0], feature_sets[0]
     if len(recs) > 1 or len(feature_sets) > 1:
         print(f"note: the budget protocol uses one recommender for its static and adaptive orders: {rec}[{feats}]",
               file=sys.stderr)
@@ -126,6 +132,8 @@ def _run_budget(args) -> int:
           f"{args.candidates} candidates, {int(summary['datasets'].max())} held-out datasets "
           "(regret in accuracy points after b fine-tunes)")
     print(_table(summary, args.budget))
+    print(f"strategy used per held-out dataset (default = {DEFAULT_STRATEGY}):")
+    print(per_dataset_table(rows, args.budget))
     if args.json_out:
         path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +141,8 @@ def _run_budget(args) -> int:
                                                "regime": regime, "recommender": rec, "features": feats,
                                                "candidates": args.candidates},
                                     "per_dataset": rows.to_dict(orient="records"),
+                                    "strategy_per_dataset": per_dataset(rows, args.budget).to_dict(orient="records"),
+                                    "default_strategy": DEFAULT_STRATEGY,
                                     "summary": summary.reset_index().to_dict(orient="records")},
                                    indent=1, default=str))
         print(f"results written to {path}")

@@ -9,6 +9,11 @@ stored as a job. Strategies:
                         (:func:`recommender.adaptive.update_rule`, also used by ``predict``: models that moved
                         together with the observed ones on past datasets move with them)
                         and the next pick is the best updated prediction;
+``portfolio``           as ``adaptive``, but with ``r`` fine-tunes left it plans the set of
+                        ``r`` models with the highest expected best accuracy under the
+                        joint posterior (Monte-Carlo), fine-tuning its top model first and
+                        keeping the rest of the budget as hedges where the target may
+                        deviate from the prior (:mod:`recommender.acquisition`);
 ``static``              the recommender's order, unchanged;
 ``halving``             successive halving on the recommender's top ``budget`` models:
                         1 epoch each, keep the best half (by validation accuracy), double
@@ -34,9 +39,10 @@ import pandas as pd
 
 from history.errors import RecommenderError
 
+# the strategies, the default one (with its date) and their acquisitions: recommender/acquisition.py
+from .acquisition import ACQUISITION, DEFAULT_STRATEGY, DEFAULT_STRATEGY_FIXED_ON, STRATEGIES, choose_next  # noqa: F401
 from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials, wait_background
 
-STRATEGIES = ("adaptive", "static", "halving")
 
 
 @dataclass
@@ -145,8 +151,9 @@ class _Session:
         return (self.time_budget_s is not None and any(p.trials for p in self.picks)
                 and time.perf_counter() - self.t0 >= self.time_budget_s)
 
-    def run_many(self, jobs):
-        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial."""
+    def run_many(self, jobs, prefetch=None):
+        """Fine-tune ``[(Pick, configs), ...]`` together: one executor task per trial; ``prefetch``:
+        model names the next call will probably fine-tune (their models load meanwhile)."""
         emit, specs = self.emit, self.specs
         trials, owner = [], []
         for pick, configs in jobs:
@@ -157,7 +164,7 @@ class _Session:
         t = time.perf_counter()
         res = run_trials(self.store, self.executor, trials, self.dataset, self.data,
                          progress=lambda s, e, a: emit("epoch", (by_spec[s], e, a)), background=self.recording,
-                         **self.kw)
+                         prefetch=[specs[m] for m in prefetch or () if m in specs], **self.kw)
         for pick, tr in zip(owner, res):
             pick.trials.append(tr)
             emit("trial", (pick, tr))
@@ -222,19 +229,21 @@ def _ranked(s: _Session, strategy: str, prior: pd.Series, ranker, seen: dict, gr
     while len(s.picks) < int(budget):
         if s.out_of_time():
             return "time budget reached"
-        if strategy == "adaptive":
-            post = ranker.posterior(observed)
-        else:
-            post = prior
-        left = post[[m not in observed and m not in failed for m in post.index]]
-        if left.empty:
+        if strategy in ACQUISITION:  # one model at a time, the posterior updated after each
+            m, pred = choose_next(ACQUISITION[strategy], ranker, observed, int(budget) - len(s.picks), failed)
+            picked = [] if m is None else [(m, pred)]
+        else:  # the static order; on a parallel executor the rest of the budget at once
+            left = prior[[m not in observed and m not in failed for m in prior.index]]
+            width = 1 if s.executor.in_process else int(budget) - len(s.picks)
+            picked = [(m, float(left[m])) for m in sorted(left.index, key=lambda m: (-left[m], m))[:width]]
+        if not picked:
             return "no candidate left"
-        # one model at a time, except the static order on a parallel executor: the rest of the budget at once
-        width = 1 if strategy == "adaptive" or s.executor.in_process else int(budget) - len(s.picks)
-        ranked = sorted(left.index, key=lambda m: (-left[m], m))[:width]
-        batch = [Pick(len(s.picks) + k + 1, m, float(left[m])) for k, m in enumerate(ranked)]
+        batch = [Pick(len(s.picks) + k + 1, m, p) for k, (m, p) in enumerate(picked)]
         s.picks += batch
-        s.run_many([(p, grid) for p in batch])
+        guess = None  # the likely next pick, loaded while this one trains: the runner-up of the current posterior
+        if strategy in ACQUISITION and len(s.picks) < int(budget):
+            guess = choose_next("mean", ranker, observed, 1, failed | {picked[0][0]})[0]
+        s.run_many([(p, grid) for p in batch], prefetch=[guess] if guess else None)
         for pick in batch:
             if pick.best is not None:
                 observed[pick.model] = pick.best.value
@@ -243,7 +252,7 @@ def _ranked(s: _Session, strategy: str, prior: pd.Series, ranker, seen: dict, gr
     return "budget reached"
 
 
-def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = "adaptive",
+def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, strategy: str = DEFAULT_STRATEGY,
            grid: list[TrialConfig], time_budget_s: float | None = None, recommender=None, home=None,
            device="auto", mlflow: bool = True, tracking_uri=None, on_event=None, executor=None,
            resources=None) -> SearchResult:

@@ -62,9 +62,10 @@ def test_budget_protocol_on_a_synthetic_history():
     hist = synthetic_history(n_models=25, n_datasets=5, seed=3)
     rows = run_protocol(hist, budget=4, seeds=5, ms_method="proxy", progress=False)
     s = summarize(rows, 4)
-    assert {"static", "adaptive", "model-mean", "random", "hybrid"} <= set(s.index)
-    assert (s["datasets"] == 5).all()
-    curves = s[[f"regret@{b}" for b in range(1, 5)]].to_numpy()
+    assert {"default", "static", "adaptive", "portfolio", "popularity-static", "random", "hybrid"} <= set(s.index)
+    assert (s.drop("nested")["datasets"] == 5).all() and s.at["nested", "datasets"] == 0
+    # one run per strategy, so regret never rises with b (portfolio plans per budget: a run per b)
+    curves = s.drop(["nested", "portfolio"])[[f"regret@{b}" for b in range(1, 5)]].to_numpy()
     assert (np.diff(curves, axis=1) <= 1e-9).all() and (curves >= 0).all()
     # every strategy starts from something better than chance at one fine-tune
     assert s.loc["static", "regret@1"] < s.loc["random", "regret@1"]
@@ -109,7 +110,7 @@ def test_ucb_adds_beta_posterior_standard_deviations():
 
 
 def test_nested_choice_never_reads_the_held_out_dataset():
-    from experiments.budget import CANDIDATES, _Folds, nested_choice
+    from experiments.budget_protocol import CANDIDATES, _Folds, nested_choice
 
     hist = synthetic_history(n_models=20, n_datasets=5, seed=4)
     held = hist.target_datasets()[0]
@@ -126,24 +127,28 @@ def test_nested_choice_never_reads_the_held_out_dataset():
     pd.testing.assert_series_equal(scores, scores2)
 
 
-def test_budget_protocol_reports_the_nested_choice_and_every_candidate():
-    from experiments.budget import CANDIDATES, _nested_section
+def test_budget_protocol_reports_the_nested_choice():
+    from experiments.budget_protocol import CANDIDATES, _adaptive_order_ex, _Folds
+    from experiments.budget_report import nested_section
 
     hist = synthetic_history(n_models=15, n_datasets=4, seed=5)
     cands = (CANDIDATES[0], CANDIDATES[9])
     choices = []
     rows = run_protocol(hist, budget=3, seeds=2, ms_method="proxy", progress=False, candidates=cands,
-                        choices=choices)
+                        choices=choices, nested=True, recommender="lr")
     assert [c["dataset"] for c in choices] == hist.target_datasets()
     assert {c["choice"] for c in choices} <= {c.label for c in cands}
-    for c in choices:  # the adaptive row is the chosen candidate's curve
-        a = rows[(rows["dataset"] == c["dataset"]) & (rows["strategy"] == "adaptive")]
-        k = rows[(rows["dataset"] == c["dataset"]) & (rows["strategy"] == f"cand:{c['choice']}")]
-        np.testing.assert_allclose(a[["regret@1", "regret@2", "regret@3"]].to_numpy(),
-                                   k[["regret@1", "regret@2", "regret@3"]].to_numpy())
-    assert "cand:" not in "".join(summarize(rows, 3).index)
-    text = _nested_section(rows, choices)
-    assert all(c.label in text for c in cands) and "hindsight" in text
+    folds = _Folds(hist, "lr", "d,m", True)
+    for c in choices:  # the nested row is the chosen candidate's own curve
+        a = rows[(rows["dataset"] == c["dataset"]) & (rows["strategy"] == "nested")].iloc[0]
+        assert a["chosen"] == c["choice"]
+        cfg = next(k for k in cands if k.label == c["choice"])
+        ex = frozenset({c["dataset"]})
+        y = folds.truth(ex, c["dataset"])
+        order = _adaptive_order_ex(cfg, folds.prior(ex, c["dataset"], y.index, cfg.base), y, folds, ex, 3)
+        np.testing.assert_allclose(a[["regret@1", "regret@2", "regret@3"]].to_numpy(float),
+                                   regret_curve(order, y, 3))
+    assert all(label in nested_section(rows, choices) for label in {k["choice"] for k in choices})
 
 
 def test_prefit_shards_fill_the_prior_cache_that_the_protocol_reads(tmp_path):
@@ -151,9 +156,9 @@ def test_prefit_shards_fill_the_prior_cache_that_the_protocol_reads(tmp_path):
 
     hist = synthetic_history(n_models=12, n_datasets=4, seed=6)
     cache = tmp_path / "priors"
-    done = [prefit(hist, cache, shard=k, shards=2, progress=False) for k in (0, 1)]
+    done = [prefit(hist, cache, shard=k, shards=2, progress=False, nested=True) for k in (0, 1)]
     assert sum(done) == 4 + 6 and len(list(cache.glob("*.json"))) == 10  # each held-out dataset, each pair
-    assert prefit(hist, cache, progress=False) == 0  # nothing left to fit
-    kw = dict(budget=3, seeds=2, ms_method="proxy", progress=False, candidates=(CANDIDATES[3],))
+    assert prefit(hist, cache, progress=False, nested=True) == 0  # nothing left to fit
+    kw = dict(budget=3, seeds=2, ms_method="proxy", progress=False, candidates=(CANDIDATES[3],), nested=True)
     cached = run_protocol(hist, prior_cache=cache, **kw)
     pd.testing.assert_frame_equal(cached, run_protocol(hist, **kw))

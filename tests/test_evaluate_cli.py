@@ -113,7 +113,8 @@ def test_budget_protocol_through_evaluate(capsys, parc_store, tmp_path):
     res = json.loads(out_json.read_text())
     assert res["config"]["protocol"] == "budget" and res["config"]["candidates"] == "viable"
     summary = pd.DataFrame(res["summary"]).set_index("strategy")
-    assert {"static", "adaptive", "model-mean", "random"} <= set(summary.index)
+    assert {"default", "static", "adaptive", "popularity-static", "random"} <= set(summary.index)
+    assert {r["chosen"] for r in res["strategy_per_dataset"]} == {res["default_strategy"]}
     assert "regret@3" in out and "adaptive" in out
     hist, *_ = load_history(parc_store, source="parc-controlled")
     direct = run_protocol(hist, budget=3, recommender="lr", features="d,m", progress=False)

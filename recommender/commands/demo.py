@@ -1,4 +1,5 @@
-"""``python -m recommender demo``: the README's main job, end to end on the TransferGraph history.
+"""``python -m recommender demo``: the README's main job, end to end on the TransferGraph history
+(``--zoo``: offline, on a tiny zoo built on the spot; :mod:`.demo_zoo`).
 
 1. import the TransferGraph image-classification history (from the local mirror ``--from``,
    or downloaded by ``history pull`` when no mirror exists); re-running adds nothing;
@@ -36,6 +37,10 @@ def register(sub):
     p.add_argument("--cv-folds", type=int, default=0,
                    help="leave-datasets-out CV folds while training (default 0: skip, the demo holds one out)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the training runs to MLflow")
+    p.add_argument("--zoo", action="store_true",
+                   help="offline instead: build a tiny zoo of small CNNs and a history of real fine-tunes, then "
+                        "train, score and search --budget 3 on a new task (no download; under 2 minutes)")
+    p.add_argument("--zoo-dir", default=None, help="with --zoo: where the zoo lives (default <home>/demo-zoo)")
     p.set_defaults(func=run)
     return p
 
@@ -77,6 +82,10 @@ def _report_line(rep) -> str:
 
 
 def run(args) -> int:
+    if getattr(args, "zoo", False):
+        from .demo_zoo import run_zoo
+
+        return run_zoo(args)
     import numpy as np
 
     from history.config import resolve_home

@@ -52,8 +52,12 @@ def register(sub):
     p.add_argument("--budget", "-b", type=int, required=True, help="number of models to fine-tune")
     p.add_argument("--time-budget", default=None,
                    help="stop starting new fine-tunes after this long, e.g. 90s, 20m, 1.5h")
-    p.add_argument("--strategy", default="adaptive", choices=["adaptive", "halving", "static"],
-                   help="adaptive (default): learn from each result; static: the recommender's order; "
+    from ..acquisition import DEFAULT_STRATEGY, STRATEGIES
+
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
+                   help=f"default {DEFAULT_STRATEGY} (experiments/BUDGET.md). adaptive: learn from each result; "
+                        "portfolio: as adaptive, keeping part of the budget as hedges (expected best of the "
+                        "remaining picks under the posterior); static: the recommender's order; "
                         "halving: 1 epoch for the top BUDGET models, then longer for the best half, ...")
     p.add_argument("--recommender", "-r", default=None, help="saved recommender (default: as predict)")
     p.set_defaults(func=run_search)

@@ -145,14 +145,16 @@ class _Preloader:
         self._loads: dict = {}  # spec -> Future of (its adapter, load seconds)
         self._used: set = set()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-preload")
+        # a load started speculatively by the previous call (``run_trials(prefetch=...)``) is taken over;
+        # the other speculative loads guessed wrong and are dropped
+        for spec in dict.fromkeys(self.specs):
+            fut = _SPECULATIVE.pop((spec, kind), None)
+            if fut is not None:
+                self._loads[spec] = fut
+        _SPECULATIVE.clear()
 
     def _load(self, spec):
-        from features.extract import load_adapter
-
-        t = time.perf_counter()
-        adapter = load_adapter(spec)
-        adapter._load(self.kind, _cpu())
-        return adapter, time.perf_counter() - t
+        return _load_on_cpu(spec, self.kind)
 
     def _submit(self, spec):
         if spec not in self._loads:
@@ -180,6 +182,35 @@ class _Preloader:
     def close(self):
         self._loads.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+#: (spec, data kind) -> Future of (adapter, load seconds): models a caller expects its *next* run_trials
+#: call to need (``prefetch``), loading on their own thread while this call trains
+_SPECULATIVE: dict = {}
+_SPECULATOR = None
+
+
+def _load_on_cpu(spec, kind: str):
+    from features.extract import load_adapter
+
+    t = time.perf_counter()
+    adapter = load_adapter(spec)
+    adapter._load(kind, _cpu())
+    return adapter, time.perf_counter() - t
+
+
+def prefetch_models(specs, kind: str) -> None:
+    """Start loading ``specs`` (on a thread) for the next :func:`run_trials` call in this process;
+    that call takes the ones it uses and drops the rest (a wrong guess costs one load off the
+    main thread)."""
+    global _SPECULATOR
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _SPECULATOR is None:
+        _SPECULATOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-speculate")
+    for spec in specs:
+        if (spec, kind) not in _SPECULATIVE:
+            _SPECULATIVE[(spec, kind)] = _SPECULATOR.submit(_load_on_cpu, spec, kind)
 
 
 def _cpu():
@@ -339,7 +370,8 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
 
 def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, home=None, device="auto",
                mlflow: bool = True, tracking_uri=None, tags: dict | None = None, resources=None,
-               progress=None, on_result=None, background: list | None = None) -> list[TrialResult]:
+               progress=None, on_result=None, background: list | None = None,
+               prefetch=None) -> list[TrialResult]:
     """Run ``trials`` (a list of ``(spec, TrialConfig)``) with ``executor``: one task per trial.
 
     The driver (this process) starts every job in the store, the tasks only train, and the
@@ -352,7 +384,9 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
     one call after the other, like ``search``, so overlaps the last trial's recording with its
     next call's training). ``progress(spec, epoch, acc)`` only works in process (the local
     executor). ``on_result(TrialResult)`` is called as each trial ends. Returns the results
-    in the order of ``trials``.
+    in the order of ``trials``. ``prefetch`` (in process only): model specs the *next* call will
+    probably need (e.g. ``search``'s likely next pick), loaded on a thread while this call trains
+    (:func:`prefetch_models`).
     """
     from ..executor import Resources, Task
 
@@ -387,6 +421,8 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             for n, t in enumerate(tasks):
                 t.kwargs["preload"] = functools.partial(_begin, preloader, n, pending[t.key][1], data,
                                                         mlflow and bg, tracking_uri, home)
+        if executor.in_process and prefetch:
+            prefetch_models(list(prefetch), data.kind)
         for o in executor.map(tasks, progress=not executor.in_process, desc="trials"):
             i, p = pending.pop(o.key)
             # the jobs are all started up front: a trial's duration runs from its task's start (plus its
