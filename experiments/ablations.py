@@ -8,8 +8,9 @@ held-out dataset) chooses among ``lr`` and ``lgbm`` x the variant's feature sets
 over ``model-mean`` with a 95% bootstrap CI (the engine's ``paired_lift``). Variants:
 
 * ``base``   -- feature sets d,m (and d,m,s where MS scores exist): today's report;
-* ``+t`` / ``+k`` / ``+x`` -- each base feature set with one new group added
-  (t = text similarity, k = rich collaborative kernel, x = model x dataset interactions);
+* ``+t`` / ``+k`` / ``+x`` / ``+p`` -- each base feature set with one new group added
+  (t = text similarity, k = rich collaborative kernel, x = model x dataset interactions,
+  p = specialists: source-target task match and resolution x native image size);
 * ``+tkx``   -- the base feature sets and the base sets with t,k,x, in one candidate set;
 * ``pooled`` -- the base candidate set trained on the benchmark's history pooled with the other
   public sources' runs of its regime where they have them (``features.pooling``); only the
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "+tkx", "pooled", "+k", "+t", "+x")
+VARIANTS = ("base", "+tkx", "pooled", "+k", "+t", "+x", "+p")
 BENCHMARKS = ("tg-lodo", "parc-controlled-lodo", "parc-all-lodo", "shift-vtab1k-lodo")
 #: the other public sources pooled into each benchmark ("source[:regime]")
 #: (no regime named: each source's runs of the benchmark's own regime where it has them -- SHiFT's
@@ -57,7 +58,7 @@ def feature_sets(variant: str, has_scores: bool) -> list[str]:
         return base
     if variant == "+tkx":
         return base + [f"{b},t,k,x" for b in base]
-    if variant in ("+t", "+k", "+x"):
+    if variant in ("+t", "+k", "+x", "+p"):
         return [f"{b},{variant[1]}" for b in base]
     raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
 

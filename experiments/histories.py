@@ -52,18 +52,6 @@ def load_history(store, *, source=None, regime=None, rule="best", metric=None, m
     return h, source, regime, notes
 
 
-def parse_sources(spec) -> list[tuple[str, str | None]]:
-    """``"transfergraph-image,shift:vtab-1k,parc"`` -> ``[(source, regime or None), ...]``."""
-    out = []
-    for part in str(spec or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        src, _, reg = part.partition(":")
-        out.append((src.strip(), reg.strip() or None))
-    return out
-
-
 def load_pooled(store, *, source, regime=None, rule="best", metric=None, modality=None):
     """A pooled HistoryFrame (:func:`features.pooling.pool_histories`) for ``source`` =
     ``"primary,other[:regime],..."``. The primary is loaded like :func:`load_history`
@@ -71,7 +59,7 @@ def load_pooled(store, *, source, regime=None, rule="best", metric=None, modalit
     named after a colon, else the primary's regime when it has it, else its most frequent
     regime (:func:`pool_regime`).
     Returns (frame, primary source, regime, notes, primary's datasets)."""
-    from features.pooling import pool_histories, pool_regime
+    from features.pooling import parse_sources, pool_histories, pool_regime
 
     specs = parse_sources(source)
     if not specs:

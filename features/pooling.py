@@ -140,4 +140,17 @@ def pool_regime(regimes, *, named=None, primary=None):
     return regimes.index[0]
 
 
-__all__ = ["pool_histories", "pool_regime", "pooled_name", "own_datasets", "SEP"]
+__all__ = ["parse_sources", "pool_histories", "pool_regime", "pooled_name", "own_datasets", "SEP"]
+
+
+def parse_sources(spec) -> list[tuple[str, str | None]]:
+    """The pooling syntax of ``--source`` (``train``, ``evaluate``): ``"transfergraph-image,shift:vtab-1k,parc"``
+    -> ``[(source, regime or None), ...]``; empty parts are skipped."""
+    out = []
+    for part in str(spec or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        src, _, reg = part.partition(":")
+        out.append((src.strip(), reg.strip() or None))
+    return out

@@ -41,15 +41,14 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     ``full`` (or its most common regime), as for one source; each other source uses the regime
     named after its colon, else the first source's regime when it has it, else its most
     frequent one (:func:`features.pooling.pool_regime`, the rule ``evaluate`` pools by)."""
-    from features.pooling import pool_histories, pool_regime
+    from features.pooling import parse_sources, pool_histories, pool_regime
     from history.errors import unknown_name_error
     from recommender.training import build_history, default_regime
 
     frames = []
     known = store.sources()
     primary = None
-    for i, part in enumerate(p for p in spec.split(",") if p.strip()):
-        src, _, reg = part.strip().partition(":")
+    for i, (src, reg) in enumerate(parse_sources(spec)):
         if src not in known:
             raise unknown_name_error("source", src, known, where=f" in --source {spec!r}",
                                      plural="sources in the store")
