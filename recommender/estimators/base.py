@@ -141,9 +141,14 @@ class TabularRecommender(BaseRecommender):
         pairs, X = self._features(pairs, history)
         if len(pairs) == 0:
             return np.zeros(0)
-        yn = np.asarray(self._predict_estimator(X), dtype=float)
+        yn = self._normalized_prediction(pairs, np.asarray(self._predict_estimator(X), dtype=float))
         mu, sd = self._scale(pairs, history)
         return mu + sd * yn
+
+    def _normalized_prediction(self, pairs: pd.DataFrame, yn: np.ndarray) -> np.ndarray:
+        """The estimator's normalized predictions as the recommender predicts them (a subclass may
+        combine them with other per-pair terms before they are mapped back to accuracies)."""
+        return yn
 
     def recommend(self, dataset, k=5, history=None, models=None, exclude=()):
         self._check_fitted()

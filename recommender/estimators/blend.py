@@ -113,18 +113,11 @@ class BlendRecommender(LinearRecommender):
         return w, {str(k): v for k, v in means.items()}
 
     # ------------------------------------------------------------------ predict
-    def _blend(self, pairs: pd.DataFrame, f: np.ndarray) -> np.ndarray:
+    def _normalized_prediction(self, pairs: pd.DataFrame, yn: np.ndarray) -> np.ndarray:
+        """``(1 - w) a_m + w f``; a model without training targets: the learned part ``f`` alone."""
         a = pairs["model"].astype(str).map(self.popularity_).to_numpy(dtype=float)
-        a = np.where(np.isnan(a), f, a)  # a model without training targets: the learned part alone
-        return (1.0 - self.weight_) * a + self.weight_ * f
-
-    def predict(self, pairs: pd.DataFrame, history=None) -> np.ndarray:
-        pairs, X = self._features(pairs, history)
-        if len(pairs) == 0:
-            return np.zeros(0)
-        f = np.asarray(self._predict_estimator(X), dtype=float)
-        mu, sd = self._scale(pairs, history)
-        return mu + sd * self._blend(pairs, f)
+        a = np.where(np.isnan(a), yn, a)
+        return (1.0 - self.weight_) * a + self.weight_ * yn
 
     # ------------------------------------------------------------------ persistence
     def _save_estimator(self, folder: Path) -> list[str]:
