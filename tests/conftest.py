@@ -49,6 +49,19 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture()
+def cli(home, capsys):
+    """``cli(*args) -> (rc, stdout, stderr)``: the CLI in process, on the test's home."""
+    from recommender.cli import main
+
+    def run(*args):
+        rc = main(["--home", str(home), *map(str, args)])
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    return run
+
+
+@pytest.fixture()
 def store(home):
     from history.store import HistoryStore
 

@@ -9,18 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from recommender.cli import main
 from test_train_predict_cli import make_synthetic_store
-
-
-@pytest.fixture()
-def cli(home, capsys):
-    def run(*args):
-        rc = main(["--home", str(home), *map(str, args)])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 @pytest.fixture()

@@ -5,18 +5,7 @@ import json
 
 import pytest
 
-from recommender.cli import main
 from test_train_predict_cli import make_synthetic_store
-
-
-@pytest.fixture()
-def cli(home, capsys):
-    def run(*args):
-        rc = main(["--home", str(home), *map(str, args)])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 @pytest.fixture()
@@ -59,14 +48,12 @@ def test_training_source_is_the_context_and_other_sources_are_marked(multi, cli)
     assert "1 models with results only outside this context are not ranked" in out
 
 
-def test_pooled_training_says_so_and_asked_source_overrides(multi, cli):
-    assert cli("train", "--no-mlflow", "--cv-folds", "0")[0] == 0  # all sources; regime full chosen
-    res = _json(cli, "--dataset", "ds3")
-    assert res["source"] is None and res["regime"] == "full"
-    assert res["context"]["line"].startswith("context: all sources pooled (other, synthetic); regime full")
-    assert {r["model"] for r in res["measured_elsewhere"]} == {"m6"}  # the vtab1k result only
-    assert "elsewhere_only" in {r["model"] for r in res["measured"]}  # a result in the pooled context
+def test_training_refuses_to_mix_sources_and_asked_source_overrides(multi, cli):
+    rc, _, err = cli("train", "--no-mlflow", "--cv-folds", "0")  # several sources, none named
+    assert rc == 2 and "the store holds 2 sources" in err and "--source" in err
+    assert cli("train", "--no-mlflow", "--cv-folds", "0", "--source", "synthetic")[0] == 0
     asked = _json(cli, "--dataset", "ds3", "--source", "other")
+    assert asked["source"] == "other"
     assert asked["context"]["origin"] == "asked" and "asked with --source/--regime" in asked["context"]["line"]
 
 

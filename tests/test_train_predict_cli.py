@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.cli import main
 from recommender.defaults import DEFAULT_FEATURES
 
 ADD_DATASET_HINT = "python -m recommender history add-dataset {} --num-samples N --num-classes C"
@@ -88,16 +87,6 @@ def ml_home(home, mlflow_template) -> Path:
 def synth(store):
     make_synthetic_store(store)
     return store
-
-
-@pytest.fixture()
-def cli(home, capsys):
-    def run(*args):
-        rc = main(["--home", str(home), *map(str, args)])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    return run
 
 
 # ----------------------------------------------------------------------------- train + predict
