@@ -63,4 +63,4 @@ def test_format_is_inferred_from_the_extension(home, tmp_path, capsys):
     other = _write(tmp_path, "x", name="runs.json")
     assert main(["--store", url, "history", "import", str(other)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "--format" in err
+    assert err.startswith("error: ") and "--input-format" in err
