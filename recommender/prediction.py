@@ -71,11 +71,13 @@ def history_context(store, info: dict, *, source=None, regime=None, home=None):
         elsewhere = (jobs.loc[~inside].groupby(cols, sort=True)["value"].max().reset_index() if (~inside).any()
                      else pd.DataFrame({c: pd.Series(dtype=str) for c in cols} | {"value": pd.Series(dtype=float)}))
         return hist, {"outside_models": outside, "sources": sorted(set(jobs.loc[inside, "source"])),
+                      "regimes": sorted(map(str, set(jobs.loc[inside, "regime"].dropna()))),
                       "metric": used_metric, "uninformed": sorted(uninformed_models(hist)), "elsewhere": elsewhere}
 
     hist, derived, hit = cached_context(store, build, source=src, regime=reg, rule=rule, metric=metric, home=home)
     origin = "asked" if (source is not None or regime is not None) else "training"
     ctx = {"source": src, "regime": reg, "metric": derived["metric"], "rule": rule, "sources": derived["sources"],
+           "regimes": derived.get("regimes", []),
            "origin": origin, "outside_models": derived["outside_models"], "cached": hit,
            "uninformed": set(derived["uninformed"]), "elsewhere": derived["elsewhere"]}
     return hist, ctx
@@ -100,12 +102,17 @@ def _check_asked(store, source, regime) -> None:
 
 def describe_context(ctx: dict) -> str:
     """One line: which source and regime the numbers refer to."""
-    src = ctx["source"]
-    if src is None:
+    src, regimes = ctx["source"], ctx.get("regimes") or []
+    if src is None and len(ctx["sources"]) == 1:
+        where = f"source {ctx['sources'][0]} (the store's only source)"
+    elif src is None:
         where = "all sources pooled" + (f" ({', '.join(ctx['sources'])})" if ctx["sources"] else "")
     else:
         where = "source " + (src if isinstance(src, str) else ", ".join(src))
-    reg = ctx["regime"] if ctx["regime"] is not None else "all regimes"
+    if ctx["regime"] is not None:
+        reg = ctx["regime"]
+    else:
+        reg = regimes[0] if len(regimes) == 1 else "all regimes" + (f" ({', '.join(regimes)})" if regimes else "")
     why = "the recommender's training context" if ctx["origin"] == "training" else "asked with --source/--regime"
     return f"context: {where}; regime {reg}; metric {ctx['metric']} ({why})"
 
