@@ -1,6 +1,6 @@
 """Latency benchmark of ``python -m recommender predict`` on a store holding every public source.
 
-    python -m experiments.bench_predict                 # history pull all --from ../shared/data
+    python -m experiments.bench_predict        # pull all --from ../shared/data; train --source transfergraph-image
     python -m experiments.bench_predict --calls 5 --recommender lgbm
 
 Imports every public history into a fresh home (``history pull all``), trains the default
@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="folder of the public histories")
     ap.add_argument("--recommender", default=None, help="default: the default recommender (recommender.defaults)")
     ap.add_argument("--dataset", default="cifar100", help="dataset to rank models for")
+    ap.add_argument("--source", default="transfergraph-image",
+                    help="the source train reads (the store holds every public source; default transfergraph-image)")
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--target-s", type=float, default=1.5)
     args = ap.parse_args(argv)
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
 
         args.recommender = args.recommender or DEFAULT_RECOMMENDER
         for step in (["history", "pull", "all", "--from", args.data],
-                     ["train", "-r", args.recommender, "--no-mlflow", "--cv-folds", "0"]):
+                     ["train", "-r", args.recommender, "--source", args.source, "--no-mlflow", "--cv-folds", "0"]):
             dt, r = _cli(home, *step)
             if r.returncode:
                 print(r.stderr[-2000:])
