@@ -97,7 +97,7 @@ def _inner_cv(name, history, params):
             tv = t.iloc[val]
             pred = rec.predict(tv[["model", "dataset"]], history=history)
             # per-dataset z-scored error (scale-free across datasets)
-            for d, idx in tv.groupby("dataset").indices.items():
+            for idx in tv.groupby("dataset").indices.values():
                 yv, pv = tv["value"].to_numpy()[idx], pred[idx]
                 errs.append(np.mean(((yv - yv.mean()) / (yv.std() + 1e-9) - (pv - pv.mean()) / (yv.std() + 1e-9)) ** 2))
         err = float(np.mean(errs))

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping
 
 DATA_FILE = Path(__file__).with_name("data") / "datasets.json"
 SCHEMA_VERSION = 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +82,8 @@ def _iso(ts) -> str | None:
     if isinstance(ts, str):
         return ts
     if ts.tzinfo is None:  # SQLite returns naive UTC
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).isoformat()
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat()
 
 
 def _json(obj, empty_as_none: bool = False) -> str | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _json_str  # json.dumps' string encoder
 
 from sqlalchemy import (
@@ -168,7 +168,7 @@ meta = Table(
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _clean(v):

@@ -62,7 +62,7 @@ class BaseRecommender:
         return f"{type(self).__name__}({args})"
 
     # -------------------------------------------------------------- API
-    def fit(self, history) -> "BaseRecommender":  # pragma: no cover - abstract
+    def fit(self, history) -> BaseRecommender:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def predict(self, pairs: pd.DataFrame, history=None) -> np.ndarray:  # pragma: no cover

@@ -22,8 +22,8 @@ independent computation in ``tests/test_metrics.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -331,7 +331,7 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
             "name": name,
             "class": type(rec).__name__,
             "params": json.loads(json.dumps(rparams, default=_json_default)),
-            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "store": store_url,
             "source": source,
             "regime": regime,

@@ -112,7 +112,7 @@ def test_ambiguous_once_flags_say_their_one_meaning(tree):
 
 def test_a_short_flag_is_always_the_same_long_flag(tree):
     seen = defaultdict(set)
-    for path, _, a in options(tree):
+    for _, _, a in options(tree):
         longs = [s for s in a.option_strings if s.startswith("--")]
         for s in a.option_strings:
             if not s.startswith("--") and s != "-h":

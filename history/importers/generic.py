@@ -146,7 +146,7 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
 
 def _normalize_frame(df: pd.DataFrame, path, report) -> pd.DataFrame:
     """Cells as objects (missing: None), stripped column names, no repeated column."""
-    if not all(dt == object for dt in df.dtypes) or df.isna().to_numpy().any():
+    if not all(dt == np.dtype("O") for dt in df.dtypes) or df.isna().to_numpy().any():
         df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
     df.columns = [str(c).strip() for c in df.columns]
     dupe_cols = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
@@ -286,7 +286,7 @@ class _RowLoop:
         _check_len(dataset, 255, "dataset", path, i)
         self.row_meta(i, r, model, dataset)
         if kind in ("model", "dataset"):
-            for c, m in self.score_methods.items():
+            for c in self.score_methods:
                 if not _is_missing(r[c]):
                     raise HistoryImportError(f"{_where(path, i)}: column {c!r} is set on a {kind} row; "
                                              "scores belong to job or score rows")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -146,7 +146,7 @@ def _parse_time(raw, path, i: int):
                     "use ISO 8601, e.g. 2024-05-01T12:30:00+00:00"
                 ) from None
     if ts.tzinfo is not None:  # stored as UTC (SQLite keeps no offset)
-        ts = ts.astimezone(timezone.utc)
+        ts = ts.astimezone(UTC)
     return ts
 
 

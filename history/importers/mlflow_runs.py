@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Integer, String
@@ -188,7 +188,7 @@ def _job_of_run(run, exp, src: str, metric: str, unit: str, report: ImportReport
             return None
     else:
         value = _fraction(value, metric, unit, where)
-    created = (datetime.fromtimestamp(info.start_time / 1000.0, tz=timezone.utc)
+    created = (datetime.fromtimestamp(info.start_time / 1000.0, tz=UTC)
                if info.start_time else None)
     return {
         "model": model, "dataset": dataset, "regime": regime, "hparams": hparams, "metric": metric,

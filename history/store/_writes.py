@@ -2,8 +2,8 @@
 and the runner's job lifecycle (:class:`_Writes`, part of :class:`history.store.HistoryStore`)."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from sqlalchemy import delete, insert, select, update
 
@@ -41,7 +41,7 @@ class JobColumns:
     def __len__(self) -> int:
         return len(self.key)
 
-    def take(self, idx) -> "JobColumns":
+    def take(self, idx) -> JobColumns:
         """The jobs at positions ``idx``, in that order."""
         return JobColumns(**{f: [getattr(self, f)[i] for i in idx] for f in self.FIELDS})
 

@@ -55,7 +55,7 @@ class TabularRecommender(BaseRecommender):
         if self.target_norm not in TARGET_NORMS:
             raise RecommenderError(f"invalid target_norm {self.target_norm!r}; valid: {', '.join(TARGET_NORMS)}")
 
-    def fit(self, history: HistoryFrame) -> "TabularRecommender":
+    def fit(self, history: HistoryFrame) -> TabularRecommender:
         if not isinstance(history, HistoryFrame):
             raise RecommenderError(
                 f"{type(self).__name__}.fit expects a features.history_frame.HistoryFrame "

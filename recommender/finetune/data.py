@@ -33,7 +33,7 @@ class TaskData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def snapshot(self) -> "TaskData":
+    def snapshot(self) -> TaskData:
         """A copy for the trials of one call: its fingerprint (which reads every image file's
         size) is computed now, once, and its train / validation splits once per (fraction, seed).
         A snapshot of a snapshot keeps what was computed (``search`` takes one for all its calls)."""

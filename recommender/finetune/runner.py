@@ -441,7 +441,7 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             log.debug("recording a finished trial failed", exc_info=True)
         why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
         started = []  # the MLflow runs created at their trials' start
-        for i, p in pending.values():
+        for _, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
             if p.mlflow_start is not None:
                 try:
