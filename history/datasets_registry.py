@@ -220,7 +220,8 @@ def validate(data: Mapping) -> list[str]:
             errs.append(f"{where}: task.label must name what is predicted")
         for f in _FACT_FIELDS:
             v = e.get(f)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (2 if f == "num_classes" else 1)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                                  or v < (2 if f == "num_classes" else 1)):
                 errs.append(f"{where}: {f} must be a positive integer (>= 2 classes) or null, got {v!r}")
         v = e.get("image_size")
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 8):

@@ -41,7 +41,8 @@ COLUMNS = (
      *PROBE_COLUMNS]
     + list(MODEL_COLUMNS) + ["model_extra"] + list(DATASET_COLUMNS) + ["dataset_extra"]
 )
-_INT_COLUMNS = {"probe_size", "seed", "probe_num_classes"} | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
+_INT_COLUMNS = {"probe_size", "seed", "probe_num_classes"} \
+    | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
     | {c for c, f in DATASET_COLUMNS.items() if S.DATASET_FIELDS[f].python_type is int}
 _FLOAT_COLUMNS = {"accuracy", "score", "runtime_s"} | {
     c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is float}
@@ -137,7 +138,8 @@ def history_frame(store, *, source=None) -> pd.DataFrame:
         rows.append({
             "record": "job", "model": j["model"], "dataset": j["dataset"], "accuracy": _none(j["value"]),
             "regime": j["regime"], "metric": j["metric"], "status": j["status"],
-            "hparams": _json(_none(j["hparams"]), empty_as_none=True), "source": j["source"], "provenance": _none(j["provenance"]),
+            "hparams": _json(_none(j["hparams"]), empty_as_none=True), "source": j["source"],
+            "provenance": _none(j["provenance"]),
             "created_at": _iso(_none(j["created_at"])),
         })
     for s in scores.to_dict("records"):

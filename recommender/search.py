@@ -22,8 +22,8 @@ stored as a job. Strategies:
 
 The budget is the number of models fine-tuned (each with the hyper-parameter grid);
 ``time_budget_s`` stops before starting a model once that much time has passed (a running
-fine-tune is finished, not cut; the first fine-tune always runs). A search is identified by its dataset, data, candidates,
-strategy and grid: running the same command again resumes it (finished trials are reused
+fine-tune is finished, not cut; the first fine-tune always runs). A search is identified by its dataset, data,
+candidates, strategy and grid: running the same command again resumes it (finished trials are reused
 from the store, a trial killed half-way is marked failed and redone).
 """
 from __future__ import annotations

@@ -188,7 +188,8 @@ def test_there_are_deprecated_spellings_and_they_are_hidden(tree, capsys):
     for path, parser, a, new, old in deps:
         assert a.help == argparse.SUPPRESS
         parser.print_help()
-        assert not re.search(re.escape(old) + r"\b(?!-)", capsys.readouterr().out.replace(new.option_strings[-1], "")), \
+        shown = capsys.readouterr().out.replace(new.option_strings[-1], "")
+        assert not re.search(re.escape(old) + r"\b(?!-)", shown), \
             f"{' '.join(path)}: {old} shows in --help"
 
 

@@ -154,7 +154,8 @@ def test_job_keys_equal_job_key_row_by_row():
 
 def test_store_keeps_each_jobs_own_hyper_parameter_types(store):
     """Equal but differently typed settings (1, 1.0, True) are stored as given, not as the first one seen."""
-    jobs = [{"model": "m", "dataset": "d", "value": v, "hparams": {"x": x}} for v, x in ((0.1, 1), (0.2, 1.0), (0.3, True))]
+    jobs = [{"model": "m", "dataset": "d", "value": v, "hparams": {"x": x}}
+            for v, x in ((0.1, 1), (0.2, 1.0), (0.3, True))]
     store.commit(jobs=jobs)
     with store.read() as conn:
         stored = [r[0] for r in conn.exec_driver_sql("SELECT hparams FROM jobs ORDER BY value")]

@@ -135,7 +135,8 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     nums = _numeric_columns(df, path, score_methods)
     if FAST_PATH and _fast_eligible(list(df.columns), kinds, dup):
         try:
-            jobs, keys, scores, score_rows, job_rows = _fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp, nums.wide)
+            jobs, keys, scores, score_rows, job_rows = _fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp,
+                                                                  nums.wide)
             return _end_chunk(state, jobs, keys, scores, score_rows, [], job_rows)
         except (HistoryImportError, _Fallback):
             pass  # the row-by-row loop below names the first bad row exactly (or handles the case)
@@ -265,7 +266,8 @@ class _RowLoop:
         kind = self.kinds[i]
         model = _text(r.get("model"))
         dataset = _text(r.get("dataset"))
-        if kind == "job" and acc is not None and np.isnan(acc[i]) and (_text(r.get("status")) or "completed") == "completed":
+        if (kind == "job" and acc is not None and np.isnan(acc[i])
+                and (_text(r.get("status")) or "completed") == "completed"):
             # dropped before its model / dataset are registered: nothing of the row is kept
             report.drop("accuracy is NaN (not a number) on a completed job" if self.acc_nan[i]
                         else "empty accuracy on a completed job", 1, rows=[self.state.row(i)])
@@ -356,7 +358,8 @@ class _RowLoop:
         rt = sc_nums["runtime_s"]
         rec = {
             "model": model, "dataset": dataset, "method": method, "value": float(value),
-            "probe_size": None if probe is None or np.isnan(probe[i]) else _as_int(probe[i], "probe_size", path, i, r["probe_size"]),
+            "probe_size": (None if probe is None or np.isnan(probe[i])
+                           else _as_int(probe[i], "probe_size", path, i, r["probe_size"])),
             "seed": None if seed is None or np.isnan(seed[i]) else _as_int(seed[i], "seed", path, i, r["seed"]),
             "runtime_s": None if rt is None or np.isnan(rt[i]) else float(rt[i]),
             "source": src, "created_at": created,

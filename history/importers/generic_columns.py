@@ -223,7 +223,8 @@ def score_columns(columns, path, report) -> dict:
     score_methods = {c: c[len(SCORE_PREFIX):] for c in columns if c.startswith(SCORE_PREFIX)}
     for c, m in score_methods.items():
         if not m:
-            raise HistoryImportError(f"{path}: column {c!r} names no score method; write score_<method>, e.g. score_logme")
+            raise HistoryImportError(f"{path}: column {c!r} names no score method; "
+                                     "write score_<method>, e.g. score_logme")
     unknown = [c for c in columns if c not in KNOWN_COLUMNS and c not in score_methods]
     typos = [c for c in unknown if c.startswith(("model_", "dataset_"))]
     if typos:

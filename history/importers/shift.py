@@ -178,7 +178,8 @@ class ShiftImporter(Importer):
                 continue
             model, ds = str(model).strip(), str(ds).strip()
             task = task_name(ds, cfg.get("label_name"), cfg.get("preprocess"))
-            tslice = None if "train_slice" not in df or is_blank(col["train_slice"][i]) else str(col["train_slice"][i]).strip()
+            tslice = (None if "train_slice" not in df or is_blank(col["train_slice"][i])
+                      else str(col["train_slice"][i]).strip())
             regime = regime_of(tslice)
             hp = {}
             if "lr" in cfg:

@@ -376,7 +376,8 @@ class _Opening:
                              f"(up to {self.lock_timeout:g} s, --lock-timeout)...")
                         waited = True
                     elif now >= next_note:
-                        _say(f"still waiting for another writer ({self.lock_timeout - (deadline - now):.0f} s so far)...")
+                        _say("still waiting for another writer "
+                             f"({self.lock_timeout - (deadline - now):.0f} s so far)...")
                         next_note = now + 30
         finally:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={timeout_ms}")

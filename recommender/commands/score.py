@@ -34,7 +34,8 @@ def register(sub):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="image folder (root/<class>/<image>), .csv of texts, or .npz of features")
     renamed(src, "--features", src.add_argument(
-        "--features-file", metavar="FILE.npz", help=".npz of precomputed arrays: labels, features/<model>, probs/<model>"))
+        "--features-file", metavar="FILE.npz",
+        help=".npz of precomputed arrays: labels, features/<model>, probs/<model>"))
     p.add_argument("--models", "-m", help="comma-separated model specs: [name=]torchscript:PATH | timm:NAME | hf:ID | "
                                     "sentence:PATH_OR_ID; with --features-file: model names in the npz (default all)")
     p.add_argument("--methods", help="comma-separated score names (default: all registered)")

@@ -201,7 +201,8 @@ def grouped_folds(groups: np.ndarray, n_splits: int = 5):
     if len(uniq) < 2:
         n = len(groups)
         k = min(n_splits, n)
-        return [(np.setdiff1d(np.arange(n), np.arange(f, n, k)), np.arange(f, n, k)) for f in range(k)] if k >= 2 else []
+        return ([(np.setdiff1d(np.arange(n), np.arange(f, n, k)), np.arange(f, n, k)) for f in range(k)]
+                if k >= 2 else [])
     k = min(n_splits, len(uniq))
     folds = []
     for f in range(k):
