@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 DATA_FILE = Path(__file__).with_name("data") / "datasets.json"
 SCHEMA_VERSION = 1
@@ -117,8 +118,8 @@ class DatasetEntry:
     def facts(self, source: str | None = None) -> dict:
         """``num_samples`` / ``num_classes`` for ``source`` with the conflict rule applied, and
         ``from`` naming where each value came from (``canonical`` or the source)."""
-        out = {"num_samples": self.num_samples, "num_classes": self.num_classes,
-               "from": {"num_samples": "canonical", "num_classes": "canonical"}}
+        out: dict[str, Any] = {"num_samples": self.num_samples, "num_classes": self.num_classes,
+                               "from": {"num_samples": "canonical", "num_classes": "canonical"}}
         sf = self.source_facts(source)
         if sf is not None and not sf.erratum:
             for f in _FACT_FIELDS:

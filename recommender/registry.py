@@ -11,7 +11,7 @@ from .base import BaseRecommender
 @dataclass(frozen=True)
 class RecommenderEntry:
     name: str
-    cls: type
+    cls: type[BaseRecommender]
     summary: str
     has_uncertainty: bool
 

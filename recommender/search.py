@@ -126,7 +126,7 @@ def prior_predictions(store, dataset: str, models: list[str], *, recommender=Non
 def observed_on(store, dataset: str, models, exclude_search: str | None = None) -> dict:
     """Best completed accuracy of each of ``models`` already on ``dataset`` (not from this search)."""
     runs = store.runs_frame(dataset=dataset, status="completed")
-    out = {}
+    out: dict[str, float] = {}
     for r in runs.itertuples(index=False):
         ex = r.extra if isinstance(r.extra, dict) else {}
         if r.model in models and r.value is not None and ex.get("search") != exclude_search:

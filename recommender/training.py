@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -247,7 +248,7 @@ class TrainResult:
     metrics: dict
     info: dict
     mlflow: dict | None = None
-    recommender: object = field(default=None, repr=False)
+    recommender: Any = field(default=None, repr=False)  # the fitted BaseRecommender
 
     @property
     def mlflow_ok(self) -> bool:

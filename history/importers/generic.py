@@ -40,8 +40,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,7 +244,9 @@ class _RowLoop:
         # only the meta columns this file has (a row dict has every column of the file)
         self.model_cols = {c: f for c, f in MODEL_COLUMNS.items() if c in self.columns}
         self.dataset_cols = {c: f for c, f in DATASET_COLUMNS.items() if c in self.columns}
-        self.jobs, self.scores, self.probes = [], [], []
+        self.jobs: list[dict[str, Any]] = []
+        self.scores: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
         self.job_keys: set[str] = set()
         self.job_key_list: list[str] = []
         self.job_rows: list[int] = []  # the chunk row of each job
@@ -250,7 +254,7 @@ class _RowLoop:
 
     def run(self, progress) -> ImportBatch:
         n_rows = len(self.kinds)
-        it = range(n_rows)
+        it: Iterable[int] = range(n_rows)
         if progress is True and n_rows >= 20000:
             from tqdm import tqdm
 
@@ -509,7 +513,8 @@ class GenericImporter(Importer):
                 f"{p}: column {', '.join(map(repr, twice))} appears more than once in the header ({parts}); "
                 "the importer does not guess which one to use: rename or remove the extra column and import again")
 
-    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
+    # its own keyword options, where Importer.read declares **options
+    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,  # type: ignore[override]
              force_unit: bool = False) -> ImportBatch:
         """The whole file as one batch (for small files and the Python API; ``run`` streams)."""
         p = self._check_path(path)

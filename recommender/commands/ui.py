@@ -49,7 +49,7 @@ def run(args) -> int:
     log_path = home / "logs" / f"mlflow-ui-{args.port}.log"
     # Ctrl-C (SIGINT, even when started from a shell that ignores it: `cmd &`) and `kill`
     # (SIGTERM) both raise KeyboardInterrupt, so the server is always stopped with us.
-    saved = {}
+    saved: dict = {}
     try:
         for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _raise_interrupt)):
             saved[sig] = signal.signal(sig, handler)

@@ -46,6 +46,10 @@ class TabularRecommender(BaseRecommender):
     """
 
     name: ClassVar[str] = ""
+    # constructor parameters of every subclass
+    features: str
+    target_norm: str
+    random_state: int
     #: featurizer keyword arguments taken from the recommender's params
     _featurizer_params: ClassVar[tuple] = ("collab_bandwidth", "model_ids", "collab", "interactions")
 
