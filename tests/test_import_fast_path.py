@@ -67,7 +67,7 @@ def _content(store):
 
 @pytest.mark.parametrize("chunk", [3, 4, 100])
 def test_fast_path_equals_the_row_loop(tmp_path, chunk, monkeypatch):
-    monkeypatch.setattr(S, "utcnow", lambda: S.datetime(2025, 1, 1, tzinfo=S.timezone.utc))
+    monkeypatch.setattr(S, "utcnow", lambda: S.datetime(2025, 1, 1, tzinfo=S.UTC))
     text = HEADER + "\n" + "\n".join(ROWS) + "\n"
     fast, err_f, s_fast = _import(tmp_path, text, fast=True, name=f"f{chunk}", chunk=chunk)
     loop, err_l, s_loop = _import(tmp_path, text, fast=False, name=f"f{chunk}", chunk=chunk)
