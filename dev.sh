@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for people and CI.
 #   bash dev.sh demo   install into .venv, import the public history, train, recommend
-#   bash dev.sh test   install into .venv (with test extras and Chromium), run the tests
+#   bash dev.sh test   install into .venv (with test extras and Chromium), run ruff, mypy, then the tests
 #   bash dev.sh install [EXTRAS]   only install
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,6 +50,11 @@ case "${1:-}" in
         install_browser
         shift || true
         export MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+        # lint and types first (settings in pyproject.toml); either failing stops before pytest
+        echo "[dev.sh] ruff check ."
+        "$VENV/bin/ruff" check . || { echo "[dev.sh] ruff check . failed (fix the code, or 'ruff check --fix .' for the safe fixes)" >&2; exit 1; }
+        echo "[dev.sh] mypy (history/ and recommender/, see [tool.mypy])"
+        "$VENV/bin/mypy" || { echo "[dev.sh] mypy failed: fix the type errors above" >&2; exit 1; }
         "$VENV/bin/python" -m pytest -q "$@"
         ;;
     install)

@@ -9,7 +9,8 @@ from history._lazy import lazy_exports
 
 _EXPORTS = {
     # experiments.evaluate.evaluate (the module has the function's name, so it is exported as run_evaluation)
-    "run_evaluation": "experiments.evaluate:evaluate", "EvaluationResult": "experiments.evaluate", "MethodSpec": "experiments.evaluate",
+    "run_evaluation": "experiments.evaluate:evaluate", "EvaluationResult": "experiments.evaluate",
+    "MethodSpec": "experiments.evaluate",
     "parse_feature_sets": "experiments.evaluate",
     "register_baseline": "experiments.baselines", "list_baselines": "experiments.baselines",
     "BASELINES": "experiments.baselines",

@@ -46,8 +46,8 @@ Registry (``BASELINES``; ``<method>`` is any MS score method stored for the sour
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd

@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     names = args.recommenders.split(",") if args.recommenders else list_recommenders()
     nm, nd = (1000, 100) if args.quick else (10000, 100)
     rows = []
-    print(f"{'recommender':<10} {'history':<10} {'jobs':>8} {'models':>6} {'train_s':>8} {'predict_s':>9} {'peak_MB':>8}")
+    print(f"{'recommender':<10} {'history':<10} {'jobs':>8} {'models':>6} {'train_s':>8} {'predict_s':>9} "
+          f"{'peak_MB':>8}")
     for which in args.histories.split(","):
         for name in names:
             cmd = [sys.executable, "-m", "experiments.bench_recommenders", "--_one", name, which, str(nm), str(nd)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -78,7 +78,7 @@ def _fmt(v, metric) -> str:
 
 
 def render(results: dict, chosen: str, table: pd.DataFrame, wall_s: float) -> str:
-    lines = [f"# How the default was chosen ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
+    lines = [f"# How the default was chosen ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              "Written by `python -m experiments.choose_default` (the docstring holds the rule, fixed before the "
              f"run). Development benchmarks only: {', '.join(DEV_BENCHMARKS)}; leave one dataset out, viable "
              f"candidates. Lift over `{REFERENCE}`: positive = better; 95% bootstrap CI stratified by benchmark. "

@@ -214,7 +214,8 @@ def run_evaluate(args) -> int:
 
     t1 = time.perf_counter()
     info = log_evaluation(result, tracking_uri=args.tracking_uri, home=args.home,
-                          experiment=f"evaluate/{source}", run_name=f"{args.protocol}" + (f"-{regime}" if regime else ""),
+                          experiment=f"evaluate/{source}",
+                          run_name=f"{args.protocol}" + (f"-{regime}" if regime else ""),
                           plots_on=not args.no_plots, started_at=time.time() - (t1 - t_start))
     _print_wall(t_start, time.perf_counter() - t1)
     if not info["ok"]:

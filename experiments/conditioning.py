@@ -67,7 +67,8 @@ def regret_rows(hist, reveal: int = 2) -> pd.DataFrame:
         pick_prior = min(left, key=lambda m: (-prior[m], m))
         pick_post = min(left, key=lambda m: (-post[m], m))
         rows.append({"dataset": d, "models": len(models), "revealed": ", ".join(tried),
-                     "regret_prior": 100 * (best - truth[pick_prior]), "regret_conditioned": 100 * (best - truth[pick_post]),
+                     "regret_prior": 100 * (best - truth[pick_prior]),
+                     "regret_conditioned": 100 * (best - truth[pick_post]),
                      "pick_prior": pick_prior, "pick_conditioned": pick_post})
     return pd.DataFrame(rows)
 

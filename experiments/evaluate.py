@@ -397,7 +397,8 @@ def evaluate(history, *, protocol: str = "lodo", recommenders=DEFAULT_RECOMMENDE
              baselines="all", seeds: int = 5, test_fraction: float = 0.2, min_models: int = 3, datasets=None,
              rec_params=None, progress: bool = True, config: dict | None = None,
              keep_predictions: bool = True, candidates: str = "viable", select: str = "none",
-             nested_candidates=None, inner_folds: int = NESTED_INNER_FOLDS, select_on: str = "regret@1") -> EvaluationResult:
+             nested_candidates=None, inner_folds: int = NESTED_INNER_FOLDS,
+             select_on: str = "regret@1") -> EvaluationResult:
     """Evaluate methods over the folds of ``protocol`` on ``history`` (a HistoryFrame).
 
     ``candidates`` (``viable`` | ``all``) is the candidate set the summary leads with; both

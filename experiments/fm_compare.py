@@ -37,7 +37,8 @@ class ModernFMRecommender(_FMSamplesMixin, TabularRecommender):
     def __init__(self, features="d,m,s", target_rule="best", random_state=0, target_norm="dataset", rank=8,
                  max_iter=50, batch_size=32, learning_rate=0.01, l2_linear=1e-4, l2_factors=1e-3,
                  init_scale=0.1, collab_bandwidth=1.0, model_ids=None, collab=False):
-        self.features, self.target_rule, self.random_state, self.target_norm = features, target_rule, random_state, target_norm
+        self.features, self.target_rule = features, target_rule
+        self.random_state, self.target_norm = random_state, target_norm
         self.rank, self.max_iter, self.batch_size, self.learning_rate = rank, max_iter, batch_size, learning_rate
         self.l2_linear, self.l2_factors, self.init_scale = l2_linear, l2_factors, init_scale
         self.collab_bandwidth, self.model_ids, self.collab = collab_bandwidth, model_ids, collab
@@ -97,7 +98,7 @@ def _inner_cv(name, history, params):
             tv = t.iloc[val]
             pred = rec.predict(tv[["model", "dataset"]], history=history)
             # per-dataset z-scored error (scale-free across datasets)
-            for d, idx in tv.groupby("dataset").indices.items():
+            for idx in tv.groupby("dataset").indices.values():
                 yv, pv = tv["value"].to_numpy()[idx], pred[idx]
                 errs.append(np.mean(((yv - yv.mean()) / (yv.std() + 1e-9) - (pv - pv.mean()) / (yv.std() + 1e-9)) ** 2))
         err = float(np.mean(errs))

@@ -273,7 +273,7 @@ def _weights(text: str) -> tuple[float, ...]:
     try:
         out = tuple(float(w) for w in text.split(",") if w.strip())
     except ValueError:
-        raise SystemExit(f"--blend-weights: expected comma-separated numbers such as 0.2,0.5, got {text!r}")
+        raise SystemExit(f"--blend-weights: expected comma-separated numbers such as 0.2,0.5, got {text!r}") from None
     if any(w <= 0 for w in out):
         raise SystemExit(f"--blend-weights: weights must be positive, got {text!r}")
     return out

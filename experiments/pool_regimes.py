@@ -62,7 +62,8 @@ def main(argv=None) -> int:
             common = a.index.intersection(b.index)
             if len(common) > 5:
                 rows.append({"dataset": d, "shared models": len(common),
-                             "spearman TG full vs SHiFT VTAB-1k": round(a[common].corr(b[common], method="spearman"), 3)})
+                             "spearman TG full vs SHiFT VTAB-1k":
+                                 round(a[common].corr(b[common], method="spearman"), 3)})
         print("\nSame task, same models: TransferGraph full fine-tuning vs SHiFT VTAB-1k")
         print(pd.DataFrame(rows).to_string(index=False))
         out = {}

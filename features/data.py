@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class LoadedData:
     arrays for precomputed data; ``notes`` list anything that was skipped and why.
     """
 
-    inputs: object
+    inputs: Any  # paths, texts, a tensor or None
     labels: np.ndarray
     class_names: list
     kind: str

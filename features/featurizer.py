@@ -128,7 +128,7 @@ class Featurizer:
                 **({"dataset_columns": list(self.dataset_columns)} if self.dataset_columns else {})}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, history: HistoryFrame) -> "Featurizer":
+    def fit(self, history: HistoryFrame) -> Featurizer:
         if not isinstance(history, HistoryFrame):
             raise RecommenderError(f"Featurizer.fit expects a HistoryFrame, got {type(history).__name__}")
         self.groups_ = parse_groups(self.groups)
@@ -718,7 +718,7 @@ class Featurizer:
         return state, tables
 
     @classmethod
-    def from_state(cls, state: dict, tables: dict[str, pd.DataFrame]) -> "Featurizer":
+    def from_state(cls, state: dict, tables: dict[str, pd.DataFrame]) -> Featurizer:
         ver = state.get("schema_version")
         if ver != FEATURE_SCHEMA_VERSION:
             raise SchemaMismatchError(

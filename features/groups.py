@@ -5,7 +5,8 @@ from __future__ import annotations
 GROUPS = ("d", "m", "s", "t", "k", "x", "p")
 #: what each group holds, for error messages, ``--help`` and docs
 GROUP_HELP = {"d": "dataset meta", "m": "model meta", "s": "model-selection scores",
-              "t": "text similarity of datasets and model sources", "k": "collaborative kernel over rich dataset similarity",
+              "t": "text similarity of datasets and model sources",
+              "k": "collaborative kernel over rich dataset similarity",
               "x": "model x dataset interactions",
               "p": "specialists: source-target task match, resolution x native image size"}
 

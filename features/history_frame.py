@@ -63,7 +63,7 @@ class HistoryFrame:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_store(cls, store, *, source=None, regime=None, rule: str = "best", metric=None,
-                   dataset_scope: str = "all") -> "HistoryFrame":
+                   dataset_scope: str = "all") -> HistoryFrame:
         """Build the frame from a :class:`history.store.HistoryStore`.
 
         ``source`` / ``regime`` filter the jobs (a name or a list). ``metric`` selects the
@@ -134,7 +134,7 @@ class HistoryFrame:
     def target_models(self) -> list[str]:
         return sorted(self.targets["model"].unique())
 
-    def drop_targets(self, *, datasets=None, models=None, pairs=None) -> "HistoryFrame":
+    def drop_targets(self, *, datasets=None, models=None, pairs=None) -> HistoryFrame:
         """A copy without the targets of ``datasets`` / ``models`` / (model, dataset) ``pairs``.
 
         Meta-features and MS scores are kept: they are not fine-tuning results.
@@ -152,7 +152,7 @@ class HistoryFrame:
             mask |= pd.Series([(a, b) in key for a, b in zip(t["model"], t["dataset"])], index=t.index)
         return replace(self, targets=t[~mask].reset_index(drop=True))
 
-    def keep_targets(self, *, datasets=None, models=None) -> "HistoryFrame":
+    def keep_targets(self, *, datasets=None, models=None) -> HistoryFrame:
         """A copy keeping only the targets of ``datasets`` and/or ``models``."""
         t = self.targets
         mask = pd.Series(True, index=t.index)

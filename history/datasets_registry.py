@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any
 
 DATA_FILE = Path(__file__).with_name("data") / "datasets.json"
 SCHEMA_VERSION = 1
@@ -117,8 +118,8 @@ class DatasetEntry:
     def facts(self, source: str | None = None) -> dict:
         """``num_samples`` / ``num_classes`` for ``source`` with the conflict rule applied, and
         ``from`` naming where each value came from (``canonical`` or the source)."""
-        out = {"num_samples": self.num_samples, "num_classes": self.num_classes,
-               "from": {"num_samples": "canonical", "num_classes": "canonical"}}
+        out: dict[str, Any] = {"num_samples": self.num_samples, "num_classes": self.num_classes,
+                               "from": {"num_samples": "canonical", "num_classes": "canonical"}}
         sf = self.source_facts(source)
         if sf is not None and not sf.erratum:
             for f in _FACT_FIELDS:
@@ -220,7 +221,8 @@ def validate(data: Mapping) -> list[str]:
             errs.append(f"{where}: task.label must name what is predicted")
         for f in _FACT_FIELDS:
             v = e.get(f)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (2 if f == "num_classes" else 1)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool)
+                                  or v < (2 if f == "num_classes" else 1)):
                 errs.append(f"{where}: {f} must be a positive integer (>= 2 classes) or null, got {v!r}")
         v = e.get("image_size")
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 8):

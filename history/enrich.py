@@ -280,7 +280,7 @@ def _spec_facts(f: _Facts, m: dict, name: str, fact: dict | None, spec: Spec, be
     put("family", spec.family if spec.family != "minilm" else "bert", by)
     if spec.family in IMAGE_FAMILIES:
         put("input_size", spec.image_size, f"{by} / default 224")
-    if spec.family == "van":
+    if spec.family == "van" and spec.variant is not None:  # a VAN spec always names its variant
         for k, v in VAN[spec.variant].items():
             put(k, v, VAN_REF)
     t = timm_name(spec, name) if spec.variant or spec.family == "resnet" else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,8 @@ COLUMNS = (
      *PROBE_COLUMNS]
     + list(MODEL_COLUMNS) + ["model_extra"] + list(DATASET_COLUMNS) + ["dataset_extra"]
 )
-_INT_COLUMNS = {"probe_size", "seed", "probe_num_classes"} | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
+_INT_COLUMNS = {"probe_size", "seed", "probe_num_classes"} \
+    | {c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is int} \
     | {c for c, f in DATASET_COLUMNS.items() if S.DATASET_FIELDS[f].python_type is int}
 _FLOAT_COLUMNS = {"accuracy", "score", "runtime_s"} | {
     c for c, f in MODEL_COLUMNS.items() if S.MODEL_FIELDS[f].python_type is float}
@@ -82,8 +83,8 @@ def _iso(ts) -> str | None:
     if isinstance(ts, str):
         return ts
     if ts.tzinfo is None:  # SQLite returns naive UTC
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc).isoformat()
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat()
 
 
 def _json(obj, empty_as_none: bool = False) -> str | None:
@@ -137,7 +138,8 @@ def history_frame(store, *, source=None) -> pd.DataFrame:
         rows.append({
             "record": "job", "model": j["model"], "dataset": j["dataset"], "accuracy": _none(j["value"]),
             "regime": j["regime"], "metric": j["metric"], "status": j["status"],
-            "hparams": _json(_none(j["hparams"]), empty_as_none=True), "source": j["source"], "provenance": _none(j["provenance"]),
+            "hparams": _json(_none(j["hparams"]), empty_as_none=True), "source": j["source"],
+            "provenance": _none(j["provenance"]),
             "created_at": _iso(_none(j["created_at"])),
         })
     for s in scores.to_dict("records"):

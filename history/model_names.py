@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -193,7 +194,7 @@ def _config(spec: Spec):
     """A transformers config for ``spec`` (no weights), or raise KeyError if not modelled."""
     from transformers import AutoConfig
 
-    f, v = spec.family, spec.variant
+    f, v = spec.family, spec.variant or ""  # no variant: the tables below raise KeyError
     img = spec.image_size or 224
     if f in ("vit", "deit"):
         h, n, a = _VIT[v]
@@ -274,7 +275,7 @@ def count(spec: Spec) -> dict:
     if spec.family == "segformer":
         feat = cfg.hidden_sizes[-1]
     if getattr(cfg, "depths", None):  # staged backbones: blocks summed over the stages
-        depth = int(sum(cfg.depths))
+        depth: int | None = int(sum(cfg.depths))
     else:
         depth = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layers", None)
     return {"params": float(params), "gmacs": fc.get_total_flops() / 2e9, "depth": int(depth) if depth else None,
@@ -351,8 +352,8 @@ def parse_hf_name(name: str, modality: str | None, family: str | None = None,
         if v not in VAN:
             return None, "VAN model of unknown size"
         return Spec("van", v, img, how="name"), ""
-    base = dict(family=fam, image_size=img, patch=patch, window=window, distilled="distilled" in n,
-                vocab=vocab, layers=spec_layers, hidden=hidden)
+    base: dict[str, Any] = dict(family=fam, image_size=img, patch=patch, window=window, distilled="distilled" in n,
+                                vocab=vocab, layers=spec_layers, hidden=hidden)
     if fam in ("perceiver", "resnet", "convit"):
         return Spec(variant=None, **base), ""
     if variants:
@@ -367,7 +368,7 @@ def parse_hf_name(name: str, modality: str | None, family: str | None = None,
             e = abs(p - float(params)) / float(params)
             if err is None or e < err:
                 best, err = v, e
-        if best is not None and err <= 0.10:
+        if best is not None and err is not None and err <= 0.10:
             return Spec(variant=best, **base, how="params"), ""
         return None, f"{fam}: no size variant within 10% of the stored {float(params) / 1e6:.2f}M params"
     if fam in DEFAULT_VARIANT and fam in ("bert", "distilbert", "roberta", "xlm-roberta", "bertweet",

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii as _json_str  # json.dumps' string encoder
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Index,
 )
+from sqlalchemy.types import TypeEngine
 
 #: Bumped only for changes an older store cannot be brought up to by adding columns.
 #: Columns added to a table below are added to existing stores when they are opened
@@ -47,7 +49,7 @@ SCHEMA_VERSION = 1
 metadata = MetaData()
 
 #: Model meta-feature columns (besides ``id``/``name``) in a fixed order.
-MODEL_FIELDS = {
+MODEL_FIELDS: dict[str, TypeEngine[Any]] = {
     "modality": String(16),  # image | text
     "family": String(64),  # vit, resnet, convnext, bert, ...
     "architecture": String(128),  # e.g. ViTForImageClassification / resnet50
@@ -60,7 +62,7 @@ MODEL_FIELDS = {
     "domain": String(64),  # pre-training domain
     "source_accuracy": Float(),  # accuracy on the pre-training task, fraction
 }
-DATASET_FIELDS = {
+DATASET_FIELDS: dict[str, TypeEngine[Any]] = {
     "modality": String(16),
     "num_samples": Integer(),
     "num_classes": Integer(),
@@ -168,7 +170,7 @@ meta = Table(
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _clean(v):

@@ -140,7 +140,8 @@ def update_models(conn) -> dict:
     # 1.5M pairs needs ~100 MB here instead of ~900 MB of row objects
     q = (select(j.c.model_id, j.c.dataset_id, j.c.metric, j.c.value, j.c.source, j.c.regime)
          .where(j.c.status == "completed").where(j.c.value.is_not(None)))
-    cur, parts, texts = conn.execute(q), [], {}
+    cur, parts = conn.execute(q), []
+    texts: dict = {}
     while rows := cur.fetchmany(100_000):
         mids, dids, mets, vals, srcs, regs = zip(*rows)
         parts.append(pd.DataFrame({"model_id": np.array(mids, dtype=np.int64),

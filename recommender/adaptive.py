@@ -108,7 +108,7 @@ def _loglik(resid, K, noise):
     return float(-0.5 * a @ a - np.log(np.diag(L)).sum())
 
 
-def update_rule(prior: pd.Series, targets: pd.DataFrame, dataset: str) -> "AdaptiveRanker":
+def update_rule(prior: pd.Series, targets: pd.DataFrame, dataset: str) -> AdaptiveRanker:
     """THE rule that updates predictions with a dataset's own results, shared by ``search`` and
     ``predict``: an :class:`AdaptiveRanker` (default parameters, kernel weights calibrated on the
     history's other datasets) with ``prior`` as its mean, fitted on ``targets`` without ``dataset``.
@@ -146,7 +146,7 @@ class AdaptiveRanker:
         self.acquisition_fn = acquisition_fn
         self.calibrate = calibrate
 
-    def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> "AdaptiveRanker":
+    def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> AdaptiveRanker:
         """``prior``: predicted accuracy per model (index = model); ``targets``: the history
         (long: columns model, dataset, value; or wide: :func:`history_matrix`)."""
         self.models_ = list(prior.index)
@@ -285,7 +285,7 @@ class ConditionalRanker(AdaptiveRanker):
         self.noise = noise
         self.beta = beta
 
-    def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> "ConditionalRanker":
+    def fit(self, prior: pd.Series, targets: pd.DataFrame, exclude=()) -> ConditionalRanker:
         if not 0.0 <= float(self.shrinkage) <= 1.0:
             raise ValueError(f"shrinkage must be in [0, 1], got {self.shrinkage}")
         if self.acquisition_fn not in ACQUISITIONS:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,8 @@ class BaseRecommender:
     name: ClassVar[str] = ""
     #: True if ``predict_std`` returns a real uncertainty
     has_uncertainty: ClassVar[bool] = False
+    #: the training history, set by ``fit`` (a HistoryFrame)
+    history_: Any
 
     # -------------------------------------------------------------- sklearn-style params
     @classmethod
@@ -62,7 +65,7 @@ class BaseRecommender:
         return f"{type(self).__name__}({args})"
 
     # -------------------------------------------------------------- API
-    def fit(self, history) -> "BaseRecommender":  # pragma: no cover - abstract
+    def fit(self, history) -> BaseRecommender:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def predict(self, pairs: pd.DataFrame, history=None) -> np.ndarray:  # pragma: no cover
@@ -95,5 +98,5 @@ class BaseRecommender:
         out = out.drop(columns="dataset").reset_index(drop=True)
         return out if k is None else out.head(k)
 
-    def save(self, path) -> None:  # pragma: no cover - abstract
+    def save(self, path) -> Path:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[parent],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    sub.parent_parser = parent  # command modules pass parents=[sub.parent_parser]
+    sub.parent_parser = parent  # type: ignore[attr-defined]  # an attribute argparse lacks; command modules pass parents=[sub.parent_parser]
     for name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(f"recommender.commands.{name}")

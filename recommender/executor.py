@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from history.errors import RecommenderError
 from history.util import exception_reason as _reason
@@ -33,7 +33,7 @@ class Resources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
 
-    def check(self) -> "Resources":
+    def check(self) -> Resources:
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise RecommenderError(f"task resources must be >= 0, got {self.num_cpus} CPU, {self.num_gpus} GPU")
         return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -78,7 +79,7 @@ def load_recommender(path) -> BaseRecommender:
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("params", {}).items()
               if k not in RETIRED_PARAMS}
     try:
-        rec = cls(**params)
+        rec: Any = cls(**params)  # a TabularRecommender: the only kind saved to a folder
     except TypeError as exc:
         raise SchemaMismatchError(f"{folder / 'meta.json'}: parameters do not match {cls.__name__} ({exc}).") from None
     rec.featurizer_ = fz

@@ -22,8 +22,8 @@ independent computation in ``tests/test_metrics.py``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -213,7 +213,7 @@ def score_dataset(y_true, y_pred, metrics=None) -> dict:
     t = np.asarray(y_true, dtype=float).ravel()
     p = np.asarray(y_pred, dtype=float).ravel()
     ok = np.isfinite(p)
-    out = {"n_test": int(t.size), "n_missing": int((~ok).sum())}
+    out: dict[str, float] = {"n_test": int(t.size), "n_missing": int((~ok).sum())}
     for name in (list(METRICS) if metrics is None else list(metrics)):
         info = METRICS[name]
         if name in CORRELATION_METRICS:

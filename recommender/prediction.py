@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from typing import Any
 
 from history.errors import NotFoundError
 
@@ -122,7 +123,8 @@ def _candidates(hist, dataset: str, outside, include_degenerate: bool):
     models = hist.model_names()
     out = set(outside)
     keep = [m for m in models if m not in out]
-    counts = {"outside_context": len(out)}  # with a source, HistoryFrame has already left most of them out
+    # with a source, HistoryFrame has already left most of them out
+    counts: dict[str, Any] = {"outside_context": len(out)}
     models = keep
     # an image dataset is not a candidate for a text model (and vice versa); models or
     # datasets whose modality is unknown are kept

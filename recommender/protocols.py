@@ -33,8 +33,8 @@ target stays in training; ``setting1`` drops the held-out models' targets on the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd

@@ -38,6 +38,7 @@ import pandas as pd
 
 import mlflow
 from mlflow.models import ModelSignature, set_model
+from mlflow.pyfunc import PythonModel  # mlflow.pyfunc is a LazyLoader to type checkers
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 ARTIFACT_KEY = "recommender"
@@ -77,7 +78,7 @@ def _requirements() -> list[str]:
     return out
 
 
-class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+class RecommenderPyfunc(PythonModel):
     """Predicted fine-tune accuracy (and std) for (model, dataset) pairs."""
 
     def load_context(self, context):

@@ -11,7 +11,7 @@ from .base import BaseRecommender
 @dataclass(frozen=True)
 class RecommenderEntry:
     name: str
-    cls: type
+    cls: type[BaseRecommender]
     summary: str
     has_uncertainty: bool
 
@@ -30,7 +30,8 @@ def _register_builtins():
     register_recommender(BlendRecommender, "the default: popularity (additive model effect) + w x the ridge's learned "
                                            "residual, w chosen on inner folds of the training datasets")
     register_recommender(LinearRecommender, "ridge regression, alpha by dataset-grouped CV")
-    register_recommender(FMRecommender, "factorization machine (torch, L-BFGS); std over a 3-member seed ensemble as uncertainty")
+    register_recommender(FMRecommender,
+                         "factorization machine (torch, L-BFGS); std over a 3-member seed ensemble as uncertainty")
     register_recommender(LGBMRecommender, "LightGBM gradient-boosted regression trees")
     register_recommender(LGBMRankRecommender, "LightGBM LambdaRank per dataset, linearly calibrated to accuracy")
 

@@ -22,8 +22,8 @@ stored as a job. Strategies:
 
 The budget is the number of models fine-tuned (each with the hyper-parameter grid);
 ``time_budget_s`` stops before starting a model once that much time has passed (a running
-fine-tune is finished, not cut; the first fine-tune always runs). A search is identified by its dataset, data, candidates,
-strategy and grid: running the same command again resumes it (finished trials are reused
+fine-tune is finished, not cut; the first fine-tune always runs). A search is identified by its dataset, data,
+candidates, strategy and grid: running the same command again resumes it (finished trials are reused
 from the store, a trial killed half-way is marked failed and redone).
 """
 from __future__ import annotations
@@ -126,7 +126,7 @@ def prior_predictions(store, dataset: str, models: list[str], *, recommender=Non
 def observed_on(store, dataset: str, models, exclude_search: str | None = None) -> dict:
     """Best completed accuracy of each of ``models`` already on ``dataset`` (not from this search)."""
     runs = store.runs_frame(dataset=dataset, status="completed")
-    out = {}
+    out: dict[str, float] = {}
     for r in runs.itertuples(index=False):
         ex = r.extra if isinstance(r.extra, dict) else {}
         if r.model in models and r.value is not None and ex.get("search") != exclude_search:

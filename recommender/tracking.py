@@ -20,6 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from history.config import artifact_root, resolve_tracking_uri
 
@@ -132,7 +133,7 @@ def scoped_tracking_uri(uri: str):
         yield
     finally:
         with contextlib.suppress(Exception):
-            mlflow.set_tracking_uri(saved[0])
+            mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]  # None: back to MLflow's default
         with contextlib.suppress(Exception):
             reg_utils._registry_uri = saved[1]
         for k, v in saved_env.items():
@@ -205,8 +206,8 @@ def log_training_run(*, tracking_uri, home, name: str, model_dir: Path, params: 
     "tracking_uri", "experiment_id", "error"}``; never raises for MLflow failures.
     """
     sl = SafeLogger()
-    out = {"ok": False, "run_id": None, "model_uri": None, "registered_name": None,
-           "model_version": None, "tracking_uri": None, "experiment_id": None, "error": None}
+    out: dict[str, Any] = {"ok": False, "run_id": None, "model_uri": None, "registered_name": None,
+                           "model_version": None, "tracking_uri": None, "experiment_id": None, "error": None}
     out["tracking_uri"] = resolve_tracking_uri(tracking_uri, home)
     tracking = sl.call("set up MLflow tracking", setup_tracking, tracking_uri, home, experiment)
     if tracking is not None:

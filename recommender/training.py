@@ -24,8 +24,9 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -247,7 +248,7 @@ class TrainResult:
     metrics: dict
     info: dict
     mlflow: dict | None = None
-    recommender: object = field(default=None, repr=False)
+    recommender: Any = field(default=None, repr=False)  # the fitted BaseRecommender
 
     @property
     def mlflow_ok(self) -> bool:
@@ -331,7 +332,7 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
             "name": name,
             "class": type(rec).__name__,
             "params": json.loads(json.dumps(rparams, default=_json_default)),
-            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "store": store_url,
             "source": source,
             "regime": regime,

@@ -22,7 +22,8 @@ def test_results_section_is_replaced_in_place(tmp_path):
     res.write_text("# Benchmark results\n\nheadline\n")
     update_results(res, abl)
     text = res.read_text()
-    assert "| tg-lodo | +k | 1.50 | 0.50 | 0.600 | 0.700 | +0.40 [+0.10, +0.80] **>0** | -0.010 [-0.050, +0.020] |" in text
+    assert ("| tg-lodo | +k | 1.50 | 0.50 | 0.600 | 0.700 | +0.40 [+0.10, +0.80] **>0** | -0.010 [-0.050, +0.020] |"
+            in text)
     assert "FAILED: boom" in text and text.startswith("# Benchmark results\n\nheadline\n")
     abl.write_text(markdown([], "cmd", 1))
     update_results(res, abl)  # replaced, not appended

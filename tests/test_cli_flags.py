@@ -112,7 +112,7 @@ def test_ambiguous_once_flags_say_their_one_meaning(tree):
 
 def test_a_short_flag_is_always_the_same_long_flag(tree):
     seen = defaultdict(set)
-    for path, _, a in options(tree):
+    for _, _, a in options(tree):
         longs = [s for s in a.option_strings if s.startswith("--")]
         for s in a.option_strings:
             if not s.startswith("--") and s != "-h":
@@ -188,7 +188,8 @@ def test_there_are_deprecated_spellings_and_they_are_hidden(tree, capsys):
     for path, parser, a, new, old in deps:
         assert a.help == argparse.SUPPRESS
         parser.print_help()
-        assert not re.search(re.escape(old) + r"\b(?!-)", capsys.readouterr().out.replace(new.option_strings[-1], "")), \
+        shown = capsys.readouterr().out.replace(new.option_strings[-1], "")
+        assert not re.search(re.escape(old) + r"\b(?!-)", shown), \
             f"{' '.join(path)}: {old} shows in --help"
 
 

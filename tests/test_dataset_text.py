@@ -55,7 +55,8 @@ def test_featurizer_uses_the_projected_embedding_only_when_asked():
     pairs = h2.targets[["model", "dataset"]]
     X = f.transform(pairs, h2).toarray()
     miss = X[:, f.feature_names_.index("d:text_emb_0:missing")]
-    assert set(miss[pairs["dataset"].to_numpy() == last]) == {1.0} and set(miss[pairs["dataset"].to_numpy() != last]) == {0.0}
+    assert set(miss[pairs["dataset"].to_numpy() == last]) == {1.0}
+    assert set(miss[pairs["dataset"].to_numpy() != last]) == {0.0}
     state, tables = f.get_state()
     g = Featurizer.from_state(state, tables)
     assert np.allclose(g.transform(pairs, h2).toarray(), X)

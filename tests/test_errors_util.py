@@ -25,7 +25,8 @@ def test_unknown_name_error_says_did_you_mean_and_lists_the_valid_names():
     (lambda: __import__("recommender.registry", fromlist=["x"]).get_entry("lgmb"), "unknown recommender 'lgmb'"),
     (lambda: __import__("recommender.training", fromlist=["x"]).resolve_names("lgmb"), "unknown recommender 'lgmb'"),
     (lambda: __import__("recommender.protocols", fromlist=["x"]).get_protocol("lodoo"), "unknown protocol 'lodoo'"),
-    (lambda: __import__("features.scores", fromlist=["x"]).get_score("logmee"), "unknown model-selection score 'logmee'"),
+    (lambda: __import__("features.scores", fromlist=["x"]).get_score("logmee"),
+     "unknown model-selection score 'logmee'"),
 ])
 def test_every_registry_uses_the_one_message(call, text):
     with pytest.raises(NotFoundError) as ei:

@@ -34,7 +34,7 @@ def _run(capsys, store, *args):
 def test_bad_inputs_list_valid_choices(capsys, parc_store, args, expected):
     rc, out, err = _run(capsys, parc_store, "--no-mlflow", *args)
     assert rc == 2
-    assert f"error: " in err and expected in err
+    assert "error: " in err and expected in err
 
 
 def test_store_with_several_sources_needs_source(capsys, parc_store):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -70,7 +70,7 @@ def test_all_columns(store, tmp_path):
     assert done["hparams"] == {"opt": "sgd", "lr": 0.01, "epochs": 30, "batch_size": 64, "seed": 1}
     assert isinstance(done["hparams"]["epochs"], int)
     assert (done["regime"], done["source"], done["status"]) == ("vtab1k", "mine", "completed")
-    assert done["created_at"].replace(tzinfo=timezone.utc) == datetime(2024, 3, 1, 8, tzinfo=timezone.utc)
+    assert done["created_at"].replace(tzinfo=UTC) == datetime(2024, 3, 1, 8, tzinfo=UTC)
     assert jobs.loc["run-2", "status"] == "failed" and pd.isna(jobs.loc["run-2", "value"])
     m = store.get_model("vit")
     assert (m["family"], m["params"], m["input_size"], m["extra"]) == ("vit", 86e6, 224, {"mem": 2})
@@ -222,7 +222,7 @@ def test_unknown_other_columns_are_reported(store, tmp_path):
 def _full_store(url) -> HistoryStore:
     """A store with every field of every table set (and a few deliberately awkward values)."""
     s = HistoryStore(url)
-    t0 = datetime(2023, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+    t0 = datetime(2023, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
     s.commit(
         models=[{"name": "vit_b16", "modality": "image", "family": "vit", "architecture": "ViT-B/16",
                  "input_size": 224, "params": 86_567_656.0, "gmacs": 17.5 + 1e-9, "feature_dim": 768, "depth": 12,

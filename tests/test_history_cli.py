@@ -222,7 +222,8 @@ def mlflow_store(tmp_path_factory):
 
     ids = {
         "vit": run({"model": "vit", "dataset": "pets", "lr": "0.01", "epochs": "30", "optimizer": "sgd",
-                    "model_family": "vit", "dataset_num_classes": "37"}, {"accuracy": 0.91, "loss": 0.3, "acc_pct": 91.0, "steps": 500}),
+                    "model_family": "vit", "dataset_num_classes": "37"},
+                   {"accuracy": 0.91, "loss": 0.3, "acc_pct": 91.0, "steps": 500}),
         "resnet": run({"model": "resnet", "dataset": "pets", "lr": "0.1", "epochs": "30"}, {"accuracy": 0.85}),
         "failed": run({"model": "resnet", "dataset": "dtd", "lr": "1.0"}, {}, status="FAILED"),
         "nomodel": run({"dataset": "pets", "lr": "0.01"}, {"accuracy": 0.5}),

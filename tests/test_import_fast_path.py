@@ -67,7 +67,7 @@ def _content(store):
 
 @pytest.mark.parametrize("chunk", [3, 4, 100])
 def test_fast_path_equals_the_row_loop(tmp_path, chunk, monkeypatch):
-    monkeypatch.setattr(S, "utcnow", lambda: S.datetime(2025, 1, 1, tzinfo=S.timezone.utc))
+    monkeypatch.setattr(S, "utcnow", lambda: S.datetime(2025, 1, 1, tzinfo=S.UTC))
     text = HEADER + "\n" + "\n".join(ROWS) + "\n"
     fast, err_f, s_fast = _import(tmp_path, text, fast=True, name=f"f{chunk}", chunk=chunk)
     loop, err_l, s_loop = _import(tmp_path, text, fast=False, name=f"f{chunk}", chunk=chunk)
@@ -154,7 +154,8 @@ def test_job_keys_equal_job_key_row_by_row():
 
 def test_store_keeps_each_jobs_own_hyper_parameter_types(store):
     """Equal but differently typed settings (1, 1.0, True) are stored as given, not as the first one seen."""
-    jobs = [{"model": "m", "dataset": "d", "value": v, "hparams": {"x": x}} for v, x in ((0.1, 1), (0.2, 1.0), (0.3, True))]
+    jobs = [{"model": "m", "dataset": "d", "value": v, "hparams": {"x": x}}
+            for v, x in ((0.1, 1), (0.2, 1.0), (0.3, True))]
     store.commit(jobs=jobs)
     with store.read() as conn:
         stored = [r[0] for r in conn.exec_driver_sql("SELECT hparams FROM jobs ORDER BY value")]

@@ -44,7 +44,8 @@ def test_error_in_a_later_chunk_rolls_back_everything_and_names_the_file_line(st
 
 
 def test_meta_conflict_across_chunks_names_both_rows(store, tmp_path, small_chunks):
-    f = _write(tmp_path, "model,dataset,accuracy,model_family\nm,d,0.1,vit\nn,d,0.2,\no,d,0.3,\np,d,0.4,\nm,e,0.5,cnn\n")
+    f = _write(tmp_path,
+               "model,dataset,accuracy,model_family\nm,d,0.1,vit\nn,d,0.2,\no,d,0.3,\np,d,0.4,\nm,e,0.5,cnn\n")
     with pytest.raises(HistoryImportError, match=r"row 5 \(file line 6\).*'cnn' here but 'vit' in row 1"):
         get_importer("generic").run(store, f)
 

@@ -51,10 +51,11 @@ def test_train_run_spans_the_fit(store, home, capsys, monkeypatch):
     assert run.end_time - run.start_time >= 1000 * info["metrics"]["fit_seconds"] - 1
 
 
-def test_evaluation_child_runs_last_their_methods_time(parc_store, home, capsys, tmp_path):
+def test_evaluation_child_runs_last_their_methods_time(request, home, capsys, tmp_path):
+    parc = request.getfixturevalue("parc_store")  # imported above from test_evaluate_cli
     before = int(time.time() * 1000)
     out_json = tmp_path / "res.json"
-    rc = main(["evaluate", "--store", parc_store.url, "--no-progress", "--source", "parc-controlled",
+    rc = main(["evaluate", "--store", parc.url, "--no-progress", "--source", "parc-controlled",
                "--recommenders", "lr", "--features", "d,m", "--baselines", "model-mean",
                "--datasets", "cub200,stanford_dogs", "--home", str(home), "--no-plots", "--json", str(out_json)])
     assert rc == 0, capsys.readouterr().err

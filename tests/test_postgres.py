@@ -56,7 +56,8 @@ def pg_url():
     def pg(*args, **kw):
         return subprocess.run(prefix + list(map(str, args)), capture_output=True, text=True, timeout=120, **kw)
 
-    r = pg(PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+    r = pg(PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
+           "--no-instructions")
     assert r.returncode == 0, f"initdb failed: {r.stderr}"
     r = pg(PG_BIN / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start", "-o",
            f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off")

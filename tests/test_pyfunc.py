@@ -123,14 +123,15 @@ def test_registered_model_loads_in_a_fresh_interpreter_without_the_project(train
     reqs = (Path(local) / "requirements.txt").read_text()
     assert "lightgbm==" in reqs and "pandas==" in reqs
     assert sorted(p.name for p in (Path(local) / "code").iterdir()) == ["features", "history", "recommender"]
+    purelib = sysconfig.get_paths()["purelib"]
     script = (
-        "import sys; sys.path.append(%r)\n"
+        f"import sys; sys.path.append({purelib!r})\n"
         "import mlflow.pyfunc, pandas as pd, json\n"
-        "m = mlflow.pyfunc.load_model(%r)\n"
-        "import recommender; assert recommender.__file__.startswith(%r), recommender.__file__\n"
+        f"m = mlflow.pyfunc.load_model({str(local)!r})\n"
+        f"import recommender; assert recommender.__file__.startswith({str(local)!r}), recommender.__file__\n"
         "out = m.predict(pd.DataFrame({'model': ['m0', 'm3'], 'dataset': ['ds0', 'ds1']}))\n"
         "print(json.dumps(out['predicted'].tolist()))\n"
-    ) % (sysconfig.get_paths()["purelib"], str(local), str(local))
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RECOMMENDER_HOME")}
     r = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)

@@ -89,7 +89,7 @@ def test_unknown_score_lists_valid_names():
 
 def test_register_duplicate_name_refused():
     with pytest.raises(ValueError):
-        register_score("logme", paper="x", summary="y")(lambda f, l: 0.0)
+        register_score("logme", paper="x", summary="y")(lambda f, labels: 0.0)
 
 
 def test_score_input_error_is_recommender_error():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from features.data import save_features_npz
 from history.store import HistoryStore

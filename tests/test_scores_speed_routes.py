@@ -161,7 +161,7 @@ def test_corr_matrix_in_place_equals_corrcoef_with_constant_rows():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sfda_sparse_confmix_matches_dense_algebra(seed):
     """sfda (sparse class sums) equals the same algebra with dense one-hot products."""
-    from features.scores.probabilistic import adaptive_shrinkage, lda_posteriors_gram
+    from features.scores.probabilistic import lda_posteriors_gram
 
     X, y = _mixture(seed, 80, 120, 6, quality=0.4)
     n, d = X.shape

@@ -30,7 +30,6 @@ def _history() -> HistoryFrame:
 def _features(hist, pairs):
     fz = Featurizer(groups="p").fit(hist)
     X = fz.transform(pairs, hist)
-    names = fz.feature_names_
     dense = np.asarray(X.todense())
     # undo the standardization of dense columns to read raw values
     raw = dense * np.asarray(fz.scale_std_) + np.asarray(fz.scale_mean_)

@@ -49,7 +49,7 @@ def test_scores_replaced_on_recompute(store):
 
 def test_failed_commit_leaves_store_untouched(store):
     store.commit(jobs=_jobs()[:1])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # the value that is not a number
         store.commit(jobs=[_jobs()[1], {"model": "m3", "dataset": "d1", "value": "not-a-number"}])
     assert len(store.jobs_frame()) == 1
     assert "m3" not in store.models_frame()["name"].tolist()

@@ -72,7 +72,8 @@ def _counts(url) -> dict:
         t = s.stats()["totals"]
         jobs = s.jobs_frame()
         return {"jobs": t["jobs"], "models": t["models"], "datasets": t["datasets"],
-                "imports": len(s.imports_frame()), "distinct": jobs[["model", "dataset", "value"]].drop_duplicates().shape[0],
+                "imports": len(s.imports_frame()),
+                "distinct": jobs[["model", "dataset", "value"]].drop_duplicates().shape[0],
                 "sum": round(float(jobs["value"].sum()), 6) if len(jobs) else 0.0}
     finally:
         s.dispose()

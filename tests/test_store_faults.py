@@ -92,7 +92,8 @@ def filled(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     url = f"sqlite:///{folder / 'history.db'}"
-    assert main(["--store", url, "history", "import", str(_csv(tmp_path / "a.csv", [("m1", "d1", 0.5), ("m2", "d1", 0.7)])),
+    csv = _csv(tmp_path / "a.csv", [("m1", "d1", 0.5), ("m2", "d1", 0.7)])
+    assert main(["--store", url, "history", "import", str(csv),
                  "--format", "generic"]) == 0
     yield folder, url
     folder.chmod(0o755)

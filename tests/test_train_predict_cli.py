@@ -60,7 +60,7 @@ def folder_digest(path: Path) -> dict:
             for p in sorted(Path(path).rglob("*")) if p.is_file()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mlflow_template_db() -> Path:
     """An empty MLflow SQLite store with all migrations applied (built once per process)."""
     import mlflow

@@ -4,7 +4,8 @@ The browser test starts ``python -m recommender ui`` as a subprocess over a fres
 real evaluation (parent run + one child run per method) into its SQLite tracking store with
 ``experiments.mlflow_log.log_evaluation``, opens the experiment, child-run and artifact
 pages in headless Chromium and waits for the experiment name, run names, metric names and the
-values that were logged. Screenshots go to ``$TMPDIR/finetune-recommender-test-artifacts/`` (or ``$RECOMMENDER_TEST_ARTIFACTS``).
+values that were logged. Screenshots go to ``$TMPDIR/finetune-recommender-test-artifacts/``
+(or ``$RECOMMENDER_TEST_ARTIFACTS``).
 
 The other tests cover the error paths (port in use, a store ``mlflow server`` cannot serve, a
 server that crashes at start) without a browser.

@@ -25,7 +25,8 @@ from .logme import log_evidence, logme_naive, profile_log_evidence  # noqa: E402
 
 __all__ = [
     "SCORES", "ScoreSpec", "ScoreInputError", "register_score", "list_scores", "get_score",
-    "compute_score", "score_with_flag", "ScoreResult", "constant_flag", "validate_inputs", "parc_ensemble", "etran_combine", "input_flag", "logme_naive", "log_evidence",
+    "compute_score", "score_with_flag", "ScoreResult", "constant_flag", "validate_inputs", "parc_ensemble",
+    "etran_combine", "input_flag", "logme_naive", "log_evidence",
     "profile_log_evidence",
     "ledoit_wolf_shrinkage",
 ]

@@ -1,14 +1,13 @@
 """Scores based on sample geometry: PARC, RSA, DDS, 1-NN, GBC, TransRate."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 import scipy.linalg as sla
 
-from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_binary,
-                      spearman_grouped,
+from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_grouped,
                       standardize)
 from .registry import ScoreInputError, register_score
 

@@ -41,7 +41,8 @@ def lfc(features, labels, *, probs=None, reference=None):
 
 
 @register_score("lgc", paper=DESHPANDE,
-                summary="alignment of the gradient kernel of a zero-initialized linear softmax head with the label kernel")
+                summary="alignment of the gradient kernel of a zero-initialized linear softmax head "
+                        "with the label kernel")
 def lgc(features, labels, *, probs=None, reference=None):
     """Label-Gradient Correlation (Deshpande et al. 2021), linear-head approximation.
 

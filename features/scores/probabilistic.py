@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import scipy.linalg as sla
 
-from ._linalg import class_gram_blocks, class_rows, pca
+from ._linalg import class_gram_blocks, class_rows
 from .registry import ScoreInputError, register_score
 
 
@@ -252,12 +252,11 @@ def iterative_a_gram(Gw: np.ndarray, r: np.ndarray, scale: float, max_iterations
     """
     c = scale * r  # x = S_w 1 = Xw^T (scale Xw 1)
     Gc = Gw @ c
-    cy = None
     for _ in range(max_iterations):
         t = scale * Gc  # temp = S_w x
         Gt = Gw @ t
         nt = np.sqrt(max(float(t @ Gt), 0.0))
-        cy, Gcy = t / nt, Gt / nt  # y
+        Gcy = Gt / nt  # y = t / nt enters only through its Gram product Gw y
         t = scale * Gcy  # temp = S_w y
         Gt = Gw @ t
         nt = np.sqrt(max(float(t @ Gt), 0.0))

@@ -9,8 +9,8 @@ validates once and guarantees a finite float or a :class:`ScoreInputError`.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

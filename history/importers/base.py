@@ -22,7 +22,7 @@ from history.util import is_missing
 
 from ..errors import HistoryImportError
 
-IMPORTERS: dict[str, type["Importer"]] = {}
+IMPORTERS: dict[str, type[Importer]] = {}
 
 
 def register_importer(cls):
@@ -46,7 +46,7 @@ def load_all():
                 raise
 
 
-def get_importer(name: str) -> "Importer":
+def get_importer(name: str) -> Importer:
     load_all()
     if name not in IMPORTERS:
         raise HistoryImportError(

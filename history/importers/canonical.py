@@ -261,7 +261,8 @@ def adopt_source_named_rows(conn, plan: DatasetPlan, report) -> None:
         n_jobs, n_scores, n_dup = _rekey(conn, tid, canon)
         report.notes.append(f"store upgraded: dataset {alias!r} (stored under the source's name by an earlier "
                             f"version) is now {canon!r}: {n_jobs} job(s) and {n_scores} score(s) re-keyed"
-                            + (f", {n_dup} exact duplicate(s) of rows already under {canon!r} removed" if n_dup else ""))
+                            + (f", {n_dup} exact duplicate(s) of rows already under {canon!r} removed"
+                               if n_dup else ""))
 
 
 def _rekey(conn, dataset_id: int, name: str) -> tuple[int, int, int]:

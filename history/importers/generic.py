@@ -40,8 +40,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -135,7 +137,8 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
     nums = _numeric_columns(df, path, score_methods)
     if FAST_PATH and _fast_eligible(list(df.columns), kinds, dup):
         try:
-            jobs, keys, scores, score_rows, job_rows = _fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp, nums.wide)
+            jobs, keys, scores, score_rows, job_rows = _fast_jobs(state, df, path, dup, acc, acc_nan, nums.hp,
+                                                                  nums.wide)
             return _end_chunk(state, jobs, keys, scores, score_rows, [], job_rows)
         except (HistoryImportError, _Fallback):
             pass  # the row-by-row loop below names the first bad row exactly (or handles the case)
@@ -146,7 +149,7 @@ def parse_chunk(state: ParseState, df: pd.DataFrame, *, progress=False) -> Impor
 
 def _normalize_frame(df: pd.DataFrame, path, report) -> pd.DataFrame:
     """Cells as objects (missing: None), stripped column names, no repeated column."""
-    if not all(dt == object for dt in df.dtypes) or df.isna().to_numpy().any():
+    if not all(dt == np.dtype("O") for dt in df.dtypes) or df.isna().to_numpy().any():
         df = df.astype(object).where(df.notna(), None)  # pd.NA / NaN (Parquet) -> None
     df.columns = [str(c).strip() for c in df.columns]
     dupe_cols = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
@@ -241,7 +244,9 @@ class _RowLoop:
         # only the meta columns this file has (a row dict has every column of the file)
         self.model_cols = {c: f for c, f in MODEL_COLUMNS.items() if c in self.columns}
         self.dataset_cols = {c: f for c, f in DATASET_COLUMNS.items() if c in self.columns}
-        self.jobs, self.scores, self.probes = [], [], []
+        self.jobs: list[dict[str, Any]] = []
+        self.scores: list[dict[str, Any]] = []
+        self.probes: list[dict[str, Any]] = []
         self.job_keys: set[str] = set()
         self.job_key_list: list[str] = []
         self.job_rows: list[int] = []  # the chunk row of each job
@@ -249,7 +254,7 @@ class _RowLoop:
 
     def run(self, progress) -> ImportBatch:
         n_rows = len(self.kinds)
-        it = range(n_rows)
+        it: Iterable[int] = range(n_rows)
         if progress is True and n_rows >= 20000:
             from tqdm import tqdm
 
@@ -265,7 +270,8 @@ class _RowLoop:
         kind = self.kinds[i]
         model = _text(r.get("model"))
         dataset = _text(r.get("dataset"))
-        if kind == "job" and acc is not None and np.isnan(acc[i]) and (_text(r.get("status")) or "completed") == "completed":
+        if (kind == "job" and acc is not None and np.isnan(acc[i])
+                and (_text(r.get("status")) or "completed") == "completed"):
             # dropped before its model / dataset are registered: nothing of the row is kept
             report.drop("accuracy is NaN (not a number) on a completed job" if self.acc_nan[i]
                         else "empty accuracy on a completed job", 1, rows=[self.state.row(i)])
@@ -286,7 +292,7 @@ class _RowLoop:
         _check_len(dataset, 255, "dataset", path, i)
         self.row_meta(i, r, model, dataset)
         if kind in ("model", "dataset"):
-            for c, m in self.score_methods.items():
+            for c in self.score_methods:
                 if not _is_missing(r[c]):
                     raise HistoryImportError(f"{_where(path, i)}: column {c!r} is set on a {kind} row; "
                                              "scores belong to job or score rows")
@@ -356,7 +362,8 @@ class _RowLoop:
         rt = sc_nums["runtime_s"]
         rec = {
             "model": model, "dataset": dataset, "method": method, "value": float(value),
-            "probe_size": None if probe is None or np.isnan(probe[i]) else _as_int(probe[i], "probe_size", path, i, r["probe_size"]),
+            "probe_size": (None if probe is None or np.isnan(probe[i])
+                           else _as_int(probe[i], "probe_size", path, i, r["probe_size"])),
             "seed": None if seed is None or np.isnan(seed[i]) else _as_int(seed[i], "seed", path, i, r["seed"]),
             "runtime_s": None if rt is None or np.isnan(rt[i]) else float(rt[i]),
             "source": src, "created_at": created,
@@ -506,7 +513,8 @@ class GenericImporter(Importer):
                 f"{p}: column {', '.join(map(repr, twice))} appears more than once in the header ({parts}); "
                 "the importer does not guess which one to use: rename or remove the extra column and import again")
 
-    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,
+    # its own keyword options, where Importer.read declares **options
+    def read(self, path, *, unit: str = "fraction", source: str | None = None, progress: bool = True,  # type: ignore[override]
              force_unit: bool = False) -> ImportBatch:
         """The whole file as one batch (for small files and the Python API; ``run`` streams)."""
         p = self._check_path(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -146,7 +146,7 @@ def _parse_time(raw, path, i: int):
                     "use ISO 8601, e.g. 2024-05-01T12:30:00+00:00"
                 ) from None
     if ts.tzinfo is not None:  # stored as UTC (SQLite keeps no offset)
-        ts = ts.astimezone(timezone.utc)
+        ts = ts.astimezone(UTC)
     return ts
 
 
@@ -223,7 +223,8 @@ def score_columns(columns, path, report) -> dict:
     score_methods = {c: c[len(SCORE_PREFIX):] for c in columns if c.startswith(SCORE_PREFIX)}
     for c, m in score_methods.items():
         if not m:
-            raise HistoryImportError(f"{path}: column {c!r} names no score method; write score_<method>, e.g. score_logme")
+            raise HistoryImportError(f"{path}: column {c!r} names no score method; "
+                                     "write score_<method>, e.g. score_logme")
     unknown = [c for c in columns if c not in KNOWN_COLUMNS and c not in score_methods]
     typos = [c for c in unknown if c.startswith(("model_", "dataset_"))]
     if typos:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from typing import Any
 
 from .. import schema as S
 from .. import store as S_store
@@ -46,7 +47,7 @@ class _FastCells:
         self.df = df
         self.keep = self.keep0 = np.flatnonzero(~dup)  # rows not exactly duplicated; ``keep``: also not dropped
         self.whole = len(self.keep0) == len(df)
-        self.stay = None  # positions in keep0 of the rows kept (None: all)
+        self.stay: np.ndarray | None = None  # positions in keep0 of the rows kept (None: all)
 
     def column(self, c):  # the cells of rows keep0
         if c not in self.df.columns:
@@ -197,7 +198,7 @@ def _fast_unique_jobs(jobs, keep, drops: list):
     same = len(keys) - len(first)
     if not same:
         return jobs, keep
-    same_rows = []
+    same_rows: list[int] = []
     seen = set()
     sel = []
     for j, k in enumerate(keys):
@@ -214,7 +215,8 @@ def _fast_unique_jobs(jobs, keep, drops: list):
 def _fast_wide_scores(wide, keep, model, dataset, source, drops: list, row):
     """The scores of the ``score_<method>`` columns: (scores, score_rows) as ``_add_score`` keeps them
     (``row``: chunk row -> 1-based file row)."""
-    scores, score_rows = [], {}
+    scores: list[dict[str, Any]] = []
+    score_rows: dict[str, int] = {}
     if not wide:
         return scores, score_rows
     cols = [(m, col[keep]) for m, col in wide.items() if col is not None]

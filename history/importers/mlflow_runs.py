@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Integer, String
@@ -101,7 +101,8 @@ def _fetch_runs(uri: str, experiment) -> tuple:
                 + (f"; did you mean: {', '.join(near)}?" if near else "")
                 + f" Experiments there: {', '.join(names) or '(none)'}"
             )
-        runs, token = [], None
+        runs: list = []  # mlflow Run objects
+        token = None
         while True:
             page = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY,
                                       max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
@@ -188,7 +189,7 @@ def _job_of_run(run, exp, src: str, metric: str, unit: str, report: ImportReport
             return None
     else:
         value = _fraction(value, metric, unit, where)
-    created = (datetime.fromtimestamp(info.start_time / 1000.0, tz=timezone.utc)
+    created = (datetime.fromtimestamp(info.start_time / 1000.0, tz=UTC)
                if info.start_time else None)
     return {
         "model": model, "dataset": dataset, "regime": regime, "hparams": hparams, "metric": metric,
@@ -204,7 +205,8 @@ class MlflowRunsImporter(Importer):
     name = "mlflow"
     description = "runs of an MLflow experiment: params model/dataset, metric accuracy (--experiment)"
 
-    def read(self, path, *, experiment=None, metric: str = "accuracy", unit: str = "fraction",
+    # its own keyword options, where Importer.read declares **options
+    def read(self, path, *, experiment=None, metric: str = "accuracy", unit: str = "fraction",  # type: ignore[override]
              source: str | None = None, progress: bool = True, force_unit: bool = False) -> ImportBatch:
         if experiment is None or str(experiment).strip() == "":
             raise HistoryImportError("the mlflow importer needs an experiment: pass --experiment NAME_OR_ID")

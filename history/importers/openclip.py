@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -207,8 +208,14 @@ class OpenClipImporter(Importer):
                 raise HistoryImportError(f"{res_path}: row {i + 1} (file line {i + 2}): {c} = {df[c].iat[i]!r} is "
                                          "outside [0, 1]; open_clip scores are fractions")
         nums = {c: parse_numbers(df[c], c, res_path) for c in ("params (M)", "FLOPs (B)", AVERAGE) if c in df}
-        models, jobs, n_blank, per_metric, seen, versions = {}, [], 0, {}, set(), []
+        models: dict[str, dict[str, Any]] = {}
+        jobs: list[dict[str, Any]] = []
+        per_metric: dict[str, int] = {}
+        seen: set[str] = set()
+        versions: list[str] = []
+        n_blank = 0
         n_dup = 0
+        data: str | None  # the tag's pre-training data (None: a version-only tag)
         for i in range(len(df)):
             arch, tag = df["name"].iat[i].strip(), df["pretrained"].iat[i].strip()
             if not arch or not tag:
@@ -244,8 +251,8 @@ class OpenClipImporter(Importer):
         rep.drop("repeated (name, pretrained) row: the first is kept", n_dup * len(cols))
         same: dict = {}
         for i in range(len(df)):
-            key = tuple(df[c].iat[i] for c in cols)
-            same.setdefault(key, []).append(f"{df['name'].iat[i]}@{df['pretrained'].iat[i]}")
+            values = tuple(df[c].iat[i] for c in cols)
+            same.setdefault(values, []).append(f"{df['name'].iat[i]}@{df['pretrained'].iat[i]}")
         twins = [" = ".join(v) for v in same.values() if len(v) > 1]
         if twins:  # kept: the file lists them as different models (e.g. the -quickgelu name of OpenAI weights)
             rep.notes.append(f"{len(twins)} group(s) of models with identical scores on all {len(cols)} datasets, kept "
@@ -280,20 +287,20 @@ class OpenClipImporter(Importer):
                 continue
             found += 1
             g = lambda c: None if c not in num or np.isnan(num[c].iat[i]) else float(num[c].iat[i])  # noqa: E731
-            if g("image_size") is not None:
-                rec["input_size"] = int(g("image_size"))
-            if g("embed_dim") is not None:
-                rec["feature_dim"] = int(g("embed_dim"))
-            if g("image_mparams") is not None:
-                rec["params"] = g("image_mparams") * 1e6
-            if g("image_gflops") is not None:
-                rec["gmacs"] = g("image_gflops") / 2
+            if (v := g("image_size")) is not None:
+                rec["input_size"] = int(v)
+            if (v := g("embed_dim")) is not None:
+                rec["feature_dim"] = int(v)
+            if (v := g("image_mparams")) is not None:
+                rec["params"] = v * 1e6
+            if (v := g("image_gflops")) is not None:
+                rec["gmacs"] = v / 2
             ex = rec["extra"]
             for c, k, scale in (("text_mparams", "text_params", 1e6), ("text_gflops", "text_gflops", 1),
                                 ("image_gflops", "image_gflops", 1), ("image_width", "image_width", 1),
                                 ("text_width", "text_width", 1)):
-                if g(c) is not None:
-                    ex[k] = g(c) * scale
+                if (v := g(c)) is not None:
+                    ex[k] = v * scale
         rep.notes.append(f"{found} of {len(models)} models have an input size, image-tower params and GMACs "
                          f"(image GFLOPs / 2) from {PROFILE}"
                          + (f"; architectures without a profile row: {', '.join(sorted(missing))}" if missing else ""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,8 @@ class ParcImporter(Importer):
         sources = [FILES.get(f.name, "parc") for f in files]
         rep = ImportReport(importer=self.name, source=",".join(sources), path=str(p), sha256=sha256_of(files[0]))
         batch = ImportBatch(report=rep)
-        models, datasets = {}, {}
+        models: dict[str, dict[str, Any]] = {}
+        datasets: dict[str, dict[str, Any]] = {}
         for f, source in zip(files, sources):
             self._read_file(f, source, batch, models, datasets)
         batch.models, batch.datasets = list(models.values()), list(datasets.values())
@@ -109,14 +111,14 @@ class ParcImporter(Importer):
             arch, src, tgt = str(arch).strip(), str(src).strip(), str(tgt).strip()
             name = f"{arch}@{src}"
             if name not in models:
-                m = {"name": name, "modality": "image", "architecture": arch, "family": family_of(arch),
-                     "depth": DEPTH.get(arch), "pretrain_dataset": src}
+                m: dict[str, Any] = {"name": name, "modality": "image", "architecture": arch, "family": family_of(arch),
+                                     "depth": DEPTH.get(arch), "pretrain_dataset": src}
                 if src in SOURCE_FACTS:
                     m["extra"] = {"source_num_samples": SOURCE_FACTS[src][0],
                                   "source_num_classes": SOURCE_FACTS[src][1]}
                 models[name] = m
             if tgt not in datasets:
-                d = {"name": tgt, "modality": "image"}
+                d: dict[str, Any] = {"name": tgt, "modality": "image"}
                 if tgt in DATASET_FACTS:
                     d["num_samples"], d["num_classes"] = DATASET_FACTS[tgt]
                 if tgt in MULTI_LABEL:

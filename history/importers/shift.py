@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -160,7 +161,10 @@ class ShiftImporter(Importer):
                 f"{rec_path}: row {i + 1} (file line {i + 2}): test_accuracy = {col['test_accuracy'][i]!r} "
                 "is outside [0, 1]; SHiFT accuracies are fractions")
 
-        models, datasets, jobs, seen = {}, {}, [], set()
+        models: dict[str, dict[str, Any]] = {}
+        datasets: dict[str, dict[str, Any]] = {}
+        jobs: list[dict[str, Any]] = []
+        seen: set = set()
         unknown_fw: dict[str, int] = {}
         n_missing = n_dup = 0
         for i in range(len(df)):
@@ -178,9 +182,10 @@ class ShiftImporter(Importer):
                 continue
             model, ds = str(model).strip(), str(ds).strip()
             task = task_name(ds, cfg.get("label_name"), cfg.get("preprocess"))
-            tslice = None if "train_slice" not in df or is_blank(col["train_slice"][i]) else str(col["train_slice"][i]).strip()
+            tslice = (None if "train_slice" not in df or is_blank(col["train_slice"][i])
+                      else str(col["train_slice"][i]).strip())
             regime = regime_of(tslice)
-            hp = {}
+            hp: dict[str, Any] = {}
             if "lr" in cfg:
                 hp["lr"] = float(cfg["lr"])
             if epochs is not None and not np.isnan(epochs.iat[i]):
@@ -222,7 +227,7 @@ class ShiftImporter(Importer):
         self._model_meta(folder, models, rep)
         batch.jobs, batch.models, batch.datasets = jobs, list(models.values()), list(datasets.values())
 
-        by_mod = {"image": set(), "text": set()}
+        by_mod: dict[str, set[str]] = {"image": set(), "text": set()}
         for t in datasets.values():
             by_mod[t["modality"]].add(t["name"])
         vtab = sorted({j["dataset"] for j in jobs if j["regime"] == "vtab-1k"} & by_mod["image"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,7 +117,7 @@ class TimmImporter(Importer):
             if not model or np.isnan(top1.iat[i]):
                 n_missing += 1
                 continue
-            hp = {}
+            hp: dict[str, Any] = {}
             if not np.isnan(size.iat[i]):
                 hp["img_size"] = int(size.iat[i])
             if crop is not None and not np.isnan(crop.iat[i]):

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from ..errors import HistoryImportError
 from .base import ImportBatch, Importer, ImportReport, not_utf8_message, register_importer, sha256_of
@@ -118,10 +119,12 @@ class TwoPhaseImporter(Importer):
             raise HistoryImportError(f"{p}: no CV/matrix.txt or NLP/matrix.txt here; a two-phase-selection folder "
                                      "holds CV/ and NLP/ (coarse_recall/*_coarse_recall), each with matrix.txt "
                                      "and datasets.txt")
-        first = parts.get("CV", parts.get("NLP")) / "matrix.txt"
+        first = (parts.get("CV") or parts["NLP"]) / "matrix.txt"
         rep = ImportReport(importer=self.name, source=SOURCE, path=str(p), sha256=sha256_of(first))
         batch = ImportBatch(report=rep)
-        models, datasets, jobs = {}, {}, []
+        models: dict[str, dict[str, Any]] = {}
+        datasets: dict[str, dict[str, Any]] = {}
+        jobs: list[dict[str, Any]] = []
         n_blank = 0
         repaired: list[str] = []
         per_metric: dict[str, int] = {}
@@ -143,7 +146,7 @@ class TwoPhaseImporter(Importer):
                 name = hub_name(m)
                 if name != m:
                     repaired.append(m)
-                rec = {"name": name, "modality": modality}
+                rec: dict[str, Any] = {"name": name, "modality": modality}
                 res = _RES.search(name) if modality == "image" else None
                 if res:
                     rec["input_size"] = int(res.group(1))

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -141,7 +142,9 @@ class VtabImporter(Importer):
         from ..datasets_registry import lookup
 
         rep.rows_read = len(df) * len(task_cols)
-        models, datasets, jobs = {}, {}, []
+        models: dict[str, dict[str, Any]] = {}
+        datasets: dict[str, dict[str, Any]] = {}
+        jobs: list[dict[str, Any]] = []
         n_blank = 0
         below: list[str] = []
         for r in range(len(df)):
@@ -204,7 +207,7 @@ class VtabImporter(Importer):
         if m:
             rec["input_size"] = int(m.group(1))
         kind, labels = UPSTREAM.get(label, (None, None))
-        extra = {"vtab_label": label}
+        extra: dict[str, Any] = {"vtab_label": label}
         if kind is None:
             rep.notes.append(f"model {label!r} is not one of the paper's 16 upstream models: no upstream kind")
         else:

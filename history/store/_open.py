@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, insert, inspect, select, update
@@ -132,6 +133,7 @@ def full_message(url: str, exc) -> str:
 def missing_store_message(url: str, home=None) -> str:
     """One line: the default store ``<home>/history.db`` does not exist (a read-only command)."""
     p = sqlite_path(url)
+    assert p is not None  # only the default store (a SQLite file) is reported missing
     how = {"--home": "--home", "RECOMMENDER_HOME": "RECOMMENDER_HOME", ".recommender": "./.recommender here",
            "user": "the per-user default"}[home_origin(home)]
     return (f"no history store at {p} (home {p.parent}, from {how}): nothing imported there yet. Fill it "
@@ -191,7 +193,7 @@ class _Opening:
                  lock_timeout: float | None = None):
         self.url = resolve_store_url(url, home)
         default = store_is_default(url)
-        if default and must_exist and (sqlite_path(self.url) and not sqlite_path(self.url).exists()):
+        if default and must_exist and ((p := sqlite_path(self.url)) is not None and not p.exists()):
             raise StoreError(missing_store_message(self.url, home))
         if default and create and not must_exist:
             resolve_home(home, create=True)  # the first write creates the home folder
@@ -258,7 +260,7 @@ class _Opening:
         return url
 
     def _create_engine(self, url: str, is_sqlite: bool, must_exist: bool) -> Engine:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         engine_url = url
         if is_sqlite:
             engine_url = self._sqlite_engine_url(url, must_exist)
@@ -376,7 +378,8 @@ class _Opening:
                              f"(up to {self.lock_timeout:g} s, --lock-timeout)...")
                         waited = True
                     elif now >= next_note:
-                        _say(f"still waiting for another writer ({self.lock_timeout - (deadline - now):.0f} s so far)...")
+                        _say("still waiting for another writer "
+                             f"({self.lock_timeout - (deadline - now):.0f} s so far)...")
                         next_note = now + 30
         finally:
             conn.exec_driver_sql(f"PRAGMA busy_timeout={timeout_ms}")

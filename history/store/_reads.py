@@ -2,8 +2,12 @@
 (:class:`_Reads`, part of :class:`history.store.HistoryStore`)."""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
 import pandas as pd
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from .. import schema as S
 from ..errors import NotFoundError, closest
@@ -13,6 +17,11 @@ from .targets import TARGET_RULES, aggregate_targets
 
 class _Reads:
     """Entities by name, frames of every table, targets and stats."""
+
+    if TYPE_CHECKING:  # provided by _Opening, HistoryStore's other base
+        url: str
+
+        def read(self) -> AbstractContextManager[Connection]: ...
 
     def _get(self, table, name: str, kind: str) -> dict:
         with self.read() as conn:
@@ -136,7 +145,7 @@ class _Reads:
             def count(table):
                 return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
-            out = {
+            out: dict[str, Any] = {
                 "store": _safe_url(self.url),
                 "totals": {
                     "jobs": count(j), "models": count(S.models), "datasets": count(S.datasets),
@@ -159,7 +168,8 @@ class _Reads:
             ):
                 out["by_source_regime"][f"{src}/{reg}"] = {"jobs": n, "datasets": nd}
             pair_q = select(s.c.method, s.c.model_id, s.c.dataset_id).distinct().subquery()
-            pairs = dict(conn.execute(select(pair_q.c.method, func.count()).group_by(pair_q.c.method)).all())
+            pairs: dict[str, int] = dict(
+                conn.execute(select(pair_q.c.method, func.count()).group_by(pair_q.c.method)).all())
             for meth, src, n in conn.execute(
                 select(s.c.method, s.c.source, func.count()).group_by(s.c.method, s.c.source).order_by(s.c.method)
             ):

@@ -2,10 +2,13 @@
 and the runner's job lifecycle (:class:`_Writes`, part of :class:`history.store.HistoryStore`)."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from .. import schema as S
 from ..errors import NotFoundError, StoreError
@@ -41,7 +44,7 @@ class JobColumns:
     def __len__(self) -> int:
         return len(self.key)
 
-    def take(self, idx) -> "JobColumns":
+    def take(self, idx) -> JobColumns:
         """The jobs at positions ``idx``, in that order."""
         return JobColumns(**{f: [getattr(self, f)[i] for i in idx] for f in self.FIELDS})
 
@@ -70,11 +73,16 @@ class CommitResult:
 class _Writes:
     """Upserts, the import ``commit``, single entities and job lifecycle."""
 
+    if TYPE_CHECKING:  # provided by _Opening and _Reads, HistoryStore's other bases
+        def write(self) -> AbstractContextManager[Connection]: ...
+
+        def get_dataset(self, name: str) -> dict: ...
+
     # ------------------------------------------------------------------ upserts
     @staticmethod
     def _upsert_named(conn, table, fields: Iterable[str], records: Iterable[Mapping], overwrite: bool):
         """Insert new names; for existing ones fill missing fields (or overwrite non-null ones)."""
-        recs = {}
+        recs: dict[str, dict] = {}
         for r in records:
             name = str(r["name"])
             merged = recs.setdefault(name, {"name": name})
@@ -376,7 +384,9 @@ class _Writes:
             r = conn.execute(insert(S.probes).values(
                 dataset_id=did, size=int(size), seed=int(seed), num_classes=num_classes,
                 indices=[int(i) for i in indices], data_ref=data_ref, created_at=S.utcnow()))
-            return int(r.inserted_primary_key[0])
+            pk = r.inserted_primary_key
+            assert pk is not None  # set by a single-row INSERT
+            return int(pk[0])
 
     # ------------------------------------------------------------------ job lifecycle (runner)
     def start_job(self, *, model: str, dataset: str, hparams: Mapping, source: str, regime: str = "full",
@@ -400,7 +410,9 @@ class _Writes:
                 dataset_id=dids[dataset], regime=str(regime), hparams=S._clean(dict(hparams or {})),
                 metric=str(metric), value=None, status="running", source=str(source), provenance=provenance,
                 created_at=S.utcnow(), extra=S._clean(dict(extra or {}))))
-            return int(r.inserted_primary_key[0])
+            pk = r.inserted_primary_key
+            assert pk is not None  # set by a single-row INSERT
+            return int(pk[0])
 
     def finish_job(self, job_id: int, *, status: str, value: float | None = None, duration_s: float | None = None,
                    extra: Mapping | None = None) -> None:
@@ -447,7 +459,7 @@ class _Writes:
 
 def _existing_keys(conn, table, keys: list) -> set:
     """The ones of ``keys`` already in ``table.key``."""
-    have = set()
+    have: set = set()
     if conn.dialect.name == "sqlite":  # plain driver SQL: no per-call statement compilation
         for i in range(0, len(keys), 900):
             part = keys[i : i + 900]

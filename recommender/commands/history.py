@@ -298,7 +298,8 @@ def cmd_import(args) -> int:
     path = args.path
     if path is None:
         if args.input_format != "mlflow":
-            raise CliUsageError(f"history import --input-format {args.input_format}: give the PATH of the file or folder")
+            raise CliUsageError(
+                f"history import --input-format {args.input_format}: give the PATH of the file or folder")
         path = resolve_tracking_uri(args.tracking_uri, args.home)
     store = open_store(args)
     try:
@@ -440,7 +441,8 @@ def cmd_list(args) -> int:
     else:
         cols = ["name", "jobs"] + [c for c in df.columns[2:] if df[c].notna().any()]
         _table(f"{len(df)} {args.kind}s" + (f" (source {args.source})" if args.source else ""), cols,
-               [[_fmt(v) for v in r] for r in df[cols].astype(object).where(df[cols].notna(), None).itertuples(index=False)])
+               [[_fmt(v) for v in r]
+                for r in df[cols].astype(object).where(df[cols].notna(), None).itertuples(index=False)])
     return 0
 
 
@@ -472,7 +474,8 @@ def cmd_show(args) -> int:
           + f"; scores: {len(scores)}")
     if len(done):
         best = done.sort_values("value", ascending=False).head(args.top)
-        _table(f"best {min(args.top, len(done))} completed jobs", [other, "regime", "metric", "value", "source", "hparams"],
+        _table(f"best {min(args.top, len(done))} completed jobs",
+               [other, "regime", "metric", "value", "source", "hparams"],
                [(r[other], r["regime"], r["metric"], f"{r['value']:.4f}", r["source"], _fmt(r["hparams"] or None))
                 for r in best.to_dict("records")])
     return 0

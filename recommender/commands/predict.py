@@ -160,7 +160,7 @@ def _footer(ranked, meta) -> list[str]:
         lines.append(f"{meta['excluded_finetuned']} models already fine-tuned on {meta['dataset']!r} are not ranked "
                      f"(best: {b['model']} at {fmt_pct(b['real'])}); pass --include-finetuned to rank them too.")
     if meta.get("measured_elsewhere"):
-        by = {}
+        by: dict[str, int] = {}
         for r in meta["measured_elsewhere"]:
             key = f"{r['source']}/{r['regime']}"
             by[key] = by.get(key, 0) + 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from history.errors import NotFoundError, RecommenderError
 
@@ -34,7 +35,8 @@ def register(sub):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="image folder (root/<class>/<image>), .csv of texts, or .npz of features")
     renamed(src, "--features", src.add_argument(
-        "--features-file", metavar="FILE.npz", help=".npz of precomputed arrays: labels, features/<model>, probs/<model>"))
+        "--features-file", metavar="FILE.npz",
+        help=".npz of precomputed arrays: labels, features/<model>, probs/<model>"))
     p.add_argument("--models", "-m", help="comma-separated model specs: [name=]torchscript:PATH | timm:NAME | hf:ID | "
                                     "sentence:PATH_OR_ID; with --features-file: model names in the npz (default all)")
     p.add_argument("--methods", help="comma-separated score names (default: all registered)")
@@ -318,7 +320,8 @@ def score_model(name, spec, x, y, methods, reference, ref_reason, opts) -> dict:
     from features.extract import ExtractionError, extract_features, load_adapter
     from features.scores import get_score, score_with_flag
 
-    out = {"notes": [], "skipped": [], "failed": [], "scores": [], "error": None, "log": "", "feature_dim": None}
+    out: dict[str, Any] = {"notes": [], "skipped": [], "failed": [], "scores": [], "error": None, "log": "",
+                           "feature_dim": None}
     try:
         if spec is None:
             (X, P), secs, cached = x, 0.0, True
@@ -350,12 +353,12 @@ def score_model(name, spec, x, y, methods, reference, ref_reason, opts) -> dict:
             continue
         t0 = time.perf_counter()
         try:
-            r = score_with_flag(method, X, y, probs=P if m.needs_probs else None,
-                                reference=reference if m.needs_reference else None)
+            res = score_with_flag(method, X, y, probs=P if m.needs_probs else None,
+                                  reference=reference if m.needs_reference else None)
         except Exception as exc:  # noqa: BLE001 - one failing method must not lose the others
             out["failed"].append({"model": name, "method": method, "error": f"{type(exc).__name__}: {exc}"})
             continue
-        out["scores"].append((method, r.value, time.perf_counter() - t0, r.flag, r.params))
+        out["scores"].append((method, res.value, time.perf_counter() - t0, res.flag, res.params))
     return out
 
 

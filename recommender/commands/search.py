@@ -115,7 +115,8 @@ class _Live:
     def __init__(self, title: str, enabled: bool):
         from rich.console import Console
 
-        self.title, self.rows, self.current = title, [], None
+        self.title, self.current = title, None
+        self.rows: list = []
         self.console = Console(stderr=True)
         self.live = None
         if enabled and self.console.is_terminal:
@@ -217,7 +218,8 @@ def run_finetune(args) -> int:
     live = _Live(f"fine-tune on {args.dataset!r}", args.format == "table")
     from recommender.search import Pick
 
-    results, recording = [], []  # a model's last trial is recorded while the next model trains
+    results: list = []
+    recording: list = []  # a model's last trial is recorded while the next model trains
     data = data.snapshot()  # its fingerprint once for all the models
     try:
         for i, (name, spec) in enumerate(specs.items(), 1):

@@ -5,8 +5,8 @@ Starts ``mlflow server`` on ``--host``/``--port`` with backend store
 and artifacts under ``<home>/mlartifacts``, prints the URL, and serves until Ctrl-C (or
 SIGTERM), then stops the server. The one address it prints (and, in a terminal, opens) is the
 runs view of the training experiment ``recommender-training`` in MLflow's machine-learning
-workflow (not MLflow's GenAI welcome page), creating the experiment when the store has none yet. ``--no-wait`` leaves the server running in the background and
-prints its process id instead.
+workflow (not MLflow's GenAI welcome page), creating the experiment when the store has none yet.
+``--no-wait`` leaves the server running in the background and prints its process id instead.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def run(args) -> int:
     log_path = home / "logs" / f"mlflow-ui-{args.port}.log"
     # Ctrl-C (SIGINT, even when started from a shell that ignores it: `cmd &`) and `kill`
     # (SIGTERM) both raise KeyboardInterrupt, so the server is always stopped with us.
-    saved = {}
+    saved: dict = {}
     try:
         for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _raise_interrupt)):
             saved[sig] = signal.signal(sig, handler)

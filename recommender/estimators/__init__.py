@@ -5,4 +5,5 @@ from .fm import FMRecommender
 from .lgbm import LGBMRankRecommender, LGBMRecommender
 from .lr import LinearRecommender
 
-__all__ = ["TabularRecommender", "BlendRecommender", "LinearRecommender", "FMRecommender", "LGBMRecommender", "LGBMRankRecommender"]
+__all__ = ["TabularRecommender", "BlendRecommender", "LinearRecommender", "FMRecommender", "LGBMRecommender",
+           "LGBMRankRecommender"]

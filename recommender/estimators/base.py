@@ -46,6 +46,10 @@ class TabularRecommender(BaseRecommender):
     """
 
     name: ClassVar[str] = ""
+    # constructor parameters of every subclass
+    features: str
+    target_norm: str
+    random_state: int
     #: featurizer keyword arguments taken from the recommender's params
     _featurizer_params: ClassVar[tuple] = ("collab_bandwidth", "model_ids", "collab", "interactions")
 
@@ -55,7 +59,7 @@ class TabularRecommender(BaseRecommender):
         if self.target_norm not in TARGET_NORMS:
             raise RecommenderError(f"invalid target_norm {self.target_norm!r}; valid: {', '.join(TARGET_NORMS)}")
 
-    def fit(self, history: HistoryFrame) -> "TabularRecommender":
+    def fit(self, history: HistoryFrame) -> TabularRecommender:
         if not isinstance(history, HistoryFrame):
             raise RecommenderError(
                 f"{type(self).__name__}.fit expects a features.history_frame.HistoryFrame "
@@ -206,7 +210,8 @@ def grouped_folds(groups: np.ndarray, n_splits: int = 5):
     if len(uniq) < 2:
         n = len(groups)
         k = min(n_splits, n)
-        return [(np.setdiff1d(np.arange(n), np.arange(f, n, k)), np.arange(f, n, k)) for f in range(k)] if k >= 2 else []
+        return ([(np.setdiff1d(np.arange(n), np.arange(f, n, k)), np.arange(f, n, k)) for f in range(k)]
+                if k >= 2 else [])
     k = min(n_splits, len(uniq))
     folds = []
     for f in range(k):

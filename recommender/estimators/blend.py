@@ -84,7 +84,7 @@ class BlendRecommender(LinearRecommender):
             # too few datasets to hold any out: the middle of the grid, said in the scores
             w = weights[len(weights) // 2]
             return w, {"note": f"{len(datasets)} training dataset(s): no inner folds, w = {w}"}
-        taus = {w: [] for w in weights}
+        taus: dict[float, list[float]] = {w: [] for w in weights}
         for _, va in folds:
             held = list(datasets[va])
             inner = history.drop_targets(datasets=held)

@@ -105,7 +105,7 @@ class TorchFM:
         self.random_state = random_state
         self.num_threads = num_threads
 
-    def fit(self, X, y) -> "TorchFM":
+    def fit(self, X, y) -> TorchFM:
         """All members are trained jointly (their losses are summed; the problems are
         independent, one sparse product serves all). Full-batch L-BFGS when
         ``optimizer="lbfgs"`` and ``n_rows <= full_batch_max_rows``; otherwise Adam on

@@ -40,7 +40,8 @@ class _LGBMBase(TabularRecommender):
     def __init__(self, features: str = DEFAULT_FEATURES, random_state: int = 0,
                  target_norm: str = "dataset", n_estimators: int = 300, learning_rate: float = 0.03,
                  num_leaves: int = 15, min_child_samples: int = 20, colsample: float = 0.8,
-                 subsample: float = 0.8, reg_lambda: float = 1.0, n_jobs: int = 1, collab_bandwidth: float = 1.0, model_ids=None,
+                 subsample: float = 0.8, reg_lambda: float = 1.0, n_jobs: int = 1, collab_bandwidth: float = 1.0,
+                 model_ids=None,
                  collab: bool = True, interactions: bool = False):
         self.features = features
         self.random_state = random_state
@@ -118,7 +119,8 @@ class LGBMRankRecommender(_LGBMBase):
         sizes = sizes[sizes > 0]
         Xs = X.tocsr()[order]
         params = _lgb_params(self, "lambdarank")
-        params.update({"label_gain": [float(2 ** i - 1) for i in range(L)], "lambdarank_truncation_level": self._truncation(int(sizes.max()))})
+        params.update({"label_gain": [float(2 ** i - 1) for i in range(L)],
+                       "lambdarank_truncation_level": self._truncation(int(sizes.max()))})
         ds = lgb.Dataset(Xs, label=label[order], group=sizes,
                          feature_name=_safe_names(self.featurizer_.feature_names_), params={"verbose": -1})
         self.booster_ = lgb.train(params, ds, num_boost_round=int(self.n_estimators))

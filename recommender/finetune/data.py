@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.data import DataError, LoadedData, load_text_csv, scan_image_folder
+from features.data import DataError, load_text_csv, scan_image_folder
 
 from .config import FineTuneError
 
@@ -33,7 +33,7 @@ class TaskData:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def snapshot(self) -> "TaskData":
+    def snapshot(self) -> TaskData:
         """A copy for the trials of one call: its fingerprint (which reads every image file's
         size) is computed now, once, and its train / validation splits once per (fraction, seed).
         A snapshot of a snapshot keeps what was computed (``search`` takes one for all its calls)."""
@@ -105,7 +105,7 @@ def load_task(path, *, text_column: str = "text", label_column: str = "label", p
             raise DataError(f"{p} has no rows with both {path_column!r} and {label_column!r}")
         names, codes = np.unique(labels.to_numpy(), return_inverse=True)
         return TaskData(full, codes.astype(np.int64), [str(n) for n in names], "images", str(p), notes)
-    d: LoadedData = load_text_csv(p, text_column=text_column, label_column=label_column)
+    d = load_text_csv(p, text_column=text_column, label_column=label_column)
     return TaskData(list(d.inputs), np.asarray(d.labels), list(d.class_names), "text", str(p), d.notes)
 
 

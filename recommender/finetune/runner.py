@@ -7,8 +7,10 @@ import logging
 import os
 import socket
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from history.util import exception_reason as _reason
 
@@ -16,6 +18,9 @@ from .config import TrialConfig, TrialResult, trial_key
 from .data import TaskData
 from .tracking import _log_mlflow, _mlflow_abort, _mlflow_orphans, _mlflow_start, completed_trials, process_alive
 from .train import save_weights, train_classifier, weights_dir
+
+if TYPE_CHECKING:
+    from features.extract import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ PID_DIR_ENV = "RECOMMENDER_TEST_PID_DIR"
 class PendingTrial:
     """A trial whose job is started in the store (``running``) and whose training is to run."""
 
-    ms: object
+    ms: ModelSpec
     spec: str
     dataset: str
     config: TrialConfig
@@ -38,7 +43,7 @@ class PendingTrial:
     extra: dict
     t0: float
     t_store: float
-    mlflow_start: object = None  # Future of the _MlflowStart of a run created when the trial started
+    mlflow_start: Future | None = None  # Future of the _MlflowStart of a run created when the trial started
 
 
 def _alive(extra: dict) -> bool:
@@ -262,7 +267,7 @@ def _record_trial(store, p: PendingTrial, res: TrialResult, data: TaskData, out:
 
     ``duration_s`` (set by :func:`finish_trial`) runs from the job's start until its result
     is ready; the recording is timed in ``timings`` (``save_s``, ``mlflow_s``, ``store_s``)."""
-    extra_done = {"error": res.error}
+    extra_done: dict[str, Any] = {"error": res.error}
     if out is not None:
         try:
             t = time.perf_counter()
@@ -441,7 +446,7 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
             log.debug("recording a finished trial failed", exc_info=True)
         why = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"executor: {_reason(exc)}"
         started = []  # the MLflow runs created at their trials' start
-        for i, p in pending.values():
+        for _, p in pending.values():
             store.finish_job(p.job_id, status="failed", duration_s=time.perf_counter() - p.t0, extra={"error": why})
             if p.mlflow_start is not None:
                 try:
@@ -486,4 +491,4 @@ def finetune_model(store, spec: str, dataset: str, data: TaskData, grid: list[Tr
 
 def best_of(results: list[TrialResult]) -> TrialResult | None:
     done = [r for r in results if r.status == "completed" and r.value is not None]
-    return max(done, key=lambda r: r.value) if done else None
+    return max(done, key=lambda r: r.value or 0.0) if done else None  # r.value is set on every one of done

@@ -517,7 +517,7 @@ def etran_lda_official(X, y, P=None, R=None):
     np.add.at(means, y_t, X)
     means /= cnt[:, None]
     cov = np.zeros(shape=(X.shape[1], X.shape[1]))
-    for idx, group in enumerate(classes):
+    for idx in range(len(classes)):
         Xg = X[y_t == idx, :]
         cov += priors_[idx] * np.atleast_2d(_sfda_cov(Xg))
     Sw = cov
