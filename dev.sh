@@ -55,7 +55,14 @@ case "${1:-}" in
         "$VENV/bin/ruff" check . || { echo "[dev.sh] ruff check . failed (fix the code, or 'ruff check --fix .' for the safe fixes)" >&2; exit 1; }
         echo "[dev.sh] mypy (history/ and recommender/, see [tool.mypy])"
         "$VENV/bin/mypy" || { echo "[dev.sh] mypy failed: fix the type errors above" >&2; exit 1; }
-        "$VENV/bin/python" -m pytest -q "$@"
+        # two workers (this machine and CI have 2 cores); a test file stays on one worker, so its
+        # module-scoped stores are built once. PYTEST_WORKERS=0 runs in one process.
+        workers="${PYTEST_WORKERS:-2}"
+        if [ "$workers" = "0" ]; then
+            "$VENV/bin/python" -m pytest -q "$@"
+        else
+            "$VENV/bin/python" -m pytest -q -n "$workers" --dist loadfile "$@"
+        fi
         ;;
     install)
         install "${2:-}"
