@@ -441,6 +441,39 @@ def _mean_pool(hidden, mask):
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
+#: seconds to wait for the Hugging Face hub before a model that is not cached counts as unreachable
+HUB_TIMEOUT_S = 3.0
+
+
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+def _hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub's HTTPS port opens within ``timeout`` seconds."""
+    import socket
+
+    try:
+        socket.create_connection((_hub_host(), 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _in_hf_cache(model_id: str) -> bool:
+    """Whether the local Hugging Face cache holds the model's config (a cached model loads offline)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers brings huggingface_hub
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an invalid repo id: not cached
+        return False
+
+
 class HFAdapter(Adapter):
     """Hugging Face model id or local folder.
 
@@ -468,14 +501,27 @@ class HFAdapter(Adapter):
         kw = {}
         if self.revision:
             kw["revision"] = self.revision
-        if Path(self.model_id).is_dir():
+        if Path(self.model_id).is_dir() or self._hub_unreachable():
             kw["local_files_only"] = True
         return kw
+
+    def _hub_unreachable(self) -> bool:
+        """True when the model is not in the local cache and the hub does not answer within
+        ``HUB_TIMEOUT_S``: the load then reads the cache only and fails at once, instead of
+        retrying for minutes (transformers' default when offline). Checked once per adapter."""
+        if getattr(self, "_offline", None) is None:
+            self._offline = False
+            if os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True") and not _in_hf_cache(self.model_id):
+                self._offline = not _hub_reachable()
+        return self._offline
 
     def _fail(self, exc):
         offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
         hint = (" HF_HUB_OFFLINE is set: only models already in the local cache or a local folder can be used."
                 if offline else "")
+        if getattr(self, "_offline", False):
+            hint = (f" It is not in the local cache and the hub ({_hub_host()}) did not answer within "
+                    f"{HUB_TIMEOUT_S:g} s: download it on a machine with a network, or pass a local folder.")
         raise ExtractionError(f"cannot load Hugging Face model {self.model_id!r}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}.{hint}"
                               ) from None

@@ -343,3 +343,24 @@ def test_errors_are_recommender_errors():
 def test_wrong_input_shape_is_a_clear_error():
     with pytest.raises(E.ExtractionError, match=r"failed on an input batch of shape \(4, 3, 8, 8\).*--image-size"):
         E.TorchAdapter(TinyCNN(), "t").extract(torch.zeros(4, 3, 8, 8), progress=False)
+
+
+def test_hf_model_not_cached_fails_fast_when_the_hub_is_unreachable(monkeypatch):
+    """No HF_HUB_OFFLINE, no network: one clear error at once, not minutes of retries."""
+    import socket
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    calls = []
+
+    def no_network(address, timeout=None, *a, **k):
+        calls.append((address, timeout))
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    t0 = time.perf_counter()
+    with pytest.raises(E.ExtractionError, match="not in the local cache and the hub .huggingface.co. did not answer"):
+        E.load_adapter("hf:no-such-org/no-such-model").extract(TEXTS, progress=False)
+    assert time.perf_counter() - t0 < 5.0
+    assert calls == [(("huggingface.co", 443), E.HUB_TIMEOUT_S)]
