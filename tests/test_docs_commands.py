@@ -33,7 +33,7 @@ SKIP = {
     "search": "fine-tunes models: long, wants a GPU (tests/test_finetune_search.py)",
     "finetune": "fine-tunes models: long, wants a GPU (tests/test_finetune_search.py)",
     "ui": "starts a server and waits (tests/test_ui_browser.py)",
-    "demo": "about 30 s on the full history (tests/test_train_predict_cli.py runs it)",
+    "demo": "runs the whole demo on the full history, tens of seconds (tests/test_train_predict_cli.py runs it)",
     "evaluate": "minutes on a real history (tests/test_evaluate_cli.py)",
     "report": "reruns every benchmark: long (experiments/report.py)",
     "history enrich": "reads timm's model cards (tests/test_enrich_cli.py)",
