@@ -10,18 +10,7 @@ from experiments.budget_protocol import regret_curve, run_protocol, search_picks
 from features.history_frame import synthetic_history
 from recommender.acquisition import DEFAULT_STRATEGY, DEFAULT_STRATEGY_FIXED_ON, STRATEGIES, choose_next, portfolio
 from recommender.adaptive import AdaptiveRanker
-
-
-def _two_groups(n_datasets=8, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for d in range(n_datasets):
-        swing = 0.1 if d % 2 else -0.1
-        for g, sign in (("a", 1), ("b", -1)):
-            for i in range(5):
-                rows.append({"model": f"{g}{i}", "dataset": f"d{d}",
-                             "value": 0.7 + sign * swing + 0.01 * i + rng.normal(0, 0.005)})
-    return pd.DataFrame(rows)
+from test_budget import _two_groups
 
 
 def _ranker():
