@@ -181,6 +181,17 @@ class Importer:
                 f"{self.name} importer: unknown option(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(valid) if valid else 'none (it takes no options)'}")
 
+    def open_folder(self, path, main: str, source: str, holds: str) -> tuple[Path, Path, ImportBatch]:
+        """``path`` is a source's folder (holding ``main``) or ``main`` itself: ``(folder, main file,
+        an empty batch whose report names the file and its SHA-256)``. A missing main file is one
+        error line, ``<file>: file not found; <holds>`` (e.g. ``a timm folder holds results.csv``)."""
+        p = Path(path)
+        folder, main_path = (p, p / main) if p.is_dir() else (p.parent, p)
+        if not main_path.exists():
+            raise HistoryImportError(f"{main_path}: file not found; {holds}")
+        rep = ImportReport(importer=self.name, source=source, path=str(p), sha256=sha256_of(main_path))
+        return folder, main_path, ImportBatch(report=rep)
+
     def run(self, store, path, **options) -> ImportReport:
         self.check_options(options)
         batch = self.read(path, **options)

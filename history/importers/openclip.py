@@ -66,7 +66,6 @@ from .base import (
     read_table,
     register_importer,
     require_columns,
-    sha256_of,
 )
 
 RESULTS = "openclip_classification_results.csv"
@@ -185,13 +184,9 @@ class OpenClipImporter(Importer):
 
     def read(self, path, **options) -> ImportBatch:
         self.check_options(options)
-        p = Path(path)
-        folder, res_path = (p, p / RESULTS) if p.is_dir() else (p.parent, p)
-        if not res_path.exists():
-            raise HistoryImportError(f"{res_path}: file not found; an openclip folder holds {RESULTS} "
-                                     f"(and optionally {PROFILE})")
-        rep = ImportReport(importer=self.name, source=SOURCE, path=str(p), sha256=sha256_of(res_path))
-        batch = ImportBatch(report=rep)
+        folder, res_path, batch = self.open_folder(
+            path, RESULTS, SOURCE, f"an openclip folder holds {RESULTS} (and optionally {PROFILE})")
+        rep = batch.report
         df = read_table(res_path, dtype=str, keep_default_na=False)
         require_columns(df, ["name", "pretrained"], res_path)
         cols = [c for c in df.columns if c not in META_COLS]

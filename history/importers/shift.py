@@ -45,7 +45,6 @@ from .base import (
     read_table,
     register_importer,
     require_columns,
-    sha256_of,
 )
 
 RECORDS = "ftrecords.csv"
@@ -136,16 +135,9 @@ class ShiftImporter(Importer):
 
     def read(self, path, **options) -> ImportBatch:
         self.check_options(options)
-        p = Path(path)
-        if p.is_dir():
-            folder, rec_path = p, p / RECORDS
-        else:
-            folder, rec_path = p.parent, p
-        if not rec_path.exists():
-            raise HistoryImportError(f"{rec_path}: file not found; a SHiFT folder holds {RECORDS} "
-                                     f"(and optionally {MODELS})")
-        rep = ImportReport(importer=self.name, source=SOURCE, path=str(p), sha256=sha256_of(rec_path))
-        batch = ImportBatch(report=rep)
+        folder, rec_path, batch = self.open_folder(
+            path, RECORDS, SOURCE, f"a SHiFT folder holds {RECORDS} (and optionally {MODELS})")
+        rep = batch.report
         df = read_table(rec_path)
         col = {c: df[c].tolist() for c in df.columns}
         require_columns(df, ["model_identifier", "framework", "train_dataset_name", "configs",

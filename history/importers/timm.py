@@ -39,7 +39,6 @@ from .base import (
     read_table,
     register_importer,
     require_columns,
-    sha256_of,
 )
 
 RESULTS = "results-imagenet.csv"
@@ -87,13 +86,9 @@ class TimmImporter(Importer):
 
     def read(self, path, benchmark: str | None = None, **options) -> ImportBatch:
         self.check_options(options)
-        p = Path(path)
-        folder, res_path = (p, p / RESULTS) if p.is_dir() else (p.parent, p)
-        if not res_path.exists():
-            raise HistoryImportError(f"{res_path}: file not found; a timm folder holds {RESULTS} "
-                                     f"(and optionally {BENCHMARK}, {METADATA})")
-        rep = ImportReport(importer=self.name, source=SOURCE, path=str(p), sha256=sha256_of(res_path))
-        batch = ImportBatch(report=rep)
+        folder, res_path, batch = self.open_folder(
+            path, RESULTS, SOURCE, f"a timm folder holds {RESULTS} (and optionally {BENCHMARK}, {METADATA})")
+        rep = batch.report
         df = read_table(res_path, dtype=str, keep_default_na=False)
         col = {c: df[c].tolist() for c in df.columns}
         require_columns(df, ["model", "img_size", "top1", "param_count"], res_path)
