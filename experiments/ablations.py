@@ -118,7 +118,7 @@ def run_variant(bench, store, variant: str, *, progress: bool):
         history, _, _, notes = load_history(store, source=bench.source, regime=bench.regime,
                                             modality=bench.modality)
         primary = None
-    from .benchmarks import INNER_FOLDS
+    from .evaluate import NESTED_INNER_FOLDS
 
     fsets = feature_sets(variant, bool(len(history.scores)))
     ref = reference(variant)
@@ -128,7 +128,7 @@ def run_variant(bench, store, variant: str, *, progress: bool):
     baselines = "model-mean" if ref == "model-mean" else f"model-mean,{ref}"
     return evaluate(history, protocol="lodo", recommenders=",".join(RECOMMENDERS), feature_sets=fsets,
                     baselines=baselines, progress=progress, candidates="viable", select="nested",
-                    nested_candidates=grid, inner_folds=INNER_FOLDS, datasets=primary,
+                    nested_candidates=grid, inner_folds=NESTED_INNER_FOLDS, datasets=primary,
                     config={"benchmark": bench.name, "variant": variant}), notes
 
 

@@ -64,9 +64,6 @@ BENCHMARKS = {b.name: b for b in [
 #: the benchmarks configurations are chosen on (the default included)
 DEV_BENCHMARKS = tuple(n for n, b in BENCHMARKS.items() if b.role == "dev")
 
-#: inner folds of nested selection (report and ablations)
-INNER_FOLDS = 3
-
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("RECOMMENDER_DATA", REPO.parent / "shared" / "data")).resolve()

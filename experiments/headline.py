@@ -126,7 +126,7 @@ def targets_rows(results: dict, pooled: dict, method: str = DEFAULT_LABEL) -> li
     return rows
 
 
-def best_model_ranks(result, method: str = DEFAULT_LABEL, candidates_note: str = "viable") -> pd.DataFrame:
+def best_model_ranks(result, method: str = DEFAULT_LABEL) -> pd.DataFrame:
     """Per held-out dataset: the best model (measured), its rank under ``method``, and the model
     ``method`` put first -- where a specialist is missed, this shows it."""
     p = result.predictions
