@@ -7,7 +7,8 @@ images are large (the 384-pixel models on Stanford Cars and diabetic retinopathy
 
 ``p:source_match``          the model's pre-training / fine-tuning dataset is the target task:
                             the same canonical entry of the dataset registry (aliases resolved,
-                            e.g. ``stanfordcars`` / ``stanford_cars``) or the same normalized name;
+                            e.g. ``stanfordcars`` / ``stanford_cars``) or the same normalized name
+                            (the rule of ``m:pretrain_matches_dataset``);
 ``p:source_twin``           it is another task on the same images (registry ``base_dataset``,
                             e.g. smallnorb azimuth for elevation), not the task itself;
 ``p:source_same_group``     source and target are in the same VTAB group (natural /
@@ -25,21 +26,17 @@ is read (the strength leaves the row's dataset out).
 """
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from history.datasets_registry import lookup
 
+from .meta_values import _norm_name
+
 __all__ = ["SPECIALIST_FEATURES", "specialist_block", "dataset_entry"]
 
 SPECIALIST_FEATURES = ("p:source_match", "p:source_twin", "p:source_same_group", "p:source_match*strength",
                        "p:input*image_size", "p:input*fine_grained", "p:image_size:missing")
-
-
-def _norm(name) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
 def dataset_entry(name):
@@ -61,7 +58,7 @@ def _relation(source, target) -> tuple[float, float, float]:
         twin = float(es.base_dataset == et.base_dataset)
         same = float((es.vtab_group is not None and es.vtab_group == et.vtab_group) or es.domain == et.domain)
         return 0.0, twin, same
-    match = float(_norm(source) == _norm(str(target).split("@", 1)[0]))
+    match = float(_norm_name(source) == _norm_name(str(target).split("@", 1)[0]))
     return match, 0.0, match
 
 
