@@ -7,7 +7,7 @@
 
 Prints, per registered score, the median wall time over a few repeats and whether it meets
 the target (<= 50 ms at n=500; inherently iterative scores are exempt, see docs/scores.md).
-When ``tests/benchmark/score_references.py`` is present (a checkout, not an install; never
+When ``tests/features/score_references.py`` is present (a checkout, not an install; never
 a runtime dependency) each score with a reference (a port of the official code, or a
 direct formula where there is none) is also timed, interleaved with ours, and the line
 shows the reference's median, the speed ratio (reference / ours), the relative difference
@@ -30,7 +30,7 @@ import numpy as np
 
 from features.scores import SCORES, compute_score, list_scores, logme_naive
 
-REFERENCE_FILE = Path(__file__).resolve().parents[1] / "tests" / "benchmark" / "score_references.py"
+REFERENCE_FILE = Path(__file__).resolve().parents[1] / "tests" / "features" / "score_references.py"
 
 
 #: scores benchmarked on their own (d, C): the official configuration cannot run on the main one
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
           f"BLAS threads={args.threads or os.environ.get('OPENBLAS_NUM_THREADS', 'default')}  "
           f"load average {load:.2f}")
     if refs is None:
-        print("references: none (tests/benchmark/score_references.py not found or --no-references)")
+        print("references: none (tests/features/score_references.py not found or --no-references)")
     print(f"{'score':<12}{'median ms':>11}  {'value':>12}  {'target':<20}"
           + (f"{'ref ms':>11}  {'ref/ours':>8}  {'rel.diff':>9}  {'spearman':>8}  reference" if refs else ""))
     print("options: " + ", ".join(f"{k} {v}" for k, v in OPTIONS.items()))

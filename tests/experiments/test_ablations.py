@@ -1,7 +1,7 @@
 """experiments.ablations: variant feature sets and the RESULTS.md section it maintains."""
 from __future__ import annotations
 
-from experiments.ablations import BEGIN, END, feature_sets, markdown, update_results
+from experiments.ablations import BEGIN, END, POOLED_REFERENCE, feature_sets, markdown, reference, update_results
 
 
 def test_variant_feature_sets():
@@ -32,8 +32,6 @@ def test_results_section_is_replaced_in_place(tmp_path):
 
 
 def test_pooled_rows_state_their_reference():
-    from experiments.ablations import POOLED_REFERENCE, reference
-
     assert reference("pooled") == POOLED_REFERENCE == "model-mean-own" and reference("+k") == "model-mean"
     lift = {"mean": 0.1, "ci_low": -0.1, "ci_high": 0.3, "wins": 2, "ties": 0, "losses": 1, "n": 3}
     row = {"benchmark": "tg-lodo", "variant": "pooled", "regret@1": 2.0, "regret@3": 1.0, "weighted_tau": 0.5,

@@ -5,26 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.budget import regret_curve, run_protocol, summarize, within
+from experiments.budget import prefit, regret_curve, run_protocol, summarize, within
+from experiments.budget_protocol import CANDIDATES, _adaptive_order_ex, _Folds, nested_choice
+from experiments.budget_report import nested_section
 from features.history_frame import synthetic_history
-from recommender.adaptive import AdaptiveRanker
-
-
-def _two_groups(n_datasets=8, seed=0):
-    """Models a0..a4 rise and fall together, b0..b4 together; datasets favour one group or the other."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for d in range(n_datasets):
-        swing = 0.1 if d % 2 else -0.1
-        for g, sign in (("a", 1), ("b", -1)):
-            for i in range(5):
-                rows.append({"model": f"{g}{i}", "dataset": f"d{d}",
-                             "value": 0.7 + sign * swing + 0.01 * i + rng.normal(0, 0.005)})
-    return pd.DataFrame(rows)
+from recommender.adaptive import AdaptiveRanker, ConditionalRanker
+from tests.helpers import two_groups
 
 
 def test_observations_move_the_correlated_models():
-    targets = _two_groups()
+    targets = two_groups()
     prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)])
     prior["a4"] = 0.75  # the recommender's top pick
     r = AdaptiveRanker().fit(prior, targets)
@@ -41,7 +31,7 @@ def test_observations_move_the_correlated_models():
 
 
 def test_calibration_uses_training_datasets_only():
-    targets = _two_groups()
+    targets = two_groups()
     prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)])
     a = AdaptiveRanker().fit(prior, targets, exclude=["d0"])
     changed = targets.copy()
@@ -72,9 +62,7 @@ def test_budget_protocol_on_a_synthetic_history():
 
 
 def test_conditional_ranker_moves_the_correlated_models():
-    from recommender.adaptive import ConditionalRanker
-
-    targets = _two_groups()
+    targets = two_groups()
     prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)])
     prior["a4"] = 0.75
     for acq in ("mean", "ei"):
@@ -95,9 +83,7 @@ def test_conditional_ranker_moves_the_correlated_models():
 
 
 def test_ucb_adds_beta_posterior_standard_deviations():
-    from recommender.adaptive import ConditionalRanker
-
-    targets = _two_groups()
+    targets = two_groups()
     prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)] + ["new"])
     prior["a4"] = 0.71  # a little better than the rest, but the unseen model is the most uncertain
     mean = ConditionalRanker(acquisition_fn="mean").fit(prior, targets)
@@ -110,8 +96,6 @@ def test_ucb_adds_beta_posterior_standard_deviations():
 
 
 def test_nested_choice_never_reads_the_held_out_dataset():
-    from experiments.budget_protocol import CANDIDATES, _Folds, nested_choice
-
     hist = synthetic_history(n_models=20, n_datasets=5, seed=4)
     held = hist.target_datasets()[0]
     folds = _Folds(hist, "lr", "d,m", viable_only=True)
@@ -128,9 +112,6 @@ def test_nested_choice_never_reads_the_held_out_dataset():
 
 
 def test_budget_protocol_reports_the_nested_choice():
-    from experiments.budget_protocol import CANDIDATES, _adaptive_order_ex, _Folds
-    from experiments.budget_report import nested_section
-
     hist = synthetic_history(n_models=15, n_datasets=4, seed=5)
     cands = (CANDIDATES[0], CANDIDATES[9])
     choices = []
@@ -152,8 +133,6 @@ def test_budget_protocol_reports_the_nested_choice():
 
 
 def test_prefit_shards_fill_the_prior_cache_that_the_protocol_reads(tmp_path):
-    from experiments.budget import CANDIDATES, prefit
-
     hist = synthetic_history(n_models=12, n_datasets=4, seed=6)
     cache = tmp_path / "priors"
     done = [prefit(hist, cache, shard=k, shards=2, progress=False, nested=True) for k in (0, 1)]

@@ -6,23 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments import budget
 from experiments.budget_protocol import regret_curve, run_protocol, search_picks, summarize, within_budget
+from experiments.budget_report import _table, lift, lift_table, per_dataset, pooled_table
 from features.history_frame import synthetic_history
-from recommender.acquisition import DEFAULT_STRATEGY, DEFAULT_STRATEGY_FIXED_ON, STRATEGIES, choose_next, portfolio
+from history.store import HistoryStore
+from recommender import search
+from recommender.acquisition import (DEFAULT_STRATEGY, DEFAULT_STRATEGY_FIXED_ON, STRATEGIES, choose_next,
+                                     joint_posterior, portfolio)
 from recommender.adaptive import AdaptiveRanker
-from test_budget import _two_groups
+from tests.helpers import two_groups
 
 
 def _ranker():
     prior = pd.Series(0.7, index=[f"{g}{i}" for g in "ab" for i in range(5)])
     prior["a4"], prior["a3"] = 0.75, 0.745
-    return AdaptiveRanker().fit(prior, _two_groups())
+    return AdaptiveRanker().fit(prior, two_groups())
 
 
 def test_the_default_strategy_is_searchs_and_dated():
     import inspect
-
-    from recommender import search
 
     assert DEFAULT_STRATEGY in STRATEGIES and DEFAULT_STRATEGY_FIXED_ON == "2026-12-06"
     assert inspect.signature(search.search).parameters["strategy"].default == DEFAULT_STRATEGY
@@ -40,7 +43,6 @@ def test_mean_acquisition_is_the_rankers_next_pick():
 def test_portfolio_hedges_with_the_anticorrelated_group():
     r = _ranker()
     rows = list(range(len(r.models_)))
-    from recommender.acquisition import joint_posterior
 
     mean, cov = joint_posterior(r, {}, rows)
     two = portfolio(mean, cov, -np.inf, 2)
@@ -64,8 +66,6 @@ def test_within_counts_only_within_the_budget():
 
 
 def test_protocol_rows_default_na_and_pooled_lift():
-    from experiments.budget_report import _table, lift, lift_table, per_dataset, pooled_table
-
     hist = synthetic_history(n_models=20, n_datasets=5, seed=3)
     rows = run_protocol(hist, budget=4, seeds=3, ms_method="logme", progress=False, recommender="lr")
     d = rows[rows["strategy"] == "default"].reset_index(drop=True)
@@ -90,9 +90,6 @@ def test_protocol_rows_default_na_and_pooled_lift():
 def test_budget_cli_caches_and_writes_json(tmp_path, monkeypatch):
     """`python -m experiments.budget` on a store: the strategy used per held-out dataset, in --json."""
     import json
-
-    from experiments import budget
-    from history.store import HistoryStore
 
     hist = synthetic_history(n_models=12, n_datasets=5, seed=7)
     monkeypatch.setattr(budget, "run_on_store", lambda *a, **k: (

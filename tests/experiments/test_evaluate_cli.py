@@ -6,15 +6,9 @@ import json
 import pandas as pd
 import pytest
 
+from experiments.budget import run_protocol
+from experiments.histories import load_history
 from recommender.cli import main
-
-
-@pytest.fixture()
-def parc_store(store, shared_data):
-    from history.importers import get_importer
-
-    get_importer("parc").run(store, shared_data / "parc")
-    return store
 
 
 def _run(capsys, store, *args):
@@ -103,9 +97,6 @@ def test_mlflow_parent_and_child_runs(capsys, parc_store, home):
 
 def test_budget_protocol_through_evaluate(capsys, parc_store, tmp_path):
     """``evaluate --protocol budget`` replays the real PARC history and matches experiments.budget."""
-    from experiments.budget import run_protocol
-    from experiments.histories import load_history
-
     out_json = tmp_path / "budget.json"
     rc, out, err = _run(capsys, parc_store, "--source", "parc-controlled", "--protocol", "budget", "--budget", "3",
                         "--recommender", "lr", "--features", "d,m", "--json-out", str(out_json))

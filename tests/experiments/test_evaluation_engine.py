@@ -9,8 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments import evaluate as E
+from experiments.baselines import hybrid, model_mean, upstream_source_accuracy
+from experiments.evaluate import EvaluationResult, evaluate, format_summary, split_labels
 from features.history_frame import HistoryFrame, synthetic_history
+from history.importers import get_importer
+from history.viability import assess
 from recommender import metrics as M
+from recommender.cli import main
+from recommender.protocols import make_folds
+from recommender.registry import create_recommender
+from recommender.training import grouped_cv
+from tests.helpers import make_synthetic_store
 
 
 # ---------------------------------------------------------------------- lift / CI
@@ -36,8 +46,6 @@ def test_bootstrap_ci_matches_an_independent_computation():
 
 
 def test_result_lift_pairs_by_held_out_dataset():
-    from experiments.evaluate import EvaluationResult
-
     rows = []
     for ds, a, b in (("d1", 1.0, 2.0), ("d2", 2.0, 2.0), ("d3", 3.0, 1.0)):
         for meth, v in (("lr[d,m]", a), ("model-mean", b)):
@@ -56,8 +64,6 @@ def _results(rows):
 
 
 def test_viability_rule():
-    from history.viability import assess
-
     nc = {f"d{i}": 10 for i in range(5)}  # chance 0.1 -> at chance <= 0.15
     rows = []
     for i in range(5):
@@ -74,8 +80,6 @@ def test_viability_rule():
 
 
 def test_viability_constant_predictor_floor():
-    from history.viability import assess
-
     # an imbalanced 10-class dataset: predicting the majority class gives 0.80 >> 1.5 / 10
     rows = [("const_a", "d", "accuracy", 0.800), ("const_b", "d", "accuracy", 0.802),
             ("good", "d", "accuracy", 0.95)]
@@ -102,8 +106,6 @@ def test_store_flags_degenerate_models_on_commit(store):
 
 
 def test_import_summary_counts_degenerate_models(store, shared_data):
-    from history.importers import get_importer
-
     rep = get_importer("transfergraph").run(store, shared_data / "transfergraph-image")
     note = [n for n in rep.notes if n.startswith("viability")]
     assert note and "2 of 180 models" in note[0]
@@ -132,8 +134,6 @@ def _hist(n_models=16, n_datasets=5, seed=0, **kw):
 
 
 def test_hybrid_is_na_where_the_method_has_no_scores_and_uses_model_mean_when_not_upstream():
-    from experiments.baselines import hybrid, model_mean, upstream_source_accuracy
-
     h = _hist()
     d0 = h.target_datasets()[0]
     h2 = HistoryFrame(h.targets, h.models, h.datasets, h.scores[h.scores["dataset"] != d0])
@@ -153,8 +153,6 @@ def test_hybrid_is_na_where_the_method_has_no_scores_and_uses_model_mean_when_no
 
 
 def test_setting2_averages_over_held_out_datasets():
-    from experiments.evaluate import evaluate
-
     h = _hist(n_models=12, n_datasets=4)
     res = evaluate(h, protocol="setting2", recommenders="none", baselines="model-size", progress=False)
     s = res.summary().set_index("method")
@@ -164,8 +162,6 @@ def test_setting2_averages_over_held_out_datasets():
 
 
 def test_ms_rows_report_coverage():
-    from experiments.evaluate import evaluate, format_summary
-
     h = _hist(n_models=12, n_datasets=4)
     sc = h.scores[~((h.scores["model"] == "model_00000") | (h.scores["model"] == "model_00001"))]
     h = HistoryFrame(h.targets, h.models, h.datasets, sc)
@@ -177,11 +173,6 @@ def test_ms_rows_report_coverage():
 
 # ---------------------------------------------------------------------- one engine
 def test_train_cv_uses_the_evaluation_engine():
-    from experiments import evaluate as E
-    from recommender.protocols import make_folds
-    from recommender.registry import create_recommender
-    from recommender.training import grouped_cv
-
     h = _hist(n_models=14, n_datasets=5, seed=3)
     cv = grouped_cv(lambda: create_recommender("lr", features="d,m"), h, folds=3)
     plan = make_folds(h, "kfold", k=3, min_models=2)
@@ -199,8 +190,6 @@ def test_train_cv_uses_the_evaluation_engine():
 
 
 def test_evaluate_clips_shown_predictions_but_scores_raw_values():
-    from experiments.evaluate import evaluate
-
     h = _hist(n_models=12, n_datasets=4)
     res = evaluate(h, protocol="lodo", recommenders="lr", feature_sets=["d,m"], baselines="none",
                    progress=False)
@@ -211,8 +200,6 @@ def test_evaluate_clips_shown_predictions_but_scores_raw_values():
 
 # ---------------------------------------------------------------------- nested selection
 def test_nested_selection_never_reads_held_out_targets():
-    from experiments.evaluate import evaluate
-
     h = _hist(n_models=12, n_datasets=4, seed=1)
     kw = dict(protocol="lodo", recommenders="lgbm", feature_sets=["d,m", "d,m,s"], baselines="model-mean",
               progress=False, select="nested", inner_folds=2, rec_params={"n_estimators": 20})
@@ -247,8 +234,6 @@ def _commit_syn(store, seed):
 
 
 def test_evaluate_cli_nested_prints_lift_and_writes_json(capsys, store, tmp_path):
-    from recommender.cli import main
-
     _commit_syn(store, seed=2)
     out_json = tmp_path / "out.json"
     rc = main(["evaluate", "--store", store.url, "--no-progress", "--no-mlflow", "--source", "syn",
@@ -267,16 +252,12 @@ def test_evaluate_cli_nested_prints_lift_and_writes_json(capsys, store, tmp_path
 
 
 def test_split_labels_keeps_bracketed_feature_sets_whole():
-    from experiments.evaluate import split_labels
-
     assert split_labels("lr[d,m],model-mean") == ["lr[d,m]", "model-mean"]
     assert split_labels(" lgbm[d,m,s] , lr[d], ,model-size") == ["lgbm[d,m,s]", "lr[d]", "model-size"]
     assert split_labels("") == []
 
 
 def test_evaluate_cli_nested_candidates_with_feature_sets(capsys, store, tmp_path):
-    from recommender.cli import main
-
     _commit_syn(store, seed=3)
     out_json = tmp_path / "out.json"
     rc = main(["evaluate", "--store", store.url, "--no-progress", "--no-mlflow", "--source", "syn",
@@ -291,10 +272,6 @@ def test_evaluate_cli_nested_candidates_with_feature_sets(capsys, store, tmp_pat
 
 # ---------------------------------------------------------------------- predict
 def test_predict_leaves_degenerate_models_out_unless_asked(store, home, capsys):
-    from recommender.cli import main
-
-    from test_train_predict_cli import make_synthetic_store
-
     make_synthetic_store(store)
     # "dead" sits at chance (<= 1.5 / classes) on ds0..ds2 and has no job on ds3
     store.commit(models=[{"name": "dead", "modality": "image", "params": 1e6}],
@@ -321,6 +298,6 @@ def test_no_import_cycle_between_cli_and_report():
     import ast
     from pathlib import Path
 
-    src = Path(__file__).resolve().parents[1] / "experiments" / "report.py"
+    src = Path(__file__).resolve().parents[2] / "experiments" / "report.py"
     mods = {(n.module or "") for n in ast.walk(ast.parse(src.read_text())) if isinstance(n, ast.ImportFrom)}
     assert "cli" not in mods and "experiments.cli" not in mods

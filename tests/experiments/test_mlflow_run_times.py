@@ -8,10 +8,9 @@ import time
 
 import pytest
 
+import recommender.registry as registry
 from recommender.cli import main
-
-from test_evaluate_cli import parc_store  # noqa: F401 - the fixture (the real PARC history)
-from test_train_predict_cli import make_synthetic_store, mlflow_template_db
+from tests.helpers import make_synthetic_store, mlflow_template_db
 
 
 def _client(home):
@@ -23,7 +22,6 @@ def _client(home):
 def test_train_run_spans_the_fit(store, home, capsys, monkeypatch):
     make_synthetic_store(store)
     shutil.copy(mlflow_template_db(), home / "mlflow.db")
-    import recommender.registry as registry
 
     fits = []
     real = registry.create_recommender
@@ -52,7 +50,7 @@ def test_train_run_spans_the_fit(store, home, capsys, monkeypatch):
 
 
 def test_evaluation_child_runs_last_their_methods_time(request, home, capsys, tmp_path):
-    parc = request.getfixturevalue("parc_store")  # imported above from test_evaluate_cli
+    parc = request.getfixturevalue("parc_store")  # tests/experiments/conftest.py
     before = int(time.time() * 1000)
     out_json = tmp_path / "res.json"
     rc = main(["evaluate", "--store", parc.url, "--no-progress", "--source", "parc-controlled",

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from features.featurizer import FEATURE_SCHEMA_VERSION, Featurizer, parse_groups
 from features.history_frame import HistoryFrame, synthetic_history
+from features.model_meta import count_gmacs, count_params, fill_model_meta
 from history.errors import RecommenderError, SchemaMismatchError
 
 
@@ -173,7 +174,6 @@ def test_vectorized_on_many_models():
 # ---------------------------------------------------------------- model meta
 def test_gmacs_of_a_tiny_convnet_match_hand_count(store):
     torch = pytest.importorskip("torch")
-    from features.model_meta import count_gmacs, count_params, fill_model_meta
 
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, kernel_size=3, padding=1, bias=False),  # 8x8 output map
@@ -193,7 +193,6 @@ def test_gmacs_of_a_tiny_convnet_match_hand_count(store):
 
 def test_model_meta_clear_error_on_bad_input(store):
     torch = pytest.importorskip("torch")
-    from features.model_meta import count_gmacs
 
     with pytest.raises(RecommenderError, match="cannot run"):
         count_gmacs(torch.nn.Linear(5, 2), 8)

@@ -7,8 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments.ablations import model_mean_own
+from experiments.baselines import model_mean
 from experiments.histories import load_pooled
 from features.pooling import own_datasets, pool_regime
+from recommender.commands.train import pooled_history
+from recommender.training import default_regime
 
 MODELS = [f"m{i}" for i in range(5)]
 
@@ -55,9 +59,6 @@ def test_pool_regime_rule():
 
 
 def test_pooled_reference_is_model_mean_over_the_benchmarks_own_datasets(two_sources):
-    from experiments.ablations import model_mean_own
-    from experiments.baselines import model_mean
-
     pooled, *_ = load_pooled(two_sources, source="prim,other:low-data")
     own = set(own_datasets(pooled))
     assert {"a", "b"} <= own and not {d for d in own if "@" in d}
@@ -75,9 +76,6 @@ def test_pooled_reference_is_model_mean_over_the_benchmarks_own_datasets(two_sou
 def test_train_pools_another_source_in_the_primarys_regime(store, capsys):
     """``train --source p,q``: q has low-data and full runs of the same pairs; the primary p has only
     low-data runs, so q contributes its low-data runs (alone, q would train on full)."""
-    from recommender.commands.train import pooled_history
-    from recommender.training import default_regime
-
     store.commit(
         models=[{"name": m, "modality": "image", "params": 1e6 * (i + 1)} for i, m in enumerate(MODELS)],
         datasets=[{"name": d, "modality": "image", "num_samples": 1000, "num_classes": 10} for d in "abcd"],

@@ -1,8 +1,6 @@
 """Correctness of the model-selection score library (features.scores)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +8,17 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from features.scores import (SCORES, ScoreInputError, ScoreSpec, compute_score, get_score,
-                             ledoit_wolf_shrinkage, list_scores, log_evidence, logme_naive,
-                             parc_ensemble, register_score)
+from features.scores import (SCORES, ScoreInputError, ScoreSpec, compute_score, constant_flag, get_score,
+                             ledoit_wolf_shrinkage, list_scores, log_evidence, logme_naive, parc_ensemble,
+                             register_score, score_with_flag)
+from features.scores._linalg import (RANK_TOL, class_gram_blocks, corr_rdm, gram_spectrum_projections, pca, ranks,
+                                     spearman_binary, spearman_grouped, standardize, value_groups)
+from features.scores.etran import _etran_value
+from features.scores.geometry import _center_gram, _cosine_rdm
+from features.scores.logme import _maximize_profile, _spectrum, _start
 from history.errors import NotFoundError, RecommenderError
+from tests.features.score_references import (dds_official, gbc_pairs, parc_official, reg_hscore_official,
+                                             sfda_iterative_A)
 
 REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore", "knn1",
             "split_lr", "rsa", "dds"}
@@ -207,8 +212,6 @@ def test_logme_sample_and_feature_routes_agree(shape):
     full rank n <= d every target lies in the feature span and the evidence is maximal as
     alpha/beta -> 0, where the value depends on rounding (the residual ||y||^2 - ||U^T y||^2
     is ~1e-15 instead of 0)."""
-    from features.scores.logme import _maximize_profile, _spectrum, _start
-
     rng = np.random.default_rng(23)
     n, d = shape
     y = np.arange(n) % 4
@@ -269,8 +272,6 @@ def test_reg_hscore_matches_sklearn_ledoit_wolf(n, d):
     # tllib's regularized_h_score: cov(E[f|y]) with np.cov's default 1/(n - 1)
     ref = np.trace(np.linalg.pinv(lw.covariance_) @ ((1 - a) * np.cov(g, rowvar=False)))
     assert compute_score("reg_hscore", f, y) == pytest.approx(ref, rel=1e-7)
-    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
-    from score_references import reg_hscore_official
 
     assert compute_score("reg_hscore", f, y) == pytest.approx(reg_hscore_official(f, y), rel=1e-9)
     # no shrinkage: the plain H-score times n / (n - 1)
@@ -315,8 +316,6 @@ def test_parc_without_pca_matches_official_rdms():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_spearman_grouped_equals_scipy(seed):
     """Ranks of a against a few-valued b (rounding noise around two values included)."""
-    from features.scores._linalg import spearman_grouped, value_groups
-
     rng = np.random.default_rng(seed)
     a = rng.standard_normal(3000)
     base = np.where(rng.random(3000) < 0.2, 0.0, 1.0 + 1.0 / 9.0)
@@ -450,9 +449,6 @@ def _sfda_slow(X, y, floor=1e-10):
     """SFDA_Score's algorithm with textbook d x d algebra: the official 3-step power
     iteration for lambda_max(S_w), LDA posteriors by a direct solve, ConfMix toward the mean
     of the other class means."""
-    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
-    from score_references import sfda_iterative_A
-
     X = X - X.mean(axis=0)
     n, C = len(y), int(y.max()) + 1
     M = np.stack([X[y == c].mean(axis=0) for c in range(C)])
@@ -509,8 +505,6 @@ def test_gbc_diag_matches_pairwise_loop_reference(case):
 @pytest.mark.parametrize("shape,k", [((60, 200), 8), ((40, 200), 25), ((150, 12), 5)])
 def test_pca_scores_match_svd(shape, k):
     """All three PCA branches (subspace iteration, LAPACK on X X^T, LAPACK on X^T X)."""
-    from features.scores._linalg import pca
-
     rng = np.random.default_rng(20)
     n, d = shape
     # k distinct strong directions plus weak noise: 8 subspace steps converge to rounding
@@ -537,8 +531,6 @@ def test_rsa_matches_scipy_reference(case):
 
 
 def test_ranks_equal_rankdata_with_and_without_ties():
-    from features.scores._linalg import ranks
-
     a = np.random.default_rng(21).standard_normal(1000)
     np.testing.assert_array_equal(ranks(a), scipy.stats.rankdata(a))
     t = np.round(a, 1)
@@ -581,8 +573,6 @@ def test_etran_energy_fraction_averages_lowest_energies():
 @pytest.mark.parametrize("case", SLOW_CASES)
 def test_etran_sample_and_feature_routes_agree(case):
     """etran picks the n x n or the d x d Gram matrix by shape; both routes give one value."""
-    from features.scores.etran import _etran_value
-
     X, y = _slow_case(*case)
     X = X + 0.7
     a = _etran_value(X, y, 1.0, 0.8, 1e-4, "samples")
@@ -593,9 +583,6 @@ def test_etran_sample_and_feature_routes_agree(case):
 
 def _gbc_official(X, y, gaussian, floor=1e-4):
     """The official GBC algorithm (google-research stable_transfer gbc.py), one class pair at a time."""
-    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
-    from score_references import gbc_pairs
-
     return gbc_pairs(X, y, gaussian, floor)
 
 
@@ -620,8 +607,6 @@ def test_gbc_default_is_official_pca64_spherical():
 
 # ------------------------------------------------------------------ degenerate-score flags
 def test_hscore_at_n_below_d_is_flagged_and_params_recorded():
-    from features.scores import score_with_flag
-
     X, y = make_problem(seed=24, n=30, d=50, C=3)
     r = score_with_flag("hscore", X, y)
     assert r.value == pytest.approx(2.0, rel=1e-9)
@@ -635,8 +620,6 @@ def test_hscore_at_n_below_d_is_flagged_and_params_recorded():
 
 
 def test_constant_flag():
-    from features.scores import constant_flag
-
     assert constant_flag([99.0, 99.0, 99.0 * (1 + 1e-13)]).startswith("constant across the 3 models")
     assert constant_flag([1.0, 1.1]) is None
     assert constant_flag([5.0]) is None
@@ -644,8 +627,6 @@ def test_constant_flag():
 
 # --------------------------------------------------------------------- PARC vs official code
 def test_spearman_binary_equals_scipy_with_and_without_ties():
-    from features.scores._linalg import spearman_binary
-
     rng = np.random.default_rng(25)
     a = rng.standard_normal(2000)
     for frac in (0.1, 0.5, 0.9):
@@ -658,9 +639,6 @@ def test_spearman_binary_equals_scipy_with_and_without_ties():
 
 def _parc_official(X, y, f=32):
     """dbolya/parc methods.PARC(n_dims=f).forward, ported line for line (score_references)."""
-    sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
-    from score_references import parc_official
-
     return parc_official(X, y, n_dims=f)
 
 
@@ -680,8 +658,6 @@ def test_parc_matches_official_code(n, d, rank):
 
 
 def test_parc_uses_every_sample_unless_capped():
-    from features.scores import score_with_flag
-
     X, y = make_problem(seed=27, n=120, d=40, C=4, sep=1.0)
     full = score_with_flag("parc", X, y)
     assert full.params["max_samples"] is None
@@ -695,9 +671,6 @@ def test_parc_uses_every_sample_unless_capped():
 def test_dds_debiased_equals_explicit_u_centering(case, distance):
     """The n x n-free debiased DDS equals U-centering the explicit dissimilarity matrices
     (the official DDS code, dbolya/parc methods.DDS, for distance='cosine')."""
-    from features.scores._linalg import corr_rdm, standardize
-    from features.scores.geometry import _center_gram, _cosine_rdm
-
     X, y = _slow_case(*case)
     _, R = aux(X, y)
     X[:, 0] = 1.0  # a constant column, z-scored to 0
@@ -707,12 +680,6 @@ def test_dds_debiased_equals_explicit_u_centering(case, distance):
     ref = np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b))
     assert compute_score("dds", X, y, reference=R, distance=distance) == pytest.approx(ref, rel=1e-9)
     if distance == "cosine":
-        import sys
-        from pathlib import Path
-
-        sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
-        from score_references import dds_official
-
         assert compute_score("dds", X, y, reference=R) == pytest.approx(dds_official(X, y, None, R), rel=1e-9)
 
 
@@ -724,8 +691,6 @@ def test_knn1_blocks_give_the_same_value():
 @pytest.mark.parametrize("shape", [(40, 200), (1, 5), (30, 3)])
 def test_gram_spectrum_projections_equal_eigh(shape):
     """Tridiagonalization + tridiagonal eigenpairs give eigh's eigenvalues and |U^T Y|."""
-    from features.scores._linalg import RANK_TOL, gram_spectrum_projections
-
     rng = np.random.default_rng(25)
     X = rng.standard_normal(shape) + 0.5
     Y = np.eye(3)[np.arange(shape[0]) % 3]
@@ -740,8 +705,6 @@ def test_gram_spectrum_projections_equal_eigh(shape):
 
 @pytest.mark.parametrize("case", SLOW_CASES)
 def test_class_gram_blocks_equal_explicit_products(case):
-    from features.scores._linalg import class_gram_blocks
-
     X, y = _slow_case(*case)
     X = X + 3.0
     C = int(y.max()) + 1

@@ -25,6 +25,7 @@ from torch import nn
 
 from features.extract import TorchAdapter
 from features.probe import sample_probe
+from features.scores import SCORES, compute_score
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,8 +116,6 @@ def test_ground_truth_has_a_clear_winner(transfer_setup):
 
 
 def test_most_scores_rank_the_two_cnns_like_fine_tuning(transfer_setup):
-    from features.scores import SCORES, compute_score
-
     s = transfer_setup
     truth_strong_better = s["truth"]["strong"] > s["truth"]["weak"]
     agree, disagree, failed = [], [], {}

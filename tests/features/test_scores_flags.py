@@ -6,6 +6,10 @@ import json
 import numpy as np
 
 from features.data import save_features_npz
+from features.featurizer import Featurizer
+from features.history_frame import HistoryFrame
+from history.export import export_history
+from history.importers import get_importer
 from history.store import HistoryStore
 from recommender.cli import main
 
@@ -59,16 +63,12 @@ def test_score_cli_flags_warns_and_stores(tmp_path, home, capsys):
     assert p["pca_dim"] == 32 and p["seed"] == 0
 
     # history -> frame: flagged scores are missing, the rest stays
-    from features.history_frame import HistoryFrame
 
     hf = HistoryFrame.from_store(HistoryStore(f"sqlite:///{db}"))
     assert set(hf.scores["method"]) == {"lfc", "parc"}
 
 
 def test_export_import_round_trips_flag_and_params(store, tmp_path):
-    from history.export import export_history
-    from history.importers import get_importer
-
     store.commit(scores=[
         {"model": "m1", "dataset": "d1", "method": "hscore", "value": 2.0, "flag": "saturates at C - 1",
          "params": {}, "source": "s"},
@@ -92,9 +92,6 @@ def test_export_import_round_trips_flag_and_params(store, tmp_path):
 
 def test_featurizer_treats_constant_and_flagged_scores_as_missing():
     import pandas as pd
-
-    from features.featurizer import Featurizer
-    from features.history_frame import HistoryFrame
 
     models = ["a", "b", "c"]
     targets = pd.DataFrame({"model": models * 2, "dataset": ["d1"] * 3 + ["d2"] * 3,

@@ -1,4 +1,4 @@
-"""Every score with an official function reproduces it (tests/benchmark/score_references.py:
+"""Every score with an official function reproduces it (tests/features/score_references.py:
 line-for-line ports, repository, commit and function named there).
 
 Inputs: Gaussian class mixtures (n <= d and n > d), the same with dead units (all-zero
@@ -9,16 +9,12 @@ the same ``random_state``.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from features.scores import compute_score, etran_combine, get_score, score_with_flag
-
-sys.path.insert(0, str(Path(__file__).parent / "benchmark"))
-import score_references as R  # noqa: E402
+from tests.features import score_references as R
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.scores import SCORES, ScoreInputError, compute_score, get_score
+from features.scores import SCORES, ScoreInputError, compute_score, get_score, score_with_flag
 from history.errors import NotFoundError
 
 ALL = sorted(SCORES)
@@ -75,8 +75,6 @@ def test_constant_and_duplicated_columns(name):
 def test_all_features_constant(name):
     """Constant features: a finite value flagged as degenerate (treated as missing downstream),
     or an input error where the official code gives NaN (sfda)."""
-    from features.scores import score_with_flag
-
     X, y = problem()
     X = np.ones_like(X)
     P, R = extras(X, y)

@@ -11,9 +11,10 @@ import pytest
 import scipy.stats
 
 from features.scores import compute_score
-from features.scores._linalg import (class_gram_blocks, class_rows, corr_matrix, gram_spectrum_projections,
-                                     one_hot, pca, ranks, _sort_order)
+from features.scores._linalg import (_sort_order, class_gram_blocks, class_rows, corr_matrix, gram_spectrum_projections,
+                                     one_hot, pca, ranks)
 from features.scores.geometry import gbc, gbc_diag
+from features.scores.probabilistic import adaptive_shrinkage, iterative_a_gram, lda_posteriors_gram
 
 
 def _mixture(seed, n, d, C, quality=1.0):
@@ -161,14 +162,11 @@ def test_corr_matrix_in_place_equals_corrcoef_with_constant_rows():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sfda_sparse_confmix_matches_dense_algebra(seed):
     """sfda (sparse class sums) equals the same algebra with dense one-hot products."""
-    from features.scores.probabilistic import lda_posteriors_gram
-
     X, y = _mixture(seed, 80, 120, 6, quality=0.4)
     n, d = X.shape
     C = 6
     Xc = X - X.mean(0)
     counts, Y, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, y, C)
-    from features.scores.probabilistic import iterative_a_gram
 
     Xw = Xc - (Y.T @ Xc / counts[:, None])[y]
     lam = max(np.exp(-5 * iterative_a_gram(Gww, Xw.sum(1), 1 / n)), 1e-10)
@@ -194,8 +192,6 @@ def test_sfda_sparse_confmix_matches_dense_algebra(seed):
 @pytest.mark.parametrize("scale", [0.05, 1.0])
 def test_adaptive_shrinkage_scale_equals_scaled_matrix(scale):
     """``scale=1/n`` on ``Xw Xw^T`` gives the shrinkage of ``Xw Xw^T / n`` (floor not reached)."""
-    from features.scores.probabilistic import adaptive_shrinkage
-
     rng = np.random.default_rng(12)
     Xw = scale * rng.standard_normal((50, 80))
     G = Xw @ Xw.T
@@ -206,8 +202,6 @@ def test_adaptive_shrinkage_scale_equals_scaled_matrix(scale):
 
 
 def test_lda_posteriors_read_only_the_lower_triangle():
-    from features.scores.probabilistic import lda_posteriors_gram
-
     X, y = _mixture(13, 40, 60, 4)
     Xc = X - X.mean(0)
     counts, _, Gww, Gwm, Gmm = class_gram_blocks(Xc @ Xc.T, y, 4)

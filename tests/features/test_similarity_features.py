@@ -12,6 +12,7 @@ from features.pooling import pool_histories
 from history.datasets_registry import load_registry
 from history.errors import RecommenderError
 from recommender.protocols import make_folds
+from recommender.registry import create_recommender
 
 
 def test_groups_parse_and_reject():
@@ -152,8 +153,6 @@ def test_pooled_history_renames_other_sources_and_holds_out_twins():
 def test_pooled_training_is_invariant_to_another_source_accuracy_scale():
     """Per-dataset standardized targets and z-scored collaborative features: a pooled source whose
     accuracies are on another scale (x 0.5 here) gives the same held-out ranking."""
-    from recommender.registry import create_recommender
-
     a = _source_history("a/", ["cifar100", "dtd", "svhn_cropped", "eurosat"], seed=1)
     b1 = _source_history("a/", ["caltech101", "sun397", "dmlab"], seed=2)  # the same models, other tasks
     b2 = _source_history("a/", ["caltech101", "sun397", "dmlab"], scale=0.5, seed=2)

@@ -8,7 +8,7 @@ import pytest
 from features.featurizer import Featurizer
 from features.history_frame import HistoryFrame
 from features.specialist import SPECIALIST_FEATURES, dataset_entry
-from history.datasets_registry import load_registry, lookup, validate
+from history.datasets_registry import DATA_FILE, load_registry, lookup, validate
 
 
 def _history() -> HistoryFrame:
@@ -83,8 +83,6 @@ def test_registry_image_sizes(name, size):
 
 def test_registry_rejects_a_bad_image_size(tmp_path):
     import json
-
-    from history.datasets_registry import DATA_FILE
 
     data = json.loads(DATA_FILE.read_text())
     e = next(x for x in data["datasets"] if x["name"] == "cifar10")

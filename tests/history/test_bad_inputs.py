@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
+from history.errors import HistoryImportError
+from history.importers import generic, get_importer
 from history.store import HistoryStore
 from recommender.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _csv(path: Path, rows: int, prefix: str = "m") -> Path:
@@ -198,9 +200,6 @@ def test_repeated_column_in_parquet_names_the_column(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from history.errors import HistoryImportError
-    from history.importers import get_importer
-
     f = tmp_path / "dup.parquet"
     pq.write_table(pa.table([["m"], ["d"], [0.5], [0.7]], names=["model", "dataset", "accuracy", "accuracy"]), f)
     with pytest.raises(HistoryImportError, match="'accuracy' appears more than once"):
@@ -209,8 +208,6 @@ def test_repeated_column_in_parquet_names_the_column(tmp_path):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_first_rows_of_each_drop_reason(tmp_path, capsys, monkeypatch, fast):
-    from history.importers import generic
-
     monkeypatch.setattr(generic, "FAST_PATH", fast)
     monkeypatch.setattr(generic.GenericImporter, "CHUNK_ROWS", 4)  # a repeat across chunks too
     f = tmp_path / "drops.csv"

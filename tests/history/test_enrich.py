@@ -91,7 +91,7 @@ def test_variant_from_stored_params():
 @pytest.mark.slow  # builds transformers configs on the meta device (first import ~10 s)
 def test_counted_architectures_agree_with_timm_and_structure():
     """Two independent sources for the same architecture: our FLOP count and timm's table."""
-    bench = E.load_timm_benchmark(E.Path(__file__).resolve().parents[2] / "shared" / "data" / "timm")
+    bench = E.load_timm_benchmark(E.Path(__file__).resolve().parents[3] / "shared" / "data" / "timm")
     if not bench:
         pytest.skip("timm benchmark table not found")
     vit = N.count(N.Spec("vit", "base", 224, patch=16))

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import pytest
 
+from history.errors import HistoryImportError
 from history.export import export_history
 from history.importers import get_importer
 from history.store import HistoryStore
@@ -75,8 +76,6 @@ def test_empty_store_exports_a_file_that_imports_back(store, tmp_path, capsys):
 
 
 def test_header_only_file_without_record_column_is_still_an_error(store, tmp_path):
-    from history.errors import HistoryImportError
-
     with pytest.raises(HistoryImportError, match="no data rows"):
         get_importer("generic").run(store, _csv(tmp_path, "model,dataset,accuracy\n"))
 

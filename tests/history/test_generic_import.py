@@ -300,8 +300,6 @@ def test_roundtrip_real_transfergraph(tmp_path, shared_data):
 
 @pytest.mark.parametrize("name", ["generic", "mlflow", "transfergraph", "shift", "parc", "timm"])
 def test_every_importer_refuses_unknown_options_listing_valid_ones(name, store):
-    from history.importers import get_importer
-
     imp = get_importer(name)
     with pytest.raises(HistoryImportError, match=r"unknown option\(s\) bogus; valid: "):
         imp.run(store, "/nonexistent", bogus=1)

@@ -13,9 +13,10 @@ import pytest
 
 from history.errors import HistoryImportError
 from history.importers import get_importer
+from history.store import HistoryStore
 from recommender.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACTIONS = ["pull", "import", "export", "stats", "list-models", "list-datasets", "show", "add-dataset", "enrich"]
 
 
@@ -145,8 +146,6 @@ def test_show_unknown_suggests(url, runs_csv, capsys):
 
 
 def test_empty_store_stats(url, capsys):
-    from history.store import HistoryStore
-
     HistoryStore(url).dispose()  # an explicit --store must exist for read commands
     assert cli(url, "stats") == 0
     assert "store is empty" in capsys.readouterr().out

@@ -12,6 +12,7 @@ import random
 import pytest
 
 import history.importers.generic as G
+import history.store._writes as ST
 from history import schema as S
 from history.errors import HistoryImportError
 from history.importers import get_importer
@@ -163,8 +164,6 @@ def test_store_keeps_each_jobs_own_hyper_parameter_types(store):
 
 
 def test_existing_keys_are_looked_up_only_when_the_store_has_jobs(tmp_path, monkeypatch):
-    import history.store._writes as ST
-
     looked = []
     real = ST._existing_keys
     monkeypatch.setattr(ST, "_existing_keys", lambda *a: looked.append(1) or real(*a))

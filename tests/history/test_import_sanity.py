@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from history import schema as S
 from history.errors import HistoryImportError
 from history.importers import get_importer
+from history.store import HistoryStore
 from recommender.cli import main
 
 
@@ -104,9 +106,6 @@ def test_same_value_without_provenance_is_still_one_job(store, tmp_path):
 def test_old_store_is_rekeyed_once(tmp_path):
     """A store written before provenance was part of job identity: re-import stays idempotent."""
     from sqlalchemy import delete, update
-
-    from history import schema as S
-    from history.store import HistoryStore
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     f = _write(tmp_path, "model,dataset,accuracy,provenance\nm,d,0.5,run-1\nm,d,0.8,run-3\nn,d,0.4,\n")

@@ -10,6 +10,8 @@ import pytest
 from history.errors import HistoryImportError
 from history.importers import IMPORTERS, get_importer, load_all
 from history.importers.base import Importer
+from history.importers.shift import regime_of, task_name
+from history.importers.timm import family_of
 from history.store import HistoryStore
 
 load_all()
@@ -250,16 +252,12 @@ def test_shift_configs_never_evaluated(tmp_path):
     ("glue/cola", None, None, "glue/cola"),
 ])
 def test_shift_task_names(ds, label, pre, task):
-    from history.importers.shift import task_name
-
     assert task_name(ds, label, pre) == task
 
 
 @pytest.mark.parametrize("sl,regime", [(":800", "vtab-1k"), (":100%", "full"), (None, "full"),
                                        (float("nan"), "full"), (":80%", "slice-80%"), (":1000", "slice-1000")])
 def test_shift_regimes(sl, regime):
-    from history.importers.shift import regime_of
-
     assert regime_of(sl) == regime
 
 
@@ -323,8 +321,6 @@ def test_timm_params_gmacs_domain(imported):
                                          ("res2net50_26w_4s", "res2net"), ("wide_resnet50_2", "wide_resnet"),
                                          ("vit_base_patch16_224", "vit")])
 def test_timm_family(arch, family):
-    from history.importers.timm import family_of
-
     assert family_of(arch) == family
 
 

@@ -7,13 +7,6 @@ that user. The schema test at the end needs no server.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
-
 import pytest
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -22,55 +15,6 @@ from history import schema as S
 from history.export import export_history
 from history.importers import get_importer
 from history.store import HistoryStore
-
-PG_BIN = Path(os.environ.get("RECOMMENDER_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN} (apt-get install postgresql-15)")
-    as_root = os.geteuid() == 0
-    if as_root:
-        import pwd
-
-        try:
-            pg_user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root but there is no 'postgres' user to run the server as")
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    root = Path(tempfile.mkdtemp(prefix="recommender-pg-", dir="/tmp"))
-    data, sock, log = root / "data", root / "sock", root / "server.log"
-    sock.mkdir()
-    if as_root:
-        for p in (root, sock):
-            os.chown(p, pg_user.pw_uid, pg_user.pw_gid)
-    port = _free_port()
-
-    def pg(*args, **kw):
-        return subprocess.run(prefix + list(map(str, args)), capture_output=True, text=True, timeout=120, **kw)
-
-    r = pg(PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync",
-           "--no-instructions")
-    assert r.returncode == 0, f"initdb failed: {r.stderr}"
-    r = pg(PG_BIN / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start", "-o",
-           f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off")
-    if r.returncode != 0:
-        text = log.read_text() if log.exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"pg_ctl start failed: {r.stderr}\n{text}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        pg(PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
 
 @pytest.fixture()
 def pg_store(pg_url):

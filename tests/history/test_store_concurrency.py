@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from history.importers import get_importer
 from history.store import HistoryStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _csv(path: Path, n: int, prefix: str, seed: int = 0) -> Path:
@@ -111,7 +112,6 @@ def test_two_imports_of_the_same_file_overlapping(tmp_path):
 @pytest.mark.slow
 def test_import_killed_halfway_leaves_store_unchanged(tmp_path):
     url = f"sqlite:///{tmp_path / 'h.db'}"
-    from history.importers import get_importer
 
     s = HistoryStore(url)
     get_importer("generic").run(s, _csv(tmp_path / "before.csv", 500, "pre"), progress=False)

@@ -19,7 +19,7 @@ from history.errors import StoreError
 from history.store import HistoryStore
 from recommender.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*argv, env=None, prefix=(), timeout=120):

@@ -9,18 +9,18 @@ works, hidden, with one deprecation line on stderr, and is listed in CHANGELOG.m
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from recommender.cli import build_parser
+from features.featurizer import GROUP_HELP, GROUPS
+from recommender.cli import main
 from recommender.commands.flags import DeprecatedFlag
+from tests.helpers import full_parser, plugin_commands
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: flags that were ambiguous once: their help must keep saying this (one meaning, in words)
 MEANING = {
@@ -31,22 +31,6 @@ MEANING = {
     "--json": "json",
     "--target-rule": "target",
 }
-
-
-def plugin_commands() -> dict[str, str]:
-    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return dict(meta["project"]["entry-points"]["recommender.commands"])
-
-
-def full_parser() -> argparse.ArgumentParser:
-    """The CLI's parser, with every pyproject plugin command even if the installed metadata is stale."""
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, target in plugin_commands().items():
-        if name not in sub.choices:
-            mod, func = target.split(":")
-            getattr(importlib.import_module(mod), func)(sub)
-    return parser
 
 
 def walk(parser, path=()):
@@ -122,8 +106,6 @@ def test_a_short_flag_is_always_the_same_long_flag(tree):
 
 
 def test_features_help_lists_every_featurizer_group(tree):
-    from features.featurizer import GROUP_HELP, GROUPS
-
     found = 0
     for path, _, a in options(tree):
         if "--features" in a.option_strings:
@@ -134,8 +116,6 @@ def test_features_help_lists_every_featurizer_group(tree):
 
 
 def test_train_help_shows_every_group(capsys):
-    from features.featurizer import GROUPS
-
     with pytest.raises(SystemExit):
         full_parser().parse_args(["train", "--help"])
     out = re.sub(r"\s+", " ", capsys.readouterr().out)
@@ -218,8 +198,6 @@ def test_changelog_records_every_rename(tree):
 def test_old_score_spelling_runs_for_real(tmp_path, capsys):
     """End to end: ``score --features FILE.npz`` (old) scores like ``--features-file``."""
     import numpy as np
-
-    from recommender.cli import main
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 10)

@@ -13,9 +13,10 @@ import ast
 import re
 from pathlib import Path
 
+from history.importers.shift import regime_of
 from recommender.cli import build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("history", "features", "recommender", "experiments")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]")
 #: Flags of other programs that the code passes on (``mlflow server``).
@@ -83,8 +84,6 @@ def test_messages_do_not_spell_cli_options_as_python_keywords():
 
 def test_help_names_real_regimes():
     """``train --help`` / ``evaluate --help`` name regimes the importers really produce."""
-    from history.importers.shift import regime_of
-
     real = {regime_of(":800"), regime_of(":100%")}
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

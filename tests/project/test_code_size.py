@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("history", "features", "recommender", "experiments")
 MAX_FILE_LINES = 800
 MAX_FUNCTION_LINES = 120

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from recommender.cli import main
 from recommender.commands.flags import DeprecatedFlag
+from tests.helpers import full_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARSE_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN_DOCS = [REPO / "README.md", REPO / "docs" / "usage.md"]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
@@ -73,8 +75,6 @@ def cases(docs):
 
 @pytest.fixture(scope="module")
 def parser():
-    from test_cli_flags import full_parser
-
     return full_parser()
 
 
@@ -133,8 +133,6 @@ def skip_reason(argv) -> str | None:
 @pytest.fixture(scope="module")
 def doc_home(tmp_path_factory, shared_data):
     """One home with the TransferGraph image history and a trained ``lr``, for every run."""
-    from recommender.cli import main
-
     home = tmp_path_factory.mktemp("docs") / "home"
     assert main(["--home", str(home), "history", "pull", "transfergraph-image", "--from", str(shared_data)]) == 0
     assert main(["--home", str(home), "train", "-r", "lr", "--no-mlflow", "--cv-folds", "0"]) == 0
@@ -144,8 +142,6 @@ def doc_home(tmp_path_factory, shared_data):
 @pytest.mark.slow
 @pytest.mark.parametrize("doc, argv, expected", cases(RUN_DOCS))
 def test_command_line_runs(doc_home, doc, argv, expected, monkeypatch, capsys):
-    from recommender.cli import main
-
     if PLACEHOLDER.search(" ".join(argv)) or any(re.fullmatch(r"[A-Z][A-Z_]*", t) for t in argv):
         pytest.skip("a synopsis line (placeholders), checked by test_command_line_parses")
     why = skip_reason(argv)

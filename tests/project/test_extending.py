@@ -11,7 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+import recommender.cli as cli
+from features.scores import SCORES, get_score, list_scores
+from history import HistoryStore
+from history.importers import IMPORTERS, load_all
+from recommender import create_recommender, list_recommenders, load_recommender, save_recommender
+from recommender.cli import main
+from recommender.registry import RECOMMENDERS
+from tests.helpers import make_synthetic_store
+
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "extending.md"
 
 
@@ -41,10 +50,6 @@ def run_section(title: str, tmp_path, monkeypatch) -> dict:
 @pytest.fixture(autouse=True)
 def clean_registries():
     """The recipes register names; take them out again after each test."""
-    from features.scores import SCORES
-    from history.importers import IMPORTERS, load_all
-    from recommender.registry import RECOMMENDERS
-
     load_all()
     saved = [(d, dict(d)) for d in (RECOMMENDERS, IMPORTERS, SCORES)]
     yield
@@ -60,7 +65,6 @@ def test_the_doc_has_the_four_recipes():
 
 def test_recommender_recipe(tmp_path, monkeypatch, capsys):
     ns = run_section("A recommender", tmp_path, monkeypatch)
-    from recommender import create_recommender, list_recommenders, load_recommender, save_recommender
 
     assert "tiny-ridge" in list_recommenders()
     top = ns["top"]
@@ -75,10 +79,6 @@ def test_recommender_recipe(tmp_path, monkeypatch, capsys):
 
 def test_recommender_recipe_trains_from_the_cli(tmp_path, monkeypatch, capsys):
     run_section("A recommender", tmp_path, monkeypatch)
-    from history import HistoryStore
-    from recommender.cli import main
-
-    from test_train_predict_cli import make_synthetic_store
 
     store = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
     make_synthetic_store(store)
@@ -95,7 +95,6 @@ def test_importer_recipe(tmp_path, monkeypatch):
     jobs = ns["store"].jobs_frame(source="lab")
     assert sorted(jobs["model"]) == ["resnet50", "vit_b16"] and jobs["value"].max() == pytest.approx(0.88)
     assert ns["get_importer"]("lab-notebook").run(ns["store"], "lab.csv").jobs_added == 0  # idempotent
-    from recommender.cli import main
 
     assert main(["--store", str(tmp_path / "lab.db"), "history", "import", "lab.csv",
                  "--input-format", "lab-notebook", "-o", "source=lab2"]) == 0
@@ -104,7 +103,6 @@ def test_importer_recipe(tmp_path, monkeypatch):
 
 def test_score_recipe(tmp_path, monkeypatch):
     ns = run_section("A model-selection (MS) score", tmp_path, monkeypatch)
-    from features.scores import get_score, list_scores
 
     assert "centroid-gap" in list_scores() and get_score("centroid-gap").summary
     labels = ns["labels"]
@@ -119,8 +117,6 @@ def test_cli_command_recipe(tmp_path, monkeypatch, capsys):
     eps = tomllib.loads(toml)["project"]["entry-points"]["recommender.commands"]
     assert list(eps) == ["count-jobs"] and eps["count-jobs"].endswith(":register_count_jobs")
 
-    import recommender.cli as cli
-
     class EntryPoint:  # what importlib.metadata returns for the installed entry point
         name = "count-jobs"
 
@@ -130,7 +126,6 @@ def test_cli_command_recipe(tmp_path, monkeypatch, capsys):
 
     real = cli.entry_points
     monkeypatch.setattr(cli, "entry_points", lambda group: [*real(group=group), EntryPoint()])
-    from history import HistoryStore
 
     store = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
     store.commit(jobs=[{"model": f"m{i}", "dataset": "d", "value": 0.5, "source": "s"} for i in range(3)])

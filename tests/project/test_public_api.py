@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ["history", "features", "recommender", "experiments"]
 HEAVY = ["torch", "mlflow", "ray", "lightgbm", "pandas", "sklearn"]
 NEEDED = {"history": {"HistoryStore", "register_importer", "get_importer", "RecommenderError", "NotFoundError"},

@@ -10,6 +10,7 @@ from features.history_frame import HistoryFrame, synthetic_history
 from features.popularity import additive_effects
 from history.errors import RecommenderError
 from recommender.io import load_recommender
+from recommender.metrics import bootstrap_ci, paired_lift
 from recommender.registry import create_recommender
 
 
@@ -108,8 +109,6 @@ def test_blend_rejects_weights_outside_0_1(bad):
 
 
 def test_stratified_bootstrap_keeps_each_benchmark_share():
-    from recommender.metrics import bootstrap_ci, paired_lift
-
     # benchmark A: 3 datasets all +1; benchmark B: 30 datasets all -1. Resampling within each
     # benchmark keeps its share, so the pooled mean (-0.818) has no spread at all.
     d = np.array([1.0] * 3 + [-1.0] * 30)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from experiments import nested_lodo as N
 from features.history_frame import HistoryFrame, synthetic_history
+from history.datasets_registry import resolve_name
 from history.importers import get_importer
+from history.importers.transfergraph import TransferGraphImporter
 from history.store import HistoryStore
 from recommender.protocols import make_folds, twins_in
 
@@ -95,8 +98,6 @@ def test_pooled_public_histories_share_dataset_rows(shared_data, tmp_path):
 def test_a_store_from_before_the_registry_is_upgraded_on_reimport(shared_data, tmp_path, monkeypatch):
     """A store that holds TransferGraph's datasets under its own names (written before the registry):
     importing the same files again moves them to the canonical names and adds nothing."""
-    from history.importers.transfergraph import TransferGraphImporter
-
     s = HistoryStore(f"sqlite:///{tmp_path / 'old.db'}")
     monkeypatch.setattr(TransferGraphImporter, "canonical_datasets", False)
     first = get_importer("transfergraph").run(s, shared_data / "transfergraph-image")
@@ -117,8 +118,6 @@ def test_a_store_from_before_the_registry_is_upgraded_on_reimport(shared_data, t
 
 
 def test_resolve_name():
-    from history.datasets_registry import resolve_name
-
     stored = ["oxford_iiit_pet", "svhn_cropped", "leaves"]
     assert resolve_name("pets", stored) == "oxford_iiit_pet" and resolve_name("svhn", stored) == "svhn_cropped"
     assert resolve_name("leaves", stored) == "leaves" and resolve_name("dtd", stored) is None
@@ -127,8 +126,6 @@ def test_resolve_name():
 
 def test_nested_lodo_folds_take_the_twins_out_too(history, monkeypatch):
     """experiments.nested_lodo builds its (inner and outer) training frames like the engine's lodo."""
-    from experiments import nested_lodo as N
-
     seen = []
     real = HistoryFrame.drop_targets
 

@@ -13,7 +13,7 @@ from features.history_frame import synthetic_history
 from recommender.io import load_recommender
 from recommender.registry import RECOMMENDERS, create_recommender
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", list(RECOMMENDERS))

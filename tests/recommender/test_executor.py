@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from features.data import save_features_npz
 from history.errors import RecommenderError
+from recommender.cli import main
 from recommender.executor import LocalExecutor, Resources, Task, make_executor
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _square(x):
@@ -82,9 +84,6 @@ def test_an_unreachable_cluster_is_one_clear_error_before_anything_is_written(ho
     import socket
 
     import numpy as np
-
-    from features.data import save_features_npz
-    from recommender.cli import main
 
     pytest.importorskip("ray")
     rng = np.random.default_rng(0)

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,23 +20,17 @@ import pytest
 from experiments.tinyzoo import build_bed, fill_history
 from history.store import HistoryStore
 from recommender.cli import main
-from test_postgres import pg_url  # noqa: F401 - the fixture that starts a real PostgreSQL server
 from recommender.finetune import PID_DIR_ENV, SLOW_ENV, TrialConfig
+from tests.helpers import free_port
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 METHODS = "logme,hscore,leep,knn1"
 SEARCH_ARGS = ["--mode", "linear", "--lrs", "3e-2", "--epochs", "8", "--patience", "3", "--no-mlflow"]
 HISTORY_TASKS = ["digits-lo", "stripes-fine", "textures-faint"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray_pids(tmp: str) -> list[int]:
@@ -57,7 +50,7 @@ def _ray_pids(tmp: str) -> list[int]:
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("raytest")
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray puts unix sockets under it
-    port = _free_port()
+    port = free_port()
     flag, piddir = root / "slow", root / "pids"
     piddir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", SLOW_ENV: str(flag),

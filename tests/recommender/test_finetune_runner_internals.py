@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 
 from experiments.tinyzoo import build_zoo, write_image_folder
+from features.extract import load_adapter
 from history.store import HistoryStore
 from recommender.executor import LocalExecutor
-from recommender.finetune import TrialConfig, load_task, prepare_trial, run_trial, run_trials, split_indices
-from recommender.finetune.runner import _Preloader
+from recommender.finetune import (TrialConfig, load_task, prepare_trial, run_trial, run_trials, split_indices, train,
+                                  wait_background)
+from recommender.finetune.runner import _BOOKKEEPER, _Preloader
 from recommender.finetune.tracking import _mlflow_start
-from recommender.finetune.train import _seed
+from recommender.finetune.train import _seed, _state_numpy
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -88,9 +90,6 @@ def test_snapshot_fingerprints_once_and_memoizes_splits(zoo):
 
 def test_cached_decoding_gives_the_same_tensors(zoo):
     import torch
-
-    from features.extract import load_adapter
-    from recommender.finetune import train
 
     data = load_task(zoo["task"]).snapshot()
     a = load_adapter(zoo["specs"]["cnn-stripes"])
@@ -161,8 +160,6 @@ def test_best_epoch_state_is_a_copy():
     import torch
     from torch import nn
 
-    from recommender.finetune.train import _state_numpy
-
     m = nn.Linear(3, 2)
     snap = _state_numpy(m)
     with torch.no_grad():
@@ -175,9 +172,6 @@ def test_saved_weights_are_the_fine_tuned_best_epoch(zoo, tmp_path, one_thread):
     is the fine-tuned one (not the pretrained weights put back after training)."""
     import torch
     from torch import nn
-
-    from features.extract import load_adapter
-    from recommender.finetune import train
 
     spec = zoo["specs"]["cnn-textures"]
     cfg = TrialConfig(lr=3e-3, epochs=3, mode="full", patience=3)
@@ -302,9 +296,6 @@ def test_a_call_leaves_its_recordings_to_the_caller_and_the_next_call_keeps_them
     """With ``background``, run_trials returns before its last trial is recorded (search, finetune);
     the next call must not take that job, still running in the store, for a leftover."""
     import threading
-
-    from recommender.finetune import wait_background
-    from recommender.finetune.runner import _BOOKKEEPER
 
     a, b = zoo["specs"]["cnn-stripes"], zoo["specs"]["cnn-textures"]
     lin = TrialConfig(lr=3e-2, epochs=1, mode="linear")

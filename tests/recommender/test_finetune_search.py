@@ -22,13 +22,16 @@ import numpy as np
 import pytest
 
 from experiments.tinyzoo import build_bed, write_text_task
+from features.extract import TorchAdapter
 from history.store import HistoryStore
 from recommender.cli import main
-from recommender.finetune import SLOW_ENV, TrialConfig, finetune_model, load_task, run_trial
+from recommender.executor import LocalExecutor
+from recommender.finetune import SLOW_ENV, TrialConfig, finetune_model, load_task, run_trial, run_trials
+from recommender.finetune.runner import _can_background
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HISTORY_TASKS = ["digits-lo", "stripes-fine", "textures-faint"]
 LINEAR = TrialConfig(lr=3e-2, epochs=8, mode="linear", patience=3)
 SEARCH_ARGS = ["--mode", "linear", "--lrs", "3e-2", "--epochs", "8", "--patience", "3", "--no-mlflow"]
@@ -99,10 +102,6 @@ def test_full_finetune_logs_mlflow_and_is_reused(bed, home):
 def test_run_trials_records_mlflow_and_jobs_before_returning(bed, home):
     """MLflow runs and final job writes go to the bookkeeping thread; all are done on return."""
     import mlflow
-
-    from recommender.executor import LocalExecutor
-    from recommender.finetune import run_trials
-    from recommender.finetune.runner import _can_background
 
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
     assert _can_background(store) and not _can_background(HistoryStore("sqlite://"))
@@ -293,8 +292,6 @@ def test_time_budget_stops_before_the_next_model(bed, bed_home, capsys, tmp_path
 def test_in_memory_module_on_a_csv_of_image_paths(bed, home, tmp_path):
     import torch
     from torch import nn
-
-    from features.extract import TorchAdapter
 
     folder = bed["root"] / "data" / "textures-faint"
     rows = ["path,label"] + [f"{p.relative_to(folder)},{p.parent.name}" for p in sorted(folder.rglob("*.png"))]

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from features.history_frame import synthetic_history
-from recommender.estimators.fm import FMRecommender, fm_score
+from history.errors import RecommenderError
+from recommender.estimators.fm import FMRecommender, MyFMRecommender, fm_score
 from recommender.estimators.fm_torch import TorchFM
 
 
@@ -96,10 +97,7 @@ def test_myfm_is_optional_with_a_clear_error(monkeypatch):
     import tomllib
     from pathlib import Path
 
-    from history.errors import RecommenderError
-    from recommender.estimators.fm import MyFMRecommender
-
-    meta = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    meta = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     assert not any(d.startswith("myfm") for d in meta["dependencies"])
     assert any(d.startswith("myfm") for d in meta["optional-dependencies"]["fm-compare"])
     monkeypatch.setitem(sys.modules, "myfm", None)  # import myfm now fails as if not installed

@@ -11,6 +11,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from experiments.evaluate import evaluate
+from experiments.histories import load_history
+from features.history_frame import HistoryFrame
+from history import schema as S
+from history.errors import RecommenderError
+from history.store import HistoryStore
+from history.viability import assess_groups, degenerate_models
+from recommender.cli import main
+from recommender.commands.train import pooled_history
+from recommender.prediction import recommend_for_dataset
+from recommender.training import train_recommenders, trained_on
+
 TG = "transfergraph-image"
 DEGENERATE_TG = {"lysandre/tiny-vit-random", "nateraw/test_model_a"}
 
@@ -18,9 +30,6 @@ DEGENERATE_TG = {"lysandre/tiny-vit-random", "nateraw/test_model_a"}
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, shared_data):
     """{"tg": (home, store), "all": (home, store)}: TransferGraph-image alone, every public source."""
-    from history.store import HistoryStore
-    from recommender.cli import main
-
     out = {}
     for key, args in (("tg", ["transfergraph-image", "--from", str(shared_data / TG)]),
                       ("all", ["all", "--from", str(shared_data)])):
@@ -33,17 +42,12 @@ def stores(tmp_path_factory, shared_data):
 
 
 def _load(store):
-    from experiments.histories import load_history
-
     h, *_ = load_history(store, source=TG)
     return h
 
 
 @pytest.mark.slow
 def test_all_sources_store_flags_and_evaluates_transfergraph_like_its_own_store(stores):
-    from experiments.evaluate import evaluate
-    from history.viability import degenerate_models
-
     assert len(stores["all"][1].sources()) >= 7
     hists = {k: _load(st) for k, (_, st) in stores.items()}
     for h in hists.values():  # SHiFT's runs of these models do not un-flag them for TransferGraph
@@ -65,9 +69,6 @@ def test_all_sources_store_flags_and_evaluates_transfergraph_like_its_own_store(
 
 @pytest.mark.slow
 def test_all_sources_store_recommends_like_transfergraph_store(stores):
-    from recommender.prediction import recommend_for_dataset
-    from recommender.training import train_recommenders
-
     ranked = {}
     for k, (home, st) in stores.items():
         res = train_recommenders(st, "lr", source=TG, home=home, mlflow=False, cv_folds=0, progress=False)
@@ -82,8 +83,6 @@ def test_all_sources_store_recommends_like_transfergraph_store(stores):
 
 @pytest.mark.slow
 def test_train_without_source_on_several_sources_refuses_in_one_line(stores, capsys):
-    from recommender.cli import main
-
     home, st = stores["all"]
     rc = main(["--home", str(home), "train", "-r", "lr", "--cv-folds", "0", "--no-mlflow"])
     out, err = capsys.readouterr()
@@ -99,10 +98,6 @@ def test_train_without_source_on_several_sources_refuses_in_one_line(stores, cap
 
 @pytest.mark.slow
 def test_pooled_training_says_so_and_needs_standardized_targets(stores, capsys):
-    from history.errors import RecommenderError
-    from recommender.commands.train import pooled_history
-    from recommender.training import train_recommenders, trained_on
-
     home, st = stores["all"]
     pooled = pooled_history(st, f"{TG},shift")
     capsys.readouterr()
@@ -125,9 +120,6 @@ def _two_source_store(store):
 
 
 def test_another_source_never_unflags_a_model(store):
-    from features.history_frame import HistoryFrame
-    from history.viability import assess_groups
-
     _two_source_store(store)
     stored = store.models_frame().set_index("name")
     assert bool(stored.loc["dead", "degenerate"]) and "jobs of a/full" in stored.loc["dead", "degenerate_reason"]
@@ -143,12 +135,8 @@ def test_another_source_never_unflags_a_model(store):
 def test_flags_are_computed_on_read_for_stores_written_before(store):
     """A store whose stored flags were pooled over every source (older versions) still gives
     each source its own flags: the frame does not trust the stored column."""
-    from features.history_frame import HistoryFrame
-
     _two_source_store(store)
     from sqlalchemy import update
-
-    from history import schema as S
 
     with store.write() as conn:  # as an older version stored it (flags pooled over the sources)
         conn.execute(update(S.models).values(degenerate=False, degenerate_reason=None))
@@ -164,8 +152,6 @@ def test_flags_are_computed_on_read_for_stores_written_before(store):
 
 
 def test_source_scope_keeps_registered_datasets_and_local_scores(store):
-    from features.history_frame import HistoryFrame
-
     _two_source_store(store)
     store.commit(datasets=[{"name": "mine", "num_classes": 5, "num_samples": 100},
                            {"name": "bonly", "num_classes": 5}],

@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from test_train_predict_cli import make_synthetic_store
+from features.history_frame import HistoryFrame
+from recommender.adaptive import update_rule
+from tests.helpers import make_synthetic_store
 
 
 @pytest.fixture()
@@ -53,8 +55,6 @@ def test_own_results_are_measured_and_update_the_others(trained, cli, tmp_path, 
     assert max(abs(post[m] - prior0[m]) for m in post) > 1e-3  # the others moved
 
     # the update is the rule search uses, with the same prior and history
-    from features.history_frame import HistoryFrame
-    from recommender.adaptive import update_rule
     import pandas as pd
 
     hist = HistoryFrame.from_store(trained, rule="best")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from test_train_predict_cli import make_synthetic_store
+from tests.helpers import make_synthetic_store
 
 
 @pytest.fixture()

@@ -10,15 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from history.store import HistoryStore
 from recommender.cli import main
-from test_train_predict_cli import make_synthetic_store, mlflow_template_db
+from recommender.io import load_recommender
+from recommender.tracking import scoped_tracking_uri
+from tests.helpers import make_synthetic_store, mlflow_template_db
 
 PAIRS = pd.DataFrame({"model": ["m0", "m3", "m7", "m6"], "dataset": ["ds0", "ds1", "ds2", "ds3"]})
 
 
 def _train(home, *args):
-    from history.store import HistoryStore
-
     shutil.copy(mlflow_template_db(), home / "mlflow.db")
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
     make_synthetic_store(store)
@@ -40,7 +41,6 @@ def trained(tmp_path_factory):
 
 def _load(uri, tracking_uri):
     import mlflow
-    from recommender.tracking import scoped_tracking_uri
 
     with scoped_tracking_uri(tracking_uri):
         return mlflow.pyfunc.load_model(uri)
@@ -48,8 +48,6 @@ def _load(uri, tracking_uri):
 
 @pytest.mark.parametrize("name", ["lr", "fm"])
 def test_registered_pyfunc_predicts_like_the_saved_recommender(trained, name):
-    from recommender.io import load_recommender
-
     home, uri = trained
     model = _load(f"models:/recommender-{name}/1", uri)
     got = model.predict(PAIRS)
@@ -93,8 +91,6 @@ def test_run_uri_and_registry_versions(home, capsys):
 
 
 def test_pyfunc_with_store_param_predicts_a_new_dataset(trained):
-    from history.store import HistoryStore
-
     home, uri = trained
     store = HistoryStore(f"sqlite:///{home / 'history.db'}")
     store.add_dataset("fresh", num_samples=800, num_classes=7, modality="image")
@@ -115,7 +111,6 @@ def test_registered_model_loads_in_a_fresh_interpreter_without_the_project(train
     import sysconfig
 
     import mlflow
-    from recommender.tracking import scoped_tracking_uri
 
     home, uri = trained
     with scoped_tracking_uri(uri):
@@ -136,7 +131,6 @@ def test_registered_model_loads_in_a_fresh_interpreter_without_the_project(train
     r = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    from recommender.io import load_recommender
 
     want = load_recommender(home / "models" / "lr").predict(PAIRS.iloc[:2])
     np.testing.assert_allclose(json.loads(r.stdout.strip().splitlines()[-1]), want, rtol=1e-9)

@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recommender.adaptive import update_predictions
 from recommender.cli import main
-from test_train_predict_cli import make_synthetic_store
+from tests.helpers import make_synthetic_store
 
 
 @pytest.fixture()
@@ -16,7 +17,7 @@ def model(store, home):
     make_synthetic_store(store)
     store.add_dataset("oxford_iiit_pet", num_samples=3680, num_classes=37, modality="image")
     assert main(["--home", str(home), "train", "--no-mlflow", "--cv-folds", "0"]) == 0
-    from recommender.pyfunc import RecommenderPyfunc
+    from recommender.pyfunc import RecommenderPyfunc  # lazy: mlflow
 
     m = RecommenderPyfunc()
     m.load_context(SimpleNamespace(artifacts={"recommender": str(home / "models" / "blend")}))
@@ -39,8 +40,6 @@ def test_aliases_resolve_and_unknown_names_answer_nan_with_a_reason(model):
 
 
 def test_observed_column_updates_the_other_rows_as_predict_does(model):
-    from recommender.adaptive import update_predictions
-
     m, url = model
     models = [f"m{i}" for i in range(8)]
     base = m.predict(None, pd.DataFrame({"model": models, "dataset": "pets"}), params={"store": url})

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from features.data import save_features_npz
+from features.scores import SCORES, ScoreSpec
 from history.store import HistoryStore
 from recommender.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METHODS = "logme,hscore,leep,knn1"
 
 
@@ -91,8 +92,6 @@ def test_score_images_end_to_end_and_rerun_replaces(workdir, home, capsys):
 
 
 def test_score_from_npz_with_failing_method(tmp_path, home, capsys, monkeypatch):
-    from features.scores import SCORES, ScoreSpec
-
     def boom(features, labels, *, probs=None, reference=None):
         if features.shape[1] == 1:
             raise RuntimeError("cannot handle 1-d features")

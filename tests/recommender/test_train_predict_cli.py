@@ -5,14 +5,11 @@ home (MLflow's schema migrations take ~6 s, the copy milliseconds).
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import hashlib
 import io
 import json
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,56 +17,17 @@ import pandas as pd
 import pytest
 
 from recommender.defaults import DEFAULT_FEATURES
+from recommender.registry import RECOMMENDERS, list_recommenders
+from recommender.training import build_history
+from tests.helpers import make_synthetic_store, mlflow_template_db
 
 ADD_DATASET_HINT = "python -m recommender history add-dataset {} --num-samples N --num-classes C"
 
 
 # ----------------------------------------------------------------------------- helpers
-def make_synthetic_store(store, n_datasets: int = 4, n_models: int = 8, seed: int = 0, scores: bool = True,
-                         missing=(("ds3", "m6"), ("ds3", "m7"))):
-    """A small history: accuracy = dataset base + 0.3 * model quality + noise; LogME ~ quality.
-
-    ``missing`` (model, dataset) pairs get no job, so ``ds3`` has 2 models left to rank.
-    """
-    rng = np.random.default_rng(seed)
-    fams = ["vit", "resnet", "convnext"]
-    models = [{"name": f"m{i}", "modality": "image", "family": fams[i % 3], "params": float(10**6 * (i + 1)),
-               "input_size": 224, "feature_dim": 256 * (1 + i % 3), "pretrain_dataset": "imagenet",
-               "source_accuracy": 0.7 + 0.02 * i} for i in range(n_models)]
-    datasets = [{"name": f"ds{j}", "modality": "image", "num_samples": 1000 * (j + 1),
-                 "num_classes": 10 * (j + 1)} for j in range(n_datasets)]
-    quality = np.linspace(0, 1, n_models)
-    skip = {(d, m) for d, m in missing}
-    jobs, sc = [], []
-    for j in range(n_datasets):
-        for i in range(n_models):
-            if scores:
-                sc.append({"model": f"m{i}", "dataset": f"ds{j}", "method": "logme",
-                           "value": float(quality[i] + rng.normal(0, 0.05)), "source": "synthetic"})
-            if (f"ds{j}", f"m{i}") in skip:
-                continue
-            acc = float(np.clip(0.5 + 0.1 * j + 0.3 * quality[i] + rng.normal(0, 0.02), 0, 1))
-            jobs.append({"model": f"m{i}", "dataset": f"ds{j}", "value": acc, "source": "synthetic",
-                         "hparams": {"lr": 0.01}})
-    store.commit(models=models, datasets=datasets, jobs=jobs, scores=sc)
-    return jobs
-
-
 def folder_digest(path: Path) -> dict:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(Path(path).rglob("*")) if p.is_file()}
-
-
-@functools.cache
-def mlflow_template_db() -> Path:
-    """An empty MLflow SQLite store with all migrations applied (built once per process)."""
-    import mlflow
-
-    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
-    atexit.register(shutil.rmtree, folder, True)
-    db = folder / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
 
 
 @pytest.fixture()
@@ -168,8 +126,6 @@ def test_predict_before_train_says_to_train(synth, cli):
 
 @pytest.mark.parametrize("command", [["train", "--no-mlflow"], ["predict", "--dataset", "ds1"]])
 def test_unknown_recommender_lists_valid_names(synth, cli, command):
-    from recommender.registry import list_recommenders
-
     rc, _, err = cli(*command, "--recommender", "lgmb")
     assert rc == 2
     assert "'lgmb'" in err
@@ -206,7 +162,6 @@ def test_several_regimes_are_not_pooled_full_is_the_default(synth, home, cli):
     assert "--regime" in err and "'full'" in err and "vtab1k" in err  # says what it chose and how to change it
     info = json.loads((home / "models" / "lr" / "training.json").read_text())
     assert info["regime"] == "full"
-    from recommender.training import build_history
 
     with pytest.raises(Exception, match="--regime"):  # asked explicitly to pool: refused
         build_history(synth)
@@ -230,8 +185,6 @@ def test_models_of_another_modality_are_not_candidates(synth, cli):
 
 
 def test_failed_save_keeps_previous_model(synth, home, cli, monkeypatch):
-    from recommender.registry import RECOMMENDERS
-
     assert cli("train", "-r", "lr", "--no-mlflow", "--cv-folds", "0")[0] == 0
     folder = home / "models" / "lr"
     before = folder_digest(folder)

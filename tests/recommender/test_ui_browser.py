@@ -22,11 +22,14 @@ from pathlib import Path
 
 import pytest
 
+import recommender.mlflow_server as ms
+from experiments.evaluate import EvaluationResult
+from experiments.mlflow_log import log_evaluation
+from recommender import metrics as M
 from recommender.cli import main
-from recommender.mlflow_server import (ServerError, _children, check_backend_uri, free_port, serving,
-                                       start_server)
+from recommender.mlflow_server import ServerError, _children, check_backend_uri, free_port, serving, start_server
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ML = "workflowType=machine_learning"  # MLflow >= 3.x opens experiments in its GenAI view otherwise
@@ -77,8 +80,6 @@ def test_server_crash_at_start_shows_its_log(tmp_path, monkeypatch):
     """A server that dies before serving: the error names the cause and ends with the log tail.
     (A stand-in process prints what `mlflow server` prints over a corrupt SQLite file, so the
     test stays fast; the real server takes seconds to import.)"""
-    import recommender.mlflow_server as ms
-
     crash = ("import sys; print('INFO mlflow.store.db.utils: Creating initial MLflow database tables...'); "
              "print('Traceback (most recent call last):'); "
              "print('sqlalchemy.exc.DatabaseError: (sqlite3.DatabaseError) file is not a database'); sys.exit(1)")
@@ -96,8 +97,6 @@ def test_server_crash_at_start_shows_its_log(tmp_path, monkeypatch):
 
 
 def test_server_that_never_answers_is_stopped(tmp_path, monkeypatch):
-    import recommender.mlflow_server as ms
-
     monkeypatch.setattr(ms, "build_command", lambda *a, **k: [sys.executable, "-c", "import time; time.sleep(60)"])
     before = set(_children(os.getpid()))
     with pytest.raises(ServerError, match=r"did not answer .*/health within 2 s") as err:
@@ -120,10 +119,6 @@ LOGGED = {(LGBM, "cifar10"): (0.8125, 3.25), (LGBM, "dtd"): (0.5625, 1.25),
 def _log_demo_evaluation(home: Path) -> dict:
     """A two-method, two-dataset evaluation logged the way ``evaluate`` logs it."""
     import pandas as pd
-
-    from recommender import metrics as M
-    from experiments.evaluate import EvaluationResult
-    from experiments.mlflow_log import log_evaluation
 
     rows = []
     for (meth, ds), (pearson, regret) in LOGGED.items():
@@ -267,8 +262,6 @@ def test_dashboard_shows_evaluation_runs(home, tmp_path, artifacts_dir):
     driver = None
     try:
         driver = _chrome(tmp_path / "chromium-profile")
-        import experiments.mlflow_log  # noqa: F401  (import while the server starts)
-
         deadline = time.monotonic() + 120
         while not (f"MLflow UI: {url}" in out_path.read_text() and serving(url)):
             assert proc.poll() is None, f"`ui` exited with {proc.returncode}:\n{out_path.read_text()}"
