@@ -18,7 +18,7 @@ predicted values (a regressor may predict slightly outside [0, 1]); only what is
 a user or exported is clipped to [0, 1] (:func:`clip_accuracy`).
 
 Pure numpy / scipy; every formula is written in the docstring and tested against an
-independent computation in ``tests/test_metrics.py``.
+independent computation in ``tests/recommender/test_metrics.py``.
 """
 from __future__ import annotations
 

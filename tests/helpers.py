@@ -96,3 +96,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def digits_image_folder(folder: Path, n_classes: int, per_class: int) -> Path:
+    """``folder/<class>/<index>.png``: the first ``per_class`` 8x8 scikit-learn digits of classes 0..n_classes-1."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for c in range(n_classes):
+        (folder / str(c)).mkdir(parents=True)
+        for i in np.flatnonzero(d.target == c)[:per_class]:
+            Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(folder / str(c) / f"{i}.png")
+    return folder

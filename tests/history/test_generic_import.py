@@ -146,63 +146,35 @@ def _fails(store, tmp_path, text, match, name="bad.csv", **opts):
     assert len(store.imports_frame()) == 0
 
 
-def test_missing_columns(store, tmp_path):
-    _fails(store, tmp_path, "model,acc\na,0.5\n", r"bad\.csv: missing required column\(s\) dataset, accuracy")
+#: (id, file text, error pattern, importer options): each bad file fails with that error and changes nothing
+BAD_FILES = [
+    ("missing_columns", "model,acc\na,0.5\n", r"bad\.csv: missing required column\(s\) dataset, accuracy", {}),
+    ("unparsable_accuracy", "model,dataset,accuracy\na,d,0.5\nb,d,zero point six\n",
+     r"row 2 \(file line 3\): column 'accuracy' has value 'zero point six'", {}),
+    ("unparsable_meta_number", "model,dataset,accuracy,model_params\na,d,0.5,86M\n",
+     r"row 1 .*'model_params' has value '86M'", {}),
+    ("whole_number_required", "model,dataset,accuracy,epochs\na,d,0.5,2.5\n", r"'epochs' has value '2.5'.*whole number",
+     {}),
+    ("percent_without_unit", "model,dataset,accuracy\na,d,0.5\nb,d,87.5\n",
+     r"row 2 .*accuracy '87.5' is above 1.*--unit percent", {}),
+    ("percent_above_100", "model,dataset,accuracy\na,d,101\n", r"above 100 with --unit percent", {"unit": "percent"}),
+    ("negative_accuracy", "model,dataset,accuracy\na,d,-1\n", r"row 1 .*negative", {}),
+    ("empty_file", "", "file is empty", {}),
+    ("header_only", "model,dataset,accuracy\n", "no data rows", {}),
+    ("bad_hparams_json", 'model,dataset,accuracy,hparams\na,d,0.5,"{lr: 0.1}"\n',
+     r"row 1 .*'hparams' is not valid JSON", {}),
+    ("bad_status", "model,dataset,accuracy,status\na,d,0.5,done\n", r"'status' has value 'done'.*completed", {}),
+    ("conflicting_meta", "model,dataset,accuracy,model_depth\na,d,0.5,12\na,e,0.6,24\n",
+     r"row 2 .*model 'a'.*'model_depth' is 24 here but 12 in row 1", {}),
+    ("meta_column_typo", "model,dataset,accuracy,model_parms\na,d,0.5,1\n", r"did you mean 'model_params'", {}),
+    ("unit_percent_flag_name_typo", "model,dataset,accuracy\na,d,0.5\n", r"unknown accuracy unit 'percentage'",
+     {"unit": "percentage"}),
+]
 
 
-def test_unparsable_accuracy(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy\na,d,0.5\nb,d,zero point six\n",
-           r"row 2 \(file line 3\): column 'accuracy' has value 'zero point six'")
-
-
-def test_unparsable_meta_number(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy,model_params\na,d,0.5,86M\n",
-           r"row 1 .*'model_params' has value '86M'")
-
-
-def test_whole_number_required(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy,epochs\na,d,0.5,2.5\n", r"'epochs' has value '2.5'.*whole number")
-
-
-def test_percent_without_unit(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy\na,d,0.5\nb,d,87.5\n",
-           r"row 2 .*accuracy '87.5' is above 1.*--unit percent")
-
-
-def test_percent_above_100(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy\na,d,101\n", r"above 100 with --unit percent", unit="percent")
-
-
-def test_negative_accuracy(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy\na,d,-1\n", r"row 1 .*negative")
-
-
-@pytest.mark.parametrize("text,match", [("", "file is empty"), ("model,dataset,accuracy\n", "no data rows")])
-def test_empty_file(store, tmp_path, text, match):
-    _fails(store, tmp_path, text, match)
-
-
-def test_bad_hparams_json(store, tmp_path):
-    _fails(store, tmp_path, 'model,dataset,accuracy,hparams\na,d,0.5,"{lr: 0.1}"\n',
-           r"row 1 .*'hparams' is not valid JSON")
-
-
-def test_bad_status(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy,status\na,d,0.5,done\n", r"'status' has value 'done'.*completed")
-
-
-def test_conflicting_meta(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy,model_depth\na,d,0.5,12\na,e,0.6,24\n",
-           r"row 2 .*model 'a'.*'model_depth' is 24 here but 12 in row 1")
-
-
-def test_meta_column_typo(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy,model_parms\na,d,0.5,1\n", r"did you mean 'model_params'")
-
-
-def test_unit_percent_flag_name_typo(store, tmp_path):
-    _fails(store, tmp_path, "model,dataset,accuracy\na,d,0.5\n", r"unknown accuracy unit 'percentage'",
-           unit="percentage")
+@pytest.mark.parametrize("text,match,opts", [pytest.param(*case[1:], id=case[0]) for case in BAD_FILES])
+def test_bad_file_fails_and_changes_nothing(store, tmp_path, text, match, opts):
+    _fails(store, tmp_path, text, match, **opts)
 
 
 def test_unknown_format_lists_supported():

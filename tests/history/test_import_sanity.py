@@ -20,6 +20,13 @@ def _import(store, path, **opts):
     return get_importer("generic").run(store, path, **opts)
 
 
+def _import_error(store, path, **opts) -> str:
+    """The message of the HistoryImportError that importing ``path`` raises."""
+    with pytest.raises(HistoryImportError) as e:
+        _import(store, path, **opts)
+    return str(e.value)
+
+
 # ---------------------------------------------------------------------- 5. units
 def test_percent_unit_on_fractions_is_refused(store, tmp_path):
     f = _write(tmp_path, "model,dataset,accuracy\na,d,0.9\nb,d,0.85\n")
@@ -54,18 +61,13 @@ def test_cli_force_unit(home, tmp_path, capsys):
 @pytest.mark.parametrize("unit", ["fraction", "percent"])
 def test_decimal_comma_is_ambiguous(store, tmp_path, unit):
     f = _write(tmp_path, 'model,dataset,accuracy\na,d,0.5\nb,d,"0,9"\n')
-    with pytest.raises(HistoryImportError) as e:
-        _import(store, f, unit=unit, force_unit=True)
-    msg = str(e.value)
+    msg = _import_error(store, f, unit=unit, force_unit=True)
     assert "row 2 (file line 3)" in msg and "comma" in msg and "ambiguous" in msg and "--unit" not in msg
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
 def test_infinite_accuracy_is_named(store, tmp_path, value):
-    f = _write(tmp_path, f"model,dataset,accuracy\na,d,0.5\nb,d,{value}\n")
-    with pytest.raises(HistoryImportError) as e:
-        _import(store, f)
-    msg = str(e.value)
+    msg = _import_error(store, _write(tmp_path, f"model,dataset,accuracy\na,d,0.5\nb,d,{value}\n"))
     assert "file line 3" in msg and "not a finite number" in msg and "above 1" not in msg
 
 
@@ -80,9 +82,7 @@ def test_nan_accuracy_is_named_and_its_model_not_added(store, tmp_path):
 
 def test_non_utf8_input_names_the_line(store, tmp_path):
     f = _write(tmp_path, "model,dataset,accuracy\na,d,0.5\nb,d,0.6\nmod\u00e8le,d,0.7\n".encode("latin-1"))
-    with pytest.raises(HistoryImportError) as e:
-        _import(store, f)
-    msg = str(e.value)
+    msg = _import_error(store, f)
     assert "file line 4 is not valid UTF-8" in msg and "e8" in msg and "position" not in msg
 
 

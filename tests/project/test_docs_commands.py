@@ -31,14 +31,14 @@ RUN_DOCS = [REPO / "README.md", REPO / "docs" / "usage.md"]
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 #: sub-commands never run here, and why (each has its own tests)
 SKIP = {
-    "score": "extracts features with models and images the docs only name (tests/test_score_cli.py)",
-    "search": "fine-tunes models: long, wants a GPU (tests/test_finetune_search.py)",
-    "finetune": "fine-tunes models: long, wants a GPU (tests/test_finetune_search.py)",
-    "ui": "starts a server and waits (tests/test_ui_browser.py)",
-    "demo": "runs the whole demo on the full history, tens of seconds (tests/test_train_predict_cli.py runs it)",
-    "evaluate": "minutes on a real history (tests/test_evaluate_cli.py)",
+    "score": "extracts features with models and images the docs only name (tests/recommender/test_score_cli.py)",
+    "search": "fine-tunes models: long, wants a GPU (tests/recommender/test_finetune_search.py)",
+    "finetune": "fine-tunes models: long, wants a GPU (tests/recommender/test_finetune_search.py)",
+    "ui": "starts a server and waits (tests/recommender/test_ui_browser.py)",
+    "demo": "runs the whole demo on the full history, tens of seconds (tests/recommender/test_train_predict_cli.py)",
+    "evaluate": "minutes on a real history (tests/experiments/test_evaluate_cli.py)",
     "report": "reruns every benchmark: long (experiments/report.py)",
-    "history enrich": "reads timm's model cards (tests/test_enrich_cli.py)",
+    "history enrich": "reads timm's model cards (tests/history/test_enrich_cli.py)",
 }
 PLACEHOLDER = re.compile(r"[\[\]|<>]|\.\.\.")
 

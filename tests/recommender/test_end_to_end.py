@@ -15,6 +15,7 @@ from torch import nn
 
 from history.store import HistoryStore
 from recommender.cli import main
+from tests.helpers import digits_image_folder
 
 ZOO = ["cnn_a", "cnn_b", "cnn_c", "cnn_d"]
 
@@ -27,14 +28,7 @@ def _cnn(width, seed):
 
 @pytest.fixture()
 def world(tmp_path, home):
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    for c in range(5):
-        (tmp_path / "digits" / str(c)).mkdir(parents=True)
-        for i in np.flatnonzero(d.target == c)[:16]:
-            Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(tmp_path / "digits" / str(c) / f"{i}.png")
+    digits_image_folder(tmp_path / "digits", n_classes=5, per_class=16)
     meta = json.dumps({"input_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]})
     specs = []
     for k, name in enumerate(ZOO):

@@ -210,12 +210,17 @@ def _wait(cond, timeout=180, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_a_killed_worker_is_retried_and_the_store_holds_one_job_per_trial(bed, cluster, tmp_path, capsys):
-    home = Ctx(bed, tmp_path, "kill-worker")
+def _kill_test_setup(bed, cluster, tmp_path, capsys, name):
+    """A fresh trained home, and the cluster's trial-start folder emptied: (home, that folder, the slow flag)."""
+    home = Ctx(bed, tmp_path, name)
     _train(home, capsys)
-    piddir, flag = cluster["piddir"], cluster["flag"]
-    for f in piddir.iterdir():
+    for f in cluster["piddir"].iterdir():
         f.unlink()
+    return home, cluster["piddir"], cluster["flag"]
+
+
+def test_a_killed_worker_is_retried_and_the_store_holds_one_job_per_trial(bed, cluster, tmp_path, capsys):
+    home, piddir, flag = _kill_test_setup(bed, cluster, tmp_path, capsys, "kill-worker")
     flag.write_text("30")  # every epoch sleeps: the first trial is still running when we kill its worker
     killed = []
 
@@ -246,11 +251,7 @@ def test_a_killed_worker_is_retried_and_the_store_holds_one_job_per_trial(bed, c
 
 
 def test_a_killed_driver_is_resumed_without_duplicates(bed, cluster, tmp_path, capsys):
-    home = Ctx(bed, tmp_path, "kill-driver")
-    _train(home, capsys)
-    piddir, flag = cluster["piddir"], cluster["flag"]
-    for f in piddir.iterdir():
-        f.unlink()
+    home, piddir, flag = _kill_test_setup(bed, cluster, tmp_path, capsys, "kill-driver")
     env = {**cluster["env"], "RECOMMENDER_HOME": str(home.home)}
     argv = [sys.executable, "-m", "recommender", *map(str, _search_args(bed)), "--executor", "ray", "--address",
             cluster["address"]]

@@ -1,6 +1,6 @@
 """`predict` updates its predictions with the dataset's own results (issue 20) and says what it rests on.
 
-Synthetic history (tests/test_train_predict_cli.make_synthetic_store), default recommender.
+Synthetic history (tests/helpers.make_synthetic_store), default recommender.
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from features.data import save_features_npz
 from features.scores import SCORES, ScoreSpec
 from history.store import HistoryStore
 from recommender.cli import main
+from tests.helpers import digits_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 METHODS = "logme,hscore,leep,knn1"
@@ -30,15 +31,8 @@ def _cnn(classes, seed):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A digits image folder (5 classes x 20) and two TorchScript CNNs (8x8 grayscale inputs)."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
     root = tmp_path_factory.mktemp("e2e")
-    d = load_digits()
-    for c in range(5):
-        (root / "digits" / str(c)).mkdir(parents=True)
-        for i in np.flatnonzero(d.target == c)[:20]:
-            Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).save(root / "digits" / str(c) / f"{i}.png")
+    digits_image_folder(root / "digits", n_classes=5, per_class=20)
     meta = json.dumps({"input_size": 8, "channels": 1, "mean": [0.5], "std": [0.5]})
     for name, classes, seed in (("a", 10, 0), ("b", 4, 1)):
         torch.jit.save(torch.jit.script(_cnn(classes, seed)), str(root / f"{name}.pt"),
@@ -140,17 +134,22 @@ def test_score_cli_subprocess_help():
     assert r.returncode == 0 and "--reference-model" in r.stdout and "--probe-size" in r.stdout
 
 
-def test_score_warns_when_data_contradicts_registered_counts(tmp_path, home, capsys):
+def _score_registered_toy(tmp_path, db, capsys, num_samples, num_classes) -> str:
+    """Register dataset 'toy' with these counts, score 60 samples of 4 classes for it; stderr of the score."""
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 15)
     path = save_features_npz(tmp_path / "f.npz", y, {"m1": rng.normal(size=(60, 5)) + y[:, None]})
-    db = home / "w.db"
-    assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", "5000",
-                 "--num-classes", "10"]) == 0
+    assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", str(num_samples),
+                 "--num-classes", str(num_classes)]) == 0
     capsys.readouterr()
     assert _run("score", "--store", db, "--dataset", "toy", "--features-file", path, "--methods", "logme",
                 "--probe-size", 40) == 0
-    err = capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+def test_score_warns_when_data_contradicts_registered_counts(tmp_path, home, capsys):
+    db = home / "w.db"
+    err = _score_registered_toy(tmp_path, db, capsys, num_samples=5000, num_classes=10)
     assert "warning: the data has 4 classes but dataset 'toy' is registered with 10" in err
     assert "warning: the data has 60 samples but dataset 'toy' is registered with 5,000" in err
     ds = HistoryStore(f"sqlite:///{db}").get_dataset("toy")
@@ -158,12 +157,4 @@ def test_score_warns_when_data_contradicts_registered_counts(tmp_path, home, cap
 
 
 def test_score_no_warning_when_counts_agree(tmp_path, home, capsys):
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(4), 15)
-    path = save_features_npz(tmp_path / "f.npz", y, {"m1": rng.normal(size=(60, 5)) + y[:, None]})
-    db = home / "w.db"
-    assert main(["--store", str(db), "history", "add-dataset", "toy", "--num-samples", "60",
-                 "--num-classes", "4"]) == 0
-    assert _run("score", "--store", db, "--dataset", "toy", "--features-file", path, "--methods", "logme",
-                "--probe-size", 40) == 0
-    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in _score_registered_toy(tmp_path, home / "w.db", capsys, num_samples=60, num_classes=4)
