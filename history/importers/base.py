@@ -21,6 +21,7 @@ import pandas as pd
 from history.util import is_missing
 
 from ..errors import HistoryImportError
+from .canonical import adopt_source_named_rows, apply_to_store, canonicalize
 
 IMPORTERS: dict[str, type[Importer]] = {}
 
@@ -200,8 +201,6 @@ class Importer:
         rep.scores_read = len(batch.scores)
         plan = None
         if self.canonical_datasets:
-            from .canonical import canonicalize
-
             plan = canonicalize(batch)
         res = self._commit(
             store,
@@ -230,7 +229,6 @@ class Importer:
         with a dataset plan, merge the aliases and per-source facts in the same transaction."""
         if _plan is None:
             return store.commit(**rows)
-        from .canonical import adopt_source_named_rows, apply_to_store
 
         with store.write() as conn:
             adopt_source_named_rows(conn, _plan, _report)

@@ -52,7 +52,9 @@ from sqlalchemy import Integer, String, select
 from .. import schema as S
 from .. import store as S_store
 from ..errors import HistoryImportError
-from .base import FIRST_ROWS, ImportBatch, Importer, ImportReport, read_table, register_importer, sha256_of
+from .base import (
+    FIRST_ROWS, ImportBatch, Importer, ImportReport, not_utf8_message, read_table, register_importer, sha256_of,
+)
 from .generic_columns import (
     DATASET_COLUMNS, HPARAM_COLUMNS, JOB_STATUSES, MODEL_COLUMNS, PAUSE_ENV, PAUSE_SECONDS_ENV, SAME_JOB,
     SCORE_CHANGED, SCORE_PREFIX, UNITS, _accuracies, _add_score, _as_int, _at, _check_len, _is_missing, _json_object,
@@ -547,8 +549,6 @@ class GenericImporter(Importer):
             with pd.read_csv(p, chunksize=self.CHUNK_ROWS, **self._csv_options(p)) as reader:
                 yield from reader
         except UnicodeDecodeError as exc:
-            from .base import not_utf8_message
-
             raise HistoryImportError(not_utf8_message(p, exc)) from None
         except (pd.errors.ParserError, ValueError, OSError) as exc:
             raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None

@@ -11,7 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from history.errors import NotFoundError, RecommenderError, StoreError
+from history import schema as S
+from history.config import resolve_tracking_uri
+from history.datasets_registry import load_registry, lookup, resolve_name
+from history.enrich import BENCHMARK_GLOB, FIELDS, enrich
+from history.errors import NotFoundError, RecommenderError, StoreError, closest
+from history.export import export_history
+from history.importers import get_importer
+from history.pull import PUBLIC_HISTORIES, pull, pull_all
 
 from . import add_parser, open_store
 from .flags import renamed
@@ -208,13 +215,6 @@ def _fmt(v):
 
 # ---------------------------------------------------------------------- commands
 def cmd_pull(args) -> int:
-    try:
-        from history.pull import PUBLIC_HISTORIES, pull
-    except ModuleNotFoundError as exc:
-        if exc.name == "history.pull":
-            raise CliUsageError("history pull is not available in this build (history.pull missing); "
-                                "use 'history import PATH --input-format ...' instead") from None
-        raise
     if args.list:
         _table("public histories", ["name", "description"],
                [(n, getattr(h, "description", "")) for n, h in PUBLIC_HISTORIES.items()])
@@ -225,8 +225,6 @@ def cmd_pull(args) -> int:
     if args.name == "all":
         return _pull_all(args)
     if args.name not in PUBLIC_HISTORIES:
-        from history.errors import closest
-
         near = closest(args.name, PUBLIC_HISTORIES)
         raise NotFoundError(f"no public history named {args.name!r}"
                             + (f"; did you mean: {', '.join(near)}?" if near else "")
@@ -248,8 +246,6 @@ def cmd_pull(args) -> int:
 
 def _pull_all(args) -> int:
     """``history pull all``: every public history, one import (transaction) each."""
-    from history.pull import pull_all
-
     if args.option:
         raise CliUsageError("history pull all: --option/-o applies to one importer; pull that history by name "
                             "to pass importer options")
@@ -275,9 +271,6 @@ def _pull_all(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from history.config import resolve_tracking_uri
-    from history.importers import get_importer
-
     if args.input_format is None:
         suffixes = [x.lower() for x in Path(args.path or "").suffixes]
         if args.path and suffixes and suffixes[-1] in GENERIC_SUFFIXES or suffixes[-2:-1] == [".csv"]:
@@ -313,8 +306,6 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from history.export import export_history
-
     store = open_store(args, write=False)
     try:
         rep = export_history(store, args.path, source=args.source, format=args.format, wide=args.wide,
@@ -364,8 +355,6 @@ def cmd_stats(args) -> int:
 def _listing(store, kind, source):
     import pandas as pd
 
-    from history import schema as S
-
     frame = store.models_frame() if kind == "model" else store.datasets_frame()
     fields = list(S.MODEL_FIELDS if kind == "model" else S.DATASET_FIELDS)
     jobs = store.jobs_frame(source=source, include_failed=True)
@@ -390,8 +379,6 @@ def _alias_listing(store, source):
     """Rows (name, source, canonical, in_store, jobs): the registry's names and the aliases the store
     records (imports under ``extra.aliases``, a user's under source ``user``)."""
     import pandas as pd
-
-    from history.datasets_registry import load_registry
 
     reg = load_registry()
     frame = store.datasets_frame()
@@ -450,8 +437,6 @@ def cmd_show(args) -> int:
     store = open_store(args, write=False)
     try:
         if args.kind == "dataset" and not store.has_dataset(args.name):
-            from history.datasets_registry import resolve_name
-
             stored = resolve_name(args.name, store.datasets_frame()["name"])
             if stored is not None:  # a source's name of a dataset stored under its canonical name
                 print(f"note: {args.name!r} is stored as {stored!r} (dataset registry)", file=sys.stderr)
@@ -504,8 +489,6 @@ def _class_names(spec: str, num_classes: int) -> list[str]:
 
 
 def _aliases(args, store) -> list[str]:
-    from history.datasets_registry import load_registry
-
     out = []
     for a in args.alias:
         out += [x.strip() for x in a.split(",") if x.strip()]
@@ -569,7 +552,6 @@ def cmd_add_dataset(args) -> int:
         print(f"  class names: {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     if ex.get("description"):
         print(f"  description: {ex['description']}")
-    from history.datasets_registry import lookup
 
     ent = lookup(args.name)
     if ent is not None and ent.name != args.name:
@@ -579,8 +561,6 @@ def cmd_add_dataset(args) -> int:
 
 
 def cmd_enrich(args) -> int:
-    from history.enrich import BENCHMARK_GLOB, FIELDS, enrich
-
     if args.timm_dir is not None:
         d = Path(args.timm_dir).expanduser()
         if not (d.is_dir() and any(d.glob(BENCHMARK_GLOB))) and not (d.is_file() and d.suffix == ".csv"):
