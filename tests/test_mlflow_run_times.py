@@ -24,6 +24,7 @@ def test_train_run_spans_the_fit(store, home, capsys, monkeypatch):
     make_synthetic_store(store)
     shutil.copy(mlflow_template_db(), home / "mlflow.db")
     import recommender.registry as registry
+    import recommender.training as training
 
     fits = []
     real = registry.create_recommender
@@ -41,7 +42,7 @@ def test_train_run_spans_the_fit(store, home, capsys, monkeypatch):
         rec.fit = timed
         return rec
 
-    monkeypatch.setattr(registry, "create_recommender", create)
+    monkeypatch.setattr(training, "create_recommender", create)  # where train_recommenders looks it up
     rc = main(["--home", str(home), "--store", store.url, "train", "-r", "lr"])
     assert rc == 0, capsys.readouterr().err
     info = json.loads((home / "models" / "lr" / "training.json").read_text())
