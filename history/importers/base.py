@@ -280,6 +280,16 @@ def read_table(path, allow_no_rows: bool = False, **kw) -> pd.DataFrame:
     return df
 
 
+def read_optional_table(path, rep: ImportReport, lacking: str) -> pd.DataFrame | None:
+    """The table at ``path`` (:func:`read_table`), or None with the report note
+    ``no <file name>: <lacking>`` when the file is absent."""
+    p = Path(path)
+    if not p.exists():
+        rep.notes.append(f"no {p.name}: {lacking}")
+        return None
+    return read_table(p)
+
+
 def not_utf8_message(path, exc: UnicodeDecodeError | None = None, encoding: str = "utf-8") -> str:
     """'file line N is not valid UTF-8' for the first line of ``path`` that does not decode."""
     with open(path, "rb") as f:

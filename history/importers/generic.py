@@ -175,6 +175,15 @@ def _exact_duplicates(state: ParseState, df: pd.DataFrame) -> np.ndarray:
     return dup
 
 
+def _refuse_first(bad: np.ndarray, path, df: pd.DataFrame, why: str) -> None:
+    """Refuse the file at the first row where ``bad`` holds: ``<where>: accuracy <value> <why>``
+    (``{n}`` in ``why``: how many rows are bad)."""
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        i = int(rows[0])
+        raise HistoryImportError(f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} {why.format(n=len(rows))}")
+
+
 def _job_accuracies(state: ParseState, df: pd.DataFrame, path, kinds, dup):
     """The job rows' accuracies as fractions (range checked against the unit), and the NaN mask."""
     acc, acc_nan = _accuracies(df, path, (kinds == "job") & ~dup, fast=FAST_PATH)
@@ -182,30 +191,13 @@ def _job_accuracies(state: ParseState, df: pd.DataFrame, path, kinds, dup):
         return acc, acc_nan
     job_rows = (kinds == "job") & ~dup
     vals = np.where(job_rows, acc, np.nan)
-    neg = np.flatnonzero(vals < 0)
-    if len(neg):
-        i = int(neg[0])
-        raise HistoryImportError(
-            f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is negative; a placeholder for "
-            "'not available' must be left empty"
-        )
+    _refuse_first(vals < 0, path, df, "is negative; a placeholder for 'not available' must be left empty")
     if state.unit == "fraction":
-        over = np.flatnonzero(vals > 1)
-        if len(over):
-            i = int(over[0])
-            raise HistoryImportError(
-                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 1, but accuracies are "
-                f"fractions in [0, 1] ({len(over)} row(s) above 1). If the file is in percent, "
-                "import it with --unit percent (unit='percent')"
-            )
+        _refuse_first(vals > 1, path, df, "is above 1, but accuracies are fractions in [0, 1] ({n} row(s) above 1). "
+                                          "If the file is in percent, import it with --unit percent (unit='percent')")
     else:
-        over = np.flatnonzero(vals > 100)
-        if len(over):
-            i = int(over[0])
-            raise HistoryImportError(
-                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
-                f"({len(over)} row(s) above 100); fix the value or the unit"
-            )
+        _refuse_first(vals > 100, path, df, "is above 100 with --unit percent ({n} row(s) above 100); "
+                                            "fix the value or the unit")
         seen = vals[~np.isnan(vals)]
         if len(seen):
             state.pct_max, state.pct_n = max(state.pct_max, float(seen.max())), state.pct_n + len(seen)

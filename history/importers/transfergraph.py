@@ -41,6 +41,7 @@ from .base import (
     ImportReport,
     is_blank,
     parse_numbers,
+    read_optional_table,
     read_table,
     register_importer,
     require_columns,
@@ -126,6 +127,13 @@ def detect_layout(folder: Path) -> str:
         f"{folder / RECORDS}: cannot tell whether this is the image or the text TransferGraph "
         f"layout from its columns ({', '.join(sorted(cols))}); pass layout='image' or layout='text'"
     )
+
+
+def _named_records(names, layout: str) -> tuple[str, dict]:
+    """The modality of a layout and one ``{"name", "modality"}`` record per name (the rows a
+    meta-feature table then fills in)."""
+    modality = "image" if layout == "image" else "text"
+    return modality, {n: {"name": n, "modality": modality} for n in names}
 
 
 @register_importer
@@ -259,13 +267,11 @@ class TransferGraphImporter(Importer):
 
     # ------------------------------------------------------------------ models
     def _models(self, folder, layout, job_models, rep):
-        modality = "image" if layout == "image" else "text"
-        out = {m: {"name": m, "modality": modality} for m in job_models}
+        modality, out = _named_records(job_models, layout)
         p = folder / MODELS
-        if not p.exists():
-            rep.notes.append(f"no {MODELS}: models carry no meta-features")
+        df = read_optional_table(p, rep, "models carry no meta-features")
+        if df is None:
             return list(out.values())
-        df = read_table(p)
         col = {c: df[c].tolist() for c in df.columns}
         require_columns(df, ["model"], p)
         nums = {}
@@ -309,13 +315,11 @@ class TransferGraphImporter(Importer):
 
     # ------------------------------------------------------------------ datasets
     def _datasets(self, folder, layout, job_datasets, rep):
-        modality = "image" if layout == "image" else "text"
-        out = {d: {"name": d, "modality": modality} for d in job_datasets}
+        modality, out = _named_records(job_datasets, layout)
         p = folder / DATASETS
-        if not p.exists():
-            rep.notes.append(f"no {DATASETS}: datasets carry no size / class counts")
+        df = read_optional_table(p, rep, "datasets carry no size / class counts")
+        if df is None:
             return list(out.values())
-        df = read_table(p)
         col = {c: df[c].tolist() for c in df.columns}
         key = "target_dataset" if "target_dataset" in df.columns else "finetune_dataset"
         require_columns(df, [key, "size", "number_of_classes"], p)

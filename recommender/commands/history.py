@@ -48,11 +48,8 @@ def register(sub):
     q.add_argument("--from", dest="from_dir", default=None, help="read the files from this local folder")
     q.add_argument("--cache", dest="cache_dir", default=None, help="download cache folder (default <home>/cache)")
     q.add_argument("--base-url", default=None, help="download from this mirror instead of the public origin")
-    q.add_argument("--include-food101", action="store_true",
-                   help="transfergraph-image: keep the broken food101 runs (dropped by default)")
-    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra importer option (repeatable), e.g. -o layout=text")
-    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+    _import_options(q, food101="transfergraph-image: keep the broken food101 runs (dropped by default)",
+                    option="extra importer option (repeatable), e.g. -o layout=text")
     q.set_defaults(func=cmd_pull)
 
     q = add_parser(hs, "import", help="import a history file or folder in a given format",
@@ -74,11 +71,8 @@ def register(sub):
                         "name (default mlflow:<experiment>)")
     q.add_argument("--experiment", default=None, help="mlflow: experiment name or id (required for mlflow)")
     q.add_argument("--metric", default=None, help="mlflow: metric holding the accuracy (default accuracy)")
-    q.add_argument("--include-food101", action="store_true",
-                   help="transfergraph: keep the broken food101 runs")
-    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra importer option (repeatable)")
-    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+    _import_options(q, food101="transfergraph: keep the broken food101 runs",
+                    option="extra importer option (repeatable)")
     q.set_defaults(func=cmd_import)
 
     q = add_parser(hs, "export", help="export the store to a generic CSV/Parquet file (lossless)",
@@ -152,6 +146,13 @@ def register(sub):
 
 
 # ---------------------------------------------------------------------- helpers
+def _import_options(q, *, food101: str, option: str) -> None:
+    """The options ``history pull`` and ``history import`` share (the helps name what each imports)."""
+    q.add_argument("--include-food101", action="store_true", help=food101)
+    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help=option)
+    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+
+
 def _console():
     from rich.console import Console
 
