@@ -193,6 +193,19 @@ def _call_importer(fn, *args, options, **kw):
     return fn(*args, **options, **kw)
 
 
+def _import_and_report(args, what, run) -> int:
+    """``run(store)``: one import (one transaction) into the store of ``args``; print its report."""
+    store = open_store(args)
+    try:
+        rep = run(store)
+    except KeyboardInterrupt:  # the import's one transaction was rolled back
+        raise KeyboardInterrupt(f"interrupted: nothing of {what} was imported") from None
+    finally:
+        store.dispose()
+    _print_report(rep, args.json)
+    return 0
+
+
 def _print_report(rep, as_json):
     if as_json:
         print(json.dumps(rep.to_dict(), indent=2, default=str))
@@ -233,16 +246,9 @@ def cmd_pull(args) -> int:
     options = _parse_options(args.option)
     if args.include_food101:
         options["include_food101"] = True
-    store = open_store(args)
-    try:
-        rep = pull(store, args.name, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
-                   progress=sys.stderr.isatty(), **options)
-    except KeyboardInterrupt:  # the import's one transaction was rolled back
-        raise KeyboardInterrupt(f"interrupted: nothing of {args.name} was imported") from None
-    finally:
-        store.dispose()
-    _print_report(rep, args.json)
-    return 0
+    return _import_and_report(args, args.name, lambda store: pull(
+        store, args.name, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
+        progress=sys.stderr.isatty(), **options))
 
 
 def _pull_all(args) -> int:
@@ -295,15 +301,7 @@ def cmd_import(args) -> int:
             raise CliUsageError(
                 f"history import --input-format {args.input_format}: give the PATH of the file or folder")
         path = resolve_tracking_uri(args.tracking_uri, args.home)
-    store = open_store(args)
-    try:
-        rep = _call_importer(imp.run, store, path, options=options)
-    except KeyboardInterrupt:  # the import's one transaction was rolled back
-        raise KeyboardInterrupt(f"interrupted: nothing of {path} was imported") from None
-    finally:
-        store.dispose()
-    _print_report(rep, args.json)
-    return 0
+    return _import_and_report(args, path, lambda store: _call_importer(imp.run, store, path, options=options))
 
 
 def cmd_export(args) -> int:
