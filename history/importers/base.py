@@ -290,6 +290,15 @@ def read_optional_table(path, rep: ImportReport, lacking: str) -> pd.DataFrame |
     return read_table(p)
 
 
+def refuse_outside_unit(acc: pd.Series, path, column: str, values: list, source: str) -> None:
+    """Refuse the file at its first accuracy outside [0, 1] (``source``: whose accuracies are fractions)."""
+    bad = acc[(acc < 0) | (acc > 1)]
+    if len(bad):
+        i = bad.index[0]
+        raise HistoryImportError(f"{path}: row {i + 1} (file line {i + 2}): {column} = {values[i]!r} "
+                                 f"is outside [0, 1]; {source} accuracies are fractions")
+
+
 def not_utf8_message(path, exc: UnicodeDecodeError | None = None, encoding: str = "utf-8") -> str:
     """'file line N is not valid UTF-8' for the first line of ``path`` that does not decode."""
     with open(path, "rb") as f:

@@ -43,6 +43,7 @@ from .base import (
     parse_numbers,
     read_optional_table,
     read_table,
+    refuse_outside_unit,
     register_importer,
     require_columns,
     sha256_of,
@@ -206,12 +207,7 @@ class TransferGraphImporter(Importer):
         acc = parse_numbers(df[acc_col], acc_col, p)
         numeric_hp = {k: parse_numbers(df[c], c, p) for k, c in hp_cols.items()
                       if c in df.columns and k not in ("train_slice", "val_slice", "test_slice", "lr_scheduler")}
-        bad = acc[(acc < 0) | (acc > 1)]
-        if len(bad):
-            i = bad.index[0]
-            raise HistoryImportError(
-                f"{p}: row {i + 1} (file line {i + 2}): {acc_col} = {col[acc_col][i]!r} is outside [0, 1]; "
-                "TransferGraph accuracies are fractions")
+        refuse_outside_unit(acc, p, acc_col, col[acc_col], "TransferGraph")
 
         ds_col = df["finetuned_dataset"].astype("string")
         is_food = ds_col.str.strip().str.lower().eq("food101").fillna(False).to_numpy()
