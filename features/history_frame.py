@@ -20,8 +20,11 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from history import schema as S
 from history.errors import RecommenderError
 from history.schema import DATASET_FIELDS, MODEL_FIELDS
+from history.store.targets import TARGET_RULES, aggregate_targets
+from history.viability import flags_for_jobs
 
 TARGET_COLUMNS = ["model", "dataset", "regime", "metric", "value", "n_jobs"]
 SCORE_COLUMNS = ["model", "dataset", "method", "value"]
@@ -83,9 +86,6 @@ class HistoryFrame:
         read, per source and regime (:func:`history.viability.flags_for_jobs`): the flags of
         the source and regime asked for, never un-set by another source's runs.
         """
-        from history.store.targets import TARGET_RULES, aggregate_targets
-        from history.viability import flags_for_jobs
-
         if rule not in TARGET_RULES:
             raise ValueError(f"unknown target rule {rule!r}; valid: {', '.join(TARGET_RULES)}")
         jobs = store.jobs_frame(source=source, regime=regime)  # what store.targets() aggregates
@@ -181,8 +181,6 @@ class HistoryFrame:
 def _job_sources(store) -> dict:
     """dataset name -> the sources with a job on it (one small distinct query)."""
     from sqlalchemy import select
-
-    from history import schema as S
 
     q = (select(S.datasets.c.name, S.jobs.c.source).join(S.jobs, S.jobs.c.dataset_id == S.datasets.c.id)
          .distinct())

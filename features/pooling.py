@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from history.datasets_registry import twins
 from history.errors import RecommenderError
 
 from .history_frame import HistoryFrame
@@ -44,8 +45,6 @@ def pooled_name(dataset: str, source: str) -> str:
 
 
 def _twins(name: str) -> list[str]:
-    from history.datasets_registry import twins
-
     try:
         return list(twins(name))
     except Exception:  # noqa: BLE001 - an unknown name is its own only twin

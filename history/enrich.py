@@ -66,6 +66,8 @@ import pandas as pd
 
 from history.util import is_missing
 
+from .datasets_registry import load_registry
+from .importers.timm import family_of
 from .model_names import (
     FAMILY_PRETRAIN, IMAGE_FAMILIES, PARC_ARCH, PARC_REF, PRETRAIN_TABLE, TEXT_MAX_TOKENS, VAN, VAN_REF, Spec, count,
     load_model_facts, parse_hf_name, pretrain_domain, pretrain_key, spec_from_fact, timm_name, timm_tag_pretrain)
@@ -323,7 +325,6 @@ def _timm_named_facts(f: _Facts, name: str, bench: dict) -> None:
             f.put("params", p, f"timm table ({a})")
             f.put("gmacs", g, f"timm table ({a})")
             f.put("input_size", sz, f"timm table ({a})")
-            from .importers.timm import family_of
 
             f.put("family", family_of(a), "timm architecture name")
             for k in ("params", "gmacs", "input_size", "family"):
@@ -439,6 +440,4 @@ def enrich(store, *, timm_dir=None, progress: bool = False) -> EnrichReport:
 
 @lru_cache(maxsize=1)
 def _domains() -> frozenset:
-    from .datasets_registry import load_registry
-
     return frozenset({d for _, d in PRETRAIN_TABLE.values()} | set(load_registry().domains))

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from history.util import is_missing
@@ -98,13 +97,7 @@ def _json(obj, empty_as_none: bool = False) -> str | None:
 
 
 def _none(v):
-    if v is None:
-        return None
-    if isinstance(v, float) and np.isnan(v):
-        return None
-    if v is pd.NA or v is pd.NaT:
-        return None
-    return v
+    return None if is_missing(v) else v
 
 
 def history_frame(store, *, source=None) -> pd.DataFrame:

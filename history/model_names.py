@@ -24,6 +24,8 @@ import pandas as pd
 
 from history.util import is_missing
 
+from .datasets_registry import lookup
+
 TEXT_TOKENS = 128  # sequence length at which text-model GMACs are counted
 
 # --------------------------------------------------------------------------- pretraining data
@@ -97,7 +99,6 @@ def pretrain_key(text) -> str | None:
     s = str(text).strip().lower()
     if not s:
         return None
-    from .datasets_registry import lookup
 
     ent = lookup(s)
     if ent is not None:
@@ -113,7 +114,6 @@ def pretrain_domain(key: str | None) -> str | None:
         return None
     if key in PRETRAIN_TABLE:
         return PRETRAIN_TABLE[key][1]
-    from .datasets_registry import lookup
 
     ent = lookup(key)
     return None if ent is None else ent.domain

@@ -39,6 +39,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import schema as S
+
 CHANCE_FACTOR = 1.5
 MIN_SHARE = 0.8
 FLOOR_MODELS = 2
@@ -131,8 +133,6 @@ def update_models(conn) -> dict:
     flagged when degenerate in one of them). Returns ``{"assessed": models updated,
     "degenerate": how many are flagged}``."""
     from sqlalchemy import bindparam, select, update
-
-    from . import schema as S
 
     j, m, d = S.jobs, S.models, S.datasets
     # best value per (model id, dataset id, metric), from jobs read in parts into compact columns (ids as

@@ -14,7 +14,9 @@ import os
 import sys
 from importlib.metadata import entry_points
 
-from history.errors import RecommenderError
+from history.config import resolve_home
+from history.errors import NotFoundError, RecommenderError
+from history.store._open import _is_corrupt, _is_full, _safe_url, corrupt_message, full_message, sqlite_path
 
 COMMAND_MODULES = ["history", "train", "predict", "score", "ui", "demo", "search"]
 
@@ -76,8 +78,6 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.home:
-            from history.config import resolve_home
-
             resolve_home(args.home, create=False)  # a file named as home: one line
             os.environ["RECOMMENDER_HOME"] = str(args.home)
         rc = args.func(args)
@@ -114,15 +114,11 @@ def _quiet_sigint() -> None:
 def _named(exc: RecommenderError, args) -> str:
     """A 'not found' error about the store's content names the store it looked in (password masked);
     one about a name of the tool (a recommender, a protocol, ...) is left as it is."""
-    from history.errors import NotFoundError
-
     msg = str(exc)
     url = getattr(args, "_store_url", None)
     low = msg.lower()
     about_store = any(w in low for w in ("store", "source", "dataset", "model named", "job")) and "public" not in low
     if isinstance(exc, NotFoundError) and url and about_store:
-        from history.store._open import _safe_url, sqlite_path
-
         shown = _safe_url(url)
         p = sqlite_path(url)
         if shown not in msg and (p is None or str(p) not in msg):
@@ -135,8 +131,6 @@ def _fault_line(exc: Exception, args) -> str | None:
     import errno
 
     from sqlalchemy.exc import DatabaseError
-
-    from history.store._open import _is_corrupt, _is_full, corrupt_message, full_message
 
     url = getattr(args, "_store_url", None)
     if isinstance(exc, DatabaseError) or type(exc).__name__ == "DatabaseError":

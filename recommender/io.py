@@ -18,6 +18,7 @@ from features.history_frame import HistoryFrame
 from history.errors import NotFoundError, RecommenderError, SchemaMismatchError, unknown_name_error
 
 from .base import BaseRecommender
+from .registry import RECOMMENDERS
 
 
 #: Parameters older versions saved that estimators no longer take (they were ignored):
@@ -41,8 +42,6 @@ def _read_json(f: Path) -> dict:
 
 def load_recommender(path) -> BaseRecommender:
     """Read a recommender saved with ``save(path)``; it predicts without the store."""
-    from .registry import RECOMMENDERS
-
     folder = Path(path)
     if not folder.is_dir():
         raise NotFoundError(f"no saved recommender at {folder} (expected a folder with meta.json).")

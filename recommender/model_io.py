@@ -23,6 +23,8 @@ from history.errors import NotFoundError, RecommenderError, unknown_name_error
 from history.util import json_default as _json_default  # noqa: F401  (training imports it from here)
 
 from .defaults import DEFAULT_RECOMMENDER
+from .io import load_recommender
+from .registry import list_recommenders
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ def save_atomic(rec, root: Path, name: str, info: dict, check_pairs=None, check_
     numbers) before the old folder is moved aside and the new one renamed into place.
     Any failure removes the temporary folder and leaves ``root/name`` as it was.
     """
-    from .io import load_recommender
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
@@ -148,9 +148,6 @@ def load_saved(name: str | None = None, home=None):
 
     ``name=None`` picks the first saved one in :data:`DEFAULT_ORDER`.
     """
-    from .io import load_recommender
-    from .registry import list_recommenders
-
     root = models_root(home)
     valid = list(list_recommenders())  # as training.available_recommenders (training imports this module)
     if name is not None and name not in valid:

@@ -26,6 +26,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.history_frame import HistoryFrame
+from history.config import cache_dir
+
+from . import adaptive
+from .model_io import DEFAULT_ORDER, models_root, saved_recommenders
+
 #: bump when the cached layout or what is derived from the store changes
 VERSION = 1
 #: context entries kept (the most recently used)
@@ -35,8 +41,6 @@ _EXTRA = "elsewhere"  # an optional frame derived from the whole store, cached b
 
 
 def cache_root(home=None) -> Path:
-    from history.config import cache_dir
-
     return Path(cache_dir(home)) / "predict"
 
 
@@ -96,8 +100,6 @@ def _decode(df: pd.DataFrame, encoded: list[str]) -> pd.DataFrame:
 
 
 def _read(folder: Path):
-    from features.history_frame import HistoryFrame
-
     meta = json.loads((folder / "meta.json").read_text())
     if meta.get("version") != VERSION:
         return None
@@ -163,8 +165,6 @@ def cached_context(store, build, *, source, regime, rule, metric, home=None):
 
 def load_calibrations(home=None) -> None:
     """Add the kernel weights saved by earlier calls to :mod:`recommender.adaptive`'s memo."""
-    from . import adaptive
-
     try:
         saved = json.loads((cache_root(home) / "calibration.json").read_text())
     except (OSError, ValueError):
@@ -177,8 +177,6 @@ def load_calibrations(home=None) -> None:
 
 def save_calibrations(home=None, known=(), keep: int = 64) -> None:
     """Write the memo when it holds weights not in ``known`` (the keys it had when loaded)."""
-    from . import adaptive
-
     if not set(adaptive._CALIBRATED) - set(known):
         return
     path = cache_root(home) / "calibration.json"
@@ -196,8 +194,6 @@ def save_calibrations(home=None, known=(), keep: int = 64) -> None:
 def peek_saved(name, home=None):
     """``(name, training info)`` of the saved recommender ``predict`` would load, read from its
     ``training.json`` alone (no model loaded); None when it must be loaded to know (or to fail)."""
-    from .model_io import DEFAULT_ORDER, saved_recommenders
-
     try:
         saved = saved_recommenders(home)
     except OSError:
@@ -210,8 +206,6 @@ def peek_saved(name, home=None):
 
 def model_signature(name: str, home=None) -> str | None:
     """Changes whenever a file of the saved recommender ``name`` does (size, modification time)."""
-    from .model_io import models_root
-
     folder = models_root(home) / name
     try:
         files = sorted(p for p in folder.rglob("*") if p.is_file())

@@ -9,9 +9,15 @@ import numpy as np
 import pandas as pd
 from typing import Any
 
-from history.errors import NotFoundError
+from features.history_frame import HistoryFrame
+from history import schema as S
+from history.errors import NotFoundError, closest
 
+from . import adaptive
 from .model_io import load_saved
+from .predict_cache import (
+    cached_context, load_calibrations, load_prior, peek_saved, prior_key, save_calibrations, save_prior,
+)
 
 
 def check_dataset(store, dataset: str) -> None:
@@ -51,10 +57,6 @@ def history_context(store, info: dict, *, source=None, regime=None, home=None):
     (``training`` or ``asked``), ``outside_models`` (models with results only outside it) and
     ``cached`` (whether the context came from ``<home>/cache/predict``).
     """
-    from features.history_frame import HistoryFrame
-
-    from .predict_cache import cached_context
-
     _check_asked(store, source, regime)
     src = source if source is not None else info.get("source")
     reg = regime if regime is not None else info.get("regime")
@@ -86,8 +88,6 @@ def history_context(store, info: dict, *, source=None, regime=None, home=None):
 
 def _check_asked(store, source, regime) -> None:
     """An asked source / regime the store has no result for is an error, not an empty ranking."""
-    from history.errors import NotFoundError, closest
-
     for what, value, have in (("source", source, lambda: store.sources()),
                               ("regime", regime, lambda: list(store.stats()["by_regime"]))):
         if value is None:
@@ -186,9 +186,6 @@ def _one_blas_thread():
 
 def _recommend(store, dataset, *, name, home, k, regime, source, include_finetuned, include_degenerate,
                ignore_own_results):
-    from .adaptive import update_predictions
-    from .predict_cache import load_calibrations, load_prior, peek_saved, prior_key, save_calibrations, save_prior
-
     rec, peek = None, peek_saved(name, home)  # the prior may be cached: load the model only when needed
     if peek is None:
         rec, info, name = load_saved(name, home)
@@ -216,10 +213,9 @@ def _recommend(store, dataset, *, name, home, k, regime, source, include_finetun
     known = None
     if used:
         load_calibrations(home)
-        from . import adaptive
 
         known = set(adaptive._CALIBRATED)
-    post = update_predictions(prior, t, dataset, used)
+    post = adaptive.update_predictions(prior, t, dataset, used)
     if known is not None:
         save_calibrations(home, known=known)
     out = pd.DataFrame({"model": pool, "predicted": post.to_numpy(dtype=float),
@@ -282,8 +278,6 @@ def _meta(dataset, name, info, ctx, hist, has_uncertainty, counts, own, used, pr
 
 def cold_start_notes(dataset: str, hist, info: dict, own, else_) -> list[str]:
     """What the ranking rests on when the dataset has no result in the context, or no meta-features."""
-    from history.schema import DATASET_FIELDS
-
     groups = str(info.get("features") or "")
     notes = []
     if own.empty:
@@ -296,7 +290,7 @@ def cold_start_notes(dataset: str, hist, info: dict, own, else_) -> list[str]:
                      f"{', '.join(rests) or 'the recommender alone'}{more}")
     if "d" in groups.split(","):
         row = hist.datasets.set_index("name").reindex([dataset]).iloc[0]
-        fields = [f for f in DATASET_FIELDS if f != "modality"]
+        fields = [f for f in S.DATASET_FIELDS if f != "modality"]
         missing = [f for f in fields if f not in row.index or row[f] is None or row[f] != row[f]]
         if len(missing) == len(fields):
             notes.append(f"no meta-features for {dataset!r}: dataset features imputed (the training datasets' "
@@ -314,8 +308,6 @@ _NON_DESCRIPTIVE = {"modality", "feature_dim"}
 def uninformed_models(hist) -> set:
     """Models the recommender knows nothing about: no fine-tuning job in the history and no
     descriptive meta-feature (e.g. added only by ``score``). Their predictions are guesses."""
-    from history import schema as S
-
     with_jobs = set(hist.targets["model"]) if len(hist.targets) else set()
     fields = [f for f in S.MODEL_FIELDS if f not in _NON_DESCRIPTIVE and f in hist.models.columns]
     out = set()

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from history.datasets_registry import groups
 from history.errors import NotFoundError, RecommenderError, unknown_name_error
 
 
@@ -130,8 +131,6 @@ def twins_in(datasets, all_ds, aliases=None) -> list[str]:
     registry gives one task (:func:`history.datasets_registry.groups`), joined with ``aliases``
     ({name: [other names]}, e.g. a user's ``history add-dataset --alias``; see
     :func:`store_aliases`). Unknown names are their own only twin."""
-    from history.datasets_registry import groups
-
     names = sorted(set(all_ds) | set(datasets))
     parent = {n: n for n in names}
 

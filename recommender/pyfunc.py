@@ -41,6 +41,12 @@ from mlflow.models import ModelSignature, set_model
 from mlflow.pyfunc import PythonModel  # mlflow.pyfunc is a LazyLoader to type checkers
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from features.history_frame import HistoryFrame
+from history.datasets_registry import resolve_name
+from history.store import HistoryStore
+from recommender.adaptive import update_predictions
+from recommender.io import load_recommender
+
 ARTIFACT_KEY = "recommender"
 TRAINING_INFO = "training.json"
 
@@ -82,8 +88,6 @@ class RecommenderPyfunc(PythonModel):
     """Predicted fine-tune accuracy (and std) for (model, dataset) pairs."""
 
     def load_context(self, context):
-        from recommender.io import load_recommender
-
         path = Path(context.artifacts[ARTIFACT_KEY])
         self.recommender_ = load_recommender(path)
         info = path / TRAINING_INFO
@@ -92,8 +96,6 @@ class RecommenderPyfunc(PythonModel):
     def _history(self, store_url: str | None):
         if not store_url:
             return None
-        from features.history_frame import HistoryFrame
-        from history.store import HistoryStore
 
         t = self.training_
         store = HistoryStore(store_url, create=False)
@@ -131,8 +133,6 @@ class RecommenderPyfunc(PythonModel):
 
 def _resolve(pairs: pd.DataFrame, history):
     """(dataset names as the history context stores them, reason per row: '' when it can be predicted)."""
-    from history.datasets_registry import resolve_name
-
     if history is None:  # nothing to check against: every row is tried as given
         return list(pairs["dataset"]), [""] * len(pairs)
     datasets, models = set(history.dataset_names()), set(history.model_names())
@@ -155,8 +155,6 @@ def _resolve(pairs: pd.DataFrame, history):
 
 def _condition(pairs, resolved, ok, observed, pred, history) -> np.ndarray:
     """Update ``pred`` in place with the ``observed`` values of each dataset; rows' counts of them."""
-    from recommender.adaptive import update_predictions
-
     used = np.zeros(len(pairs), dtype=np.int64)
     seen = ok & np.isfinite(observed)
     if history is None or not seen.any():

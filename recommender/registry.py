@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from history.errors import unknown_name_error
+from history.errors import RecommenderError, unknown_name_error
 
 from .base import BaseRecommender
+from .estimators import BlendRecommender, FMRecommender, LGBMRankRecommender, LGBMRecommender, LinearRecommender
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,6 @@ def register_recommender(cls, summary: str) -> type:
 
 
 def _register_builtins():
-    from .estimators import BlendRecommender, FMRecommender, LGBMRankRecommender, LGBMRecommender, LinearRecommender
-
     register_recommender(BlendRecommender, "the default: popularity (additive model effect) + w x the ridge's learned "
                                            "residual, w chosen on inner folds of the training datasets")
     register_recommender(LinearRecommender, "ridge regression, alpha by dataset-grouped CV")
@@ -55,7 +54,5 @@ def create_recommender(name: str, **params) -> BaseRecommender:
     valid = entry.cls._param_names()
     bad = [k for k in params if k not in valid]
     if bad:
-        from history.errors import RecommenderError
-
         raise RecommenderError(f"invalid parameter(s) {bad} for recommender {name!r}; valid: {', '.join(valid)}")
     return entry.cls(**params)

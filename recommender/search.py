@@ -37,11 +37,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.history_frame import HistoryFrame
 from history.errors import RecommenderError
 
 # the strategies, the default one (with its date) and their acquisitions: recommender/acquisition.py
 from .acquisition import ACQUISITION, DEFAULT_STRATEGY, DEFAULT_STRATEGY_FIXED_ON, STRATEGIES, choose_next  # noqa: F401
-from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials, wait_background
+from .adaptive import update_rule
+from .executor import LocalExecutor
+from .finetune import TaskData, TrialConfig, TrialResult, best_of, run_trials, wait_background, warm_tracking
+from .model_io import load_saved
 
 
 
@@ -111,10 +115,6 @@ def search_id(dataset: str, fingerprint: str, specs: dict, strategy: str, grid, 
 
 def prior_predictions(store, dataset: str, models: list[str], *, recommender=None, home=None):
     """(predicted accuracy per model, history targets, info) from the saved recommender."""
-    from features.history_frame import HistoryFrame
-
-    from .model_io import load_saved
-
     rec, info, name = load_saved(recommender, home)
     hist = HistoryFrame.from_store(store, source=info.get("source"), regime=info.get("regime"),
                                    rule=info.get("target_rule") or "best", metric=info.get("metric"))
@@ -267,8 +267,6 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     one pick (the grid) run together; so do the models of one halving rung and, with an
     executor that is not in process, the picks of the static strategy.
     """
-    from .adaptive import update_rule
-
     _check_search(strategy, budget, grid)
     emit = on_event or (lambda *_: None)
     t0 = time.perf_counter()
@@ -282,12 +280,9 @@ def search(store, dataset: str, data: TaskData, specs: dict, *, budget: int, str
     prior, targets, info = prior_predictions(store, dataset, models, recommender=recommender, home=home)
     emit("prior", prior)
     if mlflow:
-        from .finetune import warm_tracking
-
         warm_tracking(tracking_uri, home)
     seen = observed_on(store, dataset, models, exclude_search=sid)
     ranker = update_rule(prior, targets, dataset)  # the same rule predict uses (adaptive.update_rule)
-    from .executor import LocalExecutor
 
     executor = executor or LocalExecutor()
     kw = dict(home=home, device=device, mlflow=mlflow, tracking_uri=tracking_uri,

@@ -226,7 +226,7 @@ def _log_run(sl, out, tracking, *, name, model_dir, params, metrics, tags, schem
 
     import mlflow
 
-    from .pyfunc import log_pyfunc_model
+    from .pyfunc import log_pyfunc_model  # lazy: mlflow
 
     # created with its real start time, then made the active run (the pyfunc model logs through it)
     created = sl.call("start run", mlflow.MlflowClient().create_run, tracking.experiment_id,

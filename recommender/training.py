@@ -31,10 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.history_frame import HistoryFrame
 from history.errors import NotFoundError, RecommenderError, unknown_name_error
+from history.store import TARGET_RULES
 
+from .metrics import aggregate, pearson, score_dataset
 from .model_io import TRAINING_INFO, _clean_floats, _json_default, _write_json_atomic, models_root, save_atomic, \
     update_index
+from .protocols import make_folds
+from .registry import RECOMMENDERS, create_recommender, list_recommenders
+from .tracking import log_training_run
 
 #: A recommender learns across datasets: fewer than this many datasets with targets is refused.
 MIN_DATASETS = 2
@@ -46,8 +52,6 @@ class InsufficientHistoryError(RecommenderError):
 
 # ------------------------------------------------------------------------------ registry
 def available_recommenders() -> list[str]:
-    from .registry import list_recommenders
-
     return list(list_recommenders())
 
 
@@ -66,8 +70,6 @@ def resolve_names(spec) -> list[str]:
 
 
 def _recommender_info(name: str):
-    from .registry import RECOMMENDERS
-
     return RECOMMENDERS[name]
 
 
@@ -109,9 +111,6 @@ def trained_on(hist) -> dict:
 def build_history(store, *, source=None, regime=None, target_rule: str = "best", metric=None,
                   min_datasets: int = MIN_DATASETS):
     """The training :class:`HistoryFrame`, or a clear refusal when it cannot be trained on."""
-    from features.history_frame import HistoryFrame
-    from history.store import TARGET_RULES
-
     if target_rule not in TARGET_RULES:
         raise RecommenderError(f"unknown target rule {target_rule!r}; valid: {', '.join(TARGET_RULES)}")
     check_source(store, source)
@@ -179,8 +178,6 @@ def history_counts(hist) -> dict:
 # ------------------------------------------------------------------------------ metrics
 def _pearson(a, b) -> float:
     """Pooled Pearson over finite pairs (:func:`recommender.metrics.pearson`; NaN if undefined)."""
-    from .metrics import pearson
-
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
     return pearson(a[ok], b[ok])
@@ -211,9 +208,6 @@ def grouped_cv(make, hist, folds: int = 5, progress: bool = False, desc: str = "
     pooled over all held-out pairs.
     """
     from tqdm.auto import tqdm
-
-    from .metrics import aggregate, score_dataset
-    from .protocols import make_folds
 
     ds = sorted(hist.targets["dataset"].unique())
     k = min(int(folds), len(ds))
@@ -285,9 +279,6 @@ def train_recommenders(store, names="all", *, features: str | None = None, sourc
     per recommender; MLflow failures are in ``result.mlflow["error"]``, never raised.
     """
     from tqdm.auto import tqdm
-
-    from .registry import create_recommender
-    from .tracking import log_training_run
 
     names = resolve_names(names)
     if history is None:

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from history.store import HistoryStore
+from recommender.finetune import load_task, run_trial
+
 SIZE = 16
 META = {"input_size": SIZE, "channels": 1, "mean": [0.5], "std": [0.5], "modality": "image"}
 
@@ -189,8 +192,6 @@ def zoo_models_meta(folder) -> list[dict]:
 def fill_history(store, root, specs: dict, tasks, cfg, home) -> None:
     """Real fine-tunes (``cfg``) of every zoo model in ``specs`` on every task in ``tasks``
     (image folders under ``root/data``), stored as the test bed's history."""
-    from recommender.finetune import load_task, run_trial
-
     store.commit(models=zoo_models_meta(Path(root) / "zoo"))
     for task in tasks:
         data = load_task(Path(root) / "data" / task)
@@ -205,8 +206,6 @@ def build_bed(root, tasks, cfg, *, images: int, new_images: int) -> dict:
     ``digits-new`` (``new_images``), and ``root/history.db`` holding the zoo's fine-tunes on
     ``tasks``. One compute thread while it builds. Returns ``{"root", "specs"}``."""
     import torch
-
-    from history.store import HistoryStore
 
     root = Path(root)
     threads = torch.get_num_threads()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
-from scipy.stats import rankdata
 
 #: eigenvalues of a Gram matrix below ``RANK_TOL * max`` are treated as exact zeros
 RANK_TOL = 1e-10
@@ -202,6 +201,8 @@ def ranks(a: np.ndarray) -> np.ndarray:
         order = np.argsort(a)
         srt = a[order]
         if srt.size > 1 and np.any(srt[1:] == srt[:-1]):
+            from scipy.stats import rankdata  # scipy.stats takes most of a second to import: only on ties
+
             return rankdata(a)
     r[order] = np.arange(1, N + 1)
     return r

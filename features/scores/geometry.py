@@ -8,7 +8,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_grouped,
-                      standardize)
+                      sq_frobenius_gram, standardize)
 from .registry import ScoreInputError, register_score
 
 PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
@@ -184,8 +184,6 @@ def _debiased_linear_cka(A: np.ndarray, B: np.ndarray) -> float:
     ``1 - K`` and ``1 - L`` with :func:`_center_gram` (``debiased=True``): U-centering removes
     the constant and the sign cancels in the ratio.
     """
-    from ._linalg import sq_frobenius_gram
-
     n = A.shape[0]
 
     def parts(X):

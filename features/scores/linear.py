@@ -5,7 +5,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._linalg import RANK_TOL, one_hot, sq_frobenius_gram, thin_svd
-from .registry import register_score
+from .registry import ScoreInputError, register_score
 
 DESHPANDE = ("Deshpande et al. 2021, 'A linearized framework and a new benchmark for model "
              "selection for fine-tuning', arXiv:2102.00084")
@@ -183,7 +183,6 @@ def reg_hscore(features, labels, *, probs=None, reference=None, shrinkage=None):
     else:
         a = float(shrinkage)
     if not 0.0 <= a <= 1.0:
-        from .registry import ScoreInputError
         raise ScoreInputError(f"reg_hscore: shrinkage must be in [0, 1]; got {shrinkage!r}.")
     mu = float(np.trace(G)) / (n * d)
     if mu <= 0 or a >= 1.0:

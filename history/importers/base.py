@@ -21,6 +21,7 @@ import pandas as pd
 from history.util import is_missing
 
 from ..errors import HistoryImportError
+from .canonical import adopt_source_named_rows, apply_to_store, canonicalize
 
 IMPORTERS: dict[str, type[Importer]] = {}
 
@@ -200,8 +201,6 @@ class Importer:
         rep.scores_read = len(batch.scores)
         plan = None
         if self.canonical_datasets:
-            from .canonical import canonicalize
-
             plan = canonicalize(batch)
         res = self._commit(
             store,
@@ -230,7 +229,6 @@ class Importer:
         with a dataset plan, merge the aliases and per-source facts in the same transaction."""
         if _plan is None:
             return store.commit(**rows)
-        from .canonical import adopt_source_named_rows, apply_to_store
 
         with store.write() as conn:
             adopt_source_named_rows(conn, _plan, _report)
@@ -280,6 +278,25 @@ def read_table(path, allow_no_rows: bool = False, **kw) -> pd.DataFrame:
     if df.empty and not allow_no_rows:
         raise HistoryImportError(f"{p}: file has a header but no data rows")
     return df
+
+
+def read_optional_table(path, rep: ImportReport, lacking: str) -> pd.DataFrame | None:
+    """The table at ``path`` (:func:`read_table`), or None with the report note
+    ``no <file name>: <lacking>`` when the file is absent."""
+    p = Path(path)
+    if not p.exists():
+        rep.notes.append(f"no {p.name}: {lacking}")
+        return None
+    return read_table(p)
+
+
+def refuse_outside_unit(acc: pd.Series, path, column: str, values: list, source: str) -> None:
+    """Refuse the file at its first accuracy outside [0, 1] (``source``: whose accuracies are fractions)."""
+    bad = acc[(acc < 0) | (acc > 1)]
+    if len(bad):
+        i = bad.index[0]
+        raise HistoryImportError(f"{path}: row {i + 1} (file line {i + 2}): {column} = {values[i]!r} "
+                                 f"is outside [0, 1]; {source} accuracies are fractions")
 
 
 def not_utf8_message(path, exc: UnicodeDecodeError | None = None, encoding: str = "utf-8") -> str:

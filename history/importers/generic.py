@@ -52,7 +52,9 @@ from sqlalchemy import Integer, String, select
 from .. import schema as S
 from .. import store as S_store
 from ..errors import HistoryImportError
-from .base import FIRST_ROWS, ImportBatch, Importer, ImportReport, read_table, register_importer, sha256_of
+from .base import (
+    FIRST_ROWS, ImportBatch, Importer, ImportReport, not_utf8_message, read_table, register_importer, sha256_of,
+)
 from .generic_columns import (
     DATASET_COLUMNS, HPARAM_COLUMNS, JOB_STATUSES, MODEL_COLUMNS, PAUSE_ENV, PAUSE_SECONDS_ENV, SAME_JOB,
     SCORE_CHANGED, SCORE_PREFIX, UNITS, _accuracies, _add_score, _as_int, _at, _check_len, _is_missing, _json_object,
@@ -173,6 +175,15 @@ def _exact_duplicates(state: ParseState, df: pd.DataFrame) -> np.ndarray:
     return dup
 
 
+def _refuse_first(bad: np.ndarray, path, df: pd.DataFrame, why: str) -> None:
+    """Refuse the file at the first row where ``bad`` holds: ``<where>: accuracy <value> <why>``
+    (``{n}`` in ``why``: how many rows are bad)."""
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        i = int(rows[0])
+        raise HistoryImportError(f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} {why.format(n=len(rows))}")
+
+
 def _job_accuracies(state: ParseState, df: pd.DataFrame, path, kinds, dup):
     """The job rows' accuracies as fractions (range checked against the unit), and the NaN mask."""
     acc, acc_nan = _accuracies(df, path, (kinds == "job") & ~dup, fast=FAST_PATH)
@@ -180,30 +191,13 @@ def _job_accuracies(state: ParseState, df: pd.DataFrame, path, kinds, dup):
         return acc, acc_nan
     job_rows = (kinds == "job") & ~dup
     vals = np.where(job_rows, acc, np.nan)
-    neg = np.flatnonzero(vals < 0)
-    if len(neg):
-        i = int(neg[0])
-        raise HistoryImportError(
-            f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is negative; a placeholder for "
-            "'not available' must be left empty"
-        )
+    _refuse_first(vals < 0, path, df, "is negative; a placeholder for 'not available' must be left empty")
     if state.unit == "fraction":
-        over = np.flatnonzero(vals > 1)
-        if len(over):
-            i = int(over[0])
-            raise HistoryImportError(
-                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 1, but accuracies are "
-                f"fractions in [0, 1] ({len(over)} row(s) above 1). If the file is in percent, "
-                "import it with --unit percent (unit='percent')"
-            )
+        _refuse_first(vals > 1, path, df, "is above 1, but accuracies are fractions in [0, 1] ({n} row(s) above 1). "
+                                          "If the file is in percent, import it with --unit percent (unit='percent')")
     else:
-        over = np.flatnonzero(vals > 100)
-        if len(over):
-            i = int(over[0])
-            raise HistoryImportError(
-                f"{_where(path, i)}: accuracy {df['accuracy'].iloc[i]!r} is above 100 with --unit percent "
-                f"({len(over)} row(s) above 100); fix the value or the unit"
-            )
+        _refuse_first(vals > 100, path, df, "is above 100 with --unit percent ({n} row(s) above 100); "
+                                            "fix the value or the unit")
         seen = vals[~np.isnan(vals)]
         if len(seen):
             state.pct_max, state.pct_n = max(state.pct_max, float(seen.max())), state.pct_n + len(seen)
@@ -547,8 +541,6 @@ class GenericImporter(Importer):
             with pd.read_csv(p, chunksize=self.CHUNK_ROWS, **self._csv_options(p)) as reader:
                 yield from reader
         except UnicodeDecodeError as exc:
-            from .base import not_utf8_message
-
             raise HistoryImportError(not_utf8_message(p, exc)) from None
         except (pd.errors.ParserError, ValueError, OSError) as exc:
             raise HistoryImportError(f"{p}: cannot be parsed: {exc}") from None

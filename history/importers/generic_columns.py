@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import String
 
+from history.util import is_missing
+
 from .. import schema as S
 from ..errors import HistoryImportError, closest
 from .base import parse_numbers
@@ -50,13 +52,8 @@ _MISSING = ("", "nan", "NaN", "None", "null", "NA")
 
 # ---------------------------------------------------------------------- cell helpers
 def _is_missing(v) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    if v is pd.NA or v is pd.NaT:
-        return True
-    return isinstance(v, str) and v.strip() == ""
+    """:func:`history.util.is_missing`, or a blank string."""
+    return is_missing(v) or (isinstance(v, str) and v.strip() == "")
 
 
 def _text(v):

@@ -43,6 +43,7 @@ from .base import (
     is_blank,
     parse_numbers,
     read_table,
+    refuse_outside_unit,
     register_importer,
     require_columns,
 )
@@ -146,12 +147,7 @@ class ShiftImporter(Importer):
         acc = parse_numbers(df["test_accuracy"], "test_accuracy", rec_path)
         epochs = parse_numbers(df["epochs"], "epochs", rec_path) if "epochs" in df else None
         bsz = parse_numbers(df["batch_size"], "batch_size", rec_path) if "batch_size" in df else None
-        bad = acc[(acc < 0) | (acc > 1)]
-        if len(bad):
-            i = bad.index[0]
-            raise HistoryImportError(
-                f"{rec_path}: row {i + 1} (file line {i + 2}): test_accuracy = {col['test_accuracy'][i]!r} "
-                "is outside [0, 1]; SHiFT accuracies are fractions")
+        refuse_outside_unit(acc, rec_path, "test_accuracy", col["test_accuracy"], "SHiFT")
 
         models: dict[str, dict[str, Any]] = {}
         datasets: dict[str, dict[str, Any]] = {}

@@ -36,6 +36,7 @@ from .base import (
     Importer,
     ImportReport,
     parse_numbers,
+    read_optional_table,
     read_table,
     register_importer,
     require_columns,
@@ -153,10 +154,9 @@ class TimmImporter(Importer):
 
     @staticmethod
     def _join_benchmark(path: Path, models: dict, rep: ImportReport) -> None:
-        if not path.exists():
-            rep.notes.append(f"no {path.name}: models carry no GMACs")
+        b = read_optional_table(path, rep, "models carry no GMACs")
+        if b is None:
             return
-        b = read_table(path)
         require_columns(b, ["model", "infer_img_size", "infer_gmacs"], path)
         b = b.assign(
             infer_img_size=parse_numbers(b["infer_img_size"], "infer_img_size", path),
@@ -196,10 +196,9 @@ class TimmImporter(Importer):
 
     @staticmethod
     def _join_metadata(path: Path, models: dict, rep: ImportReport) -> None:
-        if not path.exists():
-            rep.notes.append(f"no {path.name}: models carry no pretraining domain")
+        md = read_optional_table(path, rep, "models carry no pretraining domain")
+        if md is None:
             return
-        md = read_table(path)
         require_columns(md, ["model", "pretrain"], path)
         dom = {str(k).strip(): str(v).strip() for k, v in zip(md["model"], md["pretrain"])
                if isinstance(v, str) and v.strip()}

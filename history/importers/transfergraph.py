@@ -41,7 +41,9 @@ from .base import (
     ImportReport,
     is_blank,
     parse_numbers,
+    read_optional_table,
     read_table,
+    refuse_outside_unit,
     register_importer,
     require_columns,
     sha256_of,
@@ -128,6 +130,13 @@ def detect_layout(folder: Path) -> str:
     )
 
 
+def _named_records(names, layout: str) -> tuple[str, dict]:
+    """The modality of a layout and one ``{"name", "modality"}`` record per name (the rows a
+    meta-feature table then fills in)."""
+    modality = "image" if layout == "image" else "text"
+    return modality, {n: {"name": n, "modality": modality} for n in names}
+
+
 @register_importer
 class TransferGraphImporter(Importer):
     """TransferGraph folder (records + model config + dataset features + LogME scores)."""
@@ -198,12 +207,7 @@ class TransferGraphImporter(Importer):
         acc = parse_numbers(df[acc_col], acc_col, p)
         numeric_hp = {k: parse_numbers(df[c], c, p) for k, c in hp_cols.items()
                       if c in df.columns and k not in ("train_slice", "val_slice", "test_slice", "lr_scheduler")}
-        bad = acc[(acc < 0) | (acc > 1)]
-        if len(bad):
-            i = bad.index[0]
-            raise HistoryImportError(
-                f"{p}: row {i + 1} (file line {i + 2}): {acc_col} = {col[acc_col][i]!r} is outside [0, 1]; "
-                "TransferGraph accuracies are fractions")
+        refuse_outside_unit(acc, p, acc_col, col[acc_col], "TransferGraph")
 
         ds_col = df["finetuned_dataset"].astype("string")
         is_food = ds_col.str.strip().str.lower().eq("food101").fillna(False).to_numpy()
@@ -259,13 +263,11 @@ class TransferGraphImporter(Importer):
 
     # ------------------------------------------------------------------ models
     def _models(self, folder, layout, job_models, rep):
-        modality = "image" if layout == "image" else "text"
-        out = {m: {"name": m, "modality": modality} for m in job_models}
+        modality, out = _named_records(job_models, layout)
         p = folder / MODELS
-        if not p.exists():
-            rep.notes.append(f"no {MODELS}: models carry no meta-features")
+        df = read_optional_table(p, rep, "models carry no meta-features")
+        if df is None:
             return list(out.values())
-        df = read_table(p)
         col = {c: df[c].tolist() for c in df.columns}
         require_columns(df, ["model"], p)
         nums = {}
@@ -309,13 +311,11 @@ class TransferGraphImporter(Importer):
 
     # ------------------------------------------------------------------ datasets
     def _datasets(self, folder, layout, job_datasets, rep):
-        modality = "image" if layout == "image" else "text"
-        out = {d: {"name": d, "modality": modality} for d in job_datasets}
+        modality, out = _named_records(job_datasets, layout)
         p = folder / DATASETS
-        if not p.exists():
-            rep.notes.append(f"no {DATASETS}: datasets carry no size / class counts")
+        df = read_optional_table(p, rep, "datasets carry no size / class counts")
+        if df is None:
             return list(out.values())
-        df = read_table(p)
         col = {c: df[c].tolist() for c in df.columns}
         key = "target_dataset" if "target_dataset" in df.columns else "finetune_dataset"
         require_columns(df, [key, "size", "number_of_classes"], p)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..datasets_registry import lookup
 from ..errors import HistoryImportError
 from .base import (
     ImportBatch,
@@ -138,8 +139,6 @@ class VtabImporter(Importer):
         meta = {names[i]: i for i in range(1, len(subset)) if subset[i] == "metadata"}
         if not task_cols:
             raise HistoryImportError(f"{f}: no task columns (train_examples_if_subset 1000 / full)")
-
-        from ..datasets_registry import lookup
 
         rep.rows_read = len(df) * len(task_cols)
         models: dict[str, dict[str, Any]] = {}

@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from .. import schema as S
+from .. import viability as V
 from ..errors import NotFoundError, StoreError
 from ._open import _CHUNK
 from ._reads import _filter
@@ -193,8 +194,6 @@ class _Writes:
         self._commit_probes(conn, probes, dids, now, res)
 
         if viability or (viability is None and (res.jobs_added or explicit_datasets)):
-            from .. import viability as V
-
             res.details["viability"] = V.update_models(conn)
 
         if import_log is not None:
@@ -350,10 +349,8 @@ class _Writes:
 
     def refresh_viability(self) -> dict:
         """Recompute the degenerate-model flag of every model (e.g. after a migration)."""
-        from .. import viability
-
         with self.write() as conn:
-            return viability.update_models(conn)
+            return V.update_models(conn)
 
     # ------------------------------------------------------------------ single entities
     def add_dataset(self, name: str, *, exist_ok: bool = False, **fields) -> dict:

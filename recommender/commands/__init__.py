@@ -1,6 +1,8 @@
 """CLI sub-commands, one module each (see ``recommender.cli``)."""
 from __future__ import annotations
 
+from history.config import resolve_store_url
+from history.errors import StoreError
 from history.store import HistoryStore
 from history.util import is_missing
 
@@ -16,8 +18,6 @@ def open_store(args, *, write: bool = True) -> HistoryStore:
     created when missing. The URL is remembered on ``args`` (``_store_url``) so that the
     CLI's last-resort error handler can name the store.
     """
-    from history.config import resolve_store_url
-
     try:
         args._store_url = resolve_store_url(getattr(args, "store", None), getattr(args, "home", None))
     except Exception:  # reported by HistoryStore below
@@ -25,8 +25,6 @@ def open_store(args, *, write: bool = True) -> HistoryStore:
     store = HistoryStore(getattr(args, "store", None), home=getattr(args, "home", None),
                          must_exist=not write, lock_timeout=getattr(args, "lock_timeout", None))
     if write and store.read_only:
-        from history.errors import StoreError
-
         msg = store._readonly_message()
         store.dispose()
         raise StoreError(msg)

@@ -16,8 +16,21 @@ import sys
 import time
 from pathlib import Path
 
+from history.config import resolve_home
+
+from history.datasets_registry import resolve_name
+
+from history.errors import NotFoundError, RecommenderError, closest
+
+from history.pull import pull
+
+from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
+
+from recommender.training import build_history, resolve_names, train_recommenders
+
 from ..defaults import DEFAULT_RECOMMENDER
 from . import add_parser, fmt_pct, open_store
+from .demo_zoo import run_zoo
 from .flags import renamed
 
 HELP = "import the TransferGraph image history, train, and recommend for a held-out dataset"
@@ -53,8 +66,6 @@ def find_data(data) -> Path | None:
         if c and (Path(c) / HISTORY).is_dir():
             return Path(c).resolve()
     if data:
-        from history.errors import RecommenderError
-
         raise RecommenderError(f"--from {data}: no {HISTORY}/ folder there (expected {Path(data) / HISTORY}); "
                                "point --from at the folder holding the public histories, or leave it out "
                                "to download the history.")
@@ -62,8 +73,6 @@ def find_data(data) -> Path | None:
 
 
 def _pull(store, data: Path | None):
-    from history.pull import pull
-
     progress = sys.stderr.isatty()
     if data is not None:
         return pull(store, HISTORY, from_dir=data / HISTORY, progress=progress)
@@ -83,14 +92,8 @@ def _report_line(rep) -> str:
 
 def run(args) -> int:
     if getattr(args, "zoo", False):
-        from .demo_zoo import run_zoo
-
         return run_zoo(args)
     import numpy as np
-
-    from history.config import resolve_home
-    from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
-    from recommender.training import build_history, resolve_names, train_recommenders
 
     home = resolve_home(args.home)
     names = resolve_names(args.recommender)
@@ -103,12 +106,9 @@ def run(args) -> int:
         print(f"      {_report_line(rep)} ({time.perf_counter() - t0:.1f} s)")
 
         hist = build_history(store, source=HISTORY)
-        from history.datasets_registry import resolve_name
 
         args.holdout = resolve_name(args.holdout, hist.targets["dataset"]) or args.holdout  # pets -> oxford_iiit_pet
         if args.holdout not in set(hist.targets["dataset"]):
-            from history.errors import NotFoundError, closest
-
             ds = hist.target_datasets()
             hint = closest(args.holdout, ds)
             raise NotFoundError(f"--holdout {args.holdout!r} has no {HISTORY} results."

@@ -18,6 +18,12 @@ import json
 import time
 from pathlib import Path
 
+from history.config import resolve_home
+from history.errors import RecommenderError
+from recommender.cli import main
+from recommender.finetune import TrialConfig
+from recommender.zoo import build_bed, zoo_models_meta
+
 #: history tasks of the zoo (fine-tuned for the history) and the new target task (10 digit classes)
 TASKS = ("digits-lo", "stripes-fine", "textures-faint")
 TARGET, TARGET_CLASSES = "digits-new", 10
@@ -29,9 +35,6 @@ def _bed(root: Path) -> dict:
     """The zoo's specs, building the bed first when ``root`` holds no finished one (a half-built
     one, e.g. interrupted, is removed and built again)."""
     import shutil
-
-    from recommender.finetune import TrialConfig
-    from recommender.zoo import build_bed, zoo_models_meta
 
     done = root / "READY"
     if not done.exists():
@@ -48,8 +51,6 @@ def _step(title: str, argv: list) -> tuple[int, str]:
     import contextlib
     import io
 
-    from recommender.cli import main
-
     print(title, flush=True)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -59,9 +60,6 @@ def _step(title: str, argv: list) -> tuple[int, str]:
 
 
 def run_zoo(args) -> int:
-    from history.config import resolve_home
-    from history.errors import RecommenderError
-
     t0 = time.perf_counter()
     root = Path(args.zoo_dir).resolve() if args.zoo_dir else resolve_home(args.home) / "demo-zoo"
     print(f"[1/4] the tiny offline zoo under {root}" + ("" if (root / "READY").exists() else

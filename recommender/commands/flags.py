@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from features.groups import groups_help
+
 
 class DeprecatedFlag(argparse.Action):
     """A hidden old spelling of a renamed flag: warns on stderr, then acts as the new flag."""
@@ -56,8 +58,6 @@ def renamed(container, old: str | list[str], new: argparse.Action) -> argparse.A
 
 def features_help(default: str, *, repeatable: bool = False) -> str:
     """Help of ``--features``: the feature groups, generated from :mod:`features.groups`."""
-    from features.groups import groups_help
-
     text = f"feature groups, comma-separated: {groups_help()}"
     if repeatable:
         text += "; repeatable or ';'-separated for several feature sets, e.g. --features 'd,m;d,m,s'"

@@ -11,7 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from history.errors import NotFoundError, RecommenderError, StoreError
+from history import schema as S
+from history.config import resolve_tracking_uri
+from history.datasets_registry import load_registry, lookup, resolve_name
+from history.enrich import BENCHMARK_GLOB, FIELDS, enrich
+from history.errors import NotFoundError, RecommenderError, StoreError, closest
+from history.export import export_history
+from history.importers import get_importer
+from history.pull import PUBLIC_HISTORIES, pull, pull_all
 
 from . import add_parser, open_store
 from .flags import renamed
@@ -41,11 +48,8 @@ def register(sub):
     q.add_argument("--from", dest="from_dir", default=None, help="read the files from this local folder")
     q.add_argument("--cache", dest="cache_dir", default=None, help="download cache folder (default <home>/cache)")
     q.add_argument("--base-url", default=None, help="download from this mirror instead of the public origin")
-    q.add_argument("--include-food101", action="store_true",
-                   help="transfergraph-image: keep the broken food101 runs (dropped by default)")
-    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra importer option (repeatable), e.g. -o layout=text")
-    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+    _import_options(q, food101="transfergraph-image: keep the broken food101 runs (dropped by default)",
+                    option="extra importer option (repeatable), e.g. -o layout=text")
     q.set_defaults(func=cmd_pull)
 
     q = add_parser(hs, "import", help="import a history file or folder in a given format",
@@ -67,11 +71,8 @@ def register(sub):
                         "name (default mlflow:<experiment>)")
     q.add_argument("--experiment", default=None, help="mlflow: experiment name or id (required for mlflow)")
     q.add_argument("--metric", default=None, help="mlflow: metric holding the accuracy (default accuracy)")
-    q.add_argument("--include-food101", action="store_true",
-                   help="transfergraph: keep the broken food101 runs")
-    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra importer option (repeatable)")
-    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+    _import_options(q, food101="transfergraph: keep the broken food101 runs",
+                    option="extra importer option (repeatable)")
     q.set_defaults(func=cmd_import)
 
     q = add_parser(hs, "export", help="export the store to a generic CSV/Parquet file (lossless)",
@@ -145,6 +146,13 @@ def register(sub):
 
 
 # ---------------------------------------------------------------------- helpers
+def _import_options(q, *, food101: str, option: str) -> None:
+    """The options ``history pull`` and ``history import`` share (the helps name what each imports)."""
+    q.add_argument("--include-food101", action="store_true", help=food101)
+    q.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help=option)
+    q.add_argument("--json", action="store_true", help="print the import report as JSON")
+
+
 def _console():
     from rich.console import Console
 
@@ -185,6 +193,19 @@ def _call_importer(fn, *args, options, **kw):
     return fn(*args, **options, **kw)
 
 
+def _import_and_report(args, what, run) -> int:
+    """``run(store)``: one import (one transaction) into the store of ``args``; print its report."""
+    store = open_store(args)
+    try:
+        rep = run(store)
+    except KeyboardInterrupt:  # the import's one transaction was rolled back
+        raise KeyboardInterrupt(f"interrupted: nothing of {what} was imported") from None
+    finally:
+        store.dispose()
+    _print_report(rep, args.json)
+    return 0
+
+
 def _print_report(rep, as_json):
     if as_json:
         print(json.dumps(rep.to_dict(), indent=2, default=str))
@@ -208,13 +229,6 @@ def _fmt(v):
 
 # ---------------------------------------------------------------------- commands
 def cmd_pull(args) -> int:
-    try:
-        from history.pull import PUBLIC_HISTORIES, pull
-    except ModuleNotFoundError as exc:
-        if exc.name == "history.pull":
-            raise CliUsageError("history pull is not available in this build (history.pull missing); "
-                                "use 'history import PATH --input-format ...' instead") from None
-        raise
     if args.list:
         _table("public histories", ["name", "description"],
                [(n, getattr(h, "description", "")) for n, h in PUBLIC_HISTORIES.items()])
@@ -225,8 +239,6 @@ def cmd_pull(args) -> int:
     if args.name == "all":
         return _pull_all(args)
     if args.name not in PUBLIC_HISTORIES:
-        from history.errors import closest
-
         near = closest(args.name, PUBLIC_HISTORIES)
         raise NotFoundError(f"no public history named {args.name!r}"
                             + (f"; did you mean: {', '.join(near)}?" if near else "")
@@ -234,22 +246,13 @@ def cmd_pull(args) -> int:
     options = _parse_options(args.option)
     if args.include_food101:
         options["include_food101"] = True
-    store = open_store(args)
-    try:
-        rep = pull(store, args.name, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
-                   progress=sys.stderr.isatty(), **options)
-    except KeyboardInterrupt:  # the import's one transaction was rolled back
-        raise KeyboardInterrupt(f"interrupted: nothing of {args.name} was imported") from None
-    finally:
-        store.dispose()
-    _print_report(rep, args.json)
-    return 0
+    return _import_and_report(args, args.name, lambda store: pull(
+        store, args.name, from_dir=args.from_dir, cache_dir=args.cache_dir, base_url=args.base_url,
+        progress=sys.stderr.isatty(), **options))
 
 
 def _pull_all(args) -> int:
     """``history pull all``: every public history, one import (transaction) each."""
-    from history.pull import pull_all
-
     if args.option:
         raise CliUsageError("history pull all: --option/-o applies to one importer; pull that history by name "
                             "to pass importer options")
@@ -275,9 +278,6 @@ def _pull_all(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from history.config import resolve_tracking_uri
-    from history.importers import get_importer
-
     if args.input_format is None:
         suffixes = [x.lower() for x in Path(args.path or "").suffixes]
         if args.path and suffixes and suffixes[-1] in GENERIC_SUFFIXES or suffixes[-2:-1] == [".csv"]:
@@ -301,20 +301,10 @@ def cmd_import(args) -> int:
             raise CliUsageError(
                 f"history import --input-format {args.input_format}: give the PATH of the file or folder")
         path = resolve_tracking_uri(args.tracking_uri, args.home)
-    store = open_store(args)
-    try:
-        rep = _call_importer(imp.run, store, path, options=options)
-    except KeyboardInterrupt:  # the import's one transaction was rolled back
-        raise KeyboardInterrupt(f"interrupted: nothing of {path} was imported") from None
-    finally:
-        store.dispose()
-    _print_report(rep, args.json)
-    return 0
+    return _import_and_report(args, path, lambda store: _call_importer(imp.run, store, path, options=options))
 
 
 def cmd_export(args) -> int:
-    from history.export import export_history
-
     store = open_store(args, write=False)
     try:
         rep = export_history(store, args.path, source=args.source, format=args.format, wide=args.wide,
@@ -364,8 +354,6 @@ def cmd_stats(args) -> int:
 def _listing(store, kind, source):
     import pandas as pd
 
-    from history import schema as S
-
     frame = store.models_frame() if kind == "model" else store.datasets_frame()
     fields = list(S.MODEL_FIELDS if kind == "model" else S.DATASET_FIELDS)
     jobs = store.jobs_frame(source=source, include_failed=True)
@@ -390,8 +378,6 @@ def _alias_listing(store, source):
     """Rows (name, source, canonical, in_store, jobs): the registry's names and the aliases the store
     records (imports under ``extra.aliases``, a user's under source ``user``)."""
     import pandas as pd
-
-    from history.datasets_registry import load_registry
 
     reg = load_registry()
     frame = store.datasets_frame()
@@ -450,8 +436,6 @@ def cmd_show(args) -> int:
     store = open_store(args, write=False)
     try:
         if args.kind == "dataset" and not store.has_dataset(args.name):
-            from history.datasets_registry import resolve_name
-
             stored = resolve_name(args.name, store.datasets_frame()["name"])
             if stored is not None:  # a source's name of a dataset stored under its canonical name
                 print(f"note: {args.name!r} is stored as {stored!r} (dataset registry)", file=sys.stderr)
@@ -504,8 +488,6 @@ def _class_names(spec: str, num_classes: int) -> list[str]:
 
 
 def _aliases(args, store) -> list[str]:
-    from history.datasets_registry import load_registry
-
     out = []
     for a in args.alias:
         out += [x.strip() for x in a.split(",") if x.strip()]
@@ -569,7 +551,6 @@ def cmd_add_dataset(args) -> int:
         print(f"  class names: {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     if ex.get("description"):
         print(f"  description: {ex['description']}")
-    from history.datasets_registry import lookup
 
     ent = lookup(args.name)
     if ent is not None and ent.name != args.name:
@@ -579,8 +560,6 @@ def cmd_add_dataset(args) -> int:
 
 
 def cmd_enrich(args) -> int:
-    from history.enrich import BENCHMARK_GLOB, FIELDS, enrich
-
     if args.timm_dir is not None:
         d = Path(args.timm_dir).expanduser()
         if not (d.is_dir() and any(d.glob(BENCHMARK_GLOB))) and not (d.is_file() and d.suffix == ".csv"):

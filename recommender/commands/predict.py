@@ -5,6 +5,12 @@ import json
 import math
 import sys
 
+from history.datasets_registry import resolve_name
+
+from history.errors import RecommenderError
+
+from recommender.prediction import recommend_for_dataset
+
 from ..model_io import DEFAULT_ORDER
 from . import add_parser, fmt_pct, open_store
 
@@ -38,15 +44,11 @@ def _num(v):
 
 
 def run(args) -> int:
-    from history.errors import RecommenderError
-    from recommender.prediction import recommend_for_dataset
-
     if args.top is not None and args.top < 0:
         raise RecommenderError(f"--top must be >= 0 (0 shows every model), got {args.top}")
     store = open_store(args, write=False)
     try:
         if not store.has_dataset(args.dataset):  # a source's name of a dataset stored under its canonical name
-            from history.datasets_registry import resolve_name
 
             stored = resolve_name(args.dataset, store.datasets_frame()["name"])
             if stored is not None:

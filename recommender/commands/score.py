@@ -19,7 +19,14 @@ import sys
 import time
 from typing import Any
 
+from features.data import load_data, load_features_npz
+from features.extract import (
+    ExtractionError, extract_features, load_adapter, parse_model_spec, probe_inputs, resolve_device,
+)
+from features.probe import record_probe, sample_probe
+from features.scores import constant_flag, get_score, list_scores, score_with_flag
 from history.errors import NotFoundError, RecommenderError
+from recommender.executor import Task, add_executor_args, executor_from_args
 
 from . import add_parser, open_store
 from .flags import renamed
@@ -52,7 +59,6 @@ def register(sub):
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--format", "-f", choices=["table", "json"], default="table", help="output format")
-    from recommender.executor import add_executor_args
 
     add_executor_args(p, what="model")
     p.set_defaults(func=run)
@@ -64,8 +70,6 @@ def _split(s):
 
 
 def _methods(arg):
-    from features.scores import get_score, list_scores
-
     names = _split(arg) or list_scores()
     if not names:
         raise NotFoundError("no model-selection scores are registered (features.scores is empty)")
@@ -80,8 +84,6 @@ def _check_args(args):
 
 
 def run(args) -> int:
-    from recommender.executor import executor_from_args
-
     _check_args(args)
     methods = _methods(args.methods)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.format == "json" else print
@@ -104,9 +106,6 @@ def run(args) -> int:
 def _data_and_models(args, methods, notes: list):
     """The data, the ``(name, spec)`` of every model (spec None with precomputed features) and the
     reference model's spec; every argument is checked before anything is written."""
-    from features.data import load_data, load_features_npz
-    from features.extract import load_adapter, parse_model_spec, resolve_device
-
     data = load_features_npz(args.features_file) if args.features_file else load_data(
         args.data, text_column=args.text_column, label_column=args.label_column)
     precomputed = data.kind == "features"
@@ -149,8 +148,6 @@ def _check_model(ms, adapter, what: str = "--models") -> None:
     Hub ids (timm:NAME, hf:ID) are resolved when the model is scored."""
     from pathlib import Path
 
-    from features.extract import ExtractionError
-
     if ms.prefix == "torchscript":
         try:
             adapter.configure("cpu")
@@ -165,8 +162,6 @@ def _check_model(ms, adapter, what: str = "--models") -> None:
 
 def _record_probe(args, store, data, notes: list, log):
     """Register the dataset (warning where the data contradict it), draw the probe and record it."""
-    from features.probe import record_probe, sample_probe
-
     if not store.has_dataset(args.dataset):
         notes.append(f"dataset {args.dataset!r} was not in the store: created")
     else:
@@ -185,8 +180,6 @@ def _record_probe(args, store, data, notes: list, log):
 
 def _reference(args, data, probe, methods, ref_spec, notes: list):
     """The reference model's probe features for rsa / dds (or None), and why there are none."""
-    from features.extract import extract_features, load_adapter, probe_inputs
-
     precomputed = data.kind == "features"
 
     def features_of(name, adapter):
@@ -218,9 +211,6 @@ def _reference(args, data, probe, methods, ref_spec, notes: list):
 
 def _score_models(args, data, probe, models, methods, reference, ref_reason, executor, resources) -> dict:
     """One task per model (feature extraction + every method), run by the executor; the outcomes by model."""
-    from features.extract import probe_inputs
-    from recommender.executor import Task
-
     precomputed = data.kind == "features"
     y = data.labels[probe.indices]
     inputs = None if precomputed else probe_inputs(data, probe.indices)
@@ -317,9 +307,6 @@ def score_model(name, spec, x, y, methods, reference, ref_reason, opts) -> dict:
     """One model's task: extract its probe features (``x`` = probe inputs, or ``(features,
     probs)`` when precomputed) and compute every method. Pure: nothing is written but the
     feature cache; runs in the driver or on a Ray worker."""
-    from features.extract import ExtractionError, extract_features, load_adapter
-    from features.scores import get_score, score_with_flag
-
     out: dict[str, Any] = {"notes": [], "skipped": [], "failed": [], "scores": [], "error": None, "log": "",
                            "feature_dim": None}
     try:
@@ -366,8 +353,6 @@ def _flag_degenerate(rows, results) -> list[str]:
     """Flag every method whose value is the same for all (>= 2) models of this run, and
     return one warning per degenerate method (the flagged rows are stored with their flag;
     the featurizer treats them as missing)."""
-    from features.scores import constant_flag
-
     warnings = []
     by_method: dict[str, list[int]] = {}
     for i, r in enumerate(rows):

@@ -10,8 +10,13 @@ import json
 import re
 import sys
 
+from features.extract import parse_model_spec
 from history.errors import RecommenderError
+from recommender.executor import add_executor_args, executor_from_args
+from recommender.finetune import best_of, load_task, make_grid, run_trials, wait_background
+from recommender.search import Pick, search
 
+from ..acquisition import DEFAULT_STRATEGY, STRATEGIES
 from . import add_parser, fmt_pct, open_store
 
 SEARCH_HELP = "fine-tune the recommended models for real, learn from each result, stop within a budget"
@@ -39,7 +44,6 @@ def _common(p):
     p.add_argument("--path-column", default="path")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the trials to MLflow")
     p.add_argument("--format", "-f", default="table", choices=["table", "json"], help="output format")
-    from recommender.executor import add_executor_args
 
     add_executor_args(p, what="trial")
 
@@ -52,7 +56,6 @@ def register(sub):
     p.add_argument("--budget", "-b", type=int, required=True, help="number of models to fine-tune")
     p.add_argument("--time-budget", default=None,
                    help="stop starting new fine-tunes after this long, e.g. 90s, 20m, 1.5h")
-    from ..acquisition import DEFAULT_STRATEGY, STRATEGIES
 
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=list(STRATEGIES),
                    help=f"default {DEFAULT_STRATEGY} (experiments/BUDGET.md). adaptive: learn from each result; "
@@ -88,9 +91,6 @@ def _floats(text, what) -> list:
 
 
 def _setup(args):
-    from features.extract import parse_model_spec
-    from recommender.finetune import load_task, make_grid
-
     specs = {}
     for s in [x.strip() for x in args.models.split(",") if x.strip()]:
         ms = parse_model_spec(s)
@@ -168,12 +168,9 @@ def _print_table(live) -> None:
 
 
 def run_search(args) -> int:
-    from recommender.search import search
-
     tb = parse_duration(args.time_budget)
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1 (models to fine-tune), got {args.budget}")
-    from recommender.executor import executor_from_args
 
     specs, grid, data = _setup(args)
     executor, resources = executor_from_args(args)
@@ -209,14 +206,10 @@ def run_search(args) -> int:
 
 
 def run_finetune(args) -> int:
-    from recommender.executor import executor_from_args
-    from recommender.finetune import best_of, run_trials, wait_background
-
     specs, grid, data = _setup(args)
     executor, resources = executor_from_args(args)
     store = open_store(args)
     live = _Live(f"fine-tune on {args.dataset!r}", args.format == "table")
-    from recommender.search import Pick
 
     results: list = []
     recording: list = []  # a model's last trial is recorded while the next model trains

@@ -3,6 +3,16 @@ from __future__ import annotations
 
 import sys
 
+from features.pooling import parse_sources, pool_histories, pool_regime
+
+from history.config import resolve_home
+
+from history.errors import unknown_name_error
+
+from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
+
+from recommender.training import build_history, default_regime, train_recommenders
+
 from ..defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
 from . import add_parser, open_store
 from .flags import features_help
@@ -41,10 +51,6 @@ def pooled_history(store, spec: str, *, regime=None, rule="best", metric=None):
     ``full`` (or its most common regime), as for one source; each other source uses the regime
     named after its colon, else the first source's regime when it has it, else its most
     frequent one (:func:`features.pooling.pool_regime`, the rule ``evaluate`` pools by)."""
-    from features.pooling import parse_sources, pool_histories, pool_regime
-    from history.errors import unknown_name_error
-    from recommender.training import build_history, default_regime
-
     frames = []
     known = store.sources()
     primary = None
@@ -87,10 +93,6 @@ def _fmt(v, spec=".3f"):
 
 
 def run(args) -> int:
-    from history.config import resolve_home
-    from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
-    from recommender.training import train_recommenders
-
     home = resolve_home(args.home, create=False)  # created when a model is saved, not before
     store = open_store(args, write=False)
     try:

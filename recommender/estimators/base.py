@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from features.featurizer import FEATURE_SCHEMA_VERSION, Featurizer, parse_groups
+from features.featurizer import FEATURE_SCHEMA_VERSION, Featurizer, check_pairs, parse_groups
 from features.history_frame import HistoryFrame
 from history.errors import RecommenderError
 from history.util import json_default as _json_default
@@ -136,7 +136,6 @@ class TabularRecommender(BaseRecommender):
         self._check_fitted()
         if history is not None and not isinstance(history, HistoryFrame):
             raise RecommenderError(f"history must be a HistoryFrame, got {type(history).__name__}")
-        from features.featurizer import check_pairs
 
         pairs = check_pairs(pairs)
         return pairs, self.featurizer_.transform(pairs, history)

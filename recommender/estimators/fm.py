@@ -26,7 +26,7 @@ from history.errors import RecommenderError
 
 from ..defaults import DEFAULT_FEATURES
 from .base import TabularRecommender
-from .fm_torch import fm_score  # noqa: F401  (re-exported: the scoring kernel both FMs share)
+from .fm_torch import TorchFM, fm_score  # noqa: F401  (re-exported: the scoring kernel both FMs share)
 
 
 class _FMSamplesMixin:
@@ -84,8 +84,6 @@ class FMRecommender(_FMSamplesMixin, TabularRecommender):
         self.collab = collab
 
     def _fit_estimator(self, X, y, groups, targets):
-        from .fm_torch import TorchFM
-
         fm = TorchFM(rank=int(self.rank), l2_linear=float(self.l2_linear), l2_factors=float(self.l2_factors),
                      n_iter=int(self.n_iter), init_stdev=float(self.init_stdev),
                      n_members=int(self.n_members), random_state=int(self.random_state)).fit(X, y)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.featurizer import Featurizer
 from history.errors import RecommenderError
 
 from ..defaults import DEFAULT_FEATURES
@@ -48,8 +49,6 @@ class LinearRecommender(TabularRecommender):
     def _fold_features(self, targets, tr, va):
         """(X_train, X_val) of one inner fold, featurized by a featurizer fitted without the
         validation rows' targets."""
-        from features.featurizer import Featurizer
-
         hist = self._cv_history
         val = targets.iloc[va]
         if targets["dataset"].nunique() > 1:

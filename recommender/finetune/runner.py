@@ -10,17 +10,16 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from features.extract import ModelSpec, load_adapter, parse_model_spec
 from history.util import exception_reason as _reason
 
+from ..executor import Resources, Task
 from .config import TrialConfig, TrialResult, trial_key
 from .data import TaskData
 from .tracking import _log_mlflow, _mlflow_abort, _mlflow_orphans, _mlflow_start, completed_trials, process_alive
 from .train import save_weights, train_classifier, weights_dir
-
-if TYPE_CHECKING:
-    from features.extract import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +68,10 @@ def prepare_trial(store, spec: str, dataset: str, data: TaskData, config: TrialC
     ``check_stale`` first fails the jobs left ``running`` by a dead process (pass False when
     this process has started other jobs that are still running). ``completed``: the
     :func:`completed_trials` of ``dataset`` read once for several trials (default: read now)."""
-    from features.extract import parse_model_spec
-
     config.check()
     if adapter is not None and ":" not in str(spec):
         # an in-memory model (e.g. features.extract.TorchAdapter(module, name)): ``spec`` is its name,
         # its identity is the adapter's cache id (a hash of the weights for a torch module)
-        from features.extract import ModelSpec
-
         ms = ModelSpec(str(spec), adapter.kind, adapter.cache_id())
     else:
         ms = parse_model_spec(spec)
@@ -116,8 +111,6 @@ def train_trial(spec: str, data: TaskData, config: TrialConfig, *, device="auto"
     Returns :func:`train_classifier`'s dict (best accuracy, curve, best weights as arrays);
     raises on failure.
     """
-    from features.extract import load_adapter
-
     pid_dir = os.environ.get(PID_DIR_ENV)
     if pid_dir and Path(pid_dir).is_dir():
         (Path(pid_dir) / f"{os.getpid()}-{key}").touch()
@@ -196,8 +189,6 @@ _SPECULATOR = None
 
 
 def _load_on_cpu(spec, kind: str):
-    from features.extract import load_adapter
-
     t = time.perf_counter()
     adapter = load_adapter(spec)
     adapter._load(kind, _cpu())
@@ -355,8 +346,6 @@ def run_trial(store, spec: str, dataset: str, data: TaskData, config: TrialConfi
     Errors in training are recorded as a failed job and returned (``status="failed"``);
     ``KeyboardInterrupt`` is recorded and re-raised.
     """
-    from features.extract import load_adapter
-
     p = prepare_trial(store, spec, dataset, data, config, adapter=adapter, source=source, tags=tags)
     if isinstance(p, TrialResult):
         return p
@@ -393,8 +382,6 @@ def run_trials(store, executor, trials: list, dataset: str, data: TaskData, *, h
     probably need (e.g. ``search``'s likely next pick), loaded on a thread while this call trains
     (:func:`prefetch_models`).
     """
-    from ..executor import Resources, Task
-
     out: list = [None] * len(trials)
     pending, tasks = {}, []
     later = background if background is not None else []
@@ -475,8 +462,6 @@ def _begin(preloader: _Preloader, n: int, p: PendingTrial, data: TaskData, mlflo
 
 def finetune_model(store, spec: str, dataset: str, data: TaskData, grid: list[TrialConfig], **kw) -> list[TrialResult]:
     """Run every config of ``grid`` for one model (one adapter load); see :func:`run_trial`."""
-    from features.extract import load_adapter, parse_model_spec
-
     adapter = None
     out = []
     for cfg in grid:

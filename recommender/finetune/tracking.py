@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from history.config import resolve_home
 
+from ..tracking import SafeLogger, setup_tracking
 from .config import TrialConfig, TrialResult
 from .data import TaskData
 
@@ -55,8 +56,6 @@ def _tracking(tracking_uri, home):
     """The MLflow experiment and client for fine-tune runs (set up once per process)."""
     from mlflow import MlflowClient
 
-    from ..tracking import setup_tracking
-
     ck = (str(tracking_uri), str(resolve_home(home)))
     if ck not in _TRACKING:
         tr = setup_tracking(tracking_uri, home, experiment=EXPERIMENT)
@@ -69,8 +68,6 @@ def warm_tracking(tracking_uri=None, home=None) -> str | None:
 
     Returns an error message instead of raising; the trials then record it.
     """
-    from ..tracking import SafeLogger
-
     sl = SafeLogger()
     with sl.step("set up MLflow"):
         _tracking(tracking_uri, home)
@@ -90,8 +87,6 @@ def _log_mlflow(*, tracking_uri, home, res: TrialResult, data: TaskData, extra: 
     curves and best accuracy, FINISHED or FAILED. ``run_id``: the run :func:`_mlflow_start`
     created when the trial started (its ``job_id`` / ``trial`` tags are there); without it the
     run is created now, starting when the trial started."""
-    from ..tracking import SafeLogger
-
     sl = SafeLogger()
     with sl.step("log fine-tune run"):
         from mlflow.entities import Metric, RunTag
@@ -127,8 +122,6 @@ def _mlflow_start(tracking_uri, home, p, data: TaskData, start_ms: int) -> _Mlfl
     :class:`~recommender.finetune.runner.PendingTrial` (not imported: the runner imports this module).
     Its params come at the end, with the metrics, in the same batch: as many SQLite commits in
     all as creating the run at the end (7), 5 of them after training instead of 7."""
-    from ..tracking import SafeLogger
-
     t = time.perf_counter()
     sl = SafeLogger()
     run_id = None
@@ -142,8 +135,6 @@ def _mlflow_start(tracking_uri, home, p, data: TaskData, start_ms: int) -> _Mlfl
 
 def _mlflow_abort(tracking_uri, home, run_ids: list, status: str = "FAILED") -> None:
     """End the RUNNING MLflow runs of trials that did not finish (tag ``status`` failed)."""
-    from ..tracking import SafeLogger
-
     sl = SafeLogger()
     for run_id in run_ids:
         with sl.step("end an unfinished fine-tune run"):
@@ -154,8 +145,6 @@ def _mlflow_abort(tracking_uri, home, run_ids: list, status: str = "FAILED") -> 
 
 def _mlflow_orphans(tracking_uri, home, job_ids: list) -> list:
     """The RUNNING MLflow runs of the jobs ``job_ids`` (trials of a process that was killed)."""
-    from ..tracking import SafeLogger
-
     sl = SafeLogger()
     out = []
     with sl.step("find unfinished fine-tune runs"):

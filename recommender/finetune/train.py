@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.extract import Adapter, TorchAdapter, find_feature_layer, resolve_device
 from history.config import resolve_home
 
 from .config import FineTuneError, TrialConfig
@@ -29,8 +30,6 @@ def _backbone(adapter):
 
 def _prepare(adapter, kind: str, device):
     """Load the adapter for ``kind`` on ``device``; return the backbone module."""
-    from features.extract import TorchAdapter, find_feature_layer
-
     adapter.device = device
     adapter._load(kind, device)
     if isinstance(adapter, TorchAdapter):
@@ -58,8 +57,6 @@ _DECODED: dict = {}
 
 
 def _base_collate():
-    from features.extract import Adapter
-
     return Adapter.collate
 
 
@@ -149,8 +146,6 @@ def train_classifier(adapter, data: TaskData, config: TrialConfig, *, device="au
     A full fine-tune puts the model's pretrained weights back afterwards (the adapter may be
     used by the next trial) unless ``restore`` is False (no later trial uses this adapter).
     """
-    from features.extract import resolve_device
-
     config.check()
     if data.num_classes < 2:
         raise FineTuneError(f"the data have {data.num_classes} class; a classifier needs at least 2")

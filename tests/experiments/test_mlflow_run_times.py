@@ -9,6 +9,7 @@ import time
 import pytest
 
 import recommender.registry as registry
+import recommender.training as training
 from recommender.cli import main
 from tests.helpers import make_synthetic_store, mlflow_template_db
 
@@ -39,7 +40,7 @@ def test_train_run_spans_the_fit(store, home, capsys, monkeypatch):
         rec.fit = timed
         return rec
 
-    monkeypatch.setattr(registry, "create_recommender", create)
+    monkeypatch.setattr(training, "create_recommender", create)  # where train_recommenders looks it up
     rc = main(["--home", str(home), "--store", store.url, "train", "-r", "lr"])
     assert rc == 0, capsys.readouterr().err
     info = json.loads((home / "models" / "lr" / "training.json").read_text())
