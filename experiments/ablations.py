@@ -31,6 +31,17 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from features.pooling import own_datasets
+from history.enrich import enrich
+from history.importers import get_importer
+from history.store import HistoryStore
+
+from .baselines import BASELINES, model_mean, register_baseline
+from .benchmarks import BENCHMARKS as REPORT
+from .benchmarks import default_data_dir
+from .evaluate import NESTED_INNER_FOLDS, evaluate
+from .histories import load_history, load_pooled
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("base", "+tkx", "pooled", "+k", "+t", "+x", "+p")
 BENCHMARKS = ("tg-lodo", "parc-controlled-lodo", "parc-all-lodo", "shift-vtab1k-lodo")
@@ -66,16 +77,10 @@ def feature_sets(variant: str, has_scores: bool) -> list[str]:
 def model_mean_own(train, test_pairs, full, method=None):
     """``model-mean`` over the training datasets that are not another source's pooled copy
     (:func:`features.pooling.own_datasets`); on an unpooled history it is ``model-mean``."""
-    from features.pooling import own_datasets
-
-    from .baselines import model_mean
-
     return model_mean(train.keep_targets(datasets=own_datasets(train)), test_pairs, full)
 
 
 def _register_reference():
-    from .baselines import BASELINES, register_baseline
-
     if POOLED_REFERENCE not in BASELINES:
         register_baseline(POOLED_REFERENCE, "model-mean over the benchmark's own training datasets (pooled "
                           "histories: the other sources' copies left out)",
@@ -84,12 +89,6 @@ def _register_reference():
 
 def import_store(bench, data: Path, store_dir: Path, *, pooled: bool):
     """A fresh, enriched SQLite store with the benchmark's history (plus the pooled sources')."""
-    from history.enrich import enrich
-    from history.importers import get_importer
-    from history.store import HistoryStore
-
-    from .benchmarks import BENCHMARKS as REPORT
-
     db = store_dir / f"{bench.name}{'-pooled' if pooled else ''}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
@@ -108,9 +107,6 @@ def import_store(bench, data: Path, store_dir: Path, *, pooled: bool):
 
 
 def run_variant(bench, store, variant: str, *, progress: bool):
-    from .evaluate import evaluate
-    from .histories import load_history, load_pooled
-
     if variant == "pooled":
         history, _, _, notes, primary = load_pooled(
             store, source=f"{bench.source},{POOL_WITH[bench.name]}", regime=bench.regime, modality=bench.modality)
@@ -118,8 +114,6 @@ def run_variant(bench, store, variant: str, *, progress: bool):
         history, _, _, notes = load_history(store, source=bench.source, regime=bench.regime,
                                             modality=bench.modality)
         primary = None
-    from .evaluate import NESTED_INNER_FOLDS
-
     fsets = feature_sets(variant, bool(len(history.scores)))
     ref = reference(variant)
     if ref != "model-mean":
@@ -294,8 +288,6 @@ def main(argv=None) -> int:
                         "(e.g. benchmarks run as separate processes) instead of running")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from .benchmarks import BENCHMARKS as REPORT, default_data_dir
-
     benches = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [b for b in benches if b not in BENCHMARKS] + [v for v in variants if v not in VARIANTS]

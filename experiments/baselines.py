@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.popularity import additive_effects
 from history.errors import NotFoundError, unknown_name_error
 
 HYBRID_K = 5
@@ -188,8 +189,6 @@ def model_mean(train, test_pairs, full, method=None):
 @register_baseline("model-additive", "model effect of a two-way additive fit (model + dataset) of the training "
                    "accuracies", "training targets of the candidate models")
 def model_additive(train, test_pairs, full, method=None):
-    from features.popularity import additive_effects
-
     effects, _ = additive_effects(train.targets, standardize=False)
     if not effects.index.isin(test_pairs["model"]).any():
         raise BaselineUnavailable("none of the held-out models has a training target (cold-start models)")

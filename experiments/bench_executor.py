@@ -35,6 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
+# one compute thread per process (above), pinned before numpy (loaded by experiments.tinyzoo) and torch load
+os.environ["OMP_NUM_THREADS"] = "1"
+
+from experiments.tinyzoo import write_image_folder  # noqa: E402
+from recommender.cli import main as recommender_main  # noqa: E402
+from recommender.executor import RayExecutor, Task  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = "logme,hscore,leep,knn1"
 
@@ -59,8 +66,6 @@ def _cnn(width: int, classes: int, seed: int):
 def build(root: Path, n_models: int, width: int, image_size: int, n_images: int) -> tuple[list[str], Path]:
     import numpy as np
     import torch
-
-    from experiments.tinyzoo import write_image_folder
 
     meta = json.dumps({"input_size": image_size, "channels": 1, "mean": [0.5], "std": [0.5], "modality": "image"})
     specs = []
@@ -111,8 +116,6 @@ class Cluster:
 
 
 def score(home: Path, specs, data, probe_size, *extra) -> float:
-    from recommender.cli import main
-
     home.mkdir(parents=True, exist_ok=True)
     argv = ["--home", str(home), "score", "--dataset", "bench", "--data", str(data), "--models", ",".join(specs),
             "--methods", METHODS, "--probe-size", str(probe_size), "--no-cache", "--no-progress", "--format", "json",
@@ -122,7 +125,7 @@ def score(home: Path, specs, data, probe_size, *extra) -> float:
     import io
 
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        rc = main(argv)
+        rc = recommender_main(argv)
     dt = time.perf_counter() - t
     if rc != 0:
         raise SystemExit(f"score failed (rc {rc}) with {extra}")
@@ -140,12 +143,10 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-size", type=int, default=400)
     ap.add_argument("--empty-tasks", type=int, default=40)
     args = ap.parse_args(argv)
-    os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import torch
 
     torch.set_num_threads(1)
-    from recommender.executor import RayExecutor, Task
 
     print(f"bench_executor {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")

@@ -26,6 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from experiments.tinyzoo import build_zoo, write_image_folder
+from history.store import HistoryStore
+from recommender.executor import LocalExecutor
+from recommender.finetune import TrialConfig, load_task, run_trials, wait_background, warm_tracking
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.bench_finetune", description=__doc__.splitlines()[0])
@@ -42,11 +47,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
-    from experiments.tinyzoo import build_zoo, write_image_folder
-    from history.store import HistoryStore
-    from recommender.executor import LocalExecutor
-    from recommender.finetune import TrialConfig, load_task, run_trials, wait_background, warm_tracking
 
     torch.set_num_threads(args.threads)
     mlflow = not args.no_mlflow

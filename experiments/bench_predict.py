@@ -24,6 +24,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from recommender.defaults import DEFAULT_RECOMMENDER
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,8 +53,6 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
-        from recommender.defaults import DEFAULT_RECOMMENDER
-
         args.recommender = args.recommender or DEFAULT_RECOMMENDER
         for step in (["history", "pull", "all", "--from", args.data],
                      ["train", "-r", args.recommender, "--source", args.source, "--no-mlflow", "--cv-folds", "0"]):

@@ -19,15 +19,14 @@ import warnings
 
 import pandas as pd
 
+from experiments.quick_lodo import load_tg_image
+from features.history_frame import synthetic_history
+from recommender.registry import create_recommender, list_recommenders
+
 
 def _one(name: str, which: str, n_models: int, n_datasets: int) -> dict:
     warnings.filterwarnings("ignore")
-    from features.history_frame import synthetic_history
-    from recommender.registry import create_recommender
-
     if which == "tg-image":
-        from experiments.quick_lodo import load_tg_image
-
         h = load_tg_image()
     else:
         h = synthetic_history(n_models=n_models, n_datasets=n_datasets, seed=0)
@@ -56,8 +55,6 @@ def main(argv=None) -> int:
         name, which, nm, nd = args._one
         print(json.dumps(_one(name, which, int(nm), int(nd))))
         return 0
-    from recommender.registry import list_recommenders
-
     names = args.recommenders.split(",") if args.recommenders else list_recommenders()
     nm, nd = (1000, 100) if args.quick else (10000, 100)
     rows = []

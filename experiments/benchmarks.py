@@ -7,6 +7,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from history.importers import get_importer
+from history.store import HistoryStore
+
+from .histories import load_history
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -75,11 +80,6 @@ def load_benchmark(bench: Benchmark, data: Path, store_dir: Path):
 
     Returns ``(history, notes, import seconds)``; the store is closed again."""
     import time
-
-    from history.importers import get_importer
-    from history.store import HistoryStore
-
-    from .histories import load_history
 
     db = Path(store_dir) / f"{bench.name}.db"
     for suffix in ("", "-wal", "-shm"):

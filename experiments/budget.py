@@ -42,11 +42,17 @@ import time
 import warnings
 from pathlib import Path
 
-from experiments.benchmarks import Benchmark
+from experiments.benchmarks import BENCHMARKS as REPORT
+from experiments.benchmarks import Benchmark, default_data_dir
 from experiments.budget_protocol import (  # noqa: F401  (the protocol's API, re-exported)
     CANDIDATES, STRATEGIES, nested_choice, prefit, regret_curve, run_protocol, summarize, with_default, within)
 from experiments.budget_report import (  # noqa: F401
     _table, lift, lift_table, nested_section, per_dataset, per_dataset_table, plot, pooled_table)
+from experiments.budget_render import render
+from experiments.histories import load_history
+from history.errors import RecommenderError
+from history.importers import get_importer
+from history.store import HistoryStore
 from recommender.acquisition import DEFAULT_STRATEGY
 from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
 
@@ -81,16 +87,10 @@ LEFT_OUT = {"timm-setting1": "one dataset (ImageNet-1k): nothing to hold out",
 
 
 def benchmark(name: str) -> Benchmark:
-    from experiments.benchmarks import BENCHMARKS as REPORT
-
     return {**TEST, **REPORT}[name]
 
 
 def load_benchmark(name: str, data: Path, store_dir: Path):
-    from experiments.histories import load_history
-    from history.importers import get_importer
-    from history.store import HistoryStore
-
     bench = benchmark(name)
     store = HistoryStore(f"sqlite:///{store_dir / (name + '.db')}")
     try:
@@ -204,8 +204,6 @@ def _prefit(args, names, data) -> int:
 
 
 def main(argv=None) -> int:
-    from experiments.benchmarks import default_data_dir
-
     args = _parser().parse_args(argv)
     if args.budget < 1:
         print(f"error: --budget must be >= 1, got {args.budget}", file=sys.stderr)
@@ -226,8 +224,6 @@ def main(argv=None) -> int:
             "prior_cache": args.prior_cache, "progress": not args.no_progress}
     t0 = time.perf_counter()
     blobs = compute_all(names, opts, max(1, args.jobs))
-    from experiments.budget_render import render
-
     titles = {n: benchmark(n).title for n in names}
     return render(args, blobs, titles, dev=DEV, left_out=LEFT_OUT, wall=time.perf_counter() - t0)
 
@@ -241,9 +237,6 @@ def run_on_store(store, *, source=None, regime=None, rule: str = "best", metric=
     candidate models raises :class:`RecommenderError`. Shared by ``--store`` here and by
     ``python -m recommender evaluate --protocol budget``.
     """
-    from experiments.histories import load_history
-    from history.errors import RecommenderError
-
     hist, source, regime, notes = load_history(store, source=source, regime=regime, rule=rule, metric=metric,
                                                modality=modality)
     for n in notes:
@@ -256,9 +249,6 @@ def run_on_store(store, *, source=None, regime=None, rule: str = "best", metric=
 
 
 def _run_store(args) -> int:
-    from history.errors import RecommenderError
-    from history.store import HistoryStore
-
     try:
         store = HistoryStore(args.store)
         try:

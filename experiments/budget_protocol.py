@@ -18,8 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recommender.acquisition import ACQUISITION, DEFAULT_STRATEGY
+from experiments.baselines import BaselineUnavailable, hybrid
+from history.viability import assess
+from recommender.acquisition import ACQUISITION, DEFAULT_STRATEGY, choose_next
+from recommender.adaptive import AdaptiveRanker, ConditionalRanker, history_matrix
 from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
+from recommender.metrics import ranked_against_method
+from recommender.registry import create_recommender
 
 #: every strategy the protocol reports, in table order
 STRATEGIES = ("default", "popularity-static", "static", "adaptive", "portfolio", "adaptive-ei", "adaptive-mm",
@@ -61,8 +66,6 @@ def within(order, y: pd.Series, tol: float = 1.0) -> int:
 def _order(scores: pd.Series, y: pd.Series) -> list:
     """Models by decreasing score, ties broken against the method (lower real accuracy first),
     as the engine's metrics rank them (:func:`recommender.metrics.ranked_against_method`); unscored last."""
-    from recommender.metrics import ranked_against_method
-
     s = scores.astype(float).fillna(-np.inf)
     idx = ranked_against_method(y.reindex(s.index).to_numpy(float), s.to_numpy())
     return list(s.index[idx])
@@ -84,8 +87,6 @@ def _pick_in_turn(ranker, y: pd.Series, n: int) -> list:
 def search_picks(acquisition: str, ranker, y: pd.Series, budget: int) -> list:
     """The models ``search`` would fine-tune with ``budget`` (its own :func:`choose_next`, the
     remaining budget passed at each step), observing each one's real accuracy ``y``."""
-    from recommender.acquisition import choose_next
-
     observed, order = {}, []
     for k in range(budget):
         m, _ = choose_next(acquisition, ranker, observed, budget - k)
@@ -111,8 +112,6 @@ def replay_search(acquisition: str, ranker, y: pd.Series, budget: int) -> tuple[
 def _adaptive_order(prior: pd.Series, y: pd.Series, train_targets, held, acquisition: str = "mean",
                     ranker=None, picks: int | None = None) -> list:
     """Models in the order a warm-start ranker picks them, observing ``y`` after each pick."""
-    from recommender.adaptive import AdaptiveRanker
-
     ranker = (ranker or AdaptiveRanker(acquisition_fn=acquisition)).fit(prior, train_targets, exclude=[held])
     return _pick_in_turn(ranker, y, min(len(prior), picks or len(prior)))
 
@@ -132,8 +131,6 @@ class Config:
         return f"{self.base}/{m}/{self.acquisition}"
 
     def ranker(self):
-        from recommender.adaptive import AdaptiveRanker, ConditionalRanker
-
         if self.model == "gp":
             return AdaptiveRanker(acquisition_fn=self.acquisition)
         return ConditionalRanker(shrinkage=self.shrinkage, acquisition_fn=self.acquisition)
@@ -163,8 +160,6 @@ class _Folds:
         self._pred: dict = {}
 
     def wide(self):
-        from recommender.adaptive import history_matrix
-
         if self._wide is None:
             self._wide = history_matrix(self.history.targets)
         return self._wide
@@ -174,8 +169,6 @@ class _Folds:
         y = self._y.loc[dataset] if dataset in self._y.index.get_level_values(0) else pd.Series(dtype=float)
         if self.viable_only:
             if excluded not in self._viable:
-                from history.viability import assess
-
                 train = self.history.drop_targets(datasets=sorted(excluded))
                 nc = pd.to_numeric(train.datasets.set_index("name")["num_classes"], errors="coerce")
                 res = assess(train.targets, nc)
@@ -204,8 +197,6 @@ class _Folds:
 
     def fit_prior(self, excluded: frozenset) -> None:
         """The recommender fitted without ``excluded``: its predictions on those datasets, every model."""
-        from recommender.registry import create_recommender
-
         path = self._cache_file(excluded)
         if path is not None and path.exists():
             blob = json.loads(path.read_text())
@@ -284,8 +275,6 @@ def _na_row(held, strategy, n, budget, reason) -> dict:
 
 def _search_rows(held, pred, y, folds, ex, budget) -> list:
     """``search``'s strategies on ``held`` (prior: the default recommender), and ``default``."""
-    from recommender.adaptive import AdaptiveRanker
-
     ranker = AdaptiveRanker().fit(pred, folds.wide(), exclude=sorted(ex))
     rows = []
     for name, acq in SEARCH_STRATEGIES.items():
@@ -305,8 +294,6 @@ def with_default(rows: pd.DataFrame, default: str = DEFAULT_STRATEGY) -> pd.Data
 
 
 def _hybrid_row(history, train, held, models, y, ms_method, budget):
-    from experiments.baselines import BaselineUnavailable, hybrid
-
     pairs = pd.DataFrame({"model": models, "dataset": held})
     try:
         h = pd.Series(hybrid(train, pairs, history, method=ms_method), index=models)

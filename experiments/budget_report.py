@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from experiments.budget_protocol import REFERENCE
+from experiments.plots import _plt, save_figure
 from recommender.acquisition import DEFAULT_STRATEGY
+from recommender.metrics import paired_lift
 
 #: budgets of the lift tables (the issue's b = 1..5)
 LIFT_BUDGETS = (1, 2, 3, 4, 5)
@@ -77,8 +79,6 @@ def lift(rows: pd.DataFrame, strategy: str = "default", budgets=LIFT_BUDGETS, po
     """Paired lift (points of regret saved) of ``strategy`` over popularity-static at each b:
     ``{b: paired_lift dict}``; ``pooled`` (rows with a ``bench`` column): the bootstrap is
     stratified by benchmark."""
-    from recommender.metrics import paired_lift
-
     out = {}
     for b in budgets:
         if f"regret@{b}" not in rows:
@@ -138,8 +138,6 @@ def pooled_table(rows_by_bench: dict, groups: dict, strategies=POOLED, budgets=L
 
 
 def plot(summary: pd.DataFrame, path, title: str, budget: int) -> Path:
-    from experiments.plots import _plt, save_figure
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     b = np.arange(1, budget + 1)

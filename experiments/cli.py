@@ -11,15 +11,21 @@ import time
 from pathlib import Path
 
 from history.errors import NotFoundError, RecommenderError
+from recommender.acquisition import DEFAULT_STRATEGY
+from recommender.commands import add_parser, open_store
+from recommender.commands.flags import features_help, renamed
+from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
+from recommender.protocols import FoldPlan, describe_plan, get_protocol, list_protocols
+from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
+
+from . import budget, report
+from .evaluate import (DEFAULT_RECOMMENDERS, LIFT_REFERENCE, NESTED_GRID, NESTED_INNER_FOLDS, evaluate, format_lift,
+                       format_nested, format_per_dataset, format_summary, parse_feature_sets)
+from .histories import load_history, load_pooled
+from .mlflow_log import log_evaluation
 
 
 def register_evaluate(sub) -> None:
-    from recommender.commands import add_parser
-    from recommender.commands.flags import features_help, renamed
-    from recommender.protocols import list_protocols
-
-    from .evaluate import DEFAULT_RECOMMENDERS, NESTED_GRID, NESTED_INNER_FOLDS
-
     p = add_parser(sub, "evaluate", help="evaluate recommenders and baselines with a protocol (lodo, ...)",
                    description="Fit every recommender x feature set on the training folds of a protocol, "
                                "score the held-out pairs with ranking metrics, compare with baselines, print "
@@ -79,20 +85,14 @@ def register_evaluate(sub) -> None:
 
 
 def register_report(sub) -> None:
-    from recommender.commands import add_parser
-
     p = add_parser(sub, "report", help="rerun the headline benchmarks on the real histories and write RESULTS.md",
                    description="Same as `python -m experiments.report`.")
-    from .report import add_arguments
-
-    add_arguments(p)
+    report.add_arguments(p)
     p.set_defaults(func=_run_report)
 
 
 def _run_report(args) -> int:
-    from .report import run
-
-    return run(args)
+    return report.run(args)
 
 
 def _print_wall(t_start: float, log_s: float) -> None:
@@ -103,14 +103,6 @@ def _print_wall(t_start: float, log_s: float) -> None:
 
 def _run_budget(args) -> int:
     """``evaluate --protocol budget``: the budget protocol of experiments/budget.py on one history."""
-    from recommender.commands import open_store
-
-    from recommender.acquisition import DEFAULT_STRATEGY
-    from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
-
-    from .budget import _table, per_dataset, per_dataset_table, run_on_store
-    from .evaluate import DEFAULT_RECOMMENDERS, parse_feature_sets
-
     if args.budget < 1:
         raise RecommenderError(f"--budget must be >= 1, got {args.budget}")
     # the prior follows the project's default unless --recommender / --features name one
@@ -123,7 +115,7 @@ def _run_budget(args) -> int:
         print(f"note: the budget protocol uses one recommender for its static and adaptive orders: {rec}[{feats}]",
               file=sys.stderr)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    rows, summary, source, regime = run_on_store(
+    rows, summary, source, regime = budget.run_on_store(
         open_store(args, write=False), source=args.source, regime=args.regime, rule=args.target_rule,
         metric=args.metric,
         modality=args.modality, budget=args.budget, recommender=rec, features=feats, datasets=datasets,
@@ -131,9 +123,9 @@ def _run_budget(args) -> int:
     print(f"{source}" + (f" / {regime}" if regime else "") + f" -- budget {args.budget}, "
           f"{args.candidates} candidates, {int(summary['datasets'].max())} held-out datasets "
           "(regret in accuracy points after b fine-tunes)")
-    print(_table(summary, args.budget))
+    print(budget._table(summary, args.budget))
     print(f"strategy used per held-out dataset (default = {DEFAULT_STRATEGY}):")
-    print(per_dataset_table(rows, args.budget))
+    print(budget.per_dataset_table(rows, args.budget))
     if args.json_out:
         path = Path(args.json_out)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +133,8 @@ def _run_budget(args) -> int:
                                                "regime": regime, "recommender": rec, "features": feats,
                                                "candidates": args.candidates},
                                     "per_dataset": rows.to_dict(orient="records"),
-                                    "strategy_per_dataset": per_dataset(rows, args.budget).to_dict(orient="records"),
+                                    "strategy_per_dataset":
+                                        budget.per_dataset(rows, args.budget).to_dict(orient="records"),
                                     "default_strategy": DEFAULT_STRATEGY,
                                     "summary": summary.reset_index().to_dict(orient="records")},
                                    indent=1, default=str))
@@ -151,11 +144,6 @@ def _run_budget(args) -> int:
 
 def run_evaluate(args) -> int:
     t_start = time.perf_counter()
-    from recommender.commands import open_store
-    from recommender.tracking import MLFLOW_FAILED_EXIT_CODE
-
-    from .evaluate import evaluate, parse_feature_sets
-    from recommender.protocols import get_protocol
 
     if args.protocol == "budget":
         return _run_budget(args)
@@ -166,12 +154,9 @@ def run_evaluate(args) -> int:
         raise RecommenderError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     feature_sets = parse_feature_sets(args.features) if args.features else None
     store = open_store(args, write=False)  # evaluate only reads the store
-    from .histories import load_history
 
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
     if args.source and "," in args.source:  # pooled: the first source is held out, the others only train
-        from .histories import load_pooled
-
         history, source, regime, notes, primary = load_pooled(store, source=args.source, regime=args.regime,
                                                               rule=args.target_rule, metric=args.metric,
                                                               modality=args.modality)
@@ -210,7 +195,6 @@ def run_evaluate(args) -> int:
     if args.no_mlflow:
         _print_wall(t_start, 0.0)
         return rc
-    from .mlflow_log import log_evaluation
 
     t1 = time.perf_counter()
     info = log_evaluation(result, tracking_uri=args.tracking_uri, home=args.home,
@@ -228,10 +212,6 @@ def run_evaluate(args) -> int:
 
 
 def print_result(result, title: str, per_dataset: bool = True, file=None) -> None:
-    from recommender.protocols import FoldPlan, describe_plan
-
-    from .evaluate import LIFT_REFERENCE, format_lift, format_nested, format_per_dataset, format_summary
-
     out = file or sys.stdout
     if per_dataset and len(result.rows):
         print(format_per_dataset(result), file=out)

@@ -23,17 +23,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.history_frame import HistoryFrame
+from history.store import HistoryStore
+from recommender.adaptive import update_predictions
+from recommender.cli import main as recommender_main
+from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
+from recommender.registry import create_recommender
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _history(data: Path):
-    from features.history_frame import HistoryFrame
-    from history.store import HistoryStore
-
     tmp = Path(tempfile.mkdtemp(prefix="conditioning-"))
-    from recommender.cli import main
 
-    rc = main(["--home", str(tmp), "history", "pull", "transfergraph-image", "--from", str(data)])
+    rc = recommender_main(["--home", str(tmp), "history", "pull", "transfergraph-image", "--from", str(data)])
     if rc:
         raise SystemExit(rc)
     store = HistoryStore(f"sqlite:///{tmp / 'history.db'}", create=False)
@@ -44,10 +47,6 @@ def _history(data: Path):
 
 
 def regret_rows(hist, reveal: int = 2) -> pd.DataFrame:
-    from recommender.adaptive import update_predictions
-    from recommender.defaults import DEFAULT_FEATURES, DEFAULT_RECOMMENDER
-    from recommender.registry import create_recommender
-
     rows = []
     for d in hist.target_datasets():
         truth = hist.targets[hist.targets["dataset"] == d].groupby("model")["value"].max()

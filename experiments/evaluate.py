@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from history.errors import NotFoundError, RecommenderError
-
+from features.featurizer import GROUP_HELP
+from history.errors import NotFoundError, RecommenderError, unknown_name_error
+from history.viability import assess_groups, degenerate_models
 from recommender import metrics as M
+from recommender import registry
 from recommender.defaults import DEFAULT_RECOMMENDER
-from .baselines import BaselineSpec, BaselineUnavailable, resolve_baselines
 from recommender.protocols import FoldPlan, describe_plan, get_protocol, make_folds
+
+from .baselines import BaselineSpec, BaselineUnavailable, resolve_baselines
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +213,6 @@ def parse_feature_sets(values) -> list[str]:
         for part in str(v).split(";"):
             fs = ",".join(x.strip() for x in part.split(",") if x.strip())
             if fs:
-                from features.featurizer import GROUP_HELP
-
                 for x in fs.split(","):
                     if x not in GROUP_HELP:
                         raise RecommenderError(
@@ -222,17 +223,8 @@ def parse_feature_sets(values) -> list[str]:
     return out
 
 
-def _registry():
-    try:
-        from recommender import registry
-    except ModuleNotFoundError as exc:  # pragma: no cover - recommender package incomplete
-        raise RecommenderError(f"the recommender registry is not available ({exc})") from None
-    return registry
-
-
 def list_recommender_names() -> list[str]:
-    reg = _registry()
-    names = reg.list_recommenders()
+    names = registry.list_recommenders()
     return [n if isinstance(n, str) else getattr(n, "name", str(n)) for n in names]
 
 
@@ -249,8 +241,6 @@ def build_methods(full, *, recommenders=DEFAULT_RECOMMENDERS, feature_sets=None,
         valid = list_recommender_names()
         for r in recs:
             if r not in valid:
-                from history.errors import unknown_name_error
-
                 raise unknown_name_error("recommender", r, valid)
         for r in recs:
             for fs in feature_sets:
@@ -264,10 +254,9 @@ def build_methods(full, *, recommenders=DEFAULT_RECOMMENDERS, feature_sets=None,
 
 
 def _make_recommender(spec: MethodSpec, seed: int | None):
-    reg = _registry()
     params = dict(spec.params)
     params["features"] = spec.features
-    rec = reg.create_recommender(spec.name, **params)
+    rec = registry.create_recommender(spec.name, **params)
     if seed is not None:
         names = rec.get_params() if hasattr(rec, "get_params") else {}
         for k in ("random_state", "seed"):
@@ -335,8 +324,6 @@ def _predict(spec: MethodSpec, fold, seed, test=None):
 
 
 def _degenerate(history) -> set:
-    from history.viability import degenerate_models
-
     return degenerate_models(history.models, history.targets, history.datasets)
 
 
@@ -586,8 +573,6 @@ def nested_choice(fold, specs, *, protocol: str = "kfold", inner_folds: int = NE
     ties going to the higher mean Pearson, then to the earlier candidate. When no inner
     fold can be built, the first candidate is chosen and the reason recorded.
     """
-    from history.viability import assess_groups
-
     train = fold.train
     lower = not M.METRICS[select_on].higher_is_better
     out = {"fold": fold.fold_id, "held_out": ",".join(fold.held_out_datasets), "inner_protocol": protocol}

@@ -25,8 +25,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
+from experiments.quick_lodo import load_tg_image
+from features.history_frame import synthetic_history
+from history.datasets_registry import resolve_name
 from recommender.estimators.base import TabularRecommender, grouped_folds
 from recommender.estimators.fm import FMRecommender, MyFMRecommender, _FMSamplesMixin
+from recommender.registry import create_recommender
 
 
 class ModernFMRecommender(_FMSamplesMixin, TabularRecommender):
@@ -57,8 +61,6 @@ class ModernFMRecommender(_FMSamplesMixin, TabularRecommender):
 
 
 def _lr(**kw):
-    from recommender.registry import create_recommender
-
     return create_recommender("lr", **kw)
 
 
@@ -130,8 +132,6 @@ def lodo(history, name, features, inner_cv=False, datasets=None) -> pd.DataFrame
 
 
 def synthetic_train_time(name, n_models=1000, n_datasets=100) -> tuple[int, float]:
-    from features.history_frame import synthetic_history
-
     h = synthetic_history(n_models=n_models, n_datasets=n_datasets, seed=0)
     factory, base, _ = CANDIDATES[name]
     rec = factory(**base)
@@ -150,15 +150,12 @@ def main(argv=None) -> int:
     ap.add_argument("--per-dataset", action="store_true")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    from experiments.quick_lodo import load_tg_image
-
     hist = load_tg_image()
     names = args.candidates.split(",")
     datasets = None
     if args.quick:
         datasets = ["cifar100", "dtd", "flowers", "svhn", "stanfordcars", "kitti"]
-        from history.datasets_registry import resolve_name  # TransferGraph's names -> the stored (canonical) ones
-
+        # TransferGraph's names -> the stored (canonical) ones
         datasets = [d for d in (resolve_name(q, hist.target_datasets()) for q in datasets) if d is not None]
     print(f"# {hist!r}; held out: {len(datasets or hist.target_datasets())} datasets; "
           f"inner CV: {args.inner_cv} (L2 scales {L2_SCALES})")

@@ -1,13 +1,13 @@
 """Loading one evaluable history from a store (shared by ``evaluate`` and the report)."""
 from __future__ import annotations
 
-from history.errors import NotFoundError, RecommenderError
+from features.history_frame import HistoryFrame
+from features.pooling import parse_sources, pool_histories, pool_regime
+from history.errors import NotFoundError, RecommenderError, unknown_name_error
 
 
 def load_history(store, *, source=None, regime=None, rule="best", metric=None, modality=None):
     """A HistoryFrame for ``source`` / ``regime``, validating both against the store."""
-    from features.history_frame import HistoryFrame
-
     sources = store.sources()
     if not sources:
         raise RecommenderError(f"the history store {store!r} has no fine-tuning jobs; import one first "
@@ -17,13 +17,9 @@ def load_history(store, *, source=None, regime=None, rule="best", metric=None, m
             raise RecommenderError(f"the store holds several sources; choose one with --source: {', '.join(sources)}")
         source = sources[0]
     if source not in sources:
-        from history.errors import unknown_name_error
-
         raise unknown_name_error("source", source, sources)
     regimes = sorted(store.jobs_frame(source=source)["regime"].dropna().unique())
     if regime is not None and regime not in regimes:
-        from history.errors import unknown_name_error
-
         raise unknown_name_error("regime", regime, regimes, where=f" for source {source!r}",
                                  plural=f"regimes of {source!r}")
     if regime is None and len(regimes) > 1:
@@ -59,8 +55,6 @@ def load_pooled(store, *, source, regime=None, rule="best", metric=None, modalit
     named after a colon, else the primary's regime when it has it, else its most frequent
     regime (:func:`pool_regime`).
     Returns (frame, primary source, regime, notes, primary's datasets)."""
-    from features.pooling import parse_sources, pool_histories, pool_regime
-
     specs = parse_sources(source)
     if not specs:
         raise RecommenderError("--source is empty; name one or more sources, e.g. transfergraph-image,shift")

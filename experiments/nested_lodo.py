@@ -47,8 +47,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.baselines import model_mean, ms_scores
-from recommender.metrics import METRICS, score_dataset
+from experiments.plots import _plt, save_figure
 from experiments.quick_lodo import DEFAULT_DATA, load_tg_image
+from recommender.metrics import METRICS, score_dataset
+from recommender.protocols import store_aliases, twins_in
 from recommender.registry import create_recommender
 
 
@@ -100,8 +102,6 @@ class _Fits:
     """Fits each (base, excluded datasets) once and serves its predictions for any dataset."""
 
     def __init__(self, history, random_state: int = 0):
-        from recommender.protocols import store_aliases
-
         self.history = history
         self.random_state = random_state
         self._all_ds = sorted(history.targets["dataset"].unique())
@@ -115,8 +115,6 @@ class _Fits:
         key = (base, excluded)
         truth = self.history.targets[self.history.targets["dataset"] == dataset]
         pairs = truth[["model", "dataset"]]
-        from recommender.protocols import twins_in
-
         # the fold's frame, as the engine's lodo builds it: the excluded datasets and their twins
         train = self.history.drop_targets(datasets=twins_in(sorted(excluded), self._all_ds, self._aliases))
         if name == "model-mean":
@@ -245,8 +243,6 @@ def summarize(result: dict, select_on: str = "regret@1") -> pd.DataFrame:
 def regret_chart(result: dict, path, reference: str = "lr[d,m]", title: str = "") -> Path:
     """Per held-out dataset regret@1: the nested choice, a fixed reference candidate and the
     per-dataset oracle (grouped horizontal bars), with the 1-point line."""
-    from experiments.plots import _plt, save_figure
-
     plt = _plt()
     outer, choices = result["outer"], result["choices"]
     ds = list(choices["dataset"])

@@ -15,17 +15,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+from history.enrich import enrich
+from history.importers import get_importer
+from history.store import HistoryStore
+
+from .benchmarks import default_data_dir
+from .evaluate import evaluate
+from .histories import load_history, load_pooled
+
 POOLS = {"base": None, "pooled-vtab1k": "transfergraph-image,shift:vtab-1k,parc",
          "pooled-full": "transfergraph-image,shift:full,parc"}
 
 
 def _store(url, tmp):
-    from history.enrich import enrich
-    from history.importers import get_importer
-    from history.store import HistoryStore
-
-    from .benchmarks import default_data_dir
-
     if url:
         return HistoryStore(url)
     st = HistoryStore(f"sqlite:///{Path(tmp) / 'pooled.db'}")
@@ -38,9 +40,6 @@ def _store(url, tmp):
 
 def main(argv=None) -> int:
     import pandas as pd
-
-    from .evaluate import evaluate
-    from .histories import load_history, load_pooled
 
     p = argparse.ArgumentParser(prog="python -m experiments.pool_regimes", description=__doc__.split("\n\n")[0])
     p.add_argument("--store", default=None, help="store URL with the three public histories (default: import them)")

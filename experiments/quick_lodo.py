@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.evaluate import evaluate
 from features.history_frame import HistoryFrame
+from history.importers import get_importer
 from history.store import HistoryStore
 from recommender.registry import list_recommenders
 
@@ -27,8 +29,6 @@ DEFAULT_DATA = Path(os.environ.get("RECOMMENDER_DATA", Path(__file__).resolve().
 
 def load_tg_image(data_dir: Path = DEFAULT_DATA) -> HistoryFrame:
     """TransferGraph-image as a HistoryFrame (through the transfergraph importer, temp SQLite store)."""
-    from history.importers import get_importer
-
     with tempfile.TemporaryDirectory() as tmp:
         store = HistoryStore(f"sqlite:///{tmp}/h.db")
         get_importer("transfergraph").run(store, data_dir / "transfergraph-image")
@@ -39,8 +39,6 @@ def load_tg_image(data_dir: Path = DEFAULT_DATA) -> HistoryFrame:
 
 def lodo(history: HistoryFrame, name: str, params: dict, datasets=None, candidates: str = "viable") -> pd.DataFrame:
     """Per held-out dataset metrics of one recommender configuration (the engine's rows)."""
-    from experiments.evaluate import evaluate
-
     params = dict(params)
     feats = params.pop("features", "d,m")
     res = evaluate(history, protocol="lodo", recommenders=[name], feature_sets=[feats], baselines="none",

@@ -32,11 +32,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from history.errors import NotFoundError, RecommenderError
+from recommender.commands.flags import renamed
 from recommender.defaults import DEFAULT_FIXED_ON, DEFAULT_LABEL
 
+from . import plots
+from .ablations import results_section
 from .benchmarks import BENCHMARKS, REPO, Benchmark, default_data_dir, load_benchmark
 from .evaluate import DEFAULT_RECOMMENDERS as _EVAL_DEFAULTS
-from .evaluate import NESTED_GRID, NESTED_INNER_FOLDS
+from .evaluate import NESTED_GRID, NESTED_INNER_FOLDS, evaluate, format_lift, format_summary
 from .headline import (HEADLINE_METRICS, best_model_ranks, default_rows, lift_cell, markdown_table, pooled_rows,
                        ranks_table, targets_rows, value_cell)
 
@@ -46,8 +50,6 @@ DEFAULT_RECOMMENDERS = ",".join(_EVAL_DEFAULTS)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from recommender.commands.flags import renamed
-
     p.add_argument("--quick", action="store_true", help="smaller variant: the default and lr only; 2 seeds")
     p.add_argument("--out", default=str(REPO / "experiments" / "RESULTS.md"), help="markdown file to (re)write")
     renamed(p, "--data", p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
@@ -89,8 +91,6 @@ def _cpu() -> str:
 def run_benchmark(bench: Benchmark, data: Path, store_dir: Path, *, recommenders: str, seeds: int,
                   progress: bool):
     """Import ``bench``'s history into a fresh store and evaluate it; returns (result, notes, import_s)."""
-    from .evaluate import evaluate
-
     history, notes, import_s = load_benchmark(bench, data, store_dir)
     fsets = ["d,m", "d,m,s"] if len(history.scores) else ["d,m"]
     result = evaluate(history, protocol=bench.protocol, recommenders=recommenders, feature_sets=fsets,
@@ -159,8 +159,6 @@ def _run_all(names, data, store_dir, recommenders, seeds, progress, jobs: int) -
 
 
 def run(args) -> int:
-    from .ablations import results_section
-
     data, names, recommenders, seeds, out = _options(args)
     tmp = None
     if args.store_dir:
@@ -200,14 +198,10 @@ def _options(args) -> tuple:
     """(data folder, benchmark names, recommenders, seeds, output file) of the command line."""
     data = Path(args.from_dir).resolve() if args.from_dir else default_data_dir()
     if not data.is_dir():
-        from history.errors import RecommenderError
-
         raise RecommenderError(f"real histories not found at {data}; pass --from or set RECOMMENDER_DATA")
     names = [n.strip() for n in args.benchmarks.split(",")] if args.benchmarks else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        from history.errors import NotFoundError
-
         raise NotFoundError(f"unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(BENCHMARKS)}")
     recommenders = args.recommender or ("blend,lr" if args.quick else DEFAULT_RECOMMENDERS)
     seeds = args.seeds or (2 if args.quick else 5)
@@ -218,9 +212,6 @@ def _options(args) -> tuple:
 
 def _section(bench: Benchmark, result, notes, import_s: float, wall: float, out: Path) -> str:
     """One benchmark's section of RESULTS.md (its bar chart written next to ``out``)."""
-    from . import plots
-    from .evaluate import format_lift, format_summary
-
     png = out.parent / f"results_{bench.name}.png"
     summary = result.summary()
     plots.bar_chart(summary, png, title=bench.title)
@@ -316,7 +307,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    from history.errors import RecommenderError
 
     try:
         return run(args)
