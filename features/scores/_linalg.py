@@ -104,6 +104,55 @@ def pca(X: np.ndarray, dim: int, signed: bool = True) -> np.ndarray:
     return _signed_scores(V, Xc @ V, n)
 
 
+def sklearn_randomized_pca(X: np.ndarray, k: int, random_state: int, n_iter: int = 1,
+                           n_oversamples: int = 10) -> np.ndarray:
+    """``PCA(n_components=k, svd_solver="randomized", iterated_power=n_iter,
+    random_state=random_state).fit_transform(X)`` of scikit-learn (1.x), the same operations
+    on the same array layouts, so the same floats, without the estimator's input validation
+    (the callers validate once) and its explained-variance passes (two more passes over ``X``).
+
+    Steps (``sklearn.decomposition.PCA._fit_truncated`` and ``utils.extmath._randomized_svd``,
+    ``_randomized_range_finder``, ``svd_flip``): center by the column mean; work on
+    ``M = Xc^T`` when n < d; a ``RandomState(random_state).normal`` test matrix of
+    ``k + n_oversamples`` columns; ``n_iter`` power steps ``M (M^T (M Q))`` normalized by
+    nothing when ``n_iter <= 2``, else by LU (scikit-learn's "auto"); a Householder QR
+    (scipy, economic) of the last product; the SVD (``gesdd``) of ``B = Q^T M``; signs fixed
+    so that the largest-|.| entry of each component (loading vector) is positive (0 when that
+    entry is 0, as ``np.sign``); scores ``U s``.
+    ``X`` must be float64 or float32, 2-D, finite, with ``1 <= k <= min(n, d)``.
+    """
+    n, d = X.shape
+    if not 1 <= k <= min(n, d):
+        raise ValueError(f"k={k} must be between 1 and min(n_samples, n_features)={min(n, d)}")
+    rs = np.random.RandomState(random_state)
+    Xc = X - np.mean(X, axis=0)
+    transpose = n < d
+    M = Xc.T if transpose else Xc
+    Q = rs.normal(size=(M.shape[1], k + n_oversamples))
+    if X.dtype == np.float32:
+        Q = Q.astype(np.float32, copy=False)
+    if n_iter <= 2:
+        def normalize(A):
+            return A
+    else:
+        def normalize(A):
+            return sla.lu(A, permute_l=True, check_finite=False)[0]
+    for _ in range(n_iter):
+        Q = normalize(M @ Q)
+        Q = normalize(M.T @ Q)
+    Q = sla.qr(M @ Q, mode="economic", check_finite=False)[0]
+    Uhat, s, Vt = sla.svd(Q.T @ M, full_matrices=False, lapack_driver="gesdd")
+    U = Q @ Uhat
+    if transpose:  # scores: rows of Vt; components: columns of U
+        scores, comps = Vt[:k].T, U[:, :k].T
+    else:
+        scores, comps = U[:, :k], Vt[:k]
+    signs = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
+    scores *= signs[np.newaxis, :]
+    scores *= s[:k]
+    return scores
+
+
 def _orthonormal(B: np.ndarray, final: bool) -> np.ndarray:
     """An orthonormal basis of the columns of ``B`` (n, m), n >= m, for subspace iteration.
 

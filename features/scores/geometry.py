@@ -7,8 +7,8 @@ import numpy as np
 
 import scipy.linalg as sla
 
-from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, spearman, spearman_grouped,
-                      sq_frobenius_gram, standardize)
+from ._linalg import (class_counts_means, corr_matrix, corr_rdm, one_hot, pca, sklearn_randomized_pca, spearman,
+                      spearman_grouped, sq_frobenius_gram, standardize)
 from .registry import ScoreInputError, register_score
 
 PARC_PAPER = ("Bolya et al. 2021, 'Scalable diverse model selection for accessible transfer "
@@ -37,9 +37,9 @@ PARC_REF = "dbolya/parc@b05d062 methods.py PARC.forward (n_dims=32; feature_redu
 
 def _parc_reduce(X: np.ndarray, pca_dim, random_state: int) -> np.ndarray:
     """dbolya/parc ``feature_reduce``: scikit-learn's randomized PCA (``iterated_power=1``,
-    ``random_state=1919``) to ``min(pca_dim, n)`` dims; the same call, so the same output."""
-    from sklearn.decomposition import PCA
-
+    ``random_state=1919``) to ``min(pca_dim, n)`` dims, computed by
+    :func:`sklearn_randomized_pca` (the same operations, so the same output, without the
+    estimator's validation and explained-variance passes)."""
     if pca_dim is None:
         return X
     if int(pca_dim) < 1:
@@ -49,8 +49,7 @@ def _parc_reduce(X: np.ndarray, pca_dim, random_state: int) -> np.ndarray:
         raise ScoreInputError(
             f"parc: the official PCA to {f} dims needs at least {f} feature dims; the features have "
             f"{X.shape[1]} (scikit-learn raises). Pass pca_dim=None (no PCA) or pca_dim <= {X.shape[1]}.")
-    return PCA(n_components=f, svd_solver="randomized", random_state=int(random_state),
-               iterated_power=1).fit_transform(X)
+    return sklearn_randomized_pca(X, f, int(random_state), n_iter=1)
 
 
 def _standard_scale(Z: np.ndarray) -> np.ndarray:

@@ -162,3 +162,35 @@ def test_near_constant_features_are_flagged():
         r = score_with_flag(name, 1.0 + 1e-9 * X, y)
         assert r.flag and "constant" in r.flag, name
         assert score_with_flag(name, X, y).flag is None or name == "sfda", name
+
+
+@pytest.mark.parametrize("n, d, dead, iterated_power", [(150, 300, 0, 1), (150, 300, 100, 1), (400, 100, 30, 1),
+                                                        (40, 35, 5, 1), (64, 64, 0, 1), (300, 120, 50, 4)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_randomized_pca_is_sklearns_pca(n, d, dead, iterated_power, dtype):
+    """parc's PCA (features.scores._linalg.sklearn_randomized_pca) repeats scikit-learn's
+    ``PCA(svd_solver="randomized")`` operation for operation: the same floats at a fixed seed,
+    with dead (all-zero) units, n < d (transposed route), n > d, n = d, k + 10 > min(n, d),
+    and the LU-normalized power iteration (iterated_power > 2)."""
+    from sklearn.decomposition import PCA
+
+    from features.scores._linalg import sklearn_randomized_pca
+
+    X, _ = _mixture(n + d, n, d, 10, dead=dead)
+    X = np.maximum(X, 0.0).astype(dtype)  # ReLU-like, with the dead units all zero
+    k = min(32, n)
+    want = PCA(n_components=k, svd_solver="randomized", random_state=1919,
+               iterated_power=iterated_power).fit_transform(X)
+    got = sklearn_randomized_pca(X, k, 1919, n_iter=iterated_power)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fast_randomized_pca_is_sklearns_pca_on_cnn_features(cnn_features):
+    from sklearn.decomposition import PCA
+
+    from features.scores._linalg import sklearn_randomized_pca
+
+    X, _ = cnn_features
+    want = PCA(n_components=32, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(X)
+    np.testing.assert_array_equal(sklearn_randomized_pca(X, 32, 1919), want)
