@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.decomposition import PCA
 
 from features.scores import compute_score, etran_combine, get_score, score_with_flag
+from features.scores._linalg import sklearn_randomized_pca
 from tests.features import score_references as R
 
 pytestmark = pytest.mark.timeout(300)
@@ -172,10 +174,6 @@ def test_fast_randomized_pca_is_sklearns_pca(n, d, dead, iterated_power, dtype):
     ``PCA(svd_solver="randomized")`` operation for operation: the same floats at a fixed seed,
     with dead (all-zero) units, n < d (transposed route), n > d, n = d, k + 10 > min(n, d),
     and the LU-normalized power iteration (iterated_power > 2)."""
-    from sklearn.decomposition import PCA
-
-    from features.scores._linalg import sklearn_randomized_pca
-
     X, _ = _mixture(n + d, n, d, 10, dead=dead)
     X = np.maximum(X, 0.0).astype(dtype)  # ReLU-like, with the dead units all zero
     k = min(32, n)
@@ -187,10 +185,6 @@ def test_fast_randomized_pca_is_sklearns_pca(n, d, dead, iterated_power, dtype):
 
 
 def test_fast_randomized_pca_is_sklearns_pca_on_cnn_features(cnn_features):
-    from sklearn.decomposition import PCA
-
-    from features.scores._linalg import sklearn_randomized_pca
-
     X, _ = cnn_features
     want = PCA(n_components=32, svd_solver="randomized", random_state=1919, iterated_power=1).fit_transform(X)
     np.testing.assert_array_equal(sklearn_randomized_pca(X, 32, 1919), want)
