@@ -7,6 +7,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ._linalg import class_gram_blocks, class_rows
+from ._logistic import fit_logistic, predict_codes, stops_at_start
 from .registry import ScoreInputError, register_score
 
 
@@ -121,32 +122,9 @@ def nleep(features, labels, *, probs=None, reference=None, component_ratio=5, va
     return float(np.sum(np.einsum("ik,ik->i", prob, py_z[labels])) / n)
 
 
-@register_score("split_lr", iterative=True,
-                paper="split logistic-regression baseline of Bolya et al. 2021, NeurIPS (PARC), "
-                      "with its protocol",
-                summary="accuracy of a logistic regression trained on the first half of the "
-                        "samples and tested on the second (PARC's SplitLogistic)",
-                reference="dbolya/parc@b05d062 methods.py SplitLogistic.forward (percent_train=0.5)",
-                deviation="seed=0 (default) first puts the samples in a seeded random order: PARC's "
-                          "probe sets come shuffled, ours are in dataset order, which can be sorted by "
-                          "class (then the halves share no class); seed=None is the official call")
-def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=20, tol=0.1,
-             train_fraction=0.5, seed=0):
-    """Split logistic regression, PARC's ``SplitLogistic.forward``.
-
-    The first ``n - floor(train_fraction n)`` samples train and the rest test (PARC's
-    ``split_data``, not stratified); the raw features (no scaling) fit scikit-learn's L2
-    logistic regression with PARC's settings (lbfgs, ``C=1``, ``max_iter=20``, ``tol=0.1``,
-    ``random_state=0``) and the score is the test accuracy (PARC prints x100). ``seed``: an
-    int puts the samples in that seeded random order first (default 0; PARC's probe sets
-    come shuffled, ours keep the dataset's order, which may be sorted by class); None
-    splits in the given order, exactly the official call. A training half with a single
-    class predicts that class. With two classes scikit-learn >= 1.8 fits a binary logistic
-    regression (PARC's code asked for a two-class softmax, whose penalty is half as strong).
-    Iterative (lbfgs). *Not* invariant to scaling or duplication.
-    """
-    from sklearn.linear_model import LogisticRegression
-
+def _split_halves(features, labels, train_fraction, seed):
+    """split_lr's train/test halves: the first ``n - floor(train_fraction n)`` samples train
+    (after a seeded permutation when ``seed`` is an int)."""
     if not 0 < float(train_fraction) < 1:
         raise ScoreInputError(f"split_lr: train_fraction must be in (0, 1); got {train_fraction!r}.")
     n = labels.shape[0]
@@ -155,19 +133,63 @@ def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=20
         raise ScoreInputError(f"split_lr: {n} samples cannot be split into non-empty train and test halves "
                               f"with train_fraction={train_fraction}.")
     if seed is None:  # contiguous slices: no copies
-        Xtr, Xte, ytr, yte = features[:cut], features[cut:], labels[:cut], labels[cut:]
-    else:
-        order = np.random.default_rng(int(seed)).permutation(n)
-        tr, te = order[:cut], order[cut:]
-        Xtr, Xte, ytr, yte = features[tr], features[te], labels[tr], labels[te]
-    if np.unique(ytr).size < 2:
+        return features[:cut], features[cut:], labels[:cut], labels[cut:]
+    order = np.random.default_rng(int(seed)).permutation(n)
+    tr, te = order[:cut], order[cut:]
+    return features[tr], features[te], labels[tr], labels[te]
+
+
+def _split_lr_degenerate(X, y, value, *, C=1.0, max_iter=20, tol=0.1, train_fraction=0.5, seed=0):
+    Xtr, _, ytr, _ = _split_halves(X, y, train_fraction, seed)
+    classes, codes = np.unique(ytr, return_inverse=True)
+    if classes.size < 2:
+        return ("split_lr's training half holds one class, so every prediction is that class; "
+                "the value cannot rank models")
+    if stops_at_start(Xtr, codes, classes.size, tol=tol):
+        return (f"split_lr's logistic regression stopped at its zero start (initial gradient <= tol={tol}: "
+                "scikit-learn >= 1.4 averages the loss over samples), so every prediction is the first "
+                "class; the value is that class's share of the test half and cannot rank models")
+    return None
+
+
+@register_score("split_lr", iterative=True,
+                paper="split logistic-regression baseline of Bolya et al. 2021, NeurIPS (PARC), "
+                      "with its protocol",
+                summary="accuracy of a logistic regression trained on the first half of the "
+                        "samples and tested on the second (PARC's SplitLogistic)",
+                reference="dbolya/parc@b05d062 methods.py SplitLogistic.forward (percent_train=0.5)",
+                deviation="seed=0 (default) first puts the samples in a seeded random order: PARC's "
+                          "probe sets come shuffled, ours are in dataset order, which can be sorted by "
+                          "class (then the halves share no class); seed=None is the official call",
+                degenerate=_split_lr_degenerate)
+def split_lr(features, labels, *, probs=None, reference=None, C=1.0, max_iter=20, tol=0.1,
+             train_fraction=0.5, seed=0):
+    """Split logistic regression, PARC's ``SplitLogistic.forward``.
+
+    The first ``n - floor(train_fraction n)`` samples train and the rest test (PARC's
+    ``split_data``, not stratified); the raw features (no scaling) fit an L2 logistic
+    regression with PARC's scikit-learn settings (lbfgs, ``C=1``, ``max_iter=20``,
+    ``tol=0.1``) and the score is the test accuracy (PARC prints x100). ``seed``: an int
+    puts the samples in that seeded random order first (default 0; PARC's probe sets come
+    shuffled, ours keep the dataset's order, which may be sorted by class); None splits in
+    the given order, exactly the official call. The fit is
+    :func:`features.scores._logistic.fit_logistic`: scikit-learn's objective, start and
+    L-BFGS-B options handed to scipy directly (same predictions as
+    ``LogisticRegression``; cheaper: no validation, and the first evaluation at zero in
+    O(n d)). A training half with a single class predicts that class. With two classes
+    scikit-learn >= 1.8 fits a binary logistic regression (PARC's code asked for a
+    two-class softmax, whose penalty is half as strong). Flagged as degenerate when the
+    fit stops at its zero start (every prediction the first class). Iterative (lbfgs).
+    *Not* invariant to scaling or duplication.
+    """
+    Xtr, Xte, ytr, yte = _split_halves(features, labels, train_fraction, seed)
+    classes, codes = np.unique(ytr, return_inverse=True)
+    if classes.size < 2:
         pred = np.full(yte.size, ytr[0])
     else:
-        clf = LogisticRegression(C=float(C), max_iter=int(max_iter), tol=float(tol), random_state=0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            clf.fit(Xtr, ytr)
-        pred = clf.predict(Xte)
+        coef, intercept = fit_logistic(Xtr, codes, classes.size, C=float(C), max_iter=int(max_iter),
+                                       tol=float(tol))
+        pred = classes[predict_codes(Xte, coef, intercept)]
     return float(np.mean(pred == yte))
 
 
