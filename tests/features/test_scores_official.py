@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from features.scores import compute_score, etran_combine, get_score, score_with_flag
+from experiments.bench_scores import make_inputs
+from features.scores import ScoreInputError, compute_score, etran_combine, get_score, score_with_flag
 from features.scores._linalg import sklearn_randomized_pca
+from features.scores.probabilistic import nleep
 from tests.features import score_references as R
 
 pytestmark = pytest.mark.timeout(300)
@@ -106,6 +108,46 @@ def test_official_agreement_on_cnn_features(cnn_features, name):
         _check(name, X, y, component_ratio=1, ref_kw={"component_ratio": 1})
         return
     _check(name, X, y)
+
+
+@pytest.mark.parametrize("component_ratio", [2, 5])
+def test_nleep_equals_official_on_cnn_features_at_more_components(cnn_features, component_ratio):
+    """The digit CNN's features (3 PCA dims) with 20 and 50 components (the official ratio 5),
+    at two seeds: the batched EM (features.scores._mixture) against scikit-learn's."""
+    X, y = cnn_features
+    for seed in (0, 1):
+        _check("nleep", X, y, component_ratio=component_ratio, seed=seed,
+               ref_kw={"component_ratio": component_ratio, "random_state": seed})
+
+
+#: experiments.bench_scores' nleep sets (d = 64, C = 10, float32): its main set and agreement
+#: qualities (n, seed, quality); n = 5000 is the n > d shape the bench also times
+BENCH_SETS = [(500, 0, 1.0), (500, 1, 0.1), (500, 3, 0.55), (500, 5, 1.0), (5000, 0, 1.0), (5000, 2, 0.55)]
+
+
+@pytest.mark.parametrize("n, seed, quality", BENCH_SETS)
+def test_nleep_equals_official_on_the_bench_sets(n, seed, quality):
+    X, y, _, _ = make_inputs(n, 64, 10, 1000, seed=seed, quality=quality)
+    want = R.nleep_official(X.astype(np.float64), y)
+    assert compute_score("nleep", X, y) == pytest.approx(want, rel=1e-6, abs=1e-12)
+    # called directly on the float32 features: cast to float64 as compute_score does (scikit-learn
+    # would fit float32, and fail: ill-defined covariances)
+    assert nleep(X, y) == pytest.approx(want, rel=1e-6, abs=1e-12)
+
+
+def test_nleep_ill_defined_covariance_is_one_actionable_line():
+    """Where the official mixture raises scikit-learn's ValueError (features so large that
+    reg_covar is lost), nleep raises ScoreInputError: one line naming the fixes."""
+    X, y, _, _ = make_inputs(500, 64, 10, 1000)
+    X = X.astype(np.float64) * 1e8
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        R.nleep_official(X, y)
+    for call in (lambda: compute_score("nleep", X, y), lambda: nleep(X, y)):
+        with pytest.raises(ScoreInputError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg and "not positive definite" in msg
+        assert "component_ratio" in msg and "scale the features down" in msg
 
 
 def test_logme_equals_thuml_where_n_exceeds_d(cnn_features):
