@@ -134,22 +134,26 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     ref_repeats = max(1, args.ref_repeats or (repeats if args.n <= 1000 else 1))
+    # import what the scores and the references use before timing them, and before limiting
+    # threads: threadpoolctl limits only the pools already loaded (scikit-learn's OpenMP
+    # runtime, used by KMeans in nleep, comes with its compiled modules)
+    import sklearn.cluster, sklearn.covariance, sklearn.decomposition, sklearn.linear_model  # noqa: F401,E401
+    import sklearn.metrics, sklearn.mixture, sklearn.preprocessing  # noqa: F401,E401
     if args.threads:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_info, threadpool_limits
 
         threadpool_limits(args.threads)
+        pools = sorted({p["internal_api"] for p in threadpool_info()})
     names = args.scores or list_scores()
     refs = None if args.no_references else load_references()
-    if refs:  # import what the references use before timing them
-        import sklearn.covariance, sklearn.decomposition, sklearn.linear_model, sklearn.metrics  # noqa: F401,E401
-        import sklearn.preprocessing  # noqa: F401
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     X, y, P, R = make_inputs(args.n, args.d, args.classes, args.source_classes)
     print(f"bench_scores {date.today().isoformat()}  n={args.n} d={args.d} C={args.classes} "
           f"Z={args.source_classes} repeats={repeats} ref-repeats={ref_repeats}  python "
           f"{platform.python_version()} numpy {np.__version__}  cpus={os.cpu_count()} "
-          f"BLAS threads={args.threads or os.environ.get('OPENBLAS_NUM_THREADS', 'default')}  "
+          f"threads={args.threads or os.environ.get('OPENBLAS_NUM_THREADS', 'default')}"
+          + (f" ({', '.join(pools)})" if args.threads else "") + "  "
           f"load average {load:.2f}")
     if refs is None:
         print("references: none (tests/features/score_references.py not found or --no-references)")
