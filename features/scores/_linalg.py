@@ -190,9 +190,9 @@ def _signed_scores(V: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
 def standardize(X: np.ndarray) -> np.ndarray:
     """Columns z-scored; constant columns become 0 (like sklearn's StandardScaler)."""
     Xc = X - X.mean(axis=0)
-    sd = Xc.std(axis=0)
+    sd = np.sqrt(np.einsum("ij,ij->j", Xc, Xc) / X.shape[0])  # one pass, no n x d temporary
     sd[sd <= 1e-12 * max(float(sd.max(initial=0.0)), 1e-300)] = 1.0
-    Xc /= sd
+    Xc *= 1.0 / sd
     return Xc
 
 

@@ -174,31 +174,50 @@ def _unit_centered_rows(X: np.ndarray) -> np.ndarray:
     return np.where(ok[:, None], Z / np.where(ok, norm, 1.0)[:, None], 0.0)
 
 
-def _debiased_linear_cka(A: np.ndarray, B: np.ndarray) -> float:
+def _unit_gram(S: np.ndarray) -> np.ndarray:
+    """``A A^T`` for ``A`` = the rows of ``S`` scaled to unit length (zero rows stay zero), from
+    one symmetric product ``S S^T``, whose diagonal holds the squared row norms."""
+    G = S @ S.T
+    norm = np.sqrt(np.maximum(G.diagonal(), 0.0))
+    inv = np.divide(1.0, norm, out=np.zeros_like(norm), where=norm > 0)
+    G *= inv[:, None]
+    G *= inv[None, :]
+    return G
+
+
+def _debiased_linear_cka(A: np.ndarray, B: np.ndarray, gram_a: bool = False) -> float:
     """CKA of the U-centered Gram matrices ``K = A A^T`` and ``L = B B^T`` without forming them.
 
     With ``K~ = K - diag(K)`` the U-centered inner product is proportional to (Song et al. 2012)
     ``tr(K~ L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1``, and every term follows from
     ``||A^T B||_F^2``, the row norms and ``A^T 1``; ``||K~||`` likewise. Equals centering
     ``1 - K`` and ``1 - L`` with :func:`_center_gram` (``debiased=True``): U-centering removes
-    the constant and the sign cancels in the ratio.
+    the constant and the sign cancels in the ratio. ``gram_a``: ``A`` is already ``K``
+    (n x n, cheaper when n is below A's width); then ``tr(K L) = sum((K B) * B)``.
     """
     n = A.shape[0]
 
-    def parts(X):
+    def parts(X, gram=False):
+        if gram:
+            kd = X.diagonal().copy()
+            return kd, X.sum(axis=1) - kd, float(np.sum(X * X))
         kd = np.sum(X * X, axis=1)  # diag(K)
-        k1 = X @ X.sum(axis=0) - kd  # K~ 1
-        return kd, k1, float(k1.sum())
+        return kd, X @ X.sum(axis=0) - kd, sq_frobenius_gram(X)  # K~ 1, ||K||^2
 
     def hsic(tr, s1, s2, v12):
         return tr + s1 * s2 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * v12
 
-    ad, a1, as_ = parts(A)
-    bd, b1, bs = parts(B)
-    AB = A.T @ B
-    hab = hsic(float(np.sum(AB * AB)) - float(ad @ bd), as_, bs, float(a1 @ b1))
-    haa = hsic(sq_frobenius_gram(A) - float(ad @ ad), as_, as_, float(a1 @ a1))
-    hbb = hsic(sq_frobenius_gram(B) - float(bd @ bd), bs, bs, float(b1 @ b1))
+    ad, a1, af = parts(A, gram_a)
+    bd, b1, bf = parts(B)
+    as_, bs = float(a1.sum()), float(b1.sum())
+    if gram_a:
+        cross = float(np.sum((A @ B) * B))
+    else:
+        AB = A.T @ B
+        cross = float(np.sum(AB * AB))
+    hab = hsic(cross - float(ad @ bd), as_, bs, float(a1 @ b1))
+    haa = hsic(af - float(ad @ ad), as_, as_, float(a1 @ a1))
+    hbb = hsic(bf - float(bd @ bd), bs, bs, float(b1 @ b1))
     return float(hab / np.sqrt(haa * hbb)) if haa > 0 and hbb > 0 else 0.0
 
 
@@ -248,8 +267,12 @@ def dds(features, labels, *, probs=None, reference=None, distance="cosine", debi
         raise ScoreInputError("dds: the debiased estimator needs at least 4 samples; pass debiased=False.")
     if debiased:  # U-centering ignores the diagonal: the linear-kernel form, no n x n matrix
         unit = _unit_rows if distance == "cosine" else _unit_centered_rows
-        return _debiased_linear_cka(unit(standardize(_reduce(features, pca_dim, "dds"))),
-                                    unit(standardize(_reduce(reference, pca_dim, "dds"))))
+        S, Sr = standardize(_reduce(features, pca_dim, "dds")), standardize(_reduce(reference, pca_dim, "dds"))
+        if Sr.shape[1] > S.shape[1]:
+            S, Sr = Sr, S  # symmetric: the wider side first
+        if distance == "cosine" and S.shape[0] <= S.shape[1]:  # n <= width: its n x n Gram is cheaper
+            return _debiased_linear_cka(_unit_gram(S), unit(Sr), gram_a=True)
+        return _debiased_linear_cka(unit(S), unit(Sr))
     rdm = _cosine_rdm if distance == "cosine" else corr_rdm
     a = _center_gram(rdm(standardize(_reduce(features, pca_dim, "dds"))), debiased)
     b = _center_gram(rdm(standardize(_reduce(reference, pca_dim, "dds"))), debiased)
@@ -271,16 +294,26 @@ def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", bl
     """
     if metric not in ("euclidean", "cosine"):
         raise ScoreInputError(f"knn1: metric must be 'euclidean' or 'cosine'; got {metric!r}.")
-    X = features - features.mean(axis=0)
-    if metric == "cosine":
-        norm = np.sqrt(np.sum(X * X, axis=1))
-        X = X / np.where(norm > 0, norm, 1.0)[:, None]
-    sq = np.sum(X * X, axis=1)
+    X = features
+    mean = X.mean(axis=0)
+    sq = np.einsum("ij,ij->i", X, X)
+    offset = float(mean @ mean)
+    if metric == "cosine" or offset > 100.0 * max(float(sq.mean()) - offset, 0.0):
+        # center (a copy) where it matters: cosine is about the centered rows, and a common
+        # offset larger than 10x the spread would cost digits in |x|^2 + |y|^2 - 2 x.y
+        X = X - mean
+        if metric == "cosine":
+            norm = np.sqrt(np.einsum("ij,ij->i", X, X))
+            X = X / np.where(norm > 0, norm, 1.0)[:, None]
+        sq = np.einsum("ij,ij->i", X, X)
     n = X.shape[0]
+    if n <= int(block):  # one symmetric product
+        G = X @ X.T
     hits = 0
     for start in range(0, n, int(block)):
         stop = min(n, start + int(block))
-        G = X @ X.T if (start, stop) == (0, n) else X[start:stop] @ X.T  # X X^T: one symmetric product
+        if n > int(block):
+            G = X[start:stop] @ X.T
         D = sq[start:stop, None] + sq[None, :] - 2.0 * G
         D[np.arange(stop - start), np.arange(start, stop)] = np.inf
         hits += int(np.sum(labels[np.argmin(D, axis=1)] == labels[start:stop]))

@@ -233,11 +233,18 @@ def compute_score(name, features, labels, *, probs=None, reference=None, **kwarg
     ``kwargs``: score options (see ``get_score(name).options()``).
     Raises :class:`ScoreInputError` for unusable inputs, never returns NaN.
     """
-    return score_with_flag(name, features, labels, probs=probs, reference=reference, **kwargs).value
+    return _evaluate(name, features, labels, probs, reference, kwargs, flag=False).value
 
 
 def score_with_flag(name, features, labels, *, probs=None, reference=None, **kwargs) -> ScoreResult:
-    """:func:`compute_score`, plus the degeneracy flag and the effective options (:class:`ScoreResult`)."""
+    """:func:`compute_score`, plus the degeneracy flag and the effective options (:class:`ScoreResult`).
+
+    The flag costs one more pass over the features (and, for some scores, a cheap re-check,
+    e.g. split_lr's start gradient); :func:`compute_score` skips it."""
+    return _evaluate(name, features, labels, probs, reference, kwargs, flag=True)
+
+
+def _evaluate(name, features, labels, probs, reference, kwargs, *, flag: bool) -> ScoreResult:
     spec = get_score(name)
     valid = spec.options()
     unknown = sorted(set(kwargs) - set(valid))
@@ -256,12 +263,13 @@ def score_with_flag(name, features, labels, *, probs=None, reference=None, **kwa
     sig = inspect.signature(spec.fn)
     params = {p: sig.parameters[p].default for p in valid}
     params.update(kwargs)
-    flag = None
-    with np.errstate(all="ignore"):
-        flag = input_flag(X, y, uses_features=spec.uses_features)  # the input first: the wider reason
-        if flag is None and spec.degenerate is not None:
-            flag = spec.degenerate(X, y, value, **kwargs)
-    return ScoreResult(value=value, flag=flag, params=params)
+    why = None
+    if flag:
+        with np.errstate(all="ignore"):
+            why = input_flag(X, y, uses_features=spec.uses_features)  # the input first: the wider reason
+            if why is None and spec.degenerate is not None:
+                why = spec.degenerate(X, y, value, **kwargs)
+    return ScoreResult(value=value, flag=why, params=params)
 
 
 #: features whose total standard deviation is at most this fraction of their scale

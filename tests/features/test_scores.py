@@ -688,6 +688,20 @@ def test_knn1_blocks_give_the_same_value():
     assert compute_score("knn1", X, y, block=7) == compute_score("knn1", X, y)
 
 
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e3, 1e7])
+def test_knn1_is_unmoved_by_a_common_offset(offset):
+    """Small offsets use the uncentered expansion, large ones (> 10x the spread) a centered
+    copy: both give the neighbours of the loop reference."""
+    X, y = make_problem(seed=29, n=60, d=6, C=3, sep=1.0)
+    Xs = X + offset
+    hits = 0
+    for i in range(len(y)):
+        dist = [np.inf if j == i else np.linalg.norm(X[i] - X[j]) for j in range(len(y))]
+        hits += y[int(np.argmin(dist))] == y[i]
+    assert compute_score("knn1", Xs, y) == pytest.approx(hits / len(y))
+    assert compute_score("knn1", Xs, y, block=7) == compute_score("knn1", Xs, y)
+
+
 @pytest.mark.parametrize("shape", [(40, 200), (1, 5), (30, 3)])
 def test_gram_spectrum_projections_equal_eigh(shape):
     """Tridiagonalization + tridiagonal eigenpairs give eigh's eigenvalues and |U^T Y|."""
