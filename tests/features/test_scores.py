@@ -18,7 +18,7 @@ from features.scores.geometry import _center_gram, _cosine_rdm
 from features.scores.logme import _maximize_profile, _spectrum, _start
 from history.errors import NotFoundError, RecommenderError
 from tests.features.score_references import (dds_official, gbc_pairs, parc_official, reg_hscore_official,
-                                             sfda_iterative_A)
+                                             sfda_iterative_A, split_lr_official)
 
 REQUIRED = {"lfc", "lgc", "logme", "parc", "leep", "nce", "hscore", "reg_hscore", "knn1",
             "split_lr", "rsa", "dds"}
@@ -396,22 +396,12 @@ def test_dds_matches_explicit_cka():
     assert compute_score("dds", X, y, reference=R, debiased=False) == pytest.approx(ref, rel=1e-9)
 
 
-def _split_logistic_official(X, y, percent_train=0.5):
-    """PARC's SplitLogistic.forward (dbolya/parc methods.py, n_dims=None): contiguous split
-    ``data[:n - int(p n)]`` / ``data[n - int(p n):]``, raw features, lbfgs, max_iter 20, tol 0.1."""
-    from sklearn.linear_model import LogisticRegression
-
-    split = X.shape[0] - int(percent_train * X.shape[0])
-    clf = LogisticRegression(random_state=0, solver="lbfgs", max_iter=20, tol=1e-1).fit(X[:split], y[:split])
-    return 100 * (clf.predict(X[split:]) == y[split:]).mean()
-
-
 @pytest.mark.parametrize("seed,n,d,C", [(0, 90, 12, 3), (1, 101, 30, 5), (2, 64, 100, 4)])
 def test_split_lr_follows_parc_split_logistic(seed, n, d, C):
     X, y = make_problem(seed=seed, n=n, d=d, C=C, sep=1.0)
     X = 3.0 * X + 1.0  # raw features: no scaling in the protocol
     perm = np.random.default_rng(7).permutation(n)  # split_lr's seeded sample order
-    ref = _split_logistic_official(X[perm], y[perm]) / 100
+    ref = split_lr_official(X[perm], y[perm])
     assert compute_score("split_lr", X, y, seed=7) == pytest.approx(ref, abs=1e-12)
 
 
