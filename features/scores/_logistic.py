@@ -62,7 +62,7 @@ def _multinomial(w, X, codes, onehot, l2, first):
     K = onehot.shape[1]
     coef = w.reshape(K, d + 1, order="F")
     grad = np.empty((K, d + 1), order="F")
-    if first is not None and not w.any():  # W = 0, b = 0: raw predictions all zero
+    if not w.any():  # W = 0, b = 0 (the start): raw predictions all zero, ``first`` has the values
         loss, gX, gb = first
         grad[:, :d] = gX
         grad[:, d] = gb
@@ -86,7 +86,7 @@ def _multinomial(w, X, codes, onehot, l2, first):
 
 def _binary(w, X, y01, l2, first):
     n, d = X.shape
-    if first is not None and not w.any():
+    if not w.any():
         loss, gX, gb = first
         return loss, np.concatenate([gX, gb])
     raw = X @ w[:d] + w[d]

@@ -296,24 +296,22 @@ def knn1(features, labels, *, probs=None, reference=None, metric="euclidean", bl
         raise ScoreInputError(f"knn1: metric must be 'euclidean' or 'cosine'; got {metric!r}.")
     X = features
     mean = X.mean(axis=0)
-    sq = np.einsum("ij,ij->i", X, X)
-    offset = float(mean @ mean)
-    if metric == "cosine" or offset > 100.0 * max(float(sq.mean()) - offset, 0.0):
-        # center (a copy) where it matters: cosine is about the centered rows, and a common
-        # offset larger than 10x the spread would cost digits in |x|^2 + |y|^2 - 2 x.y
+    center = metric == "cosine"  # cosine is about the centered rows
+    if not center:  # a common offset over 10x the spread would cost digits in |x|^2 + |y|^2 - 2 x.y
+        sq = np.einsum("ij,ij->i", X, X)
+        offset = float(mean @ mean)
+        center = offset > 100.0 * max(float(sq.mean()) - offset, 0.0)
+    if center:  # a copy
         X = X - mean
         if metric == "cosine":
             norm = np.sqrt(np.einsum("ij,ij->i", X, X))
             X = X / np.where(norm > 0, norm, 1.0)[:, None]
         sq = np.einsum("ij,ij->i", X, X)
     n = X.shape[0]
-    if n <= int(block):  # one symmetric product
-        G = X @ X.T
     hits = 0
     for start in range(0, n, int(block)):
         stop = min(n, start + int(block))
-        if n > int(block):
-            G = X[start:stop] @ X.T
+        G = X @ X.T if (start, stop) == (0, n) else X[start:stop] @ X.T  # X X^T: one symmetric product
         D = sq[start:stop, None] + sq[None, :] - 2.0 * G
         D[np.arange(stop - start), np.arange(start, stop)] = np.inf
         hits += int(np.sum(labels[np.argmin(D, axis=1)] == labels[start:stop]))
